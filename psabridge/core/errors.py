@@ -1,0 +1,33 @@
+"""Exceptions whose message is shown to the admin as one line: say what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class PsabridgeError(Exception):
+    """Base of every error psabridge reports to a person."""
+
+
+class PluginError(PsabridgeError):
+    """A plugin cannot be found, enabled, disabled or removed as asked."""
+
+
+class SettingsError(PsabridgeError):
+    """One or more settings are invalid; `problems` maps each field to what is wrong with it."""
+
+    def __init__(self, plugin: str, problems: dict[str, str]):
+        self.plugin = plugin
+        self.problems = dict(problems)
+        lines = "; ".join(f"{field}: {problem}" for field, problem in self.problems.items())
+        super().__init__(f"invalid settings for {plugin}: {lines}")
+
+
+class NotSupported(PsabridgeError):
+    """The plugin does not implement a hook that the operation needs."""
+
+
+class RemoteError(PsabridgeError):
+    """The remote system refused or failed a request. Connectors subclass this."""
+
+
+class StoreError(PsabridgeError):
+    """The state store cannot be opened or used (corrupt, read-only, newer schema...)."""

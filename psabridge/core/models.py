@@ -1,0 +1,326 @@
+"""The domain objects that cross the hook boundary, as small frozen attrs classes.
+
+Identifiers of remote records are opaque strings in core/: ConnectWise uses integers, Datto RMM uses
+UUIDs, and core/ never does arithmetic on either. Each connector converts at its edge.
+
+`converter` (cattrs) turns these objects into JSON-ready dicts and back; the store and the CLI's
+`--json` output both go through it, so a datetime is written the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import cattrs
+
+PluginKind = Literal["psa", "rmm", "storage", "extension"]
+
+
+# -- describing a connector -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Setting:
+    """One value an admin gives a connector (`psabridge configure NAME --<name> ...`).
+
+    `kind="url"` applies the R2 URL rules (protocol present, no `www.`). A `secret` setting is
+    read from a hidden prompt or an environment variable, never echoed, and redacted from logs.
+    """
+
+    name: str
+    label: str
+    help: str = ""
+    kind: Literal["text", "url"] = "text"
+    secret: bool = False
+    required: bool = True
+
+
+@attrs.frozen
+class ConnectorInfo:
+    """What a PSA or RMM plugin says about itself through the `connector_info` hook."""
+
+    kind: Literal["psa", "rmm"]
+    title: str
+    settings: tuple[Setting, ...] = ()
+
+
+@attrs.frozen
+class Connection:
+    """What every remote hook receives: which plugin, its settings, and how to reach it.
+
+    `transport` lets tests and `psabridge demo` mount a simulator in-process (an httpx transport);
+    `None` means real network. `state` is scratch space owned by the plugin for the life of one
+    run (an httpx client, a resolved codebase, an OAuth token); core/ never reads it.
+    """
+
+    plugin: str
+    settings: Mapping[str, str] = attrs.field(repr=False)
+    transport: Any = attrs.field(default=None, repr=False)
+    state: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen
+class ConnectionReport:
+    """Outcome of a connection test. `missing_permissions` lists what the API user lacks (R2)."""
+
+    ok: bool
+    detail: str = ""
+    missing_permissions: tuple[str, ...] = ()
+
+
+# -- PSA side ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Company:
+    id: str
+    identifier: str
+    name: str
+    status: str = ""
+    types: tuple[str, ...] = ()
+    deleted: bool = False
+
+
+@attrs.frozen
+class CompanyFilters:
+    """R5 filters a PSA can apply server-side. `None` means "any"."""
+
+    type: str | None = None
+    status: str | None = None
+    search: str | None = None
+
+
+@attrs.frozen
+class ConfigurationType:
+    id: str
+    name: str
+    has_required_questions: bool = False  # R10: never used to create a configuration
+    inactive: bool = False
+
+
+@attrs.frozen
+class Configuration:
+    """A PSA configuration (asset record). `id` is None for one not created yet (a draft)."""
+
+    name: str
+    company_id: str
+    type_id: str | None = None
+    type_name: str = ""
+    id: str | None = None
+    status: str = ""
+    active: bool = True
+    serial_number: str | None = None
+    manufacturer: str | None = None
+    model_number: str | None = None
+    management_link: str | None = None  # R29: the "Manage Device" link back to the RMM
+    expiration_date: dt.date | None = None
+
+
+@attrs.frozen
+class ConfigurationChanges:
+    """A partial update of a configuration; fields left as None are not touched."""
+
+    management_link: str | None = None
+    clear_management_link: bool = False
+    active: bool | None = None
+    expiration_date: dt.date | None = None
+
+
+@attrs.frozen
+class Board:
+    id: str
+    name: str
+    has_default_team: bool = False  # R24
+    default_status_id: str | None = None  # R24
+    inactive: bool = False
+
+
+@attrs.frozen
+class BoardStatus:
+    id: str
+    board_id: str
+    name: str
+    closed: bool = False
+    default: bool = False
+    inactive: bool = False
+
+
+@attrs.frozen
+class Named:
+    """A simple PSA lookup value: ticket type, subtype, priority or source."""
+
+    id: str
+    name: str
+    board_id: str | None = None  # types and subtypes belong to a board
+
+
+@attrs.frozen
+class TicketOptions:
+    boards: tuple[Board, ...] = ()
+    statuses: tuple[BoardStatus, ...] = ()
+    types: tuple[Named, ...] = ()
+    subtypes: tuple[Named, ...] = ()
+    priorities: tuple[Named, ...] = ()
+    sources: tuple[Named, ...] = ()
+
+
+@attrs.frozen
+class TicketDraft:
+    """A ticket to create. `marker` is unique per alert so a lost answer can be found again."""
+
+    summary: str
+    description: str
+    company_id: str
+    marker: str
+    board_id: str | None = None
+    status_id: str | None = None
+    type_id: str | None = None
+    subtype_id: str | None = None
+    priority_id: str | None = None
+    source_id: str | None = None
+    configuration_id: str | None = None
+    device_url: str | None = None  # R29
+    alert_url: str | None = None  # R29
+
+
+@attrs.frozen
+class Ticket:
+    id: str
+    summary: str
+    company_id: str
+    board_id: str | None = None
+    status_id: str | None = None
+    status_name: str = ""
+    closed: bool = False
+    marker: str | None = None
+    configuration_ids: tuple[str, ...] = ()
+    last_updated: dt.datetime | None = None
+
+
+# -- RMM side ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Site:
+    uid: str
+    name: str
+    id: str | None = None
+    url: str | None = None  # R8: link to the site in the RMM
+    system: bool = False  # e.g. Datto's "Deleted Devices" site: never offered for mapping
+
+
+@attrs.frozen
+class Device:
+    uid: str
+    hostname: str
+    site_uid: str
+    device_type: str = ""
+    id: str | None = None
+    url: str | None = None
+    last_audit: dt.datetime | None = None  # None: not audited yet, cannot be mapped (R11)
+    deleted: bool = False  # R18
+    warranty_date: dt.date | None = None  # R15
+
+
+@attrs.frozen
+class DeviceDetails:
+    """Hardware identity read from the RMM's audit (R13, R15)."""
+
+    serial_number: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+
+
+@attrs.frozen
+class Alert:
+    uid: str
+    priority: str
+    device_uid: str
+    site_uid: str
+    monitor: str  # stable identity of the monitor that raised it (R23, R26)
+    message: str = ""
+    diagnostics: str = ""
+    raised_at: dt.datetime | None = None
+    resolved: bool = False
+    resolved_at: dt.datetime | None = None
+    creates_ticket: bool = True  # R23: the monitor's own "New Ticket" switch
+    device_name: str = ""
+    site_name: str = ""
+
+
+# -- what the store keeps ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class PluginState:
+    name: str
+    enabled: bool = False
+    settings: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen
+class CompanySiteMapping:
+    psa: str
+    rmm: str
+    company_id: str
+    company_name: str
+    site_uid: str
+    site_name: str
+    company_type: str = ""
+
+
+@attrs.frozen
+class DeviceTypeMapping:
+    psa: str
+    rmm: str
+    device_type: str
+    configuration_type_id: str
+    configuration_type_name: str = ""
+
+
+@attrs.frozen
+class DeviceMapping:
+    psa: str
+    rmm: str
+    device_uid: str
+    configuration_id: str
+    company_id: str
+    site_uid: str
+
+
+@attrs.frozen
+class StoredWarning:
+    plugin: str
+    subject: str
+    message: str
+    id: int | None = None
+    created_at: dt.datetime | None = None
+
+
+@attrs.frozen
+class JournalEntry:
+    """One change made on a remote system: what, where, and how it ended."""
+
+    plugin: str
+    action: str
+    target: str
+    outcome: Literal["ok", "failed", "intent"]
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    id: int | None = None
+    at: dt.datetime | None = None
+
+
+# -- (de)serialisation ------------------------------------------------------------------------
+
+converter = cattrs.Converter()
+converter.register_unstructure_hook(dt.datetime, lambda v: v.isoformat())
+converter.register_structure_hook(dt.datetime, lambda v, _: dt.datetime.fromisoformat(v))
+converter.register_unstructure_hook(dt.date, lambda v: v.isoformat())
+converter.register_structure_hook(dt.date, lambda v, _: dt.date.fromisoformat(v))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

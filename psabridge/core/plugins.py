@@ -1,0 +1,264 @@
+"""The plugin manager: discovery through entry points, plugin kinds, enable/disable/remove.
+
+Built-in plugins register through the same `psabridge` entry-point group a third-party package
+uses (see setup.cfg), so there is one way in. `PSABRIDGE_LOAD_PLUGINS=connectwise,sqlite` loads
+only the named entry points, and an empty value loads none (tests register their own).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import pluggy
+
+from psabridge.core import hookspecs, logs
+from psabridge.core.errors import NotSupported, PluginError
+from psabridge.core.models import Connection, ConnectionReport, JournalEntry, PluginKind, Setting
+from psabridge.core.settings import normalise_settings, validate_settings
+from psabridge.core.store import Store
+
+ENTRY_POINT_GROUP = "psabridge"
+ENV_LOAD_PLUGINS = "PSABRIDGE_LOAD_PLUGINS"
+
+log = logs.get_logger(__name__)
+
+
+def make_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("psabridge")
+    pm.add_hookspecs(hookspecs)
+    if not load_entrypoints:
+        return pm
+    wanted = os.environ.get(ENV_LOAD_PLUGINS)
+    if wanted is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    else:
+        for name in filter(None, (n.strip() for n in wanted.split(","))):
+            if not pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
+                raise PluginError(f"{ENV_LOAD_PLUGINS} names {name!r}, which is not installed")
+    return pm
+
+
+@attrs.frozen
+class PluginRecord:
+    name: str
+    kind: PluginKind
+    title: str
+    version: str
+    settings: tuple[Setting, ...] = ()
+    enabled: bool = False
+
+
+def _call_on(pm: pluggy.PluginManager, plugin: object, hook: str, **kwargs: Any):
+    """Call `hook` on one plugin only (pluggy's subset caller with every other plugin removed)."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    return pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+
+
+def implements(pm: pluggy.PluginManager, name: str, hook: str) -> bool:
+    plugin = pm.get_plugin(name)
+    return any(impl.plugin is plugin for impl in getattr(pm.hook, hook).get_hookimpls())
+
+
+def _version_of(pm: pluggy.PluginManager, plugin: object) -> str:
+    for candidate, dist in pm.list_plugin_distinfo():
+        if candidate is plugin:
+            return dist.version
+    module = getattr(plugin, "__name__", "")
+    try:
+        return importlib.metadata.version(module.split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return getattr(plugin, "__version__", "unknown")
+
+
+def plugin_record(pm: pluggy.PluginManager, name: str, store: Store | None = None) -> PluginRecord:
+    plugin = pm.get_plugin(name)
+    if plugin is None:
+        installed = ", ".join(sorted(n for n, _ in pm.list_name_plugin())) or "none"
+        raise PluginError(f"no plugin named {name!r} is installed (installed: {installed})")
+    info = _call_on(pm, plugin, "connector_info")
+    if info is not None:
+        kind, title, settings = info.kind, info.title, tuple(info.settings)
+    elif implements(pm, name, "storage_open"):
+        kind, title, settings = "storage", name, ()
+    else:
+        kind, title, settings = "extension", name, ()
+    state = store.plugin_state(name) if store is not None else None
+    return PluginRecord(
+        name=name, kind=kind, title=title, version=_version_of(pm, plugin), settings=settings,
+        enabled=bool(state and state.enabled),
+    )
+
+
+def list_plugins(pm: pluggy.PluginManager, store: Store | None = None) -> list[PluginRecord]:
+    return sorted(
+        (plugin_record(pm, name, store) for name, _ in pm.list_name_plugin()),
+        key=lambda r: (r.kind, r.name),
+    )
+
+
+def _connector_record(pm, store, name) -> PluginRecord:
+    record = plugin_record(pm, name, store)
+    if record.kind not in ("psa", "rmm"):
+        raise PluginError(
+            f"{name} is a {record.kind} plugin; only PSA and RMM connectors are configured, "
+            "enabled and disabled"
+        )
+    return record
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def configure_plugin(
+    pm: pluggy.PluginManager,
+    store: Store,
+    name: str,
+    values: Mapping[str, str | None],
+    ask_secret: Callable[[Setting], str | None] | None = None,
+) -> dict[str, str]:
+    """Merge `values` (None = leave as is) into the plugin's stored settings and save them.
+
+    URLs are checked now; completeness is checked when the plugin is enabled (R2). A secret that
+    is neither given nor stored is asked for with `ask_secret` (a hidden prompt in the CLI), after
+    the given values passed their checks. Returns the settings as saved.
+    """
+    record = _connector_record(pm, store, name)
+    known = {s.name: s for s in record.settings}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise PluginError(
+            f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(known)}"
+        )
+    given = {k: v for k, v in values.items() if v is not None}
+    for key, value in given.items():
+        if known[key].secret:
+            logs.register_secret(value)
+    # Given URLs are checked now; a missing field is only an error once the plugin is enabled.
+    validate_settings(name, [attrs.evolve(known[k], required=False) for k in given], given)
+    state = store.plugin_state(name)
+    stored = dict(state.settings) if state else {}
+    for setting in record.settings:
+        if setting.secret and ask_secret and not given.get(setting.name) and not stored.get(setting.name):
+            if answer := ask_secret(setting):
+                logs.register_secret(answer)
+                given[setting.name] = answer
+    merged = {**stored, **normalise_settings(record.settings, given)}
+    store.save_settings(name, merged)
+    log.info("plugin configured", plugin=name, fields=sorted(given))
+    return merged
+
+
+def connection_for(
+    pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
+) -> Connection:
+    """The Connection a remote hook of plugin `name` receives, from its stored settings."""
+    record = _connector_record(pm, store, name)
+    state = store.plugin_state(name)
+    settings = dict(state.settings) if state else {}
+    for setting in record.settings:
+        if setting.secret:
+            logs.register_secret(settings.get(setting.name))
+    return Connection(plugin=name, settings=settings, transport=transport)
+
+
+class Connector:
+    """One connector bound to its connection: `connector.call("psa_list_companies", filters=f)`."""
+
+    def __init__(self, pm: pluggy.PluginManager, connection: Connection):
+        self.pm = pm
+        self.connection = connection
+        self.name = connection.plugin
+        self._plugin = pm.get_plugin(self.name)
+
+    def supports(self, hook: str) -> bool:
+        return implements(self.pm, self.name, hook)
+
+    def call(self, hook: str, **kwargs: Any):
+        if not self.supports(hook):
+            raise NotSupported(f"the {self.name} plugin does not implement {hook}")
+        return _call_on(self.pm, self._plugin, hook, connection=self.connection, **kwargs)
+
+
+# -- enable / disable / remove (R1-R4) -----------------------------------------------------
+
+
+def enabled_plugins(pm: pluggy.PluginManager, store: Store, kind: str) -> list[str]:
+    return [
+        state.name
+        for state in store.plugin_states()
+        if state.enabled
+        and pm.get_plugin(state.name) is not None
+        and plugin_record(pm, state.name).kind == kind
+    ]
+
+
+def enable_plugin(
+    pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None
+) -> ConnectionReport | None:
+    """Enable a connector after validating its settings (R2) and the one-PSA rule (R1).
+
+    With `check`, the connection is tested first: a refused connection stops the enable, and
+    missing permissions are kept as warnings (R20) and returned in the report.
+    """
+    record = _connector_record(pm, store, name)
+    state = store.plugin_state(name)
+    validate_settings(name, record.settings, dict(state.settings) if state else {})
+    if record.kind == "psa":
+        others = [other for other in enabled_plugins(pm, store, "psa") if other != name]
+        if others:
+            other = others[0]
+            raise PluginError(
+                f"cannot enable {name}: the PSA plugin {other} is enabled and only one PSA can be "
+                f"enabled at a time; disable it first with `psabridge plugins disable {other}`"
+            )
+    report = None
+    hook = f"{record.kind}_check_connection"
+    connector = Connector(pm, connection_for(pm, store, name, transport))
+    if check and connector.supports(hook):
+        report = connector.call(hook)
+        if not report.ok:
+            raise PluginError(f"cannot enable {name}: {report.detail}")
+        for permission in report.missing_permissions:
+            store.add_warning(name, "permissions", f"the API user lacks {permission}")
+    store.set_enabled(name, True)
+    log.info("plugin enabled", plugin=name)
+    return report
+
+
+def disable_plugin(pm: pluggy.PluginManager, store: Store, name: str) -> None:
+    """Disable a connector; its settings and mappings stay as they are (R3)."""
+    _connector_record(pm, store, name)
+    store.set_enabled(name, False)
+    log.info("plugin disabled", plugin=name)
+
+
+def remove_plugin(
+    pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
+) -> dict[str, int]:
+    """Unmap the plugin's devices on the PSA side, then purge all its rows from the store (R4).
+
+    The remote unmapping comes first: if it fails, the store still lists what to unmap and a
+    rerun finishes the job. Configurations stay Active. Returns rows deleted per table.
+    """
+    record = _connector_record(pm, store, name)
+    mappings = store.device_mappings_of(name)
+    by_psa: dict[str, list[str]] = {}
+    for mapping in mappings:
+        by_psa.setdefault(mapping.psa, []).append(mapping.configuration_id)
+    for psa, configuration_ids in by_psa.items():
+        if pm.get_plugin(psa) is None:
+            log.warning("psa plugin not installed; links left in place", plugin=psa)
+            continue
+        connector = Connector(pm, connection_for(pm, store, psa, transport))
+        connector.call("psa_unmap_configurations", configuration_ids=configuration_ids)
+        store.record(
+            JournalEntry(psa, "unmap_configurations", ",".join(configuration_ids), "ok",
+                         {"reason": f"remove {name}"})
+        )
+    deleted = store.purge_plugin(name)
+    log.info("plugin removed", plugin=name, kind=record.kind, deleted=deleted)
+    return deleted

@@ -1,0 +1,57 @@
+"""Validation of a connector's settings against its declared `Setting`s (R2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from psabridge.core.errors import SettingsError
+from psabridge.core.models import Setting
+
+
+def url_problem(value: str) -> str | None:
+    """Say what is wrong with a service URL under R2's rules, or None if it is fine."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        bare = value.strip().split("://")[-1].removeprefix("www.")
+        return f"{value!r} has no protocol; write it with https://, e.g. https://{bare}"
+    if not parts.hostname:
+        return f"{value!r} has no host name; write it as https://host.example.com"
+    if parts.hostname.lower().startswith("www."):
+        bare = parts.hostname[4:]
+        return f"{value!r} must not contain www; use {parts.scheme}://{bare}"
+    return None
+
+
+def settings_problems(declared: Iterable[Setting], values: Mapping[str, str]) -> dict[str, str]:
+    """Return one message per invalid setting, keyed by the setting's name (empty when valid)."""
+    problems: dict[str, str] = {}
+    for setting in declared:
+        value = (values.get(setting.name) or "").strip()
+        if not value:
+            if setting.required:
+                option = "--" + setting.name.replace("_", "-")
+                problems[setting.name] = f"{setting.label} is required; set it with {option}"
+            continue
+        if setting.kind == "url" and (problem := url_problem(value)):
+            problems[setting.name] = problem
+    return problems
+
+
+def validate_settings(plugin: str, declared: Iterable[Setting], values: Mapping[str, str]) -> None:
+    """Raise SettingsError naming every invalid field, or return quietly."""
+    if problems := settings_problems(declared, values):
+        raise SettingsError(plugin, problems)
+
+
+def normalise_settings(declared: Iterable[Setting], values: Mapping[str, str]) -> dict[str, str]:
+    """Strip whitespace and trailing slashes from URLs, keep only declared names."""
+    cleaned = {}
+    for setting in declared:
+        if (value := values.get(setting.name)) is None:
+            continue
+        value = value.strip()
+        if setting.kind == "url":
+            value = value.rstrip("/")
+        cleaned[setting.name] = value
+    return cleaned

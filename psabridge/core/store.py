@@ -1,0 +1,103 @@
+"""The state store contract, and opening a store by URL through the `storage_open` hook.
+
+core/ holds no SQL: it calls these methods, and a storage plugin implements them (the embedded
+default is `psabridge.plugins.storage_sqlite`). Every method that writes is atomic on its own;
+`transaction()` groups several into one logical change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+import platformdirs
+
+from psabridge.core.errors import StoreError
+from psabridge.core.models import (
+    CompanySiteMapping,
+    DeviceDetails,
+    DeviceMapping,
+    DeviceTypeMapping,
+    JournalEntry,
+    PluginState,
+    StoredWarning,
+)
+
+ENV_DB = "PSABRIDGE_DB"
+
+# The tables a store keeps. `plugins remove` purges a plugin's rows from all but the journal,
+# which is an append-only record of what was done on remote systems and is kept on purpose.
+PLUGIN_TABLES = (
+    "plugins",
+    "company_sites",
+    "device_types",
+    "device_configurations",
+    "alert_tickets",
+    "warnings",
+    "cursors",
+    "device_details",
+)
+
+
+class Store(Protocol):
+    # plugin state (R1-R4)
+    def plugin_state(self, name: str) -> PluginState | None: ...
+    def plugin_states(self) -> list[PluginState]: ...
+    def save_settings(self, name: str, settings: dict[str, str]) -> None: ...
+    def set_enabled(self, name: str, enabled: bool) -> None: ...
+    def purge_plugin(self, name: str) -> dict[str, int]: ...
+
+    # mappings (R5-R19)
+    def save_company_mapping(self, mapping: CompanySiteMapping) -> None: ...
+    def delete_company_mapping(self, psa: str, rmm: str, company_id: str) -> bool: ...
+    def company_mappings(self, psa: str, rmm: str) -> list[CompanySiteMapping]: ...
+    def save_device_type_mapping(self, mapping: DeviceTypeMapping) -> None: ...
+    def device_type_mappings(self, psa: str, rmm: str) -> list[DeviceTypeMapping]: ...
+    def save_device_mapping(self, mapping: DeviceMapping) -> None: ...
+    def delete_device_mapping(self, psa: str, rmm: str, device_uid: str) -> bool: ...
+    def device_mappings(self, psa: str, rmm: str) -> list[DeviceMapping]: ...
+    def device_mappings_of(self, plugin: str) -> list[DeviceMapping]: ...
+
+    # audit cache: the RMM's hardware identity of a device as of its last audit
+    def device_details(self, rmm: str, device_uid: str) -> tuple[dt.datetime, DeviceDetails] | None: ...
+    def save_device_details(
+        self, rmm: str, device_uid: str, audited_at: dt.datetime, details: DeviceDetails
+    ) -> None: ...
+
+    # warnings (R20), cursors, journal
+    def add_warning(self, plugin: str, subject: str, message: str) -> StoredWarning: ...
+    def warnings(self, plugin: str | None = None) -> list[StoredWarning]: ...
+    def clear_warnings(self, plugin: str | None = None) -> int: ...
+    def cursor(self, plugin: str, name: str) -> str | None: ...
+    def set_cursor(self, plugin: str, name: str, value: str) -> None: ...
+    def record(self, entry: JournalEntry) -> JournalEntry: ...
+    def journal(self, plugin: str | None = None) -> list[JournalEntry]: ...
+
+    # plumbing
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def table_rows(self, table: str) -> Iterator[dict]: ...
+    def close(self) -> None: ...
+
+
+def default_db_path() -> Path:
+    return Path(platformdirs.user_data_dir("psabridge")) / "psabridge.db"
+
+
+def store_url(db: str | os.PathLike | None) -> str:
+    """Turn `--db`, `$PSABRIDGE_DB` or the default path into a store URL."""
+    db = db or os.environ.get(ENV_DB) or default_db_path()
+    text = str(db)
+    return text if "://" in text else f"sqlite://{Path(text).expanduser().resolve()}"
+
+
+def open_store(pm, url: str) -> Store:
+    """Ask the storage plugins for a store for `url`."""
+    store = pm.hook.storage_open(url=url)
+    if store is None:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(f"no storage plugin understands {scheme}:// URLs (try sqlite:///path)")
+    return store

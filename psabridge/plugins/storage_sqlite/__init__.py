@@ -1,0 +1,15 @@
+"""The embedded state store: SQLite through sqlite-utils, reached as `sqlite:///absolute/path`."""
+
+from __future__ import annotations
+
+from psabridge.core.hookspecs import hookimpl
+from psabridge.plugins.storage_sqlite.store import SQLiteStore
+
+SCHEME = "sqlite://"
+
+
+@hookimpl
+def storage_open(url: str):
+    if not url.startswith(SCHEME):
+        return None
+    return SQLiteStore(url[len(SCHEME) :])

@@ -1,0 +1,368 @@
+"""The state store on SQLite, through sqlite-utils.
+
+Schema changes are numbered migrations recorded in `PRAGMA user_version`; a file written by a
+newer psabridge is refused rather than guessed at. The connection runs in autocommit mode and
+`transaction()` issues `BEGIN IMMEDIATE`, so a logical change is all-or-nothing and two processes
+never interleave their writes. (sqlite-utils' own insert helpers commit on their own, so writes
+here are plain SQL inside our transactions; sqlite-utils does schema work and reads.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from psabridge.core.errors import StoreError
+from psabridge.core.models import (
+    CompanySiteMapping,
+    DeviceDetails,
+    DeviceMapping,
+    DeviceTypeMapping,
+    JournalEntry,
+    PluginState,
+    StoredWarning,
+    converter,
+    utcnow,
+)
+from psabridge.core.store import PLUGIN_TABLES
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["plugins"].create({"name": str, "enabled": int, "settings": str, "updated_at": str}, pk="name")
+    db["company_sites"].create(
+        {"psa": str, "rmm": str, "company_id": str, "company_name": str, "company_type": str,
+         "site_uid": str, "site_name": str, "mapped_at": str},
+        pk=("psa", "rmm", "company_id"),
+    )
+    db["company_sites"].create_index(["psa", "rmm", "site_uid"], unique=True)
+    db["device_types"].create(
+        {"psa": str, "rmm": str, "device_type": str, "configuration_type_id": str,
+         "configuration_type_name": str, "mapped_at": str},
+        pk=("psa", "rmm", "device_type"),
+    )
+    db["device_configurations"].create(
+        {"psa": str, "rmm": str, "device_uid": str, "configuration_id": str, "company_id": str,
+         "site_uid": str, "mapped_at": str},
+        pk=("psa", "rmm", "device_uid"),
+    )
+    # R14: one device per configuration, enforced by the database, not only by the engine.
+    db["device_configurations"].create_index(["psa", "configuration_id"], unique=True)
+    db["alert_tickets"].create(
+        {"psa": str, "rmm": str, "alert_uid": str, "ticket_id": str, "state": str, "monitor": str,
+         "device_uid": str, "opened_at": str, "updated_at": str},
+        pk=("psa", "rmm", "alert_uid"),
+    )
+    db["warnings"].create(
+        {"id": int, "plugin": str, "subject": str, "message": str, "created_at": str}, pk="id"
+    )
+    db["cursors"].create({"plugin": str, "name": str, "value": str}, pk=("plugin", "name"))
+    db["device_details"].create(
+        {"rmm": str, "device_uid": str, "audited_at": str, "serial_number": str,
+         "manufacturer": str, "model": str},
+        pk=("rmm", "device_uid"),
+    )
+    db["journal"].create(
+        {"id": int, "at": str, "plugin": str, "action": str, "target": str, "outcome": str,
+         "detail": str},
+        pk="id",
+    )
+    db["journal"].create_index(["plugin", "id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Which column names the plugin a row belongs to, per table.
+_OWNER_COLUMNS = {
+    "plugins": ("name",),
+    "company_sites": ("psa", "rmm"),
+    "device_types": ("psa", "rmm"),
+    "device_configurations": ("psa", "rmm"),
+    "alert_tickets": ("psa", "rmm"),
+    "warnings": ("plugin",),
+    "cursors": ("plugin",),
+    "device_details": ("rmm",),
+}
+assert set(_OWNER_COLUMNS) == set(PLUGIN_TABLES)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the permissions of the database file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            if not self.path.exists():
+                _create_private(self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the store {self.path}: {exc}. If the file is damaged, move it away "
+                "and restore a backup (psabridge never edits it in place)."
+            ) from exc
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, written by a newer psabridge "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade psabridge to use it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One logical change: nested calls join the outermost transaction."""
+        with self._lock:
+            depth = self._depth
+            if depth == 0:
+                self.db.execute("BEGIN IMMEDIATE")
+            self._depth = depth + 1
+            try:
+                yield
+            except BaseException:
+                self._depth = depth
+                if depth == 0:
+                    self.db.execute("ROLLBACK")
+                raise
+            self._depth = depth
+            if depth == 0:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    self.db.execute("ROLLBACK")
+                    raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+
+    def _write(self, sql: str, params: tuple | dict = (), conflict: str = "") -> sqlite3.Cursor:
+        """Run one write in a transaction; `conflict` explains a uniqueness violation."""
+        try:
+            with self.transaction():
+                return self.db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(conflict or f"the store refused a write: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+
+    def table_rows(self, table: str) -> Iterator[dict]:
+        return self.db[table].rows_where(order_by="rowid")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- plugin state -----------------------------------------------------------------------
+
+    def plugin_state(self, name: str) -> PluginState | None:
+        row = self.db.execute(
+            "select name, enabled, settings from plugins where name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            return None
+        return PluginState(name=row[0], enabled=bool(row[1]), settings=json.loads(row[2] or "{}"))
+
+    def plugin_states(self) -> list[PluginState]:
+        rows = self.db.execute("select name from plugins order by name").fetchall()
+        return [self.plugin_state(name) for (name,) in rows]
+
+    def save_settings(self, name: str, settings: dict[str, str]) -> None:
+        self._write(
+            """insert into plugins (name, enabled, settings, updated_at) values (?, 0, ?, ?)
+               on conflict(name) do update set settings = excluded.settings,
+               updated_at = excluded.updated_at""",
+            (name, json.dumps(settings, sort_keys=True), utcnow().isoformat()),
+        )
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self._write(
+            """insert into plugins (name, enabled, settings, updated_at) values (?, ?, '{}', ?)
+               on conflict(name) do update set enabled = excluded.enabled""",
+            (name, int(enabled), utcnow().isoformat()),
+        )
+
+    def purge_plugin(self, name: str) -> dict[str, int]:
+        deleted = {}
+        with self.transaction():
+            for table, columns in _OWNER_COLUMNS.items():
+                where = " or ".join(f"{column} = :name" for column in columns)
+                deleted[table] = self.db.execute(
+                    f"delete from {table} where {where}", {"name": name}
+                ).rowcount
+        return deleted
+
+    # -- mappings ---------------------------------------------------------------------------
+
+    def save_company_mapping(self, mapping: CompanySiteMapping) -> None:
+        self._write(
+            """insert into company_sites
+               (psa, rmm, company_id, company_name, company_type, site_uid, site_name, mapped_at)
+               values (:psa, :rmm, :company_id, :company_name, :company_type, :site_uid,
+                       :site_name, :mapped_at)
+               on conflict (psa, rmm, company_id) do update set company_name = :company_name,
+                 company_type = :company_type, site_uid = :site_uid, site_name = :site_name,
+                 mapped_at = :mapped_at""",
+            {**converter.unstructure(mapping), "mapped_at": utcnow().isoformat()},
+            conflict=f"site {mapping.site_name} is already mapped to another company; unmap it first",
+        )
+
+    def delete_company_mapping(self, psa: str, rmm: str, company_id: str) -> bool:
+        cursor = self._write(
+            "delete from company_sites where psa = ? and rmm = ? and company_id = ?",
+            (psa, rmm, company_id),
+        )
+        return cursor.rowcount > 0
+
+    def company_mappings(self, psa: str, rmm: str) -> list[CompanySiteMapping]:
+        return self._rows(CompanySiteMapping, "company_sites", psa, rmm, "company_name")
+
+    def save_device_type_mapping(self, mapping: DeviceTypeMapping) -> None:
+        self._write(
+            """insert or replace into device_types
+               (psa, rmm, device_type, configuration_type_id, configuration_type_name, mapped_at)
+               values (:psa, :rmm, :device_type, :configuration_type_id,
+                       :configuration_type_name, :mapped_at)""",
+            {**converter.unstructure(mapping), "mapped_at": utcnow().isoformat()},
+        )
+
+    def device_type_mappings(self, psa: str, rmm: str) -> list[DeviceTypeMapping]:
+        return self._rows(DeviceTypeMapping, "device_types", psa, rmm, "device_type")
+
+    def save_device_mapping(self, mapping: DeviceMapping) -> None:
+        self._write(
+            """insert into device_configurations
+               (psa, rmm, device_uid, configuration_id, company_id, site_uid, mapped_at)
+               values (:psa, :rmm, :device_uid, :configuration_id, :company_id, :site_uid,
+                       :mapped_at)
+               on conflict (psa, rmm, device_uid) do update set
+                 configuration_id = :configuration_id, company_id = :company_id,
+                 site_uid = :site_uid, mapped_at = :mapped_at""",
+            {**converter.unstructure(mapping), "mapped_at": utcnow().isoformat()},
+            conflict=f"configuration {mapping.configuration_id} is already mapped to another "
+            "device (one device per configuration, R14); unmap that device first",
+        )
+
+    def delete_device_mapping(self, psa: str, rmm: str, device_uid: str) -> bool:
+        cursor = self._write(
+            "delete from device_configurations where psa = ? and rmm = ? and device_uid = ?",
+            (psa, rmm, device_uid),
+        )
+        return cursor.rowcount > 0
+
+    def device_mappings(self, psa: str, rmm: str) -> list[DeviceMapping]:
+        return self._rows(DeviceMapping, "device_configurations", psa, rmm, "device_uid")
+
+    def device_mappings_of(self, plugin: str) -> list[DeviceMapping]:
+        rows = self.db["device_configurations"].rows_where(
+            "psa = ? or rmm = ?", [plugin, plugin], order_by="device_uid"
+        )
+        return [_structure(DeviceMapping, row) for row in rows]
+
+    def _rows(self, cls, table: str, psa: str, rmm: str, order_by: str):
+        rows = self.db[table].rows_where("psa = ? and rmm = ?", [psa, rmm], order_by=order_by)
+        return [_structure(cls, row) for row in rows]
+
+    # -- audit cache ------------------------------------------------------------------------
+
+    def device_details(self, rmm: str, device_uid: str):
+        row = self.db.execute(
+            """select audited_at, serial_number, manufacturer, model from device_details
+               where rmm = ? and device_uid = ?""",
+            (rmm, device_uid),
+        ).fetchone()
+        if row is None:
+            return None
+        audited_at, serial, manufacturer, model = row
+        return dt.datetime.fromisoformat(audited_at), DeviceDetails(serial, manufacturer, model)
+
+    def save_device_details(self, rmm, device_uid, audited_at, details) -> None:
+        self._write(
+            """insert or replace into device_details
+               (rmm, device_uid, audited_at, serial_number, manufacturer, model)
+               values (?, ?, ?, ?, ?, ?)""",
+            (rmm, device_uid, audited_at.isoformat(), details.serial_number,
+             details.manufacturer, details.model),
+        )
+
+    # -- warnings, cursors, journal ---------------------------------------------------------
+
+    def add_warning(self, plugin: str, subject: str, message: str) -> StoredWarning:
+        at = utcnow()
+        cursor = self._write(
+            "insert into warnings (plugin, subject, message, created_at) values (?, ?, ?, ?)",
+            (plugin, subject, message, at.isoformat()),
+        )
+        return StoredWarning(plugin, subject, message, id=cursor.lastrowid, created_at=at)
+
+    def warnings(self, plugin: str | None = None) -> list[StoredWarning]:
+        where, params = ("plugin = ?", [plugin]) if plugin else (None, [])
+        rows = self.db["warnings"].rows_where(where, params, order_by="id")
+        return [_structure(StoredWarning, row) for row in rows]
+
+    def clear_warnings(self, plugin: str | None = None) -> int:
+        if plugin:
+            return self._write("delete from warnings where plugin = ?", (plugin,)).rowcount
+        return self._write("delete from warnings").rowcount
+
+    def cursor(self, plugin: str, name: str) -> str | None:
+        row = self.db.execute(
+            "select value from cursors where plugin = ? and name = ?", (plugin, name)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, plugin: str, name: str, value: str) -> None:
+        self._write(
+            "insert or replace into cursors (plugin, name, value) values (?, ?, ?)",
+            (plugin, name, value),
+        )
+
+    def record(self, entry: JournalEntry) -> JournalEntry:
+        at = entry.at or utcnow()
+        cursor = self._write(
+            """insert into journal (at, plugin, action, target, outcome, detail)
+               values (?, ?, ?, ?, ?, ?)""",
+            (at.isoformat(), entry.plugin, entry.action, entry.target, entry.outcome,
+             json.dumps(dict(entry.detail), sort_keys=True, default=str)),
+        )
+        return JournalEntry(
+            entry.plugin, entry.action, entry.target, entry.outcome, entry.detail,
+            id=cursor.lastrowid, at=at,
+        )
+
+    def journal(self, plugin: str | None = None) -> list[JournalEntry]:
+        where, params = ("plugin = ?", [plugin]) if plugin else (None, [])
+        return [
+            _structure(JournalEntry, {**row, "detail": json.loads(row["detail"])})
+            for row in self.db["journal"].rows_where(where, params, order_by="id")
+        ]
+
+
+def _structure(cls, row: dict):
+    """Build an attrs model from a row, ignoring bookkeeping columns the model does not carry."""
+    fields = {field.name for field in cls.__attrs_attrs__}
+    return converter.structure({k: v for k, v in row.items() if k in fields}, cls)
