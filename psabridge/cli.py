@@ -204,4 +204,10 @@ def configure():
     """Set a connector's settings (secrets from a hidden prompt or environment variable)."""
 
 
+@cli.group()
+def simulate():
+    """Run a service simulator on loopback (connectors add theirs here)."""
+
+
+# Connectors add their commands (e.g. `simulate connectwise`) through the register_commands hook.
 default_plugin_manager().hook.register_commands(cli=cli)

@@ -1,0 +1,99 @@
+"""Sending a request with retries: backoff with jitter, Retry-After honoured, writes kept safe.
+
+Both connectors send through `send`, so "what is retried, and how long we wait" is decided in
+one place. A request that may have changed something on the server (a POST whose answer was
+lost) is not retried here: the caller recovers, e.g. by looking up the record it meant to create.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+
+import attrs
+import httpx
+
+from psabridge.core import logs
+
+log = logs.get_logger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How hard to try. Defaults suit a background sync (CW advises 5-10 tries, <= 60 s waits)."""
+
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0  # a longer Retry-After is an outage, not throttling
+    statuses: frozenset[int] = RETRYABLE_STATUS
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Parse Retry-After (seconds or an HTTP date); None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+_jitter = random.Random()
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
+    """Full-jitter exponential backoff for the given (1-based) attempt."""
+    return _jitter.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
+
+
+def send(
+    client: httpx.Client,
+    request: httpx.Request,
+    policy: RetryPolicy = RetryPolicy(),
+    idempotent: bool | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> httpx.Response:
+    """Send `request`, retrying transport errors and retryable statuses under `policy`.
+
+    Non-idempotent requests (POST, PATCH unless `idempotent=True`) are retried only when the
+    server surely did not act: the connection was never made, or it answered 429. Returns the
+    last response (the caller maps error statuses); re-raises the last transport error.
+    """
+    if idempotent is None:
+        idempotent = request.method in IDEMPOTENT_METHODS
+    for attempt in range(1, policy.attempts + 1):
+        last = attempt == policy.attempts
+        try:
+            response = client.send(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if last:
+                raise
+            delay = backoff_delay(policy, attempt)
+            reason = type(exc).__name__
+        except httpx.TransportError as exc:
+            if last or not idempotent:
+                raise
+            delay = backoff_delay(policy, attempt)
+            reason = type(exc).__name__
+        else:
+            status = response.status_code
+            if status not in policy.statuses or last or (status != 429 and not idempotent):
+                return response
+            retry_after = retry_after_seconds(response)
+            if retry_after is not None and retry_after > policy.max_retry_after:
+                return response
+            delay = retry_after if retry_after is not None else backoff_delay(policy, attempt)
+            reason = f"HTTP {status}"
+            response.close()
+        log.info("retrying request", method=request.method, url=str(request.url.copy_with(query=None)),
+                 reason=reason, attempt=attempt, delay=round(delay, 3))
+        sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

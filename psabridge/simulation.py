@@ -1,0 +1,221 @@
+"""What every service simulator shares: serving, fault injection and request counting.
+
+A simulator is a WSGI application (werkzeug). The same app is reached two ways:
+
+* in-process, through `transport(app)`, an httpx transport: fast, for most tests;
+* over loopback, through `serve(app)`, a threaded werkzeug server on 127.0.0.1: real sockets,
+  real timeouts, real dropped connections.
+
+`FaultInjector` wraps an app and, per request, may add latency, answer 5xx or 429 with
+Retry-After, send a malformed body, or drop the connection, either at random rates (seeded, so a
+run can be repeated) or from a script of one-shot faults aimed at a method and path. It also
+counts requests per endpoint, which is what the benchmarks report.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import attrs
+import httpx
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+FaultKind = Literal["error", "throttle", "drop", "malformed", "slow"]
+
+
+class DroppedConnection(Exception):
+    """Raised inside the app to end the exchange without an HTTP answer."""
+
+
+@attrs.define
+class ScriptedFault:
+    """A one-shot fault for the next request matching `method` and `path` (a regex).
+
+    `when="before"` fails the request without processing it; `when="after"` lets the app
+    process it (the record is created) and then fails the answer: the case that tests
+    exactly-once behaviour.
+    """
+
+    kind: FaultKind
+    method: str = "*"
+    path: str = ".*"
+    when: Literal["before", "after"] = "before"
+    status: int = 503
+    seconds: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in ("*", method) and re.search(self.path, path) is not None
+
+
+@attrs.define
+class Faults:
+    """Fault settings for one simulator run. Rates are probabilities per request."""
+
+    latency: float = 0.0  # seconds added to every request
+    error_rate: float = 0.0  # 5xx answers
+    throttle_rate: float = 0.0  # 429 answers with Retry-After
+    retry_after: float = 1.0
+    drop_rate: float = 0.0  # connection closed without an answer
+    malformed_rate: float = 0.0  # 200 with a body that is not JSON
+    spike_rate: float = 0.0  # latency spikes
+    spike: float = 0.2
+    seed: int = 0
+    script: list[ScriptedFault] = attrs.field(factory=list)
+
+    def add(self, fault: ScriptedFault) -> ScriptedFault:
+        self.script.append(fault)
+        return fault
+
+
+class FaultInjector:
+    """WSGI middleware applying `Faults` and counting requests by "METHOD /path-template"."""
+
+    def __init__(self, app, faults: Faults | None = None,
+                 endpoint_of: Callable[[str, str], str] | None = None,
+                 throttle_body: Callable[[float], Response] | None = None):
+        self.app = app
+        self.faults = faults or Faults()
+        self.endpoint_of = endpoint_of or (lambda method, path: f"{method} {path}")
+        self.throttle_body = throttle_body or (
+            lambda seconds: Response('{"message":"Too many requests"}', 429,
+                                     {"Retry-After": str(int(seconds)) if seconds >= 1 else str(seconds)},
+                                     content_type="application/json"))
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.faults_served: collections.Counter[str] = collections.Counter()
+        self._random = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.faults_served.clear()
+
+    def _roll(self, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        with self._lock:
+            return self._random.random() < rate
+
+    def _take_scripted(self, method: str, path: str, when: str) -> ScriptedFault | None:
+        with self._lock:
+            for fault in self.faults.script:
+                if fault.when == when and fault.matches(method, path):
+                    self.faults.script.remove(fault)
+                    return fault
+        return None
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        with self._lock:
+            self.counts[self.endpoint_of(method, path)] += 1
+        f = self.faults
+        if f.latency:
+            time.sleep(f.latency)
+        if self._roll(f.spike_rate):
+            time.sleep(f.spike)
+        fault = self._take_scripted(method, path, "before") or self._random_fault()
+        if fault is not None:
+            return self._serve_fault(fault, environ, start_response)
+        after = self._take_scripted(method, path, "after")
+        if after is None:
+            return self.app(environ, start_response)
+        # Let the app do its work (and discard its answer), then fail the exchange.
+        body = b"".join(self.app(environ, lambda *a, **k: None))
+        del body
+        return self._serve_fault(after, environ, start_response)
+
+    def _random_fault(self) -> ScriptedFault | None:
+        f = self.faults
+        if self._roll(f.drop_rate):
+            return ScriptedFault("drop")
+        if self._roll(f.throttle_rate):
+            return ScriptedFault("throttle", seconds=f.retry_after)
+        if self._roll(f.error_rate):
+            return ScriptedFault("error", status=self._random.choice([500, 502, 503, 504]))
+        if self._roll(f.malformed_rate):
+            return ScriptedFault("malformed")
+        return None
+
+    def _serve_fault(self, fault: ScriptedFault, environ, start_response):
+        with self._lock:
+            self.faults_served[fault.kind] += 1
+        if fault.kind == "slow":
+            time.sleep(fault.seconds)
+            return Response('{"message":"late"}', 200, content_type="application/json")(
+                environ, start_response)
+        if fault.kind == "drop":
+            sock = environ.get("werkzeug.socket")
+            if sock is None:  # in-process: the transport turns this into an httpx error
+                raise DroppedConnection()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+            return []
+        if fault.kind == "throttle":
+            return self.throttle_body(fault.seconds)(environ, start_response)
+        if fault.kind == "malformed":
+            return Response('{"truncated": [1, 2', 200, content_type="application/json")(
+                environ, start_response)
+        return Response('{"message":"simulated server error"}', fault.status,
+                        content_type="application/json")(environ, start_response)
+
+
+class _InProcessTransport(httpx.WSGITransport):
+    """httpx.WSGITransport that reports a dropped connection as httpx does for a real one."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except DroppedConnection:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            ) from None
+
+
+def transport(app) -> httpx.BaseTransport:
+    """An httpx transport that calls `app` in-process."""
+    return _InProcessTransport(app=app)
+
+
+@attrs.define
+class RunningServer:
+    url: str
+    port: int
+    _server: object
+    _thread: threading.Thread
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_server(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Serve `app` on loopback in a background thread (threaded: one thread per request)."""
+    server = make_server(host, port, app, threaded=True)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=f"simulator:{server.port}",
+                              daemon=True)
+    thread.start()
+    return RunningServer(url=f"http://{host}:{server.port}", port=server.port, server=server,
+                         thread=thread)
+
+
+@contextmanager
+def serve(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
+    running = start_server(app, host, port)
+    try:
+        yield running
+    finally:
+        running.shutdown()
