@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import attrs
 import httpx
+import tenacity
 
 from psabridge.core import logs
 
@@ -69,31 +70,44 @@ def send(
     """
     if idempotent is None:
         idempotent = request.method in IDEMPOTENT_METHODS
-    for attempt in range(1, policy.attempts + 1):
-        last = attempt == policy.attempts
-        try:
-            response = client.send(request)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            if last:
-                raise
-            delay = backoff_delay(policy, attempt)
-            reason = type(exc).__name__
-        except httpx.TransportError as exc:
-            if last or not idempotent:
-                raise
-            delay = backoff_delay(policy, attempt)
-            reason = type(exc).__name__
-        else:
-            status = response.status_code
-            if status not in policy.statuses or last or (status != 429 and not idempotent):
-                return response
-            retry_after = retry_after_seconds(response)
-            if retry_after is not None and retry_after > policy.max_retry_after:
-                return response
-            delay = retry_after if retry_after is not None else backoff_delay(policy, attempt)
-            reason = f"HTTP {status}"
-            response.close()
-        log.info("retrying request", method=request.method, url=str(request.url.copy_with(query=None)),
-                 reason=reason, attempt=attempt, delay=round(delay, 3))
-        sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def retry_exception(exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return True
+        return idempotent and isinstance(exc, httpx.TransportError)
+
+    def retry_response(response: httpx.Response) -> bool:
+        status = response.status_code
+        if status not in policy.statuses or (status != 429 and not idempotent):
+            return False
+        retry_after = retry_after_seconds(response)
+        return retry_after is None or retry_after <= policy.max_retry_after
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        if not outcome.failed and (seconds := retry_after_seconds(outcome.result())) is not None:
+            return seconds
+        return backoff_delay(policy, state.attempt_number)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        reason = (type(outcome.exception()).__name__ if outcome.failed
+                  else f"HTTP {outcome.result().status_code}")
+        if not outcome.failed:
+            outcome.result().close()
+        log.info("retrying request", method=request.method,
+                 url=str(request.url.copy_with(query=None)), reason=reason,
+                 attempt=state.attempt_number, delay=round(state.upcoming_sleep, 3))
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=wait,
+        retry=(tenacity.retry_if_exception(retry_exception)
+               | tenacity.retry_if_result(retry_response)),
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+        # Out of attempts on a bad status: hand the response back for the caller to map.
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
+    return retrying(client.send, request)
