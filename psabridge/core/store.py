@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import platformdirs
 
@@ -39,6 +39,7 @@ PLUGIN_TABLES = (
     "alert_tickets",
     "warnings",
     "cursors",
+    "options",
     "device_details",
 )
 
@@ -74,6 +75,8 @@ class Store(Protocol):
     def clear_warnings(self, plugin: str | None = None) -> int: ...
     def cursor(self, plugin: str, name: str) -> str | None: ...
     def set_cursor(self, plugin: str, name: str, value: str) -> None: ...
+    def option(self, plugin: str, name: str) -> Any: ...
+    def set_option(self, plugin: str, name: str, value: Any) -> None: ...
     def record(self, entry: JournalEntry) -> JournalEntry: ...
     def journal(self, plugin: str | None = None) -> list[JournalEntry]: ...
 

@@ -52,6 +52,7 @@ def populate(store, psa: str, rmm: str = "datto", suffix: str = "") -> None:
     store.save_device_mapping(DeviceMapping(psa, rmm, f"d1{suffix}", f"cfg1{suffix}", "c1", "s1"))
     store.add_warning(psa, "configuration", "type Server has required questions")
     store.set_cursor(psa, "tickets", "2026-01-01T00:00:00+00:00")
+    store.set_option(psa, "auto_map", True)
     store.db.execute(
         "insert into alert_tickets (psa, rmm, alert_uid, ticket_id, state) values (?, ?, ?, ?, 'open')",
         (psa, rmm, f"a1{suffix}", f"t1{suffix}"),

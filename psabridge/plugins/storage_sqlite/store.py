@@ -77,7 +77,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["journal"].create_index(["plugin", "id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Integration options (automatic mapping, ticketing...) kept per PSA plugin, so that
+    # disable keeps them (R3, R27) and remove purges them (R4).
+    db["options"].create({"plugin": str, "name": str, "value": str}, pk=("plugin", "name"))
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Which column names the plugin a row belongs to, per table.
@@ -89,6 +95,7 @@ _OWNER_COLUMNS = {
     "alert_tickets": ("psa", "rmm"),
     "warnings": ("plugin",),
     "cursors": ("plugin",),
+    "options": ("plugin",),
     "device_details": ("rmm",),
 }
 assert set(_OWNER_COLUMNS) == set(PLUGIN_TABLES)
@@ -116,6 +123,9 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
             self.db.enable_wal()
+            # In WAL mode NORMAL survives a killed process (the case we must converge from);
+            # only a power cut may lose the last commits, never corrupt the file.
+            self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -339,6 +349,18 @@ class SQLiteStore:
         self._write(
             "insert or replace into cursors (plugin, name, value) values (?, ?, ?)",
             (plugin, name, value),
+        )
+
+    def option(self, plugin: str, name: str):
+        row = self.db.execute(
+            "select value from options where plugin = ? and name = ?", (plugin, name)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_option(self, plugin: str, name: str, value) -> None:
+        self._write(
+            "insert or replace into options (plugin, name, value) values (?, ?, ?)",
+            (plugin, name, json.dumps(value)),
         )
 
     def record(self, entry: JournalEntry) -> JournalEntry:

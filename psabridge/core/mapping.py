@@ -1,0 +1,627 @@
+"""The mapping engine: companies to sites, device types to configuration types, devices to
+configurations (R5-R20), connector-neutral: it talks to the PSA and the RMM only through hooks.
+
+Each mapping command first builds a `Plan`, the exact list of changes it would make; `--dry-run`
+prints it and stops, otherwise `apply` carries it out. A command run twice plans nothing the
+second time, because every change is planned from the current state on both sides.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
+
+import attrs
+
+from psabridge.core import logs
+from psabridge.core.bridge import Bridge
+from psabridge.core.errors import PsabridgeError
+from psabridge.core.matching import (
+    Match,
+    SiteSuggestion,
+    match_configuration,
+    suggest_configuration_type,
+    suggest_sites,
+)
+from psabridge.core.models import (
+    Company,
+    CompanyFilters,
+    CompanySiteMapping,
+    Configuration,
+    ConfigurationChanges,
+    ConfigurationType,
+    Device,
+    DeviceDetails,
+    DeviceMapping,
+    DeviceTypeMapping,
+    Site,
+)
+
+log = logs.get_logger(__name__)
+
+NEW = "new"  # a choice meaning "create a new site / configuration"
+MappingView = Literal["unmapped", "mapped", "all"]
+
+
+class MappingError(PsabridgeError):
+    """A mapping request that cannot be carried out as asked."""
+
+
+# -- plans ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Change:
+    """One change a command makes; `--dry-run` prints it, `apply` carries it out."""
+
+    action: str
+    subject: str
+    detail: str
+    run: Callable[[], object] = attrs.field(eq=False, repr=False)
+
+
+@attrs.define
+class Plan:
+    changes: list[Change] = attrs.field(factory=list)
+    skipped: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
+
+    def add(self, action: str, subject: str, detail: str, run: Callable[[], object]) -> None:
+        self.changes.append(Change(action, subject, detail, run))
+
+    def skip(self, subject: str, why: str) -> None:
+        self.skipped.append((subject, why))
+
+
+@attrs.frozen
+class Outcome:
+    done: list[Change]
+    failed: list[tuple[Change, str]]
+
+
+def apply(bridge: Bridge, plan: Plan) -> Outcome:
+    """Carry out a plan. A change that fails becomes a warning (R20) and the rest go on."""
+    done, failed = [], []
+    for change in plan.changes:
+        try:
+            change.run()
+        except PsabridgeError as exc:
+            message = f"{change.action} for {change.subject} failed: {exc}"
+            bridge.store.add_warning(bridge.psa.name, change.subject, message)
+            log.warning("change failed", action=change.action, subject=change.subject, error=str(exc))
+            failed.append((change, str(exc)))
+        else:
+            done.append(change)
+    return Outcome(done, failed)
+
+
+# -- companies and sites (R5-R8) ------------------------------------------------------------
+
+
+@attrs.frozen
+class CompanyRow:
+    """One line of the companies table: a company under one of its types (R7)."""
+
+    company: Company
+    company_type: str
+    suggestion: SiteSuggestion | None = None  # for unmapped companies (R6)
+    mapping: CompanySiteMapping | None = None  # for mapped companies
+    site_url: str | None = None  # R8
+
+
+def _company_passes(company: Company, filters: CompanyFilters) -> bool:
+    if filters.type and filters.type.casefold() not in {t.casefold() for t in company.types}:
+        return False
+    if filters.status and filters.status.casefold() != company.status.casefold():
+        return False
+    if filters.search:
+        needle = filters.search.casefold()
+        return needle in company.name.casefold() or needle in company.identifier.casefold()
+    return True
+
+
+def rmm_sites(bridge: Bridge) -> list[Site]:
+    return [site for site in bridge.rmm.call("rmm_list_sites") if not site.system]
+
+
+def site_url(bridge: Bridge, site: Site) -> str:
+    return site.url or bridge.rmm.call("rmm_site_url", site=site)
+
+
+def load_companies(
+    bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None
+) -> list[CompanyRow]:
+    """The companies table (R5): filtered, one row per type (R7), with suggestions (R6) for
+    unmapped companies and the mapped site with its link (R8) for mapped ones."""
+    psa, rmm = bridge.pair
+    filters = filters or CompanyFilters()
+    mapped = {m.company_id: m for m in bridge.store.company_mappings(psa, rmm)}
+    companies = [
+        c for c in bridge.psa.call("psa_list_companies", filters=filters)
+        if not c.deleted and _company_passes(c, filters)
+    ]
+    sites = rmm_sites(bridge)
+    sites_by_uid = {site.uid: site for site in sites}
+    rows: list[CompanyRow] = []
+    if view in ("mapped", "all"):
+        for company in companies:
+            if mapping := mapped.get(company.id):
+                site = sites_by_uid.get(mapping.site_uid, Site(mapping.site_uid, mapping.site_name))
+                rows.append(CompanyRow(company, mapping.company_type, mapping=mapping,
+                                       site_url=site_url(bridge, site)))
+    if view in ("unmapped", "all"):
+        unmapped = [c for c in companies if c.id not in mapped]
+        taken_sites = {m.site_uid for m in mapped.values()}
+        free_sites = [(s.uid, s.name) for s in sites if s.uid not in taken_sites]
+        suggestions = suggest_sites([(c.id, c.name) for c in unmapped], free_sites,
+                                    threshold=bridge.option("site_threshold"))
+        for company in unmapped:
+            for company_type in company.types or ("",):
+                if filters.type and company_type.casefold() != filters.type.casefold():
+                    continue
+                rows.append(CompanyRow(company, company_type, suggestion=suggestions[company.id]))
+    return rows
+
+
+def plan_company_mappings(
+    bridge: Bridge, choices: Mapping[str, str | None], company_types: Mapping[str, str] | None = None
+) -> Plan:
+    """Plan mapping companies to sites. `choices` maps a company id to a site uid, to NEW
+    ("Create New" with the company's name, R6) or to None (take the suggestion)."""
+    psa, rmm = bridge.pair
+    plan = Plan()
+    rows = {row.company.id: row for row in load_companies(bridge, "all")}
+    sites = {site.uid: site for site in rmm_sites(bridge)}
+    mapped_sites = {m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)}
+    planned_sites: set[str] = set()
+    for company_id, choice in choices.items():
+        row = rows.get(company_id)
+        if row is None:
+            raise MappingError(f"the PSA has no company with id {company_id}")
+        company = row.company
+        subject = f"{company.name} ({company.id})"
+        if row.mapping is not None:
+            if choice in (None, NEW, row.mapping.site_uid):
+                continue  # already mapped (a rerun of the same command): nothing to do
+            raise MappingError(
+                f"{subject} is already mapped to site {row.mapping.site_name}; unmap it first "
+                f"with `psabridge companies unmap {company.id}`"
+            )
+        if choice is None:
+            choice = row.suggestion.site_uid or NEW
+        company_type = (company_types or {}).get(company_id, row.company_type)
+        if choice == NEW:
+            # A site of exactly that name left by an interrupted run is reused, not doubled.
+            existing = next((s for s in sites.values() if s.name == company.name
+                             and s.uid not in mapped_sites and s.uid not in planned_sites), None)
+            if existing is None:
+                plan.add("create site", subject, f"new site {company.name!r}",
+                         _map_to_new_site(bridge, company, company_type))
+                continue
+            choice = existing.uid
+        site = sites.get(choice)
+        if site is None:
+            raise MappingError(f"the RMM has no site with uid {choice} (for {subject})")
+        if site.uid in mapped_sites or site.uid in planned_sites:
+            other = mapped_sites.get(site.uid, "another company in this request")
+            raise MappingError(f"site {site.name} is already mapped to {other}; a site maps to one company")
+        planned_sites.add(site.uid)
+        plan.add("map company", subject, f"site {site.name}",
+                 lambda c=company, s=site, t=company_type: _save_company_mapping(bridge, c, s, t))
+    return plan
+
+
+def _map_to_new_site(bridge: Bridge, company: Company, company_type: str) -> Callable[[], object]:
+    def run():
+        site = bridge.write(bridge.rmm, "create_site", company.name,
+                            lambda: bridge.rmm.call("rmm_create_site", name=company.name))
+        _save_company_mapping(bridge, company, site, company_type)
+
+    return run
+
+
+def _save_company_mapping(bridge: Bridge, company: Company, site: Site, company_type: str) -> None:
+    psa, rmm = bridge.pair
+    bridge.store.save_company_mapping(
+        CompanySiteMapping(psa, rmm, company.id, company.name, site.uid, site.name, company_type))
+    bridge.pm.hook.on_site_mapped(psa=psa, rmm=rmm, company=company, site=site)
+    if bridge.option("auto_map"):  # R16: a newly mapped site triggers automatic mapping
+        apply(bridge, plan_automatic_mapping(bridge, site_uids={site.uid}))
+
+
+def unmap_companies(bridge: Bridge, company_ids: Iterable[str]) -> list[str]:
+    """Remove company-site mappings; returns the ids that were mapped."""
+    psa, rmm = bridge.pair
+    return [cid for cid in company_ids if bridge.store.delete_company_mapping(psa, rmm, cid)]
+
+
+# -- device types and configuration types (R9, R10) -----------------------------------------
+
+
+@attrs.frozen
+class DeviceTypeRow:
+    device_type: str
+    configuration_type: ConfigurationType | None
+    score: float | None  # None when the admin chose it (a stored mapping)
+    mapped: bool
+
+    @property
+    def flagged(self) -> bool:
+        """R10: this type cannot be used to create configurations."""
+        return bool(self.configuration_type and self.configuration_type.has_required_questions)
+
+
+def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None) -> list[DeviceTypeRow]:
+    """Every RMM device type with its mapped or suggested configuration type (R9, R10)."""
+    psa, rmm = bridge.pair
+    types = bridge.psa.call("psa_list_configuration_types")
+    by_id = {t.id: t for t in types}
+    stored = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
+    if device_types is None:
+        device_types = {d.device_type for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
+                        if d.device_type}
+    rows = []
+    for device_type in sorted(set(device_types) | set(stored)):
+        if mapping := stored.get(device_type):
+            chosen = by_id.get(mapping.configuration_type_id) or ConfigurationType(
+                mapping.configuration_type_id, mapping.configuration_type_name)
+            rows.append(DeviceTypeRow(device_type, chosen, None, True))
+        else:
+            suggestion = suggest_configuration_type(device_type, types)
+            rows.append(DeviceTypeRow(device_type, suggestion.configuration_type,
+                                      suggestion.score, False))
+    return rows
+
+
+def map_device_type(bridge: Bridge, device_type: str, configuration_type: str | None) -> DeviceTypeMapping:
+    """Map a device type to a configuration type (id or exact name; None = the suggestion).
+
+    Applies to configurations created from now on only (R9)."""
+    psa, rmm = bridge.pair
+    types = bridge.psa.call("psa_list_configuration_types")
+    if configuration_type is None:
+        chosen = suggest_configuration_type(device_type, types).configuration_type
+        if chosen is None:
+            raise MappingError(f"no configuration type resembles {device_type!r}; name one")
+    else:
+        chosen = next((t for t in types if configuration_type in (t.id, t.name)), None)
+        if chosen is None:
+            names = ", ".join(sorted(t.name for t in types))
+            raise MappingError(f"the PSA has no configuration type {configuration_type!r} (it has: {names})")
+    mapping = DeviceTypeMapping(psa, rmm, device_type, chosen.id, chosen.name)
+    bridge.store.save_device_type_mapping(mapping)
+    return mapping
+
+
+# -- devices and configurations (R11-R19) ---------------------------------------------------
+
+DeviceState = Literal["unaudited", "unmapped", "mapped", "moved", "outside"]
+
+
+@attrs.frozen
+class DeviceRow:
+    device: Device
+    state: DeviceState
+    company_id: str | None = None
+    company_name: str = ""
+    mapping: DeviceMapping | None = None
+    match: Match | None = None  # the proposal for an unmapped, audited device (R13)
+
+
+@attrs.define
+class _Estate:
+    """What a devices command needs, read once: devices, mappings, sites' companies."""
+
+    devices: list[Device]
+    site_company: dict[str, CompanySiteMapping]
+    device_mappings: dict[str, DeviceMapping]
+
+    @classmethod
+    def read(cls, bridge: Bridge) -> _Estate:
+        psa, rmm = bridge.pair
+        return cls(
+            devices=list(bridge.rmm.call("rmm_list_devices", site_uid=None)),
+            site_company={m.site_uid: m for m in bridge.store.company_mappings(psa, rmm)},
+            device_mappings={m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)},
+        )
+
+    def state_of(self, device: Device) -> DeviceState:
+        mapping = self.device_mappings.get(device.uid)
+        if mapping is not None:
+            # R12: mapped only while the device is in the site linked to the mapped company.
+            linked = self.site_company.get(device.site_uid)
+            return "mapped" if linked and linked.company_id == mapping.company_id else "moved"
+        if device.site_uid not in self.site_company:
+            return "outside"
+        return "unaudited" if device.last_audit is None else "unmapped"
+
+
+def device_details(bridge: Bridge, devices: Iterable[Device]) -> dict[str, DeviceDetails]:
+    """Hardware identity per device, asking the RMM only where the audit changed since last time."""
+    rmm = bridge.rmm.name
+    details = {}
+    for device in devices:
+        cached = bridge.store.device_details(rmm, device.uid)
+        if cached and device.last_audit and cached[0] == device.last_audit:
+            details[device.uid] = cached[1]
+            continue
+        found = bridge.rmm.call("rmm_device_details", device=device)
+        if device.last_audit is not None:
+            bridge.store.save_device_details(rmm, device.uid, device.last_audit, found)
+        details[device.uid] = found
+    return details
+
+
+def device_url(bridge: Bridge, device: Device) -> str:
+    return device.url or bridge.rmm.call("rmm_device_url", device=device)
+
+
+def _proposals(bridge: Bridge, estate: _Estate, devices: list[Device],
+               details: Mapping[str, DeviceDetails]) -> dict[str, Match]:
+    """R13 proposals for audited devices, with one candidates query batch per company."""
+    taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
+    by_company: dict[str, list[Device]] = defaultdict(list)
+    for device in devices:
+        by_company[estate.site_company[device.site_uid].company_id].append(device)
+    proposals = {}
+    for company_id, company_devices in by_company.items():
+        candidates = bridge.psa.call("psa_match_configurations", company_id=company_id,
+                                     devices=company_devices, details=details)
+        for device in company_devices:
+            proposals[device.uid] = match_configuration(
+                device, details[device.uid], device_url(bridge, device),
+                candidates.get(device.uid, ()), taken)
+    return proposals
+
+
+def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceRow]:
+    """The devices table (R11, R12): unmapped devices with their proposals, or mapped ones."""
+    estate = _Estate.read(bridge)
+    rows, to_match = [], []
+    for device in estate.devices:
+        if device.deleted:
+            continue
+        state = estate.state_of(device)
+        if state == "outside" or (view == "mapped" and state != "mapped") or (
+            view == "unmapped" and state == "mapped"
+        ):
+            continue
+        linked = estate.site_company.get(device.site_uid)
+        rows.append(DeviceRow(device, state, linked.company_id if linked else None,
+                              linked.company_name if linked else "",
+                              estate.device_mappings.get(device.uid)))
+        if state == "unmapped":
+            to_match.append(device)
+    proposals = _proposals(bridge, estate, to_match, device_details(bridge, to_match))
+    return [attrs.evolve(row, match=proposals.get(row.device.uid)) for row in rows]
+
+
+def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
+    """Plan mapping devices: `choices` maps a device uid to a configuration id (a manual choice
+    that overrides the cascade), NEW, or None (take the R13 proposal)."""
+    estate = _Estate.read(bridge)
+    devices = {d.uid: d for d in estate.devices}
+    plan = Plan()
+    wanted = []
+    for uid in choices:
+        device = devices.get(uid)
+        if device is None or device.deleted:
+            raise MappingError(f"the RMM has no device with uid {uid}")
+        state = estate.state_of(device)
+        if state == "mapped":
+            mapping = estate.device_mappings[uid]
+            if choices[uid] in (None, mapping.configuration_id):
+                continue
+            raise MappingError(f"{device.hostname} is already mapped to configuration "
+                               f"{mapping.configuration_id}; unmap it first")
+        if state == "outside" or device.site_uid not in estate.site_company:
+            raise MappingError(f"{device.hostname} is in a site that is not mapped to a company; "
+                               "map the site first (`psabridge companies map`)")
+        if state == "unaudited":
+            raise MappingError(f"{device.hostname} has not been audited by the RMM yet and cannot "
+                               "be mapped (R11); try again after its first audit")
+        wanted.append(device)
+    _plan_devices(bridge, estate, wanted, choices, plan)
+    return plan
+
+
+def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None) -> Plan:
+    """Plan R16's automatic mapping: every unmapped, audited device of the mapped sites (or of
+    `site_uids`) by its proposal. Devices with an open warning wait until it is cleared (R20)."""
+    estate = _Estate.read(bridge)
+    waiting = {w.subject for w in bridge.store.warnings(bridge.psa.name)}
+    devices = [
+        d for d in estate.devices
+        if not d.deleted and estate.state_of(d) in ("unmapped", "moved")
+        and d.last_audit is not None and d.site_uid in estate.site_company
+        and (site_uids is None or d.site_uid in site_uids)
+        and _device_subject(d) not in waiting
+    ]
+    plan = Plan()
+    _plan_devices(bridge, estate, devices, {}, plan)
+    return plan
+
+
+def _device_subject(device: Device) -> str:
+    return f"{device.hostname} ({device.uid})"
+
+
+def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
+                  choices: Mapping[str, str | None], plan: Plan) -> None:
+    psa, rmm = bridge.pair
+    details = device_details(bridge, devices)
+    to_match = [d for d in devices if choices.get(d.uid) is None]
+    proposals = _proposals(bridge, estate, to_match, details)
+    manual_ids = {choices[d.uid] for d in devices if choices.get(d.uid) not in (None, NEW)}
+    manual = {c.id: c for c in bridge.psa.call("psa_get_configurations", ids=sorted(manual_ids))} \
+        if manual_ids else {}
+    taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
+    type_map = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
+    config_types = None
+    for device in devices:
+        subject = _device_subject(device)
+        company_id = estate.site_company[device.site_uid].company_id
+        choice = choices.get(device.uid)
+        if choice is None:
+            match = proposals[device.uid]
+            configuration = match.configuration
+        elif choice == NEW:
+            configuration = None
+        else:
+            configuration = manual.get(choice)
+            if configuration is None:
+                raise MappingError(f"the PSA has no configuration {choice} (for {subject})")
+            if configuration.company_id != company_id:
+                raise MappingError(f"configuration {choice} belongs to another company than "
+                                   f"{subject}'s site")
+        if configuration is not None:
+            holder = taken.get(configuration.id)
+            if holder and holder != device.uid:
+                raise MappingError(f"configuration {configuration.id} is already mapped to device "
+                                   f"{holder} (one device per configuration, R14)")
+            taken[configuration.id] = device.uid
+            plan.add("map device", subject, f"configuration {configuration.name} ({configuration.id})",
+                     _map_existing(bridge, device, company_id, configuration))
+            continue
+        # No configuration: create one, if the device type allows it (R10, R15, R20).
+        type_mapping = type_map.get(device.device_type)
+        if type_mapping is None:
+            _warn_once(bridge, plan, subject, f"no configuration type is mapped for device type "
+                       f"{device.device_type!r}; map one with `psabridge device-types map`")
+            continue
+        if config_types is None:
+            config_types = {t.id: t for t in bridge.psa.call("psa_list_configuration_types")}
+        config_type = config_types.get(type_mapping.configuration_type_id)
+        if config_type is None or config_type.has_required_questions:
+            why = ("has required questions and cannot be used to create configurations (R10)"
+                   if config_type else "no longer exists in the PSA")
+            _warn_once(bridge, plan, subject,
+                       f"configuration type {type_mapping.configuration_type_name!r} {why}")
+            continue
+        draft = _configuration_draft(bridge, device, company_id, config_type, details[device.uid])
+        plan.add("create configuration", subject, f"new configuration [{draft.name}] "
+                 f"of type {config_type.name}", _create_and_map(bridge, device, draft))
+
+
+def _warn_once(bridge: Bridge, plan: Plan, subject: str, message: str) -> None:
+    plan.skip(subject, message)
+    if not any(w.subject == subject and w.message == message
+               for w in bridge.store.warnings(bridge.psa.name)):
+        bridge.store.add_warning(bridge.psa.name, subject, message)
+
+
+def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
+                         config_type: ConfigurationType, details: DeviceDetails) -> Configuration:
+    """R15: type, status, manufacturer, model, serial; the warranty date as the expiration date."""
+    return Configuration(
+        name=device.hostname, company_id=company_id, type_id=config_type.id,
+        type_name=config_type.name, serial_number=details.serial_number,
+        manufacturer=details.manufacturer, model_number=details.model,
+        management_link=device_url(bridge, device), expiration_date=device.warranty_date,
+    )
+
+
+def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Callable[[], object]:
+    def run():
+        created = bridge.write(bridge.psa, "create_configuration", device.uid,
+                               lambda: bridge.psa.call("psa_create_configuration", configuration=draft),
+                               name=draft.name)
+        _save_device_mapping(bridge, device, created.company_id, created.id)
+        bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,
+                                                configuration=created)
+
+    return run
+
+
+def _map_existing(bridge: Bridge, device: Device, company_id: str,
+                  configuration: Configuration) -> Callable[[], object]:
+    def run():
+        changes = _link_changes(bridge, device, configuration)
+        if changes is not None:
+            bridge.write(bridge.psa, "update_configuration", configuration.id,
+                         lambda: bridge.psa.call("psa_update_configuration",
+                                                 configuration_id=configuration.id, changes=changes))
+        _save_device_mapping(bridge, device, company_id, configuration.id)
+
+    return run
+
+
+def _link_changes(
+    bridge: Bridge, device: Device, configuration: Configuration
+) -> ConfigurationChanges | None:
+    """What mapping writes on an existing configuration: the Manage Device link (R29) and the
+    warranty date, only into an empty expiration date (R15). None when nothing changes."""
+    url = device_url(bridge, device)
+    expiration = (device.warranty_date
+                  if device.warranty_date and configuration.expiration_date is None else None)
+    if configuration.management_link == url and expiration is None:
+        return None
+    return ConfigurationChanges(management_link=url, expiration_date=expiration)
+
+
+def _save_device_mapping(bridge: Bridge, device: Device, company_id: str, configuration_id: str) -> None:
+    psa, rmm = bridge.pair
+    bridge.store.save_device_mapping(
+        DeviceMapping(psa, rmm, device.uid, configuration_id, company_id, device.site_uid))
+
+
+def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
+    """Plan R17's unmap: clear the link on the configuration (it stays Active), forget the mapping."""
+    psa, rmm = bridge.pair
+    mappings = {m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)}
+    plan = Plan()
+    for uid in device_uids:
+        mapping = mappings.get(uid)
+        if mapping is None:
+            plan.skip(uid, "not mapped")
+            continue
+        plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
+                 lambda m=mapping: _unmap(bridge, m))
+    return plan
+
+
+def _unmap(bridge: Bridge, mapping: DeviceMapping) -> None:
+    bridge.write(bridge.psa, "unmap_configurations", mapping.configuration_id,
+                 lambda: bridge.psa.call("psa_unmap_configurations",
+                                         configuration_ids=[mapping.configuration_id]))
+    bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+
+
+def plan_deleted_devices(bridge: Bridge, estate: _Estate | None = None) -> Plan:
+    """R18: a mapped device deleted in the RMM is unmapped and its configuration set Inactive.
+
+    A device counts as deleted when the RMM flags it so or when it is missing from a complete
+    account listing. (R19 is the other direction: a configuration deleted in the PSA leaves
+    the device mapped, so nothing here looks at the PSA.)
+    """
+    estate = estate or _Estate.read(bridge)
+    present = {d.uid: d for d in estate.devices}
+    plan = Plan()
+    for uid, mapping in estate.device_mappings.items():
+        device = present.get(uid)
+        if device is not None and not device.deleted:
+            continue
+        subject = f"{device.hostname} ({uid})" if device else uid
+        plan.add("deactivate configuration", subject,
+                 f"configuration {mapping.configuration_id} set Inactive, device unmapped",
+                 lambda m=mapping: _deactivate(bridge, m))
+    return plan
+
+
+def _deactivate(bridge: Bridge, mapping: DeviceMapping) -> None:
+    changes = ConfigurationChanges(active=False, clear_management_link=True)
+    existing = bridge.psa.call("psa_get_configurations", ids=[mapping.configuration_id])
+    if existing:  # a configuration already deleted in the PSA has nothing to deactivate
+        bridge.write(bridge.psa, "update_configuration", mapping.configuration_id,
+                     lambda: bridge.psa.call("psa_update_configuration",
+                                             configuration_id=mapping.configuration_id,
+                                             changes=changes), active=False)
+    bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+
+
+def map_now(bridge: Bridge) -> Plan:
+    """R16's Map Now button: only there while automatic mapping is on."""
+    if not bridge.option("auto_map"):
+        raise MappingError("automatic mapping is off; turn it on with `psabridge devices auto on`")
+    return plan_automatic_mapping(bridge)
+

@@ -1,0 +1,158 @@
+"""In-memory PSA and RMM connectors, for testing core/ without HTTP.
+
+They implement the hooks the way the contract says (including the edge cases: skipping missing
+ids, idempotent resolves) and count every call, so engine tests can assert what was asked.
+End-to-end tests run the same engine against the ConnectWise and Datto simulators.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+
+import attrs
+
+from psabridge.core.hookspecs import hookimpl
+from psabridge.core.models import (
+    Company,
+    Configuration,
+    ConfigurationType,
+    ConnectionReport,
+    ConnectorInfo,
+    Device,
+    DeviceDetails,
+    Setting,
+    Site,
+)
+
+
+class MemoryPsa:
+    def __init__(self):
+        self.companies: dict[str, Company] = {}
+        self.types: dict[str, ConfigurationType] = {}
+        self.configurations: dict[str, Configuration] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._ids = itertools.count(1000)
+
+    def add_configuration(self, **fields) -> Configuration:
+        configuration = Configuration(id=str(next(self._ids)), **fields)
+        self.configurations[configuration.id] = configuration
+        return configuration
+
+    @hookimpl
+    def connector_info(self):
+        return ConnectorInfo("psa", "Memory PSA", (Setting("url", "URL", kind="url"),))
+
+    @hookimpl
+    def psa_check_connection(self, connection):
+        return ConnectionReport(ok=True)
+
+    @hookimpl
+    def psa_list_companies(self, connection, filters):
+        self.calls["list_companies"] += 1
+        return iter(list(self.companies.values()))
+
+    @hookimpl
+    def psa_list_configuration_types(self, connection):
+        self.calls["list_configuration_types"] += 1
+        return list(self.types.values())
+
+    @hookimpl
+    def psa_match_configurations(self, connection, company_id, devices, details):
+        self.calls["match_configurations"] += 1
+        found = {}
+        for device in devices:
+            serial = details[device.uid].serial_number
+            found[device.uid] = [
+                c for c in self.configurations.values()
+                if c.company_id == company_id and (
+                    (c.management_link and c.management_link == device.url)
+                    or (serial and c.serial_number == serial) or c.name == device.hostname)
+            ]
+        return found
+
+    @hookimpl
+    def psa_get_configurations(self, connection, ids):
+        self.calls["get_configurations"] += 1
+        return [self.configurations[i] for i in ids if i in self.configurations]
+
+    @hookimpl
+    def psa_create_configuration(self, connection, configuration):
+        self.calls["create_configuration"] += 1
+        created = attrs.evolve(configuration, id=str(next(self._ids)), status="Active")
+        self.configurations[created.id] = created
+        return created
+
+    @hookimpl
+    def psa_update_configuration(self, connection, configuration_id, changes):
+        self.calls["update_configuration"] += 1
+        c = self.configurations[configuration_id]
+        if changes.management_link is not None:
+            c = attrs.evolve(c, management_link=changes.management_link)
+        if changes.clear_management_link:
+            c = attrs.evolve(c, management_link=None)
+        if changes.active is not None:
+            c = attrs.evolve(c, active=changes.active, status="Active" if changes.active else "Inactive")
+        if changes.expiration_date is not None:
+            c = attrs.evolve(c, expiration_date=changes.expiration_date)
+        self.configurations[configuration_id] = c
+        return c
+
+    @hookimpl
+    def psa_unmap_configurations(self, connection, configuration_ids):
+        self.calls["unmap_configurations"] += 1
+        for cid in configuration_ids:
+            if cid in self.configurations:
+                self.configurations[cid] = attrs.evolve(self.configurations[cid], management_link=None)
+
+
+class MemoryRmm:
+    def __init__(self):
+        self.sites: dict[str, Site] = {}
+        self.devices: dict[str, Device] = {}
+        self.details: dict[str, DeviceDetails] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._ids = itertools.count(1)
+
+    def add_device(self, hostname, site_uid, device_type="Desktop", **fields) -> Device:
+        uid = fields.pop("uid", f"dev-{next(self._ids)}")
+        details = fields.pop("details", DeviceDetails())
+        device = Device(uid=uid, hostname=hostname, site_uid=site_uid, device_type=device_type,
+                        url=f"https://rmm.example.com/device/{uid}", **fields)
+        self.devices[uid] = device
+        self.details[uid] = details
+        return device
+
+    @hookimpl
+    def connector_info(self):
+        return ConnectorInfo("rmm", "Memory RMM", (Setting("url", "URL", kind="url"),))
+
+    @hookimpl
+    def rmm_list_sites(self, connection):
+        self.calls["list_sites"] += 1
+        return iter(list(self.sites.values()))
+
+    @hookimpl
+    def rmm_create_site(self, connection, name):
+        self.calls["create_site"] += 1
+        site = Site(uid=f"site-{next(self._ids)}", name=name)
+        self.sites[site.uid] = site
+        return site
+
+    @hookimpl
+    def rmm_list_devices(self, connection, site_uid):
+        self.calls["list_devices"] += 1
+        return iter([d for d in self.devices.values() if site_uid in (None, d.site_uid)])
+
+    @hookimpl
+    def rmm_device_details(self, connection, device):
+        self.calls["device_details"] += 1
+        return self.details[device.uid]
+
+    @hookimpl
+    def rmm_device_url(self, connection, device):
+        return f"https://rmm.example.com/device/{device.uid}"
+
+    @hookimpl
+    def rmm_site_url(self, connection, site):
+        return f"https://rmm.example.com/site/{site.uid}"
