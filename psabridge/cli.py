@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
+import sys
 
 import attrs
 import click
@@ -11,10 +13,11 @@ import pluggy
 from tabulate import tabulate
 
 from psabridge import __version__
-from psabridge.core import logs
+from psabridge.core import logs, mapping
 from psabridge.core import plugins as plugins_lib
+from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import Setting
+from psabridge.core.models import CompanyFilters, Setting
 from psabridge.core.store import Store, open_store, store_url
 
 log = logs.get_logger(__name__)
@@ -31,6 +34,7 @@ class App:
 
     pm: pluggy.PluginManager = attrs.field(factory=default_plugin_manager)
     db: str | None = None
+    transports: dict = attrs.field(factory=dict)  # plugin name -> httpx transport (simulators)
     _store: Store | None = None
 
     @property
@@ -38,6 +42,9 @@ class App:
         if self._store is None:
             self._store = open_store(self.pm, store_url(self.db))
         return self._store
+
+    def bridge(self) -> Bridge:
+        return open_bridge(self.pm, self.store, self.transports)
 
     def close(self) -> None:
         if self._store is not None:
@@ -202,6 +209,237 @@ class ConfigureGroup(click.Group):
 @cli.group(cls=ConfigureGroup)
 def configure():
     """Set a connector's settings (secrets from a hidden prompt or environment variable)."""
+
+
+# -- mapping (R5-R20) ------------------------------------------------------------------------
+
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Print the plan: what would be created or changed; change nothing.")
+
+
+def _split_choice(text: str) -> tuple[str, str | None]:
+    key, _, value = text.partition("=")
+    return key, (value or None)
+
+
+def _run_plan(app: App, bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False) -> None:
+    rows = [{"action": c.action, "subject": c.subject, "detail": c.detail} for c in plan.changes]
+    skipped = [{"subject": s, "why": why} for s, why in plan.skipped]
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps({"plan": rows, "skipped": skipped}, indent=2))
+        else:
+            click.echo(f"Plan ({len(rows)} change{'s' * (len(rows) != 1)}, nothing done):")
+            _print_table(rows, False)
+        for item in skipped if not as_json else ():
+            click.echo(f"Skipped {item['subject']}: {item['why']}", err=True)
+        return
+    with click.progressbar(length=len(plan.changes), label="Applying",
+                           file=None if sys.stderr.isatty() else io.StringIO()) as bar:
+        outcome = mapping.apply(bridge, plan, progress=lambda change: bar.update(1))
+    for change, error in outcome.failed:
+        click.echo(f"Failed: {change.action} for {change.subject}: {error}", err=True)
+    for subject, why in plan.skipped:
+        click.echo(f"Skipped {subject}: {why}", err=True)
+    click.echo(f"Done: {len(outcome.done)} change{'s' * (len(outcome.done) != 1)}, "
+               f"{len(outcome.failed)} failed, {len(plan.skipped)} skipped.")
+
+
+@cli.group()
+def companies():
+    """Map PSA companies to RMM sites."""
+
+
+mapping_view = click.option("--mapping", "view", type=click.Choice(["unmapped", "mapped", "all"]),
+                            default="unmapped", show_default=True)
+
+
+@companies.command("load")
+@mapping_view
+@click.option("--type", "company_type", help="Only companies of this type.")
+@click.option("--status", help="Only companies with this status.")
+@click.option("--search", help="Only companies whose name or identifier contains this.")
+@json_option
+@pass_app
+def companies_load(app: App, view, company_type, status, search, as_json):
+    """List companies with the suggested site and its score, or their mapped site."""
+    filters = CompanyFilters(type=company_type, status=status, search=search)
+    rows = []
+    for row in mapping.load_companies(app.bridge(), view, filters):
+        line = {"id": row.company.id, "company": row.company.name, "type": row.company_type,
+                "status": row.company.status}
+        if row.mapping:
+            line |= {"site": row.mapping.site_name, "site_uid": row.mapping.site_uid,
+                     "link": row.site_url}
+        else:
+            suggestion = row.suggestion
+            line |= {"suggested site": suggestion.site_name if suggestion.site_uid
+                     else f"Create New: {suggestion.site_name}",
+                     "site_uid": suggestion.site_uid, "score": round(suggestion.score, 1)}
+        rows.append(line)
+    _print_table(rows, as_json)
+
+
+@companies.command("map")
+@click.argument("choices", nargs=-1)
+@click.option("--suggested", is_flag=True, help="Map every unmapped company to its suggestion.")
+@dry_run_option
+@json_option
+@pass_app
+def companies_map(app: App, choices, suggested, dry_run, as_json):
+    """Map companies: ID (its suggestion), ID=SITE_UID, or ID=new (create a site)."""
+    bridge = app.bridge()
+    if suggested:
+        chosen = {row.company.id: None for row in mapping.load_companies(bridge)}
+    else:
+        chosen = dict(_split_choice(c) for c in choices)
+    if not chosen:
+        raise click.UsageError("name companies to map (ID, ID=SITE or ID=new) or pass --suggested")
+    _run_plan(app, bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
+
+
+@companies.command("unmap")
+@click.argument("company_ids", nargs=-1, required=True)
+@pass_app
+def companies_unmap(app: App, company_ids):
+    """Remove company-site mappings (devices keep their configurations)."""
+    removed = mapping.unmap_companies(app.bridge(), company_ids)
+    click.echo(f"Unmapped {len(removed)} compan{'y' if len(removed) == 1 else 'ies'}.")
+
+
+@cli.group("device-types")
+def device_types():
+    """Map RMM device types to PSA configuration types (used for new configurations only)."""
+
+
+@device_types.command("list")
+@json_option
+@pass_app
+def device_types_list(app: App, as_json):
+    """Each device type with its mapped or suggested configuration type."""
+    rows = []
+    for row in mapping.load_device_types(app.bridge()):
+        chosen = row.configuration_type
+        rows.append({
+            "device type": row.device_type,
+            "configuration type": chosen.name if chosen else "(none suitable)",
+            "id": chosen.id if chosen else None,
+            "mapped": row.mapped,
+            "score": None if row.score is None else round(row.score, 1),
+            "warning": "has required questions: cannot create configurations" if row.flagged else "",
+        })
+    _print_table(rows, as_json)
+
+
+@device_types.command("map")
+@click.argument("choices", nargs=-1)
+@click.option("--suggested", is_flag=True, help="Map every unmapped device type to its suggestion.")
+@pass_app
+def device_types_map(app: App, choices, suggested):
+    """Map device types: TYPE (its suggestion) or TYPE=CONFIGURATION_TYPE (id or name)."""
+    bridge = app.bridge()
+    chosen = dict(_split_choice(c) for c in choices)
+    if suggested:
+        chosen |= {r.device_type: None for r in mapping.load_device_types(bridge)
+                   if not r.mapped and r.configuration_type}
+    if not chosen:
+        raise click.UsageError("name device types to map (TYPE or TYPE=CONFIG_TYPE) or pass --suggested")
+    for device_type, configuration_type in chosen.items():
+        saved = mapping.map_device_type(bridge, device_type, configuration_type)
+        click.echo(f"{device_type} -> {saved.configuration_type_name} ({saved.configuration_type_id})")
+
+
+@cli.group()
+def devices():
+    """Map RMM devices to PSA configurations."""
+
+
+@devices.command("load")
+@mapping_view
+@json_option
+@pass_app
+def devices_load(app: App, view, as_json):
+    """List devices with the proposed configuration and why, or their mapping."""
+    rows = []
+    for row in mapping.load_devices(app.bridge(), view):
+        match = row.match
+        rows.append({
+            "uid": row.device.uid, "device": row.device.hostname, "type": row.device.device_type,
+            "company": row.company_name, "state": row.state,
+            "configuration": (row.mapping.configuration_id if row.mapping else
+                              match.configuration.id if match and match.configuration else
+                              f"[{match.create_name}]" if match else ""),
+            "step": match.step if match else "", "reason": match.reason if match else "",
+        })
+    _print_table(rows, as_json)
+
+
+@devices.command("map")
+@click.argument("choices", nargs=-1)
+@click.option("--all", "map_all", is_flag=True, help="Map every unmapped audited device by its proposal.")
+@dry_run_option
+@json_option
+@pass_app
+def devices_map(app: App, choices, map_all, dry_run, as_json):
+    """Map devices: UID (its proposal), UID=CONFIG_ID (manual choice) or UID=new."""
+    bridge = app.bridge()
+    if map_all:
+        plan = mapping.plan_automatic_mapping(bridge)
+    elif choices:
+        plan = mapping.plan_device_mappings(bridge, dict(_split_choice(c) for c in choices))
+    else:
+        raise click.UsageError("name devices to map (UID, UID=CONFIG or UID=new) or pass --all")
+    _run_plan(app, bridge, plan, dry_run, as_json)
+
+
+@devices.command("unmap")
+@click.argument("device_uids", nargs=-1, required=True)
+@dry_run_option
+@pass_app
+def devices_unmap(app: App, device_uids, dry_run):
+    """Unmap devices; their configurations stay Active."""
+    bridge = app.bridge()
+    _run_plan(app, bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
+
+
+@devices.command("auto")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@pass_app
+def devices_auto(app: App, state):
+    """Turn automatic mapping on or off (off by default)."""
+    app.bridge().set_option("auto_map", state == "on")
+    click.echo(f"Automatic mapping is {state}.")
+
+
+@devices.command("map-now")
+@dry_run_option
+@pass_app
+def devices_map_now(app: App, dry_run):
+    """Run automatic mapping now (needs automatic mapping on)."""
+    bridge = app.bridge()
+    _run_plan(app, bridge, mapping.map_now(bridge), dry_run)
+
+
+@cli.group()
+def warnings():
+    """Problems that stopped a creation (R20)."""
+
+
+@warnings.command("list")
+@json_option
+@pass_app
+def warnings_list(app: App, as_json):
+    rows = [{"id": w.id, "plugin": w.plugin, "subject": w.subject, "message": w.message,
+             "at": w.created_at.isoformat() if w.created_at else ""} for w in app.store.warnings()]
+    _print_table(rows, as_json)
+
+
+@warnings.command("clear")
+@click.option("--plugin", help="Only this plugin's warnings.")
+@pass_app
+def warnings_clear(app: App, plugin):
+    """Remove warnings; devices they held back are tried again by automatic mapping."""
+    click.echo(f"Cleared {app.store.clear_warnings(plugin)} warnings.")
 
 
 @cli.group()

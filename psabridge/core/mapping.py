@@ -79,10 +79,17 @@ class Outcome:
     failed: list[tuple[Change, str]]
 
 
-def apply(bridge: Bridge, plan: Plan) -> Outcome:
-    """Carry out a plan. A change that fails becomes a warning (R20) and the rest go on."""
+def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
+    """Carry out a plan. What was skipped, and a change that fails, become warnings (R20);
+    the rest go on."""
+    known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
+    for subject, why in plan.skipped:
+        if (subject, why) not in known:
+            bridge.store.add_warning(bridge.psa.name, subject, why)
     done, failed = [], []
     for change in plan.changes:
+        if progress:
+            progress(change)
         try:
             change.run()
         except PsabridgeError as exc:
@@ -486,8 +493,8 @@ def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
         # No configuration: create one, if the device type allows it (R10, R15, R20).
         type_mapping = type_map.get(device.device_type)
         if type_mapping is None:
-            _warn_once(bridge, plan, subject, f"no configuration type is mapped for device type "
-                       f"{device.device_type!r}; map one with `psabridge device-types map`")
+            plan.skip(subject, f"no configuration type is mapped for device type "
+                      f"{device.device_type!r}; map one with `psabridge device-types map`")
             continue
         if config_types is None:
             config_types = {t.id: t for t in bridge.psa.call("psa_list_configuration_types")}
@@ -495,19 +502,11 @@ def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
         if config_type is None or config_type.has_required_questions:
             why = ("has required questions and cannot be used to create configurations (R10)"
                    if config_type else "no longer exists in the PSA")
-            _warn_once(bridge, plan, subject,
-                       f"configuration type {type_mapping.configuration_type_name!r} {why}")
+            plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}")
             continue
         draft = _configuration_draft(bridge, device, company_id, config_type, details[device.uid])
         plan.add("create configuration", subject, f"new configuration [{draft.name}] "
                  f"of type {config_type.name}", _create_and_map(bridge, device, draft))
-
-
-def _warn_once(bridge: Bridge, plan: Plan, subject: str, message: str) -> None:
-    plan.skip(subject, message)
-    if not any(w.subject == subject and w.message == message
-               for w in bridge.store.warnings(bridge.psa.name)):
-        bridge.store.add_warning(bridge.psa.name, subject, message)
 
 
 def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
@@ -573,8 +572,7 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
     for uid in device_uids:
         mapping = mappings.get(uid)
         if mapping is None:
-            plan.skip(uid, "not mapped")
-            continue
+            continue  # not mapped (or already unmapped by an earlier run)
         plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
                  lambda m=mapping: _unmap(bridge, m))
     return plan

@@ -185,8 +185,9 @@ def test_missing_type_mapping_and_required_questions_become_warnings_once(bridge
     srv = rmm.add_device("SRV-01", "s-acme", "Server", last_audit=AUDITED)
     mapping.map_device_type(bridge, "Server", "11")
     plan = mapping.plan_device_mappings(bridge, {pc.uid: NEW, srv.uid: NEW})
-    mapping.plan_device_mappings(bridge, {pc.uid: NEW, srv.uid: NEW})
-    assert plan.changes == []
+    assert plan.changes == [] and bridge.store.warnings() == []  # planning writes nothing
+    apply(bridge, plan)
+    apply(bridge, mapping.plan_device_mappings(bridge, {pc.uid: NEW, srv.uid: NEW}))
     messages = [w.message for w in bridge.store.warnings("mempsa")]
     assert messages == [
         "no configuration type is mapped for device type 'Desktop'; map one with "

@@ -1,0 +1,60 @@
+"""The mapping commands end to end through the CLI, on the in-memory connectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from psabridge.cli import App, cli
+from psabridge.core.models import DeviceDetails
+from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def run(pm, db_path, bridge):  # noqa: F811 - the bridge fixture enables the memory plugins
+    def invoke(*args):
+        result = CliRunner().invoke(cli, ["--db", str(db_path), *args], obj=App(pm=pm))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return invoke
+
+
+def test_companies_load_map_dry_run_then_map(run, rmm):  # noqa: F811
+    table = json.loads(run("companies", "load", "--json"))
+    assert [(r["id"], r["type"], r["suggested site"], r["score"]) for r in table] == [
+        ("1", "Client", "ACME Corporation", 100.0), ("1", "Partner", "ACME Corporation", 100.0),
+        ("2", "Client", "Smith and Sons", 100.0), ("3", "Prospect", "Create New: Initech", 0.0)]
+
+    plan = json.loads(run("companies", "map", "--suggested", "--dry-run", "--json"))
+    assert [c["action"] for c in plan["plan"]] == ["map company", "map company", "create site"]
+    assert rmm.calls["create_site"] == 0
+
+    assert "Done: 3 changes, 0 failed, 0 skipped." in run("companies", "map", "--suggested")
+    assert "Plan (0 changes, nothing done)" in run("companies", "map", "1", "2", "3=new", "--dry-run")
+    mapped = json.loads(run("companies", "load", "--mapping", "mapped", "--json"))
+    assert {r["company"]: r["site"] for r in mapped} == {
+        "Acme Corp.": "ACME Corporation", "Smith & Sons LLC": "Smith and Sons", "Initech": "Initech"}
+
+
+def test_devices_map_all_auto_and_warnings(run, psa, rmm):  # noqa: F811
+    run("companies", "map", "1=s-acme")
+    rmm.add_device("PC-01", "s-acme", last_audit=AUDITED, details=DeviceDetails("SN1"),
+                   warranty_date=dt.date(2027, 5, 1))
+    rmm.add_device("SRV-01", "s-acme", "Server", last_audit=AUDITED)
+    run("device-types", "map", "Desktop")
+    devices = json.loads(run("devices", "load", "--json"))
+    assert [(d["device"], d["configuration"], d["step"]) for d in devices] == [
+        ("PC-01", "[PC-01]", "none"), ("SRV-01", "[SRV-01]", "none")]
+
+    out = run("devices", "map", "--all")
+    assert "Done: 1 change, 0 failed, 1 skipped." in out
+    warnings = json.loads(run("warnings", "list", "--json"))
+    assert [w["subject"] for w in warnings] == ["SRV-01 (dev-2)"]
+    assert "Cleared 1 warnings." in run("warnings", "clear")
+    assert "Automatic mapping is on." in run("devices", "auto", "on")
+    assert "Plan (0 changes" in run("devices", "map-now", "--dry-run")  # SRV-01 still has no type
+    assert json.loads(run("devices", "load", "--mapping", "mapped", "--json"))[0]["device"] == "PC-01"
