@@ -291,6 +291,34 @@ class DeviceMapping:
     site_uid: str
 
 
+AlertTicketState = Literal["pending", "open", "closed", "resolved", "skipped"]
+
+
+@attrs.frozen
+class AlertTicket:
+    """What became of one alert: the ticket it opened or joined, and where the round trip is.
+
+    `pending` is written before the PSA is asked to create the ticket, so that a run that died
+    before it could record the answer looks the ticket up by `marker` instead of creating it
+    again. `open`: the ticket exists and the alert is active. `closed`: the alert was resolved
+    in the RMM and the ticket closed. `resolved`: the ticket was closed in the PSA and the alert
+    resolved. `skipped`: no ticket, on purpose (ticketing off, monitor excluded, ...).
+    """
+
+    psa: str
+    rmm: str
+    alert_uid: str
+    state: AlertTicketState
+    marker: str = ""
+    monitor: str = ""
+    device_uid: str = ""
+    origin: str = "alert"
+    ticket_id: str | None = None
+    opened_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    note: str = ""
+
+
 @attrs.frozen
 class StoredWarning:
     plugin: str

@@ -8,12 +8,14 @@ End-to-end tests run the same engine against the ConnectWise and Datto simulator
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import itertools
 
 import attrs
 
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
+    Alert,
     Company,
     Configuration,
     ConfigurationType,
@@ -23,6 +25,8 @@ from psabridge.core.models import (
     DeviceDetails,
     Setting,
     Site,
+    Ticket,
+    TicketOptions,
 )
 
 
@@ -33,6 +37,7 @@ class MemoryPsa:
         self.configurations: dict[str, Configuration] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1000)
+        self._init_tickets()
 
     def add_configuration(self, **fields) -> Configuration:
         configuration = Configuration(id=str(next(self._ids)), **fields)
@@ -106,13 +111,91 @@ class MemoryPsa:
                 self.configurations[cid] = attrs.evolve(self.configurations[cid], management_link=None)
 
 
+    # -- tickets ---------------------------------------------------------------------------
+
+    def _init_tickets(self):
+        self.tickets: dict[str, Ticket] = {}
+        self.descriptions: dict[str, str] = {}
+        self.drafts: dict[str, object] = {}
+        self.notes: dict[str, list[str]] = collections.defaultdict(list)
+        self.options = TicketOptions()
+        self.closed_statuses: set[str] = set()
+        # (exception, "before" | "after"): the next create fails before or after the ticket exists
+        self.fail_next_create: tuple[Exception, str] | None = None
+
+    @hookimpl
+    def psa_ticket_options(self, connection):
+        return self.options
+
+    @hookimpl
+    def psa_create_ticket(self, connection, draft):
+        self.calls["create_ticket"] += 1
+        failure, self.fail_next_create = self.fail_next_create, None
+        if failure and failure[1] == "before":
+            raise failure[0]
+        ticket = Ticket(id=str(next(self._ids)), summary=draft.summary, company_id=draft.company_id,
+                        board_id=draft.board_id, status_id=draft.status_id, marker=draft.marker,
+                        configuration_ids=(draft.configuration_id,) if draft.configuration_id else (),
+                        last_updated=dt.datetime.now(dt.UTC))
+        self.tickets[ticket.id] = ticket
+        self.drafts[ticket.id] = draft
+        if failure:
+            raise failure[0]
+        return ticket
+
+    @hookimpl
+    def psa_find_ticket(self, connection, marker):
+        self.calls["find_ticket"] += 1
+        return next((t for t in self.tickets.values() if t.marker == marker), None)
+
+    @hookimpl
+    def psa_get_ticket(self, connection, ticket_id):
+        return self.tickets.get(ticket_id)
+
+    @hookimpl
+    def psa_add_ticket_note(self, connection, ticket_id, text):
+        self.calls["add_ticket_note"] += 1
+        self.notes[ticket_id].append(text)
+
+    @hookimpl
+    def psa_close_ticket(self, connection, ticket_id, closed_status_id):
+        self.calls["close_ticket"] += 1
+        return self.close(ticket_id, closed_status_id)
+
+    def close(self, ticket_id, status_id):
+        ticket = attrs.evolve(self.tickets[ticket_id], status_id=status_id, closed=True,
+                              last_updated=dt.datetime.now(dt.UTC))
+        self.tickets[ticket_id] = ticket
+        return ticket
+
+    @hookimpl
+    def psa_changed_tickets(self, connection, since):
+        return iter(sorted((t for t in self.tickets.values()
+                            if since is None or t.last_updated > since),
+                           key=lambda t: t.last_updated))
+
+
 class MemoryRmm:
     def __init__(self):
         self.sites: dict[str, Site] = {}
         self.devices: dict[str, Device] = {}
         self.details: dict[str, DeviceDetails] = {}
+        self.alerts: dict[str, Alert] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
+
+    def raise_alert(self, device: Device, monitor="disk C:", priority="High", **fields) -> Alert:
+        alert = Alert(uid=fields.pop("uid", f"alert-{next(self._ids)}"), priority=priority,
+                      device_uid=device.uid, site_uid=device.site_uid, monitor=monitor,
+                      message=fields.pop("message", f"{monitor} needs attention"),
+                      raised_at=fields.pop("raised_at", dt.datetime.now(dt.UTC)),
+                      device_name=device.hostname, **fields)
+        self.alerts[alert.uid] = alert
+        return alert
+
+    def resolve(self, alert_uid):
+        self.alerts[alert_uid] = attrs.evolve(self.alerts[alert_uid], resolved=True,
+                                              resolved_at=dt.datetime.now(dt.UTC))
 
     def add_device(self, hostname, site_uid, device_type="Desktop", **fields) -> Device:
         uid = fields.pop("uid", f"dev-{next(self._ids)}")
@@ -156,3 +239,23 @@ class MemoryRmm:
     @hookimpl
     def rmm_site_url(self, connection, site):
         return f"https://rmm.example.com/site/{site.uid}"
+
+    @hookimpl
+    def rmm_alert_url(self, connection, alert):
+        return f"https://rmm.example.com/alert/{alert.uid}"
+
+    @hookimpl
+    def rmm_list_alerts(self, connection, resolved, since):
+        self.calls["list_alerts"] += 1
+        return iter([a for a in self.alerts.values() if a.resolved == resolved
+                     and (since is None or (a.resolved_at or a.raised_at) > since)])
+
+    @hookimpl
+    def rmm_get_alert(self, connection, alert_uid):
+        return self.alerts.get(alert_uid)
+
+    @hookimpl
+    def rmm_resolve_alert(self, connection, alert_uid):
+        self.calls["resolve_alert"] += 1
+        if not self.alerts[alert_uid].resolved:
+            self.resolve(alert_uid)

@@ -14,14 +14,17 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import attrs
 import sqlite_utils
 
 from psabridge.core.errors import StoreError
 from psabridge.core.models import (
+    AlertTicket,
     CompanySiteMapping,
     DeviceDetails,
     DeviceMapping,
@@ -83,7 +86,19 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["options"].create({"plugin": str, "name": str, "value": str}, pk=("plugin", "name"))
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # Exactly-once ticketing: the marker a ticket carries, its origin, why an alert was skipped;
+    # repeat detection looks up by monitor and device. Locks keep two syncs from overlapping.
+    table = db["alert_tickets"]
+    for column in ("marker", "origin", "note"):
+        table.add_column(column, str)
+    table.create_index(["psa", "rmm", "monitor", "device_uid", "opened_at"])
+    table.create_index(["psa", "ticket_id"])
+    db["locks"].create({"name": str, "owner": str, "expires_at": float}, pk="name")
+    db["webhook_messages"].create({"id": str, "received_at": float}, pk="id")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Which column names the plugin a row belongs to, per table.
@@ -351,6 +366,72 @@ class SQLiteStore:
             (plugin, name, value),
         )
 
+    def alert_ticket(self, psa: str, rmm: str, alert_uid: str) -> AlertTicket | None:
+        row = self.db.execute(
+            "select * from alert_tickets where psa = ? and rmm = ? and alert_uid = ?",
+            (psa, rmm, alert_uid),
+        ).fetchone()
+        return _alert_ticket(self.db["alert_tickets"].columns, row) if row else None
+
+    def save_alert_ticket(self, entry: AlertTicket) -> AlertTicket:
+        now = utcnow()
+        entry = attrs.evolve(entry, opened_at=entry.opened_at or now, updated_at=now)
+        values = converter.unstructure(entry)
+        columns = ", ".join(values)
+        self._write(
+            f"insert or replace into alert_tickets ({columns}) "
+            f"values ({', '.join(':' + c for c in values)})",
+            values,
+        )
+        return entry
+
+    def alert_tickets(self, psa: str, rmm: str, states: tuple[str, ...] = (),
+                      ticket_id: str | None = None) -> list[AlertTicket]:
+        where, params = ["psa = ?", "rmm = ?"], [psa, rmm]
+        if states:
+            where.append(f"state in ({', '.join('?' * len(states))})")
+            params.extend(states)
+        if ticket_id is not None:
+            where.append("ticket_id = ?")
+            params.append(ticket_id)
+        rows = self.db["alert_tickets"].rows_where(" and ".join(where), params, order_by="rowid")
+        return [_structure(AlertTicket, row) for row in rows]
+
+    def latest_ticket_for(self, psa: str, rmm: str, monitor: str, device_uid: str,
+                          since: dt.datetime) -> AlertTicket | None:
+        """The newest ticketed alert of this monitor on this device opened at or after `since`."""
+        rows = list(self.db["alert_tickets"].rows_where(
+            "psa = ? and rmm = ? and monitor = ? and device_uid = ? and opened_at >= ? "
+            "and ticket_id is not null",
+            [psa, rmm, monitor, device_uid, since.isoformat()], order_by="opened_at desc", limit=1))
+        return _structure(AlertTicket, rows[0]) if rows else None
+
+    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+        with self.transaction():
+            row = self.db.execute("select owner, expires_at from locks where name = ?",
+                                  (name,)).fetchone()
+            if row and row[0] != owner and row[1] > now:
+                return False
+            self.db.execute("insert or replace into locks (name, owner, expires_at) values (?, ?, ?)",
+                            (name, owner, now + ttl))
+        return True
+
+    def release_lock(self, name: str, owner: str) -> None:
+        self._write("delete from locks where name = ? and owner = ?", (name, owner))
+
+    def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> bool:
+        """Record a webhook message id; False if it was seen before (a replay)."""
+        now = time.time()
+        with self.transaction():
+            self.db.execute("delete from webhook_messages where received_at < ?", (now - keep_seconds,))
+            seen = self.db.execute("select 1 from webhook_messages where id = ?", (message_id,)).fetchone()
+            if seen:
+                return False
+            self.db.execute("insert into webhook_messages (id, received_at) values (?, ?)",
+                            (message_id, now))
+        return True
+
     def option(self, plugin: str, name: str):
         row = self.db.execute(
             "select value from options where plugin = ? and name = ?", (plugin, name)
@@ -382,6 +463,10 @@ class SQLiteStore:
             _structure(JournalEntry, {**row, "detail": json.loads(row["detail"])})
             for row in self.db["journal"].rows_where(where, params, order_by="id")
         ]
+
+
+def _alert_ticket(columns, row) -> AlertTicket:
+    return _structure(AlertTicket, dict(zip([c.name for c in columns], row, strict=True)))
 
 
 def _structure(cls, row: dict):

@@ -1,0 +1,393 @@
+"""Alerts to tickets and back (R21-R30), connector-neutral.
+
+Exactly once: before the PSA is asked to create a ticket, the alert's row is written as
+`pending` with a marker unique to the alert, and the PSA stores that marker on the ticket. If
+the process dies, or the request times out, after the PSA created the ticket but before the row
+says `open`, the next pass finds the ticket by its marker and adopts it instead of creating a
+second one. A `pending` row is therefore always checked with `psa_find_ticket` before any create.
+
+Round trip without loops: a ticket closed in the PSA resolves its alerts and marks their rows
+`resolved`; an alert resolved in the RMM closes its ticket and marks its row `closed`. Each side
+only acts on rows still `open`, so neither echo comes back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Literal
+
+import attrs
+
+from psabridge.core import logs
+from psabridge.core.bridge import Bridge
+from psabridge.core.errors import PsabridgeError
+from psabridge.core.mapping import device_url
+from psabridge.core.models import (
+    Alert,
+    AlertTicket,
+    Device,
+    Ticket,
+    TicketDraft,
+    TicketOptions,
+    converter,
+    utcnow,
+)
+
+log = logs.get_logger(__name__)
+
+Origin = Literal["alert", "manual"]
+ORIGINS: tuple[Origin, ...] = ("alert", "manual")
+SUMMARY_MAX = 100  # ConnectWise's limit, and a sensible one for any PSA
+
+
+class TicketingError(PsabridgeError):
+    """A ticket cannot be created or closed as asked."""
+
+
+# -- settings (R21-R24, R27, R30) ------------------------------------------------------------
+
+
+@attrs.frozen
+class TicketAttributes:
+    """Where a ticket goes and how it opens and closes (R22), by PSA ids."""
+
+    board_id: str | None = None
+    type_id: str | None = None
+    subtype_id: str | None = None
+    open_status_id: str | None = None
+    closed_status_id: str | None = None
+
+
+@attrs.frozen
+class MonitorOverride:
+    """R23: a monitor may turn tickets off, or send them elsewhere."""
+
+    create_tickets: bool = True
+    attributes: TicketAttributes | None = None
+
+
+@attrs.frozen
+class TicketSettings:
+    enabled: bool = False
+    enabled_at: dt.datetime | None = None  # R27: alerts raised before this make no ticket
+    source_id: str | None = None  # R30: read at creation time, so a change applies from then on
+    priorities: dict[str, str] = attrs.field(factory=dict)  # RMM priority -> PSA priority id
+    attributes: dict[str, TicketAttributes] = attrs.field(factory=dict)  # origin -> attributes
+    monitors: dict[str, MonitorOverride] = attrs.field(factory=dict)
+    repeat_minutes: int | None = None  # R26: None = repeating-alert detection off
+
+    def attributes_for(self, origin: Origin, monitor: str = "") -> TicketAttributes:
+        override = self.monitors.get(monitor)
+        if override and override.attributes:
+            return override.attributes
+        return self.attributes.get(origin, TicketAttributes())
+
+
+OPTION = "ticketing"
+
+
+def ticket_settings(bridge: Bridge) -> TicketSettings:
+    stored = bridge.store.option(bridge.psa.name, OPTION)
+    return converter.structure(stored, TicketSettings) if stored else TicketSettings()
+
+
+def save_ticket_settings(bridge: Bridge, settings: TicketSettings) -> None:
+    bridge.store.set_option(bridge.psa.name, OPTION, converter.unstructure(settings))
+
+
+def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None = None) -> TicketSettings:
+    """R27: turning ticketing off keeps every setting; on again, tickets start from that moment."""
+    settings = ticket_settings(bridge)
+    if enabled and not settings.enabled:
+        problems = [p for p in check_ticket_settings(bridge, settings) if p.severity == "error"]
+        if problems:
+            raise TicketingError("cannot enable ticketing: " + "; ".join(p.message for p in problems))
+        settings = attrs.evolve(settings, enabled=True, enabled_at=now or utcnow())
+    elif not enabled:
+        settings = attrs.evolve(settings, enabled=False)
+    save_ticket_settings(bridge, settings)
+    return settings
+
+
+@attrs.frozen
+class Problem:
+    severity: Literal["error", "warning"]
+    message: str
+
+
+def check_ticket_settings(
+    bridge: Bridge, settings: TicketSettings, options: TicketOptions | None = None
+) -> list[Problem]:
+    """Validate settings against the PSA's ticket options (R21, R22, R24)."""
+    options = options or bridge.psa.call("psa_ticket_options")
+    boards = {b.id: b for b in options.boards}
+    statuses = {s.id: s for s in options.statuses}
+    priorities = {p.id for p in options.priorities}
+    problems = []
+
+    def error(message):
+        problems.append(Problem("error", message))
+
+    if settings.source_id and settings.source_id not in {s.id for s in options.sources}:
+        error(f"source {settings.source_id} does not exist in the PSA")
+    for rmm_priority, psa_priority in sorted(settings.priorities.items()):
+        if psa_priority not in priorities:
+            error(f"priority {psa_priority} (for RMM priority {rmm_priority}) does not exist in the PSA")
+    named = [(f"origin {o}", a) for o, a in settings.attributes.items()]
+    named += [(f"monitor {m}", o.attributes) for m, o in settings.monitors.items() if o.attributes]
+    for where, attributes in sorted(named, key=lambda item: item[0]):
+        if not attributes.board_id:
+            error(f"{where}: no board is set")
+            continue
+        board = boards.get(attributes.board_id)
+        if board is None:
+            error(f"{where}: board {attributes.board_id} does not exist in the PSA")
+            continue
+        if not board.has_default_team or not board.default_status_id:  # R24
+            missing = " and ".join(x for x, ok in (("default team", board.has_default_team),
+                                                  ("default status", board.default_status_id)) if not ok)
+            error(f"{where}: board {board.name} has no {missing}; set one in the PSA or ticket "
+                  "creation will fail (R24)")
+        for label, status_id, must_close in (("open", attributes.open_status_id, False),
+                                             ("closed", attributes.closed_status_id, True)):
+            status = statuses.get(status_id) if status_id else None
+            if status_id and (status is None or status.board_id != board.id):
+                error(f"{where}: {label} status {status_id} is not a status of board {board.name}")
+            elif status and status.closed != must_close:
+                error(f"{where}: {label} status {status.name} is "
+                      f"{'not ' if must_close else ''}a closed status")
+        if not attributes.closed_status_id:
+            error(f"{where}: no closed status is set, so resolved alerts cannot close tickets")
+        for label, ids, value in (("type", options.types, attributes.type_id),
+                                  ("subtype", options.subtypes, attributes.subtype_id)):
+            if value and value not in {t.id for t in ids if t.board_id in (None, board.id)}:
+                error(f"{where}: {label} {value} is not a {label} of board {board.name}")
+    if "alert" not in settings.attributes:
+        problems.append(Problem("warning", "no ticket attributes for origin alert; tickets go to "
+                                           "the PSA's defaults"))
+    return problems
+
+
+# -- alerts to tickets (R21-R26, R29) --------------------------------------------------------
+
+
+def alert_marker(bridge: Bridge, alert_uid: str) -> str:
+    return f"psabridge:{bridge.rmm.name}:{alert_uid}"
+
+
+def _describe(alert: Alert, device_link: str | None, alert_link: str | None) -> str:
+    lines = [alert.message or f"Alert from monitor {alert.monitor}", ""]
+    if alert.diagnostics:
+        lines += ["Diagnostics:", alert.diagnostics, ""]
+    lines += [f"Priority: {alert.priority}", f"Device: {alert.device_name or alert.device_uid}",
+              f"Site: {alert.site_name or alert.site_uid}"]
+    if alert.raised_at:
+        lines.append(f"Raised: {alert.raised_at.isoformat()}")
+    lines += [f"RMM Device: {device_link}"] if device_link else []
+    lines += [f"RMM Alert: {alert_link}"] if alert_link else []
+    return "\n".join(lines)
+
+
+def _summary(alert: Alert, hostname: str) -> str:
+    text = f"{alert.priority}: {alert.message or alert.monitor} on {hostname}"
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
+@attrs.define
+class _Context:
+    """Looked up once per pass: device mappings, site companies, settings."""
+
+    settings: TicketSettings
+    configuration_of: dict[str, str]  # device uid -> configuration id
+    company_of_site: dict[str, str]  # site uid -> company id
+
+    @classmethod
+    def read(cls, bridge: Bridge) -> _Context:
+        psa, rmm = bridge.pair
+        return cls(
+            settings=ticket_settings(bridge),
+            configuration_of={m.device_uid: m.configuration_id
+                              for m in bridge.store.device_mappings(psa, rmm)},
+            company_of_site={m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)},
+        )
+
+
+def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
+    psa, rmm = bridge.pair
+    return bridge.store.save_alert_ticket(AlertTicket(
+        psa, rmm, alert.uid, "skipped", monitor=alert.monitor, device_uid=alert.device_uid,
+        opened_at=alert.raised_at, note=why))
+
+
+def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = None) -> AlertTicket:
+    """Give an open alert its ticket, exactly once: create one, join a repeat (R26), or skip."""
+    psa, rmm = bridge.pair
+    row = bridge.store.alert_ticket(psa, rmm, alert.uid)
+    if row is not None and row.state != "pending":
+        return row
+    if row is not None:
+        found = bridge.psa.call("psa_find_ticket", marker=row.marker)
+        if found is not None:  # the PSA created it; the answer was lost last time
+            log.info("adopted ticket after interruption", alert=alert.uid, ticket=found.id)
+            return bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=found.id))
+        if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
+            return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
+    context = context or _Context.read(bridge)
+    settings = context.settings
+    bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
+
+    if not settings.enabled:
+        return _skip(bridge, alert, "ticketing is off (R27)")
+    if settings.enabled_at and alert.raised_at and alert.raised_at < settings.enabled_at:
+        return _skip(bridge, alert, "raised while ticketing was off (R27)")
+    override = settings.monitors.get(alert.monitor)
+    creates = override.create_tickets if override else alert.creates_ticket
+    if not creates:
+        return _skip(bridge, alert, f"monitor {alert.monitor} does not create tickets (R23)")
+    company_id = context.company_of_site.get(alert.site_uid)
+    if company_id is None:
+        return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
+
+    if settings.repeat_minutes and (joined := _join_repeat(bridge, alert, settings)) is not None:
+        return joined
+    return _create_ticket(bridge, alert, "alert", company_id,
+                          context.configuration_of.get(alert.device_uid), settings)
+
+
+def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> AlertTicket | None:
+    """R26: within the window, the same monitor on the same device adds to an open ticket."""
+    psa, rmm = bridge.pair
+    raised = alert.raised_at or utcnow()
+    previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid,
+                                              raised - dt.timedelta(minutes=settings.repeat_minutes))
+    if previous is None or previous.alert_uid == alert.uid:
+        return None
+    ticket = bridge.psa.call("psa_get_ticket", ticket_id=previous.ticket_id)
+    if ticket is None or ticket.closed:
+        return None
+    row = bridge.store.save_alert_ticket(AlertTicket(
+        psa, rmm, alert.uid, "pending", marker=alert_marker(bridge, alert.uid),
+        monitor=alert.monitor, device_uid=alert.device_uid, ticket_id=ticket.id,
+        opened_at=alert.raised_at, note="repeat"))
+    text = f"Repeating alert ({alert.priority}) at {raised.isoformat()}:\n{alert.message}"
+    if alert.diagnostics:
+        text += f"\n{alert.diagnostics}"
+    bridge.write(bridge.psa, "add_ticket_note", ticket.id,
+                 lambda: bridge.psa.call("psa_add_ticket_note", ticket_id=ticket.id, text=text),
+                 alert=alert.uid)
+    return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
+
+
+def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
+                   configuration_id: str | None, settings: TicketSettings,
+                   device: Device | None = None) -> AlertTicket:
+    psa, rmm = bridge.pair
+    attributes = settings.attributes_for(origin, alert.monitor)
+    marker = alert_marker(bridge, alert.uid)
+    device = device or Device(alert.device_uid, alert.device_name, alert.site_uid)
+    device_link = device_url(bridge, device)
+    alert_link = bridge.rmm.call("rmm_alert_url", alert=alert) if origin == "alert" else None
+    draft = TicketDraft(
+        summary=_summary(alert, alert.device_name or device.hostname),
+        description=_describe(alert, device_link, alert_link),
+        company_id=company_id, marker=marker, board_id=attributes.board_id,
+        status_id=attributes.open_status_id, type_id=attributes.type_id,
+        subtype_id=attributes.subtype_id, priority_id=settings.priorities.get(alert.priority),
+        source_id=settings.source_id, configuration_id=configuration_id,
+        device_url=device_link, alert_url=alert_link,
+    )
+    row = bridge.store.save_alert_ticket(AlertTicket(
+        psa, rmm, alert.uid, "pending", marker=marker, monitor=alert.monitor,
+        device_uid=alert.device_uid, origin=origin, opened_at=alert.raised_at))
+    ticket = bridge.write(bridge.psa, "create_ticket", marker,
+                          lambda: bridge.psa.call("psa_create_ticket", draft=draft), alert=alert.uid)
+    saved = bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=ticket.id))
+    bridge.pm.hook.on_ticket_created(psa=psa, alert=alert if origin == "alert" else None, ticket=ticket)
+    return saved
+
+
+def create_manual_ticket(bridge: Bridge, device: Device, summary: str, description: str = "",
+                         request_id: str | None = None) -> AlertTicket:
+    """R25: a manual ticket, only for a device mapped to a configuration. `request_id` makes a
+    retried request idempotent (the CLI derives one from the arguments)."""
+    psa, rmm = bridge.pair
+    context = _Context.read(bridge)
+    configuration_id = context.configuration_of.get(device.uid)
+    if configuration_id is None:
+        raise TicketingError(f"{device.hostname} is not mapped to a configuration; a manual ticket "
+                             "needs a mapped device (R25): map it with `psabridge devices map`")
+    company_id = context.company_of_site.get(device.site_uid)
+    if company_id is None:
+        raise TicketingError(f"{device.hostname}'s site is not mapped to a company")
+    uid = f"manual-{request_id or utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+    pseudo = Alert(uid=uid, priority="Manual", device_uid=device.uid, site_uid=device.site_uid,
+                   monitor="manual", message=summary, diagnostics=description,
+                   raised_at=utcnow(), device_name=device.hostname)
+    existing = bridge.store.alert_ticket(psa, rmm, uid)
+    if existing is not None and existing.state != "pending":
+        return existing
+    if existing is not None and (found := bridge.psa.call("psa_find_ticket", marker=existing.marker)):
+        return bridge.store.save_alert_ticket(attrs.evolve(existing, state="open", ticket_id=found.id))
+    return _create_ticket(bridge, pseudo, "manual", company_id, configuration_id,
+                          context.settings, device)
+
+
+# -- the round trip (R28) ------------------------------------------------------------------
+
+
+def close_for_resolved_alert(bridge: Bridge, alert_uid: str) -> AlertTicket | None:
+    """An alert resolved in the RMM closes its ticket with the origin's closed status, once every
+    alert on that ticket is resolved (a repeating alert shares its ticket)."""
+    psa, rmm = bridge.pair
+    row = bridge.store.alert_ticket(psa, rmm, alert_uid)
+    if row is None or row.state != "open" or row.ticket_id is None:
+        return row
+    siblings = [r for r in bridge.store.alert_tickets(psa, rmm, ("open",), ticket_id=row.ticket_id)
+                if r.alert_uid != alert_uid]
+    if not siblings:
+        settings = ticket_settings(bridge)
+        closed_status = settings.attributes_for(row.origin, row.monitor).closed_status_id
+        if closed_status is None:
+            raise TicketingError(f"no closed status is set for origin {row.origin}; cannot close "
+                                 f"ticket {row.ticket_id}")
+        bridge.write(bridge.psa, "close_ticket", row.ticket_id,
+                     lambda: bridge.psa.call("psa_close_ticket", ticket_id=row.ticket_id,
+                                             closed_status_id=closed_status), alert=alert_uid)
+    return bridge.store.save_alert_ticket(attrs.evolve(row, state="closed"))
+
+
+def resolve_for_ticket(bridge: Bridge, ticket: Ticket) -> list[AlertTicket]:
+    """A ticket closed in the PSA resolves its open alerts in the RMM. Other changes (status,
+    notes) have nowhere to go: Datto RMM's API has no alert notes or ticket fields to write."""
+    psa, rmm = bridge.pair
+    if not ticket.closed:
+        return []
+    done = []
+    for row in bridge.store.alert_tickets(psa, rmm, ("open",), ticket_id=ticket.id):
+        if row.origin == "alert":
+            bridge.write(bridge.rmm, "resolve_alert", row.alert_uid,
+                         lambda r=row: bridge.rmm.call("rmm_resolve_alert", alert_uid=r.alert_uid),
+                         ticket=ticket.id)
+        done.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="resolved")))
+    return done
+
+
+def recover_pending(bridge: Bridge) -> list[AlertTicket]:
+    """Settle rows left `pending` by an interrupted run: adopt the ticket found by marker, or
+    leave the row for `ticket_for_alert` to create (the alert is still open) or drop it."""
+    psa, rmm = bridge.pair
+    settled = []
+    for row in bridge.store.alert_tickets(psa, rmm, ("pending",)):
+        found = bridge.psa.call("psa_find_ticket", marker=row.marker)
+        if found is not None:
+            settled.append(bridge.store.save_alert_ticket(
+                attrs.evolve(row, state="open", ticket_id=found.id)))
+        elif row.ticket_id:
+            settled.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="open")))
+    return settled
+
+
+def process_alerts(bridge: Bridge, alerts: Iterable[Alert]) -> list[AlertTicket]:
+    context = _Context.read(bridge)
+    return [ticket_for_alert(bridge, alert, context) for alert in alerts]

@@ -1,0 +1,191 @@
+"""Ticketing rules and exactly-once creation, against the in-memory connectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+
+from psabridge.core import mapping, sync, ticketing
+from psabridge.core.mapping import NEW, apply
+from psabridge.core.models import Board, BoardStatus, Named, TicketOptions
+from psabridge.core.ticketing import MonitorOverride, TicketAttributes, TicketingError
+from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fixtures
+
+ALERT_ATTRS = TicketAttributes(board_id="b1", type_id="t1", open_status_id="new", closed_status_id="done")
+OPTIONS = TicketOptions(
+    boards=(Board("b1", "Help Desk", has_default_team=True, default_status_id="new"),
+            Board("b2", "No Team", has_default_team=False, default_status_id=None)),
+    statuses=(BoardStatus("new", "b1", "New", default=True), BoardStatus("done", "b1", "Closed", closed=True),
+              BoardStatus("x", "b2", "Other")),
+    types=(Named("t1", "Alert", "b1"),),
+    priorities=(Named("p1", "Priority 1"), Named("p3", "Priority 3")),
+    sources=(Named("src1", "RMM"), Named("src2", "Monitoring")),
+)
+
+
+@pytest.fixture
+def ready(bridge, psa, rmm):  # noqa: F811
+    """An integration with a mapped site, a mapped device and ticketing on."""
+    psa.options = OPTIONS
+    apply(bridge, mapping.plan_company_mappings(bridge, {"1": "s-acme"}))
+    mapping.map_device_type(bridge, "Desktop", None)
+    device = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    apply(bridge, mapping.plan_device_mappings(bridge, {device.uid: NEW}))
+    ticketing.save_ticket_settings(bridge, ticketing.TicketSettings(
+        source_id="src1", priorities={"High": "p1", "Low": "p3"},
+        attributes={"alert": ALERT_ATTRS, "manual": ALERT_ATTRS}, repeat_minutes=60))
+    ticketing.set_ticketing_enabled(bridge, True, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    return device
+
+
+def configuration_of(bridge, device):  # noqa: F811
+    return bridge.store.device_mappings(*bridge.pair)[0].configuration_id
+
+
+def test_r24_settings_are_checked_against_the_psas_options(bridge, psa):  # noqa: F811
+    psa.options = OPTIONS
+    settings = ticketing.TicketSettings(
+        source_id="nope", priorities={"High": "p9"},
+        attributes={"alert": TicketAttributes(board_id="b2", open_status_id="x", closed_status_id="x"),
+                    "manual": TicketAttributes(board_id="b1", closed_status_id="new")})
+    messages = [p.message for p in ticketing.check_ticket_settings(bridge, settings)]
+    assert messages == [
+        "source nope does not exist in the PSA",
+        "priority p9 (for RMM priority High) does not exist in the PSA",
+        "origin alert: board No Team has no default team and default status; set one in the PSA "
+        "or ticket creation will fail (R24)",
+        "origin alert: closed status Other is not a closed status",
+        "origin manual: closed status New is not a closed status",
+    ]
+    ticketing.save_ticket_settings(bridge, settings)
+    with pytest.raises(TicketingError, match="cannot enable ticketing: source nope"):
+        ticketing.set_ticketing_enabled(bridge, True)
+
+
+def test_r29_an_alert_makes_one_ticket_with_configuration_links_priority_and_source(
+        bridge, psa, rmm, ready):  # noqa: F811
+    alert = rmm.raise_alert(ready, diagnostics="C: has 2% free")
+    report = sync.run_pass(bridge)
+    assert report.tickets_created == 1
+    (ticket_id, draft), = psa.drafts.items()
+    assert draft.configuration_id == configuration_of(bridge, ready)
+    assert (draft.board_id, draft.type_id, draft.status_id, draft.priority_id, draft.source_id) == (
+        "b1", "t1", "new", "p1", "src1")
+    assert draft.device_url == ready.url and draft.alert_url == f"https://rmm.example.com/alert/{alert.uid}"
+    assert f"RMM Device: {ready.url}" in draft.description and "C: has 2% free" in draft.description
+    assert sync.run_pass(bridge).tickets_created == 0  # a second pass changes nothing
+    assert psa.calls["create_ticket"] == 1
+
+
+def test_r30_a_changed_source_applies_to_tickets_created_after(bridge, psa, rmm, ready):  # noqa: F811
+    rmm.raise_alert(ready, monitor="cpu")
+    sync.run_pass(bridge)
+    settings = ticketing.ticket_settings(bridge)
+    ticketing.save_ticket_settings(bridge, ticketing.attrs.evolve(settings, source_id="src2"))
+    rmm.raise_alert(ready, monitor="memory")
+    sync.run_pass(bridge)
+    assert [d.source_id for d in psa.drafts.values()] == ["src1", "src2"]
+
+
+def test_r23_a_monitor_can_turn_tickets_off(bridge, psa, rmm, ready):  # noqa: F811
+    settings = ticketing.ticket_settings(bridge)
+    ticketing.save_ticket_settings(bridge, ticketing.attrs.evolve(
+        settings, monitors={"noisy": MonitorOverride(create_tickets=False)}))
+    rmm.raise_alert(ready, monitor="noisy")
+    rmm.raise_alert(ready, monitor="quiet", creates_ticket=False)  # the RMM's own switch
+    report = sync.run_pass(bridge)
+    assert (report.tickets_created, report.alerts_skipped) == (0, 2)
+
+
+def test_r26_a_repeating_alert_joins_the_open_ticket_within_the_window(bridge, psa, rmm, ready):  # noqa: F811
+    t0 = dt.datetime.now(dt.UTC)
+    rmm.raise_alert(ready, raised_at=t0)
+    sync.run_pass(bridge)
+    rmm.raise_alert(ready, raised_at=t0 + dt.timedelta(minutes=30))  # same monitor and device
+    report = sync.run_pass(bridge)
+    assert (report.tickets_created, report.tickets_joined) == (0, 1)
+    (ticket_id,) = psa.tickets
+    assert len(psa.notes[ticket_id]) == 1 and "Repeating alert" in psa.notes[ticket_id][0]
+
+    rmm.raise_alert(ready, raised_at=t0 + dt.timedelta(minutes=200))  # outside the window
+    assert sync.run_pass(bridge).tickets_created == 1
+    psa.close(max(psa.tickets), "done")  # the newest ticket is closed in the PSA
+    rmm.raise_alert(ready, raised_at=t0 + dt.timedelta(minutes=210))  # in its window, but closed
+    assert sync.run_pass(bridge).tickets_created == 1
+    assert len(psa.tickets) == 3
+
+
+def test_r27_alerts_raised_while_ticketing_is_off_make_no_tickets(bridge, psa, rmm, ready):  # noqa: F811
+    ticketing.set_ticketing_enabled(bridge, False)
+    assert ticketing.ticket_settings(bridge).source_id == "src1"  # settings kept
+    rmm.raise_alert(ready, monitor="while-off")
+    assert sync.run_pass(bridge).alerts_skipped == 1
+    ticketing.set_ticketing_enabled(bridge, True)
+    rmm.raise_alert(ready, monitor="before-enable", raised_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    rmm.raise_alert(ready, monitor="after-enable")
+    report = sync.run_pass(bridge)
+    assert (report.tickets_created, report.alerts_skipped) == (1, 1)
+
+
+def test_r25_a_manual_ticket_needs_a_mapped_device(bridge, psa, rmm, ready):  # noqa: F811
+    loose = rmm.add_device("PC-LOOSE", "s-acme", last_audit=AUDITED)
+    with pytest.raises(TicketingError, match="PC-LOOSE is not mapped to a configuration"):
+        ticketing.create_manual_ticket(bridge, loose, "Please check")
+    row = ticketing.create_manual_ticket(bridge, ready, "Please check", request_id="r1")
+    again = ticketing.create_manual_ticket(bridge, ready, "Please check", request_id="r1")
+    assert row.ticket_id == again.ticket_id and psa.calls["create_ticket"] == 1
+    assert psa.drafts[row.ticket_id].configuration_id == configuration_of(bridge, ready)
+
+
+def test_r28_round_trip_both_ways(bridge, psa, rmm, ready):  # noqa: F811
+    first = rmm.raise_alert(ready, monitor="disk")
+    second = rmm.raise_alert(ready, monitor="cpu")
+    sync.run_pass(bridge)
+    ticket_of = {r.alert_uid: r.ticket_id for r in bridge.store.alert_tickets(*bridge.pair)}
+
+    rmm.resolve(first.uid)  # RMM -> PSA: closed with the origin's closed status
+    report = sync.run_pass(bridge)
+    assert report.tickets_closed == 1
+    assert psa.tickets[ticket_of[first.uid]].status_id == "done"
+
+    psa.close(ticket_of[second.uid], "done")  # PSA -> RMM
+    report = sync.run_pass(bridge)
+    assert report.alerts_resolved == 1 and rmm.alerts[second.uid].resolved
+    quiet = sync.run_pass(bridge)  # no echo either way
+    assert (quiet.tickets_closed, quiet.alerts_resolved) == (0, 0)
+    assert (psa.calls["close_ticket"], rmm.calls["resolve_alert"]) == (1, 1)
+
+
+@pytest.mark.parametrize("failure", ["before the call", "after the PSA answered", "timeout after creation"])
+def test_exactly_one_ticket_per_alert_whatever_fails(bridge, psa, rmm, ready, monkeypatch, failure):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    if failure == "before the call":
+        psa.fail_next_create = (httpx.ConnectError("refused"), "before")
+    elif failure == "after the PSA answered":
+        real_save = bridge.store.save_alert_ticket
+
+        def crash_on_open(entry):
+            if entry.state == "open":
+                raise KeyboardInterrupt("killed before the commit")
+            return real_save(entry)
+        monkeypatch.setattr(bridge.store, "save_alert_ticket", crash_on_open)
+    else:
+        psa.fail_next_create = (httpx.ReadTimeout("the answer never came"), "after")
+
+    with pytest.raises((KeyboardInterrupt, httpx.HTTPError)):
+        ticketing.ticket_for_alert(bridge, alert)
+    assert bridge.store.alert_ticket(*bridge.pair, alert.uid).state == "pending"
+
+    monkeypatch.undo()
+    sync.run_pass(bridge)
+    sync.run_pass(bridge)
+    assert len(psa.tickets) == 1
+    assert bridge.store.alert_ticket(*bridge.pair, alert.uid).state == "open"
+
+
+def test_two_syncs_cannot_run_at_once(bridge, ready):  # noqa: F811
+    with sync.sync_lock(bridge), pytest.raises(sync.SyncBusy, match="another psabridge sync is running"):
+        sync.run_pass(bridge)
+    assert sync.run_pass(bridge).errors == []  # released afterwards
