@@ -13,7 +13,7 @@ import pluggy
 from tabulate import tabulate
 
 from psabridge import __version__
-from psabridge.core import logs, mapping
+from psabridge.core import logs, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
@@ -440,6 +440,199 @@ def warnings_list(app: App, as_json):
 def warnings_clear(app: App, plugin):
     """Remove warnings; devices they held back are tried again by automatic mapping."""
     click.echo(f"Cleared {app.store.clear_warnings(plugin)} warnings.")
+
+
+# -- tickets and the running integration (R21-R30) --------------------------------------------
+
+
+@cli.group("ticketing")
+def ticketing_group():
+    """Ticket settings: enable, source, priorities, attributes per origin, monitors, repeats."""
+
+
+def _ticket_settings_rows(settings: ticketing.TicketSettings) -> list[dict]:
+    rows = [{"setting": "enabled", "value": settings.enabled},
+            {"setting": "source", "value": settings.source_id},
+            {"setting": "repeat window (minutes)", "value": settings.repeat_minutes}]
+    rows += [{"setting": f"priority {k}", "value": v} for k, v in sorted(settings.priorities.items())]
+    for origin, a in sorted(settings.attributes.items()):
+        rows.append({"setting": f"origin {origin}", "value": (
+            f"board={a.board_id} type={a.type_id} subtype={a.subtype_id} "
+            f"open={a.open_status_id} closed={a.closed_status_id}")})
+    rows += [{"setting": f"monitor {m}", "value": f"tickets={'on' if o.create_tickets else 'off'}"}
+             for m, o in sorted(settings.monitors.items())]
+    return rows
+
+
+@ticketing_group.command("show")
+@json_option
+@pass_app
+def ticketing_show(app: App, as_json):
+    """Show the ticket settings and check them against the PSA."""
+    bridge = app.bridge()
+    settings = ticketing.ticket_settings(bridge)
+    _print_table(_ticket_settings_rows(settings), as_json)
+    for problem in ticketing.check_ticket_settings(bridge, settings):
+        click.echo(f"{problem.severity.capitalize()}: {problem.message}", err=True)
+
+
+@ticketing_group.command("set")
+@click.option("--source", help="PSA ticket source id (applies to tickets created afterwards).")
+@click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_ID",
+              help="Map an RMM priority to a PSA priority id, e.g. Critical=1 (repeatable).")
+@click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
+              help="Which origin's attributes to set.")
+@click.option("--board", help="Board id for --origin.")
+@click.option("--type", "type_id", help="Type id for --origin.")
+@click.option("--subtype", help="Subtype id for --origin.")
+@click.option("--open-status", help="Open status id for --origin.")
+@click.option("--closed-status", help="Closed status id for --origin.")
+@click.option("--repeat-minutes", type=click.IntRange(min=0),
+              help="Repeating-alert window in minutes (0 turns detection off).")
+@pass_app
+def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype, open_status,
+                  closed_status, repeat_minutes):
+    """Change ticket settings; what is not given stays as it is."""
+    bridge = app.bridge()
+    settings = ticketing.ticket_settings(bridge)
+    changes = {}
+    if source:
+        changes["source_id"] = source
+    if priorities:
+        changes["priorities"] = {**settings.priorities, **dict(p.split("=", 1) for p in priorities)}
+    if repeat_minutes is not None:
+        changes["repeat_minutes"] = repeat_minutes or None
+    given = {"board_id": board, "type_id": type_id, "subtype_id": subtype,
+             "open_status_id": open_status, "closed_status_id": closed_status}
+    if any(given.values()):
+        if not origin:
+            raise click.UsageError("--board/--type/--subtype/--*-status need --origin alert|manual")
+        current = settings.attributes.get(origin, ticketing.TicketAttributes())
+        updated = attrs.evolve(current, **{k: v for k, v in given.items() if v})
+        changes["attributes"] = {**settings.attributes, origin: updated}
+    settings = attrs.evolve(settings, **changes)
+    ticketing.save_ticket_settings(bridge, settings)
+    for problem in ticketing.check_ticket_settings(bridge, settings):
+        click.echo(f"{problem.severity.capitalize()}: {problem.message}", err=True)
+    click.echo("Ticket settings saved.")
+
+
+@ticketing_group.command("monitor")
+@click.argument("monitor")
+@click.option("--tickets/--no-tickets", default=True, help="Whether this monitor creates tickets.")
+@pass_app
+def ticketing_monitor(app: App, monitor, tickets):
+    """Override ticket creation for one monitor (R23)."""
+    bridge = app.bridge()
+    settings = ticketing.ticket_settings(bridge)
+    override = ticketing.MonitorOverride(create_tickets=tickets)
+    ticketing.save_ticket_settings(bridge, attrs.evolve(settings, monitors={**settings.monitors,
+                                                                            monitor: override}))
+    click.echo(f"Monitor {monitor}: tickets {'on' if tickets else 'off'}.")
+
+
+@ticketing_group.command("enable")
+@pass_app
+def ticketing_enable(app: App):
+    """Turn ticketing on: alerts raised from now on make tickets."""
+    ticketing.set_ticketing_enabled(app.bridge(), True)
+    click.echo("Ticketing is on.")
+
+
+@ticketing_group.command("disable")
+@pass_app
+def ticketing_disable(app: App):
+    """Turn ticketing off; every ticket setting is kept."""
+    ticketing.set_ticketing_enabled(app.bridge(), False)
+    click.echo("Ticketing is off; its settings are kept.")
+
+
+@cli.group()
+def tickets():
+    """Tickets made by psabridge."""
+
+
+@tickets.command("list")
+@json_option
+@pass_app
+def tickets_list(app: App, as_json):
+    """Each alert psabridge has seen and what became of it."""
+    bridge = app.bridge()
+    rows = [{"alert": r.alert_uid, "state": r.state, "ticket": r.ticket_id, "monitor": r.monitor,
+             "device": r.device_uid, "origin": r.origin, "note": r.note}
+            for r in bridge.store.alert_tickets(*bridge.pair)]
+    _print_table(rows, as_json)
+
+
+@tickets.command("create")
+@click.argument("device_uid")
+@click.argument("summary")
+@click.option("--description", default="")
+@click.option("--request-id", help="Makes a retried command create the ticket once.")
+@pass_app
+def tickets_create(app: App, device_uid, summary, description, request_id):
+    """Create a manual ticket for a mapped device (R25)."""
+    bridge = app.bridge()
+    device = next((d for d in bridge.rmm.call("rmm_list_devices", site_uid=None) if d.uid == device_uid),
+                  None)
+    if device is None:
+        raise click.ClickException(f"the RMM has no device with uid {device_uid}")
+    row = ticketing.create_manual_ticket(bridge, device, summary, description, request_id)
+    click.echo(f"Ticket {row.ticket_id} for {device.hostname}.")
+
+
+def _report_rows(report: sync.PassReport) -> list[dict]:
+    return [{"what": k.replace("_", " "), "count": v} for k, v in attrs.asdict(report).items()
+            if isinstance(v, int)]
+
+
+@cli.command("sync")
+@click.option("--once", "mode", flag_value="once", default=True, help="One pass (the default).")
+@click.option("--watch", "mode", flag_value="watch", help="Repeat until interrupted.")
+@click.option("--interval", type=click.FloatRange(min=1), default=60, show_default=True,
+              help="Seconds between passes with --watch.")
+@dry_run_option
+@json_option
+@pass_app
+def sync_command(app: App, mode, interval, dry_run, as_json):
+    """Run the integration: mapping triggers, alerts to tickets, the round trip."""
+
+    def show(report: sync.PassReport) -> None:
+        if as_json:
+            click.echo(json.dumps(attrs.asdict(report)))
+            return
+        if dry_run:
+            click.echo(f"Plan ({len(report.planned)} changes, nothing done):")
+            for line in report.planned:
+                click.echo(f"  {line}")
+            return
+        _print_table(_report_rows(report), False)
+        for error in report.errors:
+            click.echo(f"Error: {error}", err=True)
+
+    if mode == "once" or dry_run:
+        report = sync.run_pass(app.bridge(), dry_run=dry_run)
+        show(report)
+        if report.errors:
+            raise click.exceptions.Exit(1)
+        return
+    try:
+        sync.watch(app.bridge, interval, show)
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--secret", envvar="PSABRIDGE_WEBHOOK_SECRET", required=True,
+              help="Shared secret the callers put in ?token= (env PSABRIDGE_WEBHOOK_SECRET).")
+@pass_app
+def serve_command(app: App, host, port, secret):
+    """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm)."""
+    hooks = webhooks.WebhookApp(app.bridge, secret)
+    click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa?token=..., /hooks/rmm?token=...)")
+    webhooks.serve(hooks, host, port)
 
 
 @cli.group()

@@ -14,7 +14,11 @@ only acts on rows still `open`, so neither echo comes back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import attrs
@@ -220,8 +224,37 @@ def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
         opened_at=alert.raised_at, note=why))
 
 
-def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = None) -> AlertTicket:
-    """Give an open alert its ticket, exactly once: create one, join a repeat (R26), or skip."""
+# A process that holds an alert's claim and dies frees it after this long; a claim covers one
+# PSA call or two, so a minute is generous.
+CLAIM_TTL = 60.0
+_PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _claim(bridge: Bridge, key: str) -> Iterator[bool]:
+    """Hold the store lock for one alert while deciding and creating its ticket, so that the
+    webhook and the polling path, in one process or two, never both create it."""
+    name = f"alert:{bridge.psa.name}:{key}"
+    owner = f"{_PROCESS}:{uuid.uuid4().hex[:12]}"  # one per claim: threads exclude each other too
+    claimed = bridge.store.acquire_lock(name, owner, CLAIM_TTL)
+    try:
+        yield claimed
+    finally:
+        if claimed:
+            bridge.store.release_lock(name, owner)
+
+
+def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = None) -> AlertTicket | None:
+    """Give an open alert its ticket, exactly once: create one, join a repeat (R26), or skip.
+
+    Returns None when another process is handling this alert right now."""
+    with _claim(bridge, alert.uid) as claimed:
+        if not claimed:
+            return None
+        return _ticket_for_alert(bridge, alert, context)
+
+
+def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket:
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert.uid)
     if row is not None and row.state != "pending":
@@ -320,17 +353,20 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
     company_id = context.company_of_site.get(device.site_uid)
     if company_id is None:
         raise TicketingError(f"{device.hostname}'s site is not mapped to a company")
-    uid = f"manual-{request_id or utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+    uid = f"manual-{request_id or uuid.uuid4().hex}"
     pseudo = Alert(uid=uid, priority="Manual", device_uid=device.uid, site_uid=device.site_uid,
                    monitor="manual", message=summary, diagnostics=description,
                    raised_at=utcnow(), device_name=device.hostname)
-    existing = bridge.store.alert_ticket(psa, rmm, uid)
-    if existing is not None and existing.state != "pending":
-        return existing
-    if existing is not None and (found := bridge.psa.call("psa_find_ticket", marker=existing.marker)):
-        return bridge.store.save_alert_ticket(attrs.evolve(existing, state="open", ticket_id=found.id))
-    return _create_ticket(bridge, pseudo, "manual", company_id, configuration_id,
-                          context.settings, device)
+    with _claim(bridge, uid) as claimed:
+        if not claimed:
+            raise TicketingError(f"request {request_id} is being handled by another process")
+        existing = bridge.store.alert_ticket(psa, rmm, uid)
+        if existing is not None and existing.state != "pending":
+            return existing
+        if existing is not None and (found := bridge.psa.call("psa_find_ticket", marker=existing.marker)):
+            return bridge.store.save_alert_ticket(attrs.evolve(existing, state="open", ticket_id=found.id))
+        return _create_ticket(bridge, pseudo, "manual", company_id, configuration_id,
+                              context.settings, device)
 
 
 # -- the round trip (R28) ------------------------------------------------------------------
@@ -379,12 +415,16 @@ def recover_pending(bridge: Bridge) -> list[AlertTicket]:
     psa, rmm = bridge.pair
     settled = []
     for row in bridge.store.alert_tickets(psa, rmm, ("pending",)):
-        found = bridge.psa.call("psa_find_ticket", marker=row.marker)
-        if found is not None:
-            settled.append(bridge.store.save_alert_ticket(
-                attrs.evolve(row, state="open", ticket_id=found.id)))
-        elif row.ticket_id:
-            settled.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="open")))
+        with _claim(bridge, row.alert_uid) as claimed:
+            current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
+            if not claimed or current is None or current.state != "pending":
+                continue  # in another process's hands, or settled meanwhile
+            found = bridge.psa.call("psa_find_ticket", marker=row.marker)
+            if found is not None:
+                settled.append(bridge.store.save_alert_ticket(
+                    attrs.evolve(row, state="open", ticket_id=found.id)))
+            elif row.ticket_id:
+                settled.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="open")))
     return settled
 
 

@@ -1,0 +1,76 @@
+"""The webhook endpoint: authentication, bounds, replays, and one outcome with polling."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from werkzeug.test import Client
+
+from psabridge.core import sync, ticketing
+from psabridge.core.webhooks import WebhookApp
+from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
+from tests.core.test_ticketing import ready  # noqa: F401 - fixture
+
+SECRET = "s3cret-webhook-token-0123"
+
+
+@pytest.fixture
+def client(bridge):  # noqa: F811
+    return Client(WebhookApp(lambda: bridge, SECRET, max_body=2048))
+
+
+def post(client, path, body, token=SECRET):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(f"{path}?token={token}", data=data, content_type="application/json")
+
+
+def test_requests_without_the_right_token_are_refused(client):
+    assert post(client, "/hooks/rmm", {"alertUid": "x"}, token="wrong").status_code == 401
+    assert client.post("/hooks/rmm", json={"alertUid": "x"}).status_code == 401
+
+
+def test_oversized_malformed_and_replayed_bodies_are_refused(client, ready, rmm):  # noqa: F811
+    assert post(client, "/hooks/rmm", b"x" * 4096).status_code == 413
+    assert post(client, "/hooks/rmm", b"{not json").status_code == 400
+    assert post(client, "/hooks/rmm", {"nothing": 1}).status_code == 400
+    alert = rmm.raise_alert(ready)
+    first = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert first.status_code == 200 and first.json["state"] == "open"
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).status_code == 409
+
+
+def test_webhook_and_polling_seeing_the_same_alert_make_one_ticket(bridge, client, ready, psa, rmm):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid, "at": 1}).json["state"] == "open"
+    sync.run_pass(bridge)
+    rmm.resolve(alert.uid)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid, "at": 2}).json["state"] == "closed"
+    report = sync.run_pass(bridge)
+    assert len(psa.tickets) == 1 and psa.calls["close_ticket"] == 1
+    assert (report.tickets_created, report.tickets_closed) == (0, 0)
+
+
+def test_webhook_and_polling_at_the_same_moment_make_one_ticket(bridge, client, ready, psa, rmm):  # noqa: F811
+    alerts = [rmm.raise_alert(ready, monitor=f"m{i}") for i in range(20)]
+    hooks = threading.Thread(target=lambda: [post(client, "/hooks/rmm", {"alertUid": a.uid})
+                                             for a in alerts])
+    hooks.start()
+    sync.run_pass(bridge)
+    hooks.join()
+    sync.run_pass(bridge)
+    assert psa.calls["create_ticket"] == 20 == len(psa.tickets)
+
+
+def test_a_psa_callback_for_a_closed_ticket_resolves_its_alert(bridge, client, ready, psa, rmm):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    row = ticketing.ticket_for_alert(bridge, alert)
+    psa.close(row.ticket_id, "done")
+    callback = {"MessageId": "m-1", "Type": "ticket", "Action": "updated", "ID": int(row.ticket_id),
+                "Entity": "{}"}
+    answer = post(client, "/hooks/psa", callback)
+    assert answer.status_code == 200 and answer.json["alerts_resolved"] == 1
+    assert rmm.alerts[alert.uid].resolved
+    assert post(client, "/hooks/psa", callback).status_code == 409  # same MessageId: a replay
+    assert sync.run_pass(bridge).alerts_resolved == 0 and rmm.calls["resolve_alert"] == 1
