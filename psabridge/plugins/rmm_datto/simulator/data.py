@@ -97,7 +97,8 @@ def _swap_suffix(name: str, rng: random.Random) -> str:
 
 
 def _change_case(name: str, rng: random.Random) -> str:
-    return rng.choice((name.upper(), name.lower(), name.title().replace("Llc", "LLC")))
+    variants = [v for v in (name.upper(), name.lower(), name.title().replace("Llc", "LLC")) if v != name]
+    return rng.choice(variants) if variants else name
 
 
 def _swap_ampersand(name: str, rng: random.Random) -> str:
