@@ -244,3 +244,20 @@ def test_a_403_after_429s_is_the_ip_block_and_stops_all_requests_until_it_ends(
     fake_time.now += 301
     httpx_mock.add_response(url=f"{API}/api/v2/account", json={"name": "MSP"})
     assert client.get("/v2/account") == {"name": "MSP"}
+
+
+def test_a_body_that_is_not_json_is_a_clear_error(httpx_mock, client):
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", text='{"truncated": [1, 2')
+    with pytest.raises(DattoError, match="not JSON"):
+        client.get("/v2/account")
+
+
+def test_requests_per_minute_sets_both_quotas_and_rejects_nonsense():
+    from psabridge.plugins.rmm_datto.client import ClientOptions
+
+    options = ClientOptions.from_settings({"requests_per_minute": "300"})
+    assert (options.limits.reads, options.limits.writes, options.limits.operation) == (300, 300, 100)
+    assert ClientOptions.from_settings({}).limits.reads == 600
+    with pytest.raises(DattoError, match="whole number"):
+        ClientOptions.from_settings({"requests_per_minute": "lots"})

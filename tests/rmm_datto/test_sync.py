@@ -3,11 +3,14 @@ in the middle of it. The loop is `psabridge.core.devices.refresh_device_details`
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from psabridge.core.devices import refresh_device_details
+from psabridge.core.http import RetryPolicy
 from psabridge.core.plugins import Connector
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator, SimOptions
+from psabridge.simulation import Faults
 from tests.rmm_datto.conftest import connect
 
 AUDITS = "GET /api/v2/audit/{kind}/{uid}"
@@ -85,3 +88,16 @@ def test_unaudited_devices_are_not_asked_for_details(pm, store, connection, sim)
     unaudited = [d for d in devices if d.last_audit is None]
     assert unaudited and all(store.device_details("datto", d.uid) is None for d in unaudited)
     assert not set(result.details) & {d.uid for d in unaudited}
+
+
+def test_a_sync_completes_through_random_server_errors_and_dropped_connections(
+        pm, store, sim_clock, reach, options):
+    faults = Faults(error_rate=0.15, drop_rate=0.05, seed=11)
+    sim = DattoSimulator(seed=5, clock=sim_clock, faults=faults)
+    url, transport = reach(sim)
+    connection = connect(sim, url, transport, attrs.evolve(options, retry=RetryPolicy(
+        attempts=8, base_delay=0.001)))
+    devices, result = sync(Connector(pm, connection), store)
+    assert {d.uid for d in devices} == set(sim.devices)
+    assert result.fetched + result.unaudited == len(devices)
+    assert sim.injector.faults_served["error"] > 0 and sim.injector.faults_served["drop"] > 0

@@ -97,6 +97,8 @@ class ClientOptions:
         """Options with the optional `requests_per_minute` setting applied to both quotas."""
         options = cls(**overrides)
         if rate := (settings.get("requests_per_minute") or "").strip():
+            if not rate.isdigit() or int(rate) < 1:
+                raise DattoError(f"requests_per_minute must be a whole number above 0, not {rate!r}")
             per_minute = int(rate)
             options = attrs.evolve(options, limits=attrs.evolve(
                 options.limits, reads=per_minute, writes=per_minute))
@@ -188,7 +190,16 @@ class DattoClient:
     # -- requests ----------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self.request("GET", path, params=params).json()
+        return self.json(self.request("GET", path, params=params))
+
+    @staticmethod
+    def json(response: httpx.Response) -> Any:
+        """The body of a 2xx answer, or a DattoError saying it was not JSON."""
+        try:
+            return response.json()
+        except ValueError:
+            raise DattoError(f"Datto RMM answered {response.request.method} "
+                             f"{response.request.url.path} with a body that is not JSON") from None
 
     def request(self, method: str, path_or_url: str, *, params: Mapping[str, Any] | None = None,
                 json: Any = None, operation: str | None = None,
@@ -286,7 +297,7 @@ class DattoClient:
         url, query = path, {**wanted, "page": 0}
         seen: set[str] = set()
         while True:
-            body = self.request("GET", url, params=query).json()
+            body = self.json(self.request("GET", url, params=query))
             items = body.get(key) or []
             yield from items
             next_url = (body.get("pageDetails") or {}).get("nextPageUrl")

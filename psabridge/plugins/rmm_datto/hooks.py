@@ -61,7 +61,7 @@ def rmm_create_site(connection: Connection, name: str) -> Site:
         if (existing := _site_named(client, name)) is not None:
             return existing
         raise
-    return wire.site(response.json())
+    return wire.site(client.json(response))
 
 
 def _site_named(client, name: str) -> Site | None:
