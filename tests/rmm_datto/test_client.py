@@ -261,3 +261,14 @@ def test_requests_per_minute_sets_both_quotas_and_rejects_nonsense():
     assert ClientOptions.from_settings({}).limits.reads == 600
     with pytest.raises(DattoError, match="whole number"):
         ClientOptions.from_settings({"requests_per_minute": "lots"})
+
+
+def test_retries_of_a_failed_request_wait_for_the_quota_too(httpx_mock, options, fake_time):
+    client = DattoClient(API, KEY, SECRET, attrs.evolve(options, limits=Limits(reads=2)))
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=503)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=503)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", json={})
+    client.get("/v2/account")
+    assert len(api_requests(httpx_mock)) == 3
+    assert max(fake_time.slept) >= 59  # the third attempt waited for the first to age out

@@ -12,6 +12,7 @@ from psabridge.plugins.rmm_datto import hooks
 from psabridge.plugins.rmm_datto.client import DattoNotFound
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator, SimOptions
 from psabridge.plugins.rmm_datto.simulator.data import DELETED_DEVICES_SITE_UID, UNKNOWN_CONTEXT_CLASS
+from psabridge.simulation import ScriptedFault
 from tests.rmm_datto.conftest import connect
 
 
@@ -208,3 +209,12 @@ def test_the_simulator_serves_itself_over_loopback(sim, options):
         connection = connect(sim, server.url, None, options)
         assert hooks.rmm_check_connection(connection).ok
         assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_a_site_whose_creation_answer_is_lost_is_found_not_created_twice(sim, reach, options):
+    sim.injector.faults.add(ScriptedFault("drop", method="PUT", path="^/api/v2/site$", when="after"))
+    url, transport = reach(sim)
+    connection = connect(sim, url, transport, options)
+    site = hooks.rmm_create_site(connection, "Lost Answer LLC")
+    assert [s["uid"] for s in sim.sites.values() if s["name"] == "Lost Answer LLC"] == [site.uid]
+    assert sim.counts["PUT /api/v2/site"] == 1

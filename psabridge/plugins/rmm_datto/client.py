@@ -41,6 +41,7 @@ PAGE_MAX = 250  # §4: the server clamps anything larger to 250
 # §2: every Datto API client uses this fixed public OAuth client; it is not a secret.
 PUBLIC_CLIENT = "Basic " + base64.b64encode(b"public-client:public").decode()
 STATE_KEY = "datto.client"
+QUOTA_BUCKETS = "psabridge.datto.buckets"  # request extension: the quota buckets it counts against
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ class DattoClient:
         logs.register_secret(secret)
         self.api_url = api_url.rstrip("/")
         self.options = options
-        self.http = httpx.Client(transport=transport, timeout=options.timeout,
-                                 event_hooks={"response": [self._supply_retry_after]})
+        self.http = httpx.Client(transport=transport, timeout=options.timeout, event_hooks={
+            "request": [self._wait_for_quota], "response": [self._supply_retry_after]})
         self.tokens = TokenSource(self.http, self.api_url, key, secret, options)
         self.limiter = SlidingWindowLimiter(options.limits, options.clock, options.sleep)
         self._random = random.Random()
@@ -221,10 +222,9 @@ class DattoClient:
         return response
 
     def _send(self, method, url, token, params, json, operation, idempotent) -> httpx.Response:
-        self._refuse_while_blocked()
-        self.limiter.acquire(buckets_for(method, operation))
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        request = self.http.build_request(method, url, params=params, json=json, headers=headers)
+        request = self.http.build_request(method, url, params=params, json=json, headers=headers,
+                                          extensions={QUOTA_BUCKETS: buckets_for(method, operation)})
         return send(self.http, request, self.options.retry, idempotent=idempotent,
                     sleep=self.options.sleep)
 
@@ -238,6 +238,16 @@ class DattoClient:
         return path_or_url
 
     # -- throttling --------------------------------------------------------------------------
+
+    def _wait_for_quota(self, request: httpx.Request) -> None:
+        """Before every attempt, retries by `send` included: wait for room in the quota.
+
+        The token endpoint is not an API resource and carries no buckets, so it is not counted.
+        """
+        buckets = request.extensions.get(QUOTA_BUCKETS)
+        if buckets:
+            self._refuse_while_blocked()
+            self.limiter.acquire(buckets)
 
     def _supply_retry_after(self, response: httpx.Response) -> None:
         """Give a 429 without Retry-After the wait Datto clients use, so `send` honours it."""

@@ -14,7 +14,6 @@ from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import Alert, Connection, ConnectionReport, Device, DeviceDetails, Site
 from psabridge.plugins.rmm_datto import wire
 from psabridge.plugins.rmm_datto.client import (
-    DattoAuthError,
     DattoError,
     DattoNotFound,
     client_for,
@@ -32,9 +31,9 @@ PLATFORM_HOST = re.compile(r"^(?P<platform>[a-z0-9]+)-api\.centrastage\.net$", r
 def rmm_check_connection(connection: Connection) -> ConnectionReport:
     try:
         account = client_for(connection).get("/v2/account")
-    except DattoAuthError as exc:
+    except DattoError as exc:  # refused: the message names what to check
         return ConnectionReport(ok=False, detail=str(exc))
-    except (DattoError, httpx.TransportError) as exc:
+    except httpx.TransportError as exc:
         return ConnectionReport(
             ok=False, detail=f"cannot reach Datto RMM at api_url: {logs.redact_text(str(exc))}")
     return ConnectionReport(ok=True, detail=f"connected to account {account.get('name') or '?'}")
