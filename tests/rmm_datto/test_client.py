@@ -272,3 +272,9 @@ def test_retries_of_a_failed_request_wait_for_the_quota_too(httpx_mock, options,
     client.get("/v2/account")
     assert len(api_requests(httpx_mock)) == 3
     assert max(fake_time.slept) >= 59  # the third attempt waited for the first to age out
+
+
+def test_a_token_answer_without_a_token_is_a_clear_error(httpx_mock, client):
+    httpx_mock.add_response(url=TOKEN_URL, html="<html>login page</html>")
+    with pytest.raises(DattoError, match="without an access_token"):
+        client.get("/v2/account")

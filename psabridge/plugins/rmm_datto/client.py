@@ -156,8 +156,12 @@ class TokenSource:
         if response.status_code != 200:
             raise DattoError(f"the Datto RMM token endpoint answered HTTP {response.status_code}",
                              response.status_code)
-        body = response.json()
-        value = body["access_token"]
+        try:
+            body = response.json()
+            value = str(body["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise DattoError("the Datto RMM token endpoint answered without an access_token; "
+                             "check that api_url is the platform's API URL") from None
         logs.register_secret(value)
         lifetime = float(body.get("expires_in") or 3600)
         margin = min(self._options.refresh_margin, lifetime * 0.25)
