@@ -101,3 +101,15 @@ def test_a_sync_completes_through_random_server_errors_and_dropped_connections(
     assert {d.uid for d in devices} == set(sim.devices)
     assert result.fetched + result.unaudited == len(devices)
     assert sim.injector.faults_served["error"] > 0 and sim.injector.faults_served["drop"] > 0
+
+
+def test_a_device_added_between_syncs_costs_exactly_its_own_audit(pm, store, connection, sim):
+    connector = Connector(pm, connection)
+    sync(connector, store)
+    site_uid = next(iter(sim.sites))
+    added = sim.add_device(site_uid, "NEW-LAPTOP-7", kind="laptop", serial="PF1234567")
+    sim.injector.reset_counts()
+    devices, result = sync(connector, store)
+    assert added["uid"] in {d.uid for d in devices}
+    assert result.fetched == 1 and sim.counts[AUDITS] == 1
+    assert result.details[added["uid"]].serial_number == "PF1234567"
