@@ -16,6 +16,7 @@ import attrs
 
 from psabridge.core import logs
 from psabridge.core.bridge import Bridge
+from psabridge.core.devices import refresh_device_details
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.matching import (
     Match,
@@ -344,19 +345,8 @@ class _Estate:
 
 
 def device_details(bridge: Bridge, devices: Iterable[Device]) -> dict[str, DeviceDetails]:
-    """Hardware identity per device, asking the RMM only where the audit changed since last time."""
-    rmm = bridge.rmm.name
-    details = {}
-    for device in devices:
-        cached = bridge.store.device_details(rmm, device.uid)
-        if cached and device.last_audit and cached[0] == device.last_audit:
-            details[device.uid] = cached[1]
-            continue
-        found = bridge.rmm.call("rmm_device_details", device=device)
-        if device.last_audit is not None:
-            bridge.store.save_device_details(rmm, device.uid, device.last_audit, found)
-        details[device.uid] = found
-    return details
+    """Hardware identity per audited device, read from the RMM only where the audit changed."""
+    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices).details
 
 
 def device_url(bridge: Bridge, device: Device) -> str:
