@@ -10,6 +10,7 @@ import pytest
 
 from psabridge.core import logs
 from psabridge.core.models import Connection
+from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import errors
 from psabridge.plugins.connectwise.client import ACCEPT, ConnectWiseClient, api_root
 
@@ -171,3 +172,22 @@ def test_a_non_json_answer_is_an_unexpected_answer_not_a_crash(httpx_mock, clien
     httpx_mock.add_response(url=f"{BASE}system/info", text='{"truncated": [1')
     with pytest.raises(errors.UnexpectedAnswer):
         client.get("system/info")
+
+
+def test_values_reach_the_wire_escaped_and_url_encoded(httpx_mock, client):
+    nasty = 'Bob\'s "PC" \\ *x and y'
+    sent = 'name = "Bob\'s \\"PC\\" \\\\ *x and y"'
+    httpx_mock.add_response(url=httpx.URL(f"{BASE}company/configurations", params={
+        "conditions": sent, "pageSize": 1000, "page": 1}), json=[])
+    assert list(client.iter_list("company/configurations", cond.eq("name", nasty))) == []
+    raw_query = httpx_mock.get_requests()[-1].url.query.decode()
+    assert "%22Bob%27s+%5C%22PC%5C%22+%5C%5C+%2Ax+and+y%22" in raw_query
+
+
+def test_forward_only_without_any_link_header_continues_by_id(httpx_mock, client):
+    url = f"{BASE}company/configurations"
+    httpx_mock.add_response(url=httpx.URL(url, params={"pageSize": 2}), json=[{"id": 3}, {"id": 8}])
+    httpx_mock.add_response(url=httpx.URL(url, params={"conditions": "id > 8", "orderBy": "id asc",
+                                                       "pageSize": 2, "page": 1}), json=[{"id": 11}])
+    rows = client.iter_list("company/configurations", page_size=2, forward_only=True)
+    assert [r["id"] for r in rows] == [3, 8, 11]
