@@ -338,3 +338,13 @@ def test_hooks_ride_out_throttling_errors_and_drops(connection, sim, slept):
     companies = list(hooks.psa_list_companies(connection, CompanyFilters()))
     assert len(companies) == len(sim.db.companies)
     assert slept[0] == 2.0 and len(slept) == 3
+
+
+def test_a_codebase_moved_by_an_upgrade_is_looked_up_again(connection, sim, company):
+    hooks.psa_get_configurations(connection, ["1"])  # codebase v2025_1/ now cached
+    sim.options.codebase = "v2025_2/"
+    sim.counts.clear()
+    kept = sim.db.add_configuration(company, "PC", "Laptop")
+    assert [c.id for c in hooks.psa_get_configurations(connection, [str(kept["id"])])] == [str(kept["id"])]
+    assert sim.counts["GET /login/companyinfo/psabridge"] == 1
+    assert connection.state["connectwise.codebase"] == "v2025_2/"

@@ -128,19 +128,31 @@ class ConnectWiseClient:
                 idempotent: bool | None = None) -> httpx.Response:
         """Send one request to `path` (relative to apis/3.0/); raise the typed error on failure."""
         path = path.strip("/")
+        response = self._send(method, path, params, json, headers, idempotent)
+        if _unroutable(response) and self._codebase_moved():
+            # Hosted CW moves a company to a new codebase on upgrade (django-connectwise does the
+            # same): the request never reached a handler, so sending it again is safe.
+            response = self._send(method, path, params, json, headers, idempotent)
+        if response.status_code >= 400:
+            raise error_for(response, permissions.describe(method, path))
+        return response
+
+    def _send(self, method, path, params, json, headers, idempotent) -> httpx.Response:
         request = self.http.build_request(
             method, self.base_url + path, params=_clean(params), json=json,
             headers={"Authorization": self._auth, **(headers or {})},
         )
         try:
-            response = send(self.http, request, self.policy, idempotent=idempotent, sleep=self.sleep)
+            return send(self.http, request, self.policy, idempotent=idempotent, sleep=self.sleep)
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"no answer from ConnectWise at {self.root} to {method} {path} "
                                    f"({type(exc).__name__}); the request may or may not have been "
                                    "applied") from exc
-        if response.status_code >= 400:
-            raise error_for(response, permissions.describe(method, path))
-        return response
+
+    def _codebase_moved(self) -> bool:
+        """Look the codebase up again; True when it changed (and is now the one in use)."""
+        old = self._state.pop("connectwise.codebase", None)
+        return self.codebase != old
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return _json(self.request("GET", path, params=params))
@@ -258,6 +270,13 @@ def _query_value(url: str | None, key: str) -> str | None:
     query = {k.lower(): v for k, v in parse_qs(urlsplit(url).query).items()}
     values = query.get(key.lower())
     return values[0] if values else None
+
+
+def _unroutable(response: httpx.Response) -> bool:
+    """A 404 from the router (wrong codebase), not CW's "record not found"."""
+    if response.status_code != 404:
+        return False
+    return "Cannot route" in response.text or '"The endpoint does not exist."' in response.text
 
 
 def _json(response: httpx.Response) -> Any:
