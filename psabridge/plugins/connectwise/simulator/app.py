@@ -604,7 +604,10 @@ class ConnectWiseApp:
         body = _body(request)
         check_body("CallbackEntry", body)
         problems = []
-        url = httpx.URL(str(body["url"])) if isinstance(body["url"], str) else None
+        try:
+            url = httpx.URL(body["url"]) if isinstance(body["url"], str) else None
+        except httpx.InvalidURL:
+            url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
             problems.append(error("InvalidField", "Invalid URL", "callbackEntry", "url"))
         if str(body["type"]).lower() not in CALLBACK_TYPES:
