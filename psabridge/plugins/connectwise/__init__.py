@@ -1,9 +1,32 @@
-"""ConnectWise Manage (PSA) connector."""
+"""ConnectWise Manage (PSA) connector.
+
+The hooks live in :mod:`.hooks` and are re-exported here, because pluggy registers this module.
+`psabridge simulate connectwise` (added through `register_commands`) serves the simulator.
+"""
 
 from __future__ import annotations
 
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import ConnectorInfo, Setting
+from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered with pluggy from here
+    psa_add_ticket_note,
+    psa_changed_tickets,
+    psa_check_connection,
+    psa_close_ticket,
+    psa_create_configuration,
+    psa_create_ticket,
+    psa_find_ticket,
+    psa_get_configurations,
+    psa_get_ticket,
+    psa_list_companies,
+    psa_list_configuration_types,
+    psa_match_configurations,
+    psa_register_ticket_callback,
+    psa_ticket_options,
+    psa_unmap_configurations,
+    psa_unregister_ticket_callback,
+    psa_update_configuration,
+)
 
 SETTINGS = (
     Setting("url", "ConnectWise URL", kind="url",
@@ -13,9 +36,20 @@ SETTINGS = (
     Setting("private_key", "Private key", secret=True, help="The API member's private key"),
     Setting("client_id", "Client id", required=False,
             help="clientId GUID registered at developer.connectwise.com"),
+    Setting("api_member", "API member", required=False,
+            help="Identifier of the API member the keys belong to, for the security-role check"),
 )
 
 
 @hookimpl
 def connector_info():
     return ConnectorInfo(kind="psa", title="ConnectWise Manage", settings=SETTINGS)
+
+
+@hookimpl
+def register_commands(cli):
+    from psabridge.plugins.connectwise.commands import simulate_connectwise
+
+    simulate = cli.commands.get("simulate")
+    if simulate is not None:
+        simulate.add_command(simulate_connectwise)

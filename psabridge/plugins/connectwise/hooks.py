@@ -1,0 +1,510 @@
+"""The PSA hooks of psabridge's contract, implemented against ConnectWise Manage.
+
+Each hook is a short story told with the client: which endpoint, which conditions, what is
+checked afterwards. Values from the RMM (names, serials, URLs) only ever enter a query through
+:mod:`.conditions`, and every row a query returns is compared exactly before it is used, so no
+name can widen a match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+from psabridge.core import logs
+from psabridge.core.hookspecs import hookimpl
+from psabridge.core.models import (
+    Board,
+    BoardStatus,
+    Company,
+    CompanyFilters,
+    Configuration,
+    ConfigurationChanges,
+    ConfigurationType,
+    Connection,
+    ConnectionReport,
+    Device,
+    Named,
+    Ticket,
+    TicketDraft,
+    TicketOptions,
+)
+from psabridge.plugins.connectwise import conditions as cond
+from psabridge.plugins.connectwise import convert, permissions
+from psabridge.plugins.connectwise.client import ConnectWiseClient
+from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, PermissionDenied
+
+log = logs.get_logger(__name__)
+
+CALLBACK_DESCRIPTION = "psabridge ticket callback"
+INACTIVE_STATUS = "Inactive"  # R18: the configuration status a deleted device's record gets
+CHANGED_TICKETS_PAGE = 1000
+
+
+def client_for(connection: Connection) -> ConnectWiseClient:
+    return ConnectWiseClient.for_connection(connection)
+
+
+# -- connection (R2) ---------------------------------------------------------------------------
+
+
+@hookimpl
+def psa_check_connection(connection: Connection) -> ConnectionReport:
+    client = client_for(connection)
+    try:
+        client.get("system/info")  # resolves the codebase first
+    except ConnectWiseError as exc:
+        return ConnectionReport(ok=False, detail=str(exc))
+    missing, how = missing_permissions(client, connection.settings.get("api_member"))
+    detail = f"connected to ConnectWise (company {client.company}); permissions {how}"
+    if not connection.settings.get("client_id"):
+        detail += "; no client_id set: ConnectWise's cloud requires one"
+    return ConnectionReport(ok=True, detail=detail, missing_permissions=tuple(missing))
+
+
+def missing_permissions(client: ConnectWiseClient, api_member: str | None) -> tuple[list[str], str]:
+    """The seed's role lines the API member lacks, and how we found out.
+
+    CW has no "who am I" endpoint (no /system/members/me in 2025.1). We read the role of the
+    member named by the `api_member` setting, or of the only active API member (licenseClass A)
+    when there is just one; reading members and roles needs rights the seed's role does not
+    grant, so when that is refused we fall back to probing what a GET can prove (inquire levels).
+    """
+    try:
+        member = _find_api_member(client, api_member)
+        if member is not None:
+            role_id = member["securityRole"]["id"]
+            settings = list(client.iter_list(f"system/securityRoles/{role_id}/settings"))
+            return permissions.missing_from(settings), f"read from security role " \
+                   f"{member['securityRole'].get('name', role_id)!r} of member {member['identifier']!r}"
+    except (PermissionDenied, NotFound):
+        pass
+    return _probe_inquire_levels(client), ("probed with read requests only (set api_member and allow "
+                                           "reading System > Members for a full check)")
+
+
+def _find_api_member(client: ConnectWiseClient, identifier: str | None) -> dict | None:
+    if identifier:
+        wanted = cond.eq("identifier", identifier)
+    else:
+        wanted = cond.all_of(cond.eq("licenseClass", "A"), cond.eq("inactiveFlag", False))
+    members = list(client.iter_list("system/members", wanted, fields="id,identifier,securityRole"))
+    return members[0] if len(members) == 1 else None
+
+
+_PROBES = (
+    ("company/companies", "Companies > Company Maintenance: Inquire level All"),
+    ("company/configurations", "Companies > Configurations: Inquire level All"),
+    ("service/tickets", "Service Desk > Service Tickets: Inquire level All"),
+    ("service/boards", "System > Table Setup: Inquire level All"),
+)
+
+
+def _probe_inquire_levels(client: ConnectWiseClient) -> list[str]:
+    missing = []
+    for path, line in _PROBES:
+        try:
+            client.get(path, {"pageSize": 1, "fields": "id"})
+        except PermissionDenied:
+            missing.append(line)
+    return missing
+
+
+# -- companies (R5, R7) ------------------------------------------------------------------------
+
+
+@hookimpl
+def psa_list_companies(connection: Connection, filters: CompanyFilters) -> Iterator[Company]:
+    client = client_for(connection)
+    conditions = cond.all_of(
+        cond.eq("deletedFlag", False),
+        cond.eq("status/name", filters.status) if filters.status else None,
+        cond.contains("name", filters.search) if filters.search else None,
+    )
+    # `types` is an array: CW filters on its members with childConditions (API-NOTES §2).
+    child = cond.eq("types/name", filters.type) if filters.type else None
+    for record in client.iter_list("company/companies", conditions, child_conditions=child,
+                                   order_by="name asc"):
+        company = convert.company_from(record)
+        if _passes(company, filters):
+            yield company
+
+
+def _passes(company: Company, filters: CompanyFilters) -> bool:
+    """Re-check the server's filtering exactly (`contains` may treat `*` as a wildcard)."""
+    if filters.search and filters.search.casefold() not in company.name.casefold():
+        return False
+    if filters.status and company.status.casefold() != filters.status.casefold():
+        return False
+    return not filters.type or filters.type.casefold() in (t.casefold() for t in company.types)
+
+
+# -- configuration types (R10) -----------------------------------------------------------------
+
+
+@hookimpl
+def psa_list_configuration_types(connection: Connection) -> list[ConfigurationType]:
+    client = client_for(connection)
+    required = cond.all_of(cond.eq("requiredFlag", True), cond.eq("inactiveFlag", False))
+    types = []
+    for record in client.iter_list("company/configurations/types", order_by="name asc"):
+        questions = client.get(f"company/configurations/types/{record['id']}/questions",
+                               {"conditions": required, "fields": "id", "pageSize": 1})
+        types.append(ConfigurationType(id=str(record["id"]), name=record["name"],
+                                       has_required_questions=bool(questions),
+                                       inactive=bool(record.get("inactiveFlag"))))
+    return types
+
+
+# -- configurations (R13, R15, R17, R18, R19, R29) ---------------------------------------------
+
+
+@hookimpl
+def psa_match_configurations(connection: Connection, company_id: str, devices: Sequence[Device],
+                             details: dict) -> dict[str, list[Configuration]]:
+    client = client_for(connection)
+    company = cond.eq("company/id", int(company_id))
+    # What each device can be found by, and how a returned value is compared back.
+    keys = {
+        "managementLink": ({d.uid: d.url for d in devices if d.url}, lambda v: v),
+        "serialNumber": ({d.uid: getattr(details.get(d.uid), "serial_number", None) for d in devices},
+                         _fold),
+        "name": ({d.uid: d.hostname for d in devices if d.hostname}, _fold),
+    }
+    candidates: dict[str, dict[str, Configuration]] = {d.uid: {} for d in devices}
+    for field, (wanted_by_uid, normal) in keys.items():
+        wanted_by_uid = {uid: v for uid, v in wanted_by_uid.items() if v}
+        uids_by_value: dict = {}
+        for uid, value in wanted_by_uid.items():
+            uids_by_value.setdefault(normal(value), []).append(uid)
+        for record in _records_where_in(client, "company/configurations", field,
+                                        list(wanted_by_uid.values()), company):
+            for uid in uids_by_value.get(normal(record.get(field) or ""), []):
+                candidates[uid][str(record["id"])] = convert.configuration_from(record)
+    return {uid: list(found.values()) for uid, found in candidates.items()}
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _records_where_in(client: ConnectWiseClient, path: str, field: str, values: list,
+                      scope: str | None = None) -> Iterator[dict]:
+    """Rows whose `field` is one of `values`, in as few URL-sized `in (...)` requests as fit."""
+    def fits(condition: str) -> bool:
+        return client.url_fits(path, {"conditions": cond.all_of(scope, condition), "pageSize": 1000,
+                                      "page": 1})
+    for _, condition in cond.batched_in(field, values, fits):
+        yield from client.iter_list(path, cond.all_of(scope, condition))
+
+
+@hookimpl
+def psa_get_configurations(connection: Connection, ids: Sequence[str]) -> list[Configuration]:
+    client = client_for(connection)
+    records = _records_where_in(client, "company/configurations", "id", [int(i) for i in ids])
+    return [convert.configuration_from(r) for r in records]
+
+
+@hookimpl
+def psa_create_configuration(connection: Connection, configuration: Configuration) -> Configuration:
+    client = client_for(connection)
+    body: dict = {
+        "name": _fit(configuration.name, convert.MAX_CONFIGURATION_NAME, "name"),
+        "type": {"id": int(configuration.type_id)} if configuration.type_id else None,
+        "company": {"id": int(configuration.company_id)},
+        "activeFlag": configuration.active,
+        "serialNumber": _fit(configuration.serial_number, convert.MAX_SERIAL_NUMBER, "serialNumber"),
+        "modelNumber": _fit(configuration.model_number, convert.MAX_MODEL_NUMBER, "modelNumber"),
+        "managementLink": configuration.management_link,
+    }
+    if configuration.status:
+        body["status"] = {"id": _configuration_status_id(client, configuration.status)}
+    if configuration.manufacturer:
+        body["manufacturer"] = {"id": _manufacturer_id(client, configuration.manufacturer)}
+    if configuration.expiration_date:
+        body["warrantyExpirationDate"] = convert.datetime_text(configuration.expiration_date)
+    created = client.post("company/configurations", {k: v for k, v in body.items() if v is not None})
+    return convert.configuration_from(created)
+
+
+def _fit(value: str | None, limit: int, field: str) -> str | None:
+    """Cut a value to CW's maximum length rather than fail the whole creation (logged)."""
+    if value and len(value) > limit:
+        log.warning("value cut to ConnectWise's maximum length", field=field, limit=limit)
+        return value[:limit]
+    return value
+
+
+def _configuration_status_id(client: ConnectWiseClient, description: str) -> int:
+    statuses = list(client.iter_list("company/configurations/statuses",
+                                     cond.eq("description", description)))
+    exact = [s for s in statuses if _fold(s["description"]) == _fold(description)]
+    if not exact:
+        raise ConnectWiseError(f"ConnectWise has no configuration status {description!r}: add it in "
+                               "System > Setup Tables > Configuration Status")
+    return exact[0]["id"]
+
+
+def _manufacturer_id(client: ConnectWiseClient, name: str) -> int:
+    """The manufacturer's id, creating it when CW does not know it yet (Table Setup: Add)."""
+    name = name[:50]
+    for record in client.iter_list("procurement/manufacturers", cond.eq("name", name)):
+        if _fold(record["name"]) == _fold(name):
+            return record["id"]
+    return client.post("procurement/manufacturers", {"name": name})["id"]
+
+
+@hookimpl
+def psa_update_configuration(connection: Connection, configuration_id: str,
+                             changes: ConfigurationChanges) -> Configuration:
+    client = client_for(connection)
+    operations, expected = _configuration_patch(client, changes)
+    path = f"company/configurations/{int(configuration_id)}"
+    record = client.patch(path, operations) if operations else client.get(path)
+    _verify_applied(record, expected, f"configuration {configuration_id}")
+    return convert.configuration_from(record)
+
+
+def _configuration_patch(client: ConnectWiseClient, changes: ConfigurationChanges) -> tuple[list, dict]:
+    operations: list[dict] = []
+    expected: dict = {}
+
+    def replace(field: str, value) -> None:
+        operations.append({"op": "replace", "path": field, "value": value})
+        expected[field] = value
+
+    if changes.clear_management_link:
+        replace("managementLink", "")
+    elif changes.management_link is not None:
+        replace("managementLink", changes.management_link)
+    if changes.active is not None:
+        replace("activeFlag", changes.active)
+        status = INACTIVE_STATUS if not changes.active else _default_configuration_status(client)
+        operations.append({"op": "replace", "path": "status",
+                           "value": {"id": _configuration_status_id(client, status)}})
+    if changes.expiration_date is not None:
+        replace("warrantyExpirationDate", convert.datetime_text(changes.expiration_date))
+    return operations, expected
+
+
+def _default_configuration_status(client: ConnectWiseClient) -> str:
+    statuses = list(client.iter_list("company/configurations/statuses", cond.eq("defaultFlag", True)))
+    return statuses[0]["description"] if statuses else "Active"
+
+
+def _verify_applied(record: dict, expected: dict, what: str) -> None:
+    """CW can answer a PATCH 200 without applying it (API-NOTES §3): check the answer."""
+    for field, value in expected.items():
+        have = record.get(field)
+        if field == "warrantyExpirationDate":
+            have, value = (have or "")[:10], value[:10]
+        if (have or "") != (value or "") and have != value:
+            raise ConnectWiseError(f"ConnectWise accepted the change to {field} of {what} but did not "
+                                   "apply it; check the API member's Configurations: Edit level")
+
+
+@hookimpl
+def psa_unmap_configurations(connection: Connection, configuration_ids: Sequence[str]) -> None:
+    client = client_for(connection)
+    clear = [{"op": "replace", "path": "managementLink", "value": ""}]
+    for configuration_id in configuration_ids:
+        try:
+            client.patch(f"company/configurations/{int(configuration_id)}", clear)
+        except NotFound:  # deleted in the PSA (R19): nothing left to unmap
+            log.info("configuration already gone", configuration_id=configuration_id)
+
+
+# -- ticket options (R21, R22, R24) ------------------------------------------------------------
+
+
+@hookimpl
+def psa_ticket_options(connection: Connection) -> TicketOptions:
+    client = client_for(connection)
+    boards, statuses, types, subtypes = [], [], [], []
+    for record in client.iter_list("service/boards", order_by="name asc"):
+        board_id = record["id"]
+        base = f"service/boards/{board_id}"
+        board_statuses = [_board_status(s, board_id) for s in client.iter_list(f"{base}/statuses")]
+        teams = list(client.iter_list(f"{base}/teams", cond.eq("defaultFlag", True)))
+        default = next((s for s in board_statuses if s.default and not s.inactive), None)
+        boards.append(Board(id=str(board_id), name=record["name"],
+                            has_default_team=any(t.get("defaultFlag") for t in teams),
+                            default_status_id=default.id if default else None,
+                            inactive=bool(record.get("inactiveFlag"))))
+        statuses += board_statuses
+        types += [_named(t, board_id) for t in client.iter_list(f"{base}/types")]
+        subtypes += [_named(t, board_id) for t in client.iter_list(f"{base}/subtypes")]
+    return TicketOptions(
+        boards=tuple(boards), statuses=tuple(statuses), types=tuple(types), subtypes=tuple(subtypes),
+        priorities=tuple(_named(p) for p in client.iter_list("service/priorities", order_by="sortOrder asc")),
+        sources=tuple(_named(s) for s in client.iter_list("service/sources", order_by="name asc")),
+    )
+
+
+def _board_status(record: dict, board_id: int) -> BoardStatus:
+    return BoardStatus(id=str(record["id"]), board_id=str(board_id), name=record["name"],
+                       closed=bool(record.get("closedStatus")), default=bool(record.get("defaultFlag")),
+                       inactive=bool(record.get("inactive")))
+
+
+def _named(record: dict, board_id: int | None = None) -> Named:
+    return Named(id=str(record["id"]), name=record["name"],
+                 board_id=str(board_id) if board_id is not None else None)
+
+
+# -- tickets (R26, R28, R29) -------------------------------------------------------------------
+
+
+@hookimpl
+def psa_create_ticket(connection: Connection, draft: TicketDraft) -> Ticket:
+    client = client_for(connection)
+    body = {
+        "summary": _fit(draft.summary, convert.MAX_SUMMARY, "summary"),
+        "company": {"id": int(draft.company_id)},
+        "initialDescription": convert.ticket_description(draft.description, draft.device_url,
+                                                         draft.alert_url),
+        "externalXRef": convert.stored_marker(draft.marker),
+    }
+    for field, value in (("board", draft.board_id), ("status", draft.status_id), ("type", draft.type_id),
+                         ("subType", draft.subtype_id), ("priority", draft.priority_id),
+                         ("source", draft.source_id)):
+        if value:
+            body[field] = {"id": int(value)}
+    record = client.post("service/tickets", body)
+    attached: tuple[str, ...] = ()
+    if draft.configuration_id:
+        try:
+            client.post(f"service/tickets/{record['id']}/configurations", {"id": int(draft.configuration_id)})
+            attached = (draft.configuration_id,)
+        except NotFound:  # the configuration was deleted in the PSA (R19): the ticket still counts
+            log.warning("configuration not attached: it no longer exists", ticket=record["id"],
+                        configuration_id=draft.configuration_id)
+    return convert.ticket_from(record, attached)
+
+
+@hookimpl
+def psa_find_ticket(connection: Connection, marker: str) -> Ticket | None:
+    client = client_for(connection)
+    stored = convert.stored_marker(marker)
+    for record in client.iter_list("service/tickets", cond.eq("externalXRef", stored)):
+        if record.get("externalXRef") == stored:  # exact, whatever the server's collation
+            return convert.ticket_from(record, _ticket_configuration_ids(client, record["id"]))
+    return None
+
+
+@hookimpl
+def psa_get_ticket(connection: Connection, ticket_id: str) -> Ticket | None:
+    client = client_for(connection)
+    record = client.get_or_none(f"service/tickets/{int(ticket_id)}")
+    if record is None:
+        return None
+    return convert.ticket_from(record, _ticket_configuration_ids(client, record["id"]))
+
+
+def _ticket_configuration_ids(client: ConnectWiseClient, ticket_id: int) -> tuple[str, ...]:
+    return tuple(str(r["id"]) for r in client.iter_list(f"service/tickets/{ticket_id}/configurations"))
+
+
+@hookimpl
+def psa_add_ticket_note(connection: Connection, ticket_id: str, text: str) -> None:
+    client_for(connection).post(f"service/tickets/{int(ticket_id)}/notes", {
+        "text": text, "detailDescriptionFlag": True, "internalAnalysisFlag": False, "resolutionFlag": False,
+    })
+
+
+@hookimpl
+def psa_close_ticket(connection: Connection, ticket_id: str, closed_status_id: str) -> Ticket:
+    """Move the ticket to a closed status of its own board, then read it back to be sure.
+
+    Patching `closedFlag` is not used: CW may answer 200 and leave the ticket open.
+    """
+    client = client_for(connection)
+    path = f"service/tickets/{int(ticket_id)}"
+    ticket = client.get(path)
+    board_id = ticket["board"]["id"]
+    status = client.get_or_none(f"service/boards/{board_id}/statuses/{int(closed_status_id)}")
+    if status is None or not status.get("closedStatus"):
+        board = ticket["board"].get("name", board_id)
+        raise ConnectWiseError(
+            f"status {closed_status_id} is not a closed status of board {board} (ticket {ticket_id}): "
+            "choose a closed status of that board in the ticket settings")
+    if not (ticket.get("closedFlag") and ticket["status"]["id"] == status["id"]):
+        client.patch(path, [{"op": "replace", "path": "status", "value": {"id": status["id"]}}])
+    closed = client.get(path)
+    if not closed.get("closedFlag"):
+        raise ConnectWiseError(f"ConnectWise kept ticket {ticket_id} open after moving it to status "
+                               f"{status['name']!r}; check the API member's Close Service Tickets level")
+    return convert.ticket_from(closed, _ticket_configuration_ids(client, closed["id"]))
+
+
+@hookimpl
+def psa_changed_tickets(connection: Connection, since: dt.datetime | None) -> Iterator[Ticket]:
+    """Tickets with `lastUpdated >= since`, oldest change first.
+
+    CW keeps `lastUpdated` to the second, so the bound is inclusive (a ticket changed in the
+    same second as `since` is not lost; one may be seen twice). Pages are cut by a keyset
+    (lastUpdated, id) rather than page numbers, so tickets changing while we read cannot shift
+    others out of view.
+    """
+    client = client_for(connection)
+    cursor: tuple[str, int] | None = None
+    page_size = CHANGED_TICKETS_PAGE
+    while True:
+        conditions = cond.all_of(
+            cond.compare("lastUpdated", ">=", since) if since else None,
+            _after(cursor) if cursor else None,
+        )
+        page = client.first_page("service/tickets", conditions, order_by="_info/lastUpdated asc, id asc",
+                                 page_size=page_size)
+        yield from (convert.ticket_from(r) for r in page)
+        if len(page) < page_size:
+            return
+        last = page[-1]
+        cursor = (last["_info"]["lastUpdated"], last["id"])
+
+
+def _after(cursor: tuple[str, int]) -> str:
+    stamp = convert.parse_datetime(cursor[0])
+    same_second_later_id = cond.all_of(cond.compare("lastUpdated", "=", stamp),
+                                       cond.compare("id", ">", cursor[1]))
+    return cond.any_of(cond.compare("lastUpdated", ">", stamp), same_second_later_id)
+
+
+# -- callbacks (R28) ---------------------------------------------------------------------------
+
+
+@hookimpl
+def psa_register_ticket_callback(connection: Connection, url: str) -> str:
+    client = client_for(connection)
+    for entry in _ticket_callbacks(client, url):
+        if entry.get("inactiveFlag"):  # CW disables callbacks that failed for days: revive it
+            client.patch(f"system/callbacks/{entry['id']}",
+                         [{"op": "replace", "path": "inactiveFlag", "value": False}])
+        return str(entry["id"])
+    body = {"url": url, "objectId": 1, "type": "ticket", "level": "owner",
+            "description": CALLBACK_DESCRIPTION, "inactiveFlag": False}
+    try:
+        return str(client.post("system/callbacks", body)["id"])
+    except ConnectWiseError as exc:
+        if not exc.has_error_code("ObjectExists"):
+            raise
+        # Registered by a concurrent run (or our lost answer): use that one.
+        return next(str(e["id"]) for e in _ticket_callbacks(client, url))
+
+
+@hookimpl
+def psa_unregister_ticket_callback(connection: Connection, url: str) -> None:
+    client = client_for(connection)
+    for entry in list(_ticket_callbacks(client, url)):
+        try:
+            client.delete(f"system/callbacks/{entry['id']}")
+        except NotFound:
+            pass
+
+
+def _ticket_callbacks(client: ConnectWiseClient, url: str) -> Iterator[dict]:
+    conditions = cond.all_of(cond.eq("url", url), cond.eq("type", "ticket"), cond.eq("level", "owner"))
+    for entry in client.iter_list("system/callbacks", conditions):
+        if entry.get("url") == url:
+            yield entry
+

@@ -1,0 +1,40 @@
+"""`psabridge simulate connectwise`: registered by the plugin, serves until interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+from click.testing import CliRunner
+
+from psabridge.cli import cli
+
+
+def test_the_plugin_adds_connectwise_to_the_simulate_group():
+    result = CliRunner().invoke(cli, ["simulate", "connectwise", "--help"])
+    assert result.exit_code == 0
+    assert "--port" in result.output and "--companies" in result.output
+
+
+def test_it_serves_prints_the_settings_and_stops_on_ctrl_c():
+    env = {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,sqlite"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from psabridge.cli import cli; cli()", "simulate", "connectwise",
+         "--port", "0", "--companies", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("Press Ctrl-C"):
+            line = process.stdout.readline()
+            assert line, process.stderr.read()
+            lines.append(line.strip())
+        url = lines[0].rsplit(" ", 1)[1]
+        assert httpx.get(f"{url}/login/companyinfo/psabridge", timeout=5).json()["Codebase"] == "v2025_1/"
+        assert any("--public-key simPublicKey0001" in line for line in lines)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0 and "Stopped." in out
