@@ -201,12 +201,16 @@ class RunningServer:
         self._thread.join(timeout=5)
 
 
-def start_server(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Serve `app` on loopback in a background thread (threaded: one thread per request)."""
+def start_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "simulator") -> RunningServer:
+    """Serve `app` on loopback in a background thread (threaded: one thread per request).
+
+    The server checks for shutdown every 50 ms rather than socketserver's 500 ms, so a test
+    that starts and stops its own server does not wait half a second each time.
+    """
     server = make_server(host, port, app, threaded=True)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name=f"simulator:{server.port}",
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"{name}:{server.port}", daemon=True)
     thread.start()
     return RunningServer(url=f"http://{host}:{server.port}", port=server.port, server=server,
                          thread=thread)

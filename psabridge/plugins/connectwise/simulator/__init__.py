@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from psabridge.plugins.connectwise.simulator.app import ConnectWiseApp, Options, endpoint_template
 from psabridge.plugins.connectwise.simulator.data import company_names
 from psabridge.plugins.connectwise.simulator.db import Database
-from psabridge.simulation import FaultInjector, Faults, RunningServer, transport
+from psabridge.simulation import FaultInjector, Faults, RunningServer, start_server, transport
 
 __all__ = ["ConnectWiseSimulator", "Options", "Faults", "company_names"]
 
@@ -34,17 +34,6 @@ def throttle_body(seconds: float) -> Response:
     return Response(
         f'{{"error":"ConnectWiseAPI","message":"Too many requests. Please try again in {wait} seconds."}}',
         429, {"Retry-After": wait}, content_type="application/json")
-
-
-def _start_server(app, host: str, port: int) -> RunningServer:
-    """`psabridge.simulation.start_server`, but polling for shutdown every 50 ms instead of
-    socketserver's 500 ms, so the loopback variant of every test does not wait half a second."""
-    server = make_server(host, port, app, threaded=True)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"connectwise-simulator:{server.port}", daemon=True)
-    thread.start()
-    return RunningServer(url=f"http://{host}:{server.port}", port=server.port, server=server, thread=thread)
 
 
 class ConnectWiseSimulator:
@@ -70,7 +59,7 @@ class ConnectWiseSimulator:
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
         """Serve on loopback (threaded) for the duration of the block."""
-        running = _start_server(self.app, host, port)
+        running = start_server(self.app, host, port, name="connectwise-simulator")
         try:
             yield running
         finally:
