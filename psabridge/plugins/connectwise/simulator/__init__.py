@@ -11,13 +11,11 @@ template ("GET /company/configurations"), `sim.api.deliveries` the callback POST
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 from psabridge.plugins.connectwise.simulator.app import ConnectWiseApp, Options, endpoint_template
