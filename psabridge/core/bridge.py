@@ -34,10 +34,18 @@ class Bridge:
     store: Store
     psa: Connector
     rmm: Connector
+    _configuration_types: list | None = attrs.field(default=None, repr=False)
 
     @property
     def pair(self) -> tuple[str, str]:
         return self.psa.name, self.rmm.name
+
+    def configuration_types(self) -> list:
+        """The PSA's configuration types, read once per bridge: they change rarely and cost
+        one request per type where questions live on their own endpoint (ConnectWise)."""
+        if self._configuration_types is None:
+            self._configuration_types = list(self.psa.call("psa_list_configuration_types"))
+        return self._configuration_types
 
     def option(self, name: str) -> Any:
         value = self.store.option(self.psa.name, name)

@@ -262,7 +262,7 @@ class DeviceTypeRow:
 def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None) -> list[DeviceTypeRow]:
     """Every RMM device type with its mapped or suggested configuration type (R9, R10)."""
     psa, rmm = bridge.pair
-    types = bridge.psa.call("psa_list_configuration_types")
+    types = bridge.configuration_types()
     by_id = {t.id: t for t in types}
     stored = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
     if device_types is None:
@@ -286,7 +286,7 @@ def map_device_type(bridge: Bridge, device_type: str, configuration_type: str | 
 
     Applies to configurations created from now on only (R9)."""
     psa, rmm = bridge.pair
-    types = bridge.psa.call("psa_list_configuration_types")
+    types = bridge.configuration_types()
     if configuration_type is None:
         chosen = suggest_configuration_type(device_type, types).configuration_type
         if chosen is None:
@@ -487,7 +487,7 @@ def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
                       f"{device.device_type!r}; map one with `psabridge device-types map`")
             continue
         if config_types is None:
-            config_types = {t.id: t for t in bridge.psa.call("psa_list_configuration_types")}
+            config_types = {t.id: t for t in bridge.configuration_types()}
         config_type = config_types.get(type_mapping.configuration_type_id)
         if config_type is None or config_type.has_required_questions:
             why = ("has required questions and cannot be used to create configurations (R10)"

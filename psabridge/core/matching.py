@@ -68,18 +68,21 @@ def suggest_sites(
     to "Create New" with its own name.
     """
     site_names = [normalise_name(name) for _, name in sites]
-    pairs: list[tuple[float, int, int]] = []
+    pairs: list[tuple[float, float, int, int]] = []
     for c_index, (_, company_name) in enumerate(companies):
         for _, score, s_index in process.extract(
             normalise_name(company_name), site_names, scorer=fuzz.token_sort_ratio,
             processor=None, limit=candidates_per_company, score_cutoff=threshold,
         ):
-            pairs.append((score, c_index, s_index))
-    # Highest score first; ties go to the earlier company and site, so results are stable.
-    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+            # "Redwood Inc." and "Redwood Corp." normalise alike: the names as written break
+            # the tie, so the site "REDWOOD INC." goes to "Redwood Inc.".
+            as_written = fuzz.ratio(company_name.casefold(), sites[s_index][1].casefold())
+            pairs.append((score, as_written, c_index, s_index))
+    # Highest score first; then as written; then the earlier company and site (stable results).
+    pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
     suggestions: dict[str, SiteSuggestion] = {}
     used_sites: set[int] = set()
-    for score, c_index, s_index in pairs:
+    for score, _, c_index, s_index in pairs:
         company_id = companies[c_index][0]
         if company_id in suggestions or s_index in used_sites:
             continue

@@ -40,6 +40,12 @@ def test_r6_each_company_gets_its_closest_site_or_create_new():
     assert got["4"].site_name == "Initech"  # "Create New" with the company's name
 
 
+def test_r6_names_that_normalise_alike_are_told_apart_as_written():
+    companies = [("corp", "Redwood Corp."), ("inc", "Redwood Inc.")]
+    got = suggest_sites(companies, [("s1", "REDWOOD INC."), ("s2", "Redwood Corporation")])
+    assert (got["inc"].site_uid, got["corp"].site_uid) == ("s1", "s2")
+
+
 def test_r6_a_site_is_suggested_to_one_company_only_the_closest():
     companies = [("west", "Acme West"), ("acme", "Acme Inc")]
     got = suggest_sites(companies, [("s1", "Acme")], threshold=60)

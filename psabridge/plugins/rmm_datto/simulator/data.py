@@ -344,9 +344,11 @@ def make_alert(ids: _Ids, device: dict, context: dict, priority: str, timestamp_
 
 def generate_estate(seed: int = 0, companies: int = 12, unmatched_sites: int = 2,
                     devices_per_site: tuple[int, int] = (3, 8), alerts: int = 24,
-                    now_ms: int = 1_790_000_000_000) -> Estate:
-    """A whole account: sites (most derived from `msp_company_names(seed, companies)`), their
-    devices and audits, and alerts, some of them resolved. Deterministic for a seed."""
+                    now_ms: int = 1_790_000_000_000,
+                    company_names: list[str] | None = None) -> Estate:
+    """A whole account: sites (most derived from `msp_company_names(seed, companies)`, or from
+    `company_names`, e.g. the PSA simulator's companies, so both sides describe the same
+    clients), their devices and audits, and alerts, some of them resolved. Deterministic."""
     rng = random.Random(f"datto-estate:{seed}")
     ids = _Ids(rng)
     account_uid = ids.uid()
@@ -356,7 +358,7 @@ def generate_estate(seed: int = 0, companies: int = 12, unmatched_sites: int = 2
     estate = Estate(account, [], [], {}, [])
     builder = _Builder(rng, ids, now_ms, account_uid, estate)
     names = list(DISTORTIONS)
-    for i, company in enumerate(msp_company_names(seed, companies)):
+    for i, company in enumerate(company_names or msp_company_names(seed, companies)):
         distortion = names[i % len(names)]  # every distortion appears once in the first seven
         site = make_site(ids, account_uid, distort(company, distortion, rng))
         estate.sites.append(site)
