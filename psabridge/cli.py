@@ -6,6 +6,8 @@ import functools
 import io
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import attrs
 import click
@@ -633,6 +635,25 @@ def serve_command(app: App, host, port, secret):
     hooks = webhooks.WebhookApp(app.bridge, secret)
     click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa?token=..., /hooks/rmm?token=...)")
     webhooks.serve(hooks, host, port)
+
+
+@cli.command("demo")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated MSP.")
+@click.option("--companies", type=click.IntRange(min=2), default=12, show_default=True)
+@pass_app
+def demo_command(app: App, seed, companies):
+    """Run the whole job against both simulators on loopback, on a fresh SQLite store.
+
+    Uses --db if it names a file that does not exist yet, else a new file in a temporary folder.
+    """
+    from psabridge import demo  # imports the simulators, which only this command needs
+
+    if app.db and "://" not in app.db:
+        path = Path(app.db).expanduser().resolve()
+    else:
+        path = Path(tempfile.mkdtemp(prefix="psabridge-demo-")) / "psabridge.db"
+    demo.run_demo(path, seed=seed, companies=companies, echo=click.echo)
+    click.echo(f"\nDone. Inspect the result with: psabridge --db {path} tickets list")
 
 
 @cli.group()

@@ -26,7 +26,7 @@ from typing import Literal
 
 import attrs
 import httpx
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
 FaultKind = Literal["error", "throttle", "drop", "malformed", "slow"]
@@ -201,13 +201,21 @@ class RunningServer:
         self._thread.join(timeout=5)
 
 
+class _QuietRequestHandler(WSGIRequestHandler):
+    """No access-log line per request: the injector's counters say what was asked, and the
+    lines would bury the demo's output and the tests' logs."""
+
+    def log_request(self, code="-", size="-") -> None:
+        pass
+
+
 def start_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "simulator") -> RunningServer:
     """Serve `app` on loopback in a background thread (threaded: one thread per request).
 
     The server checks for shutdown every 50 ms rather than socketserver's 500 ms, so a test
     that starts and stops its own server does not wait half a second each time.
     """
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name=f"{name}:{server.port}", daemon=True)

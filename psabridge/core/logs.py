@@ -98,6 +98,8 @@ def configure_logging(verbosity: int = 0, fmt: str = "auto", stream=None) -> Non
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
+    # Libraries that set their own logger's level (werkzeug sets INFO) must not talk past -v.
+    handler.setLevel(level if verbosity >= 2 else logging.WARNING)
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

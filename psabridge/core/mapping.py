@@ -317,7 +317,7 @@ class DeviceRow:
 
 
 @attrs.define
-class _Estate:
+class Estate:
     """What a devices command needs, read once: devices, mappings, sites' companies."""
 
     devices: list[Device]
@@ -325,7 +325,7 @@ class _Estate:
     device_mappings: dict[str, DeviceMapping]
 
     @classmethod
-    def read(cls, bridge: Bridge) -> _Estate:
+    def read(cls, bridge: Bridge) -> Estate:
         psa, rmm = bridge.pair
         return cls(
             devices=list(bridge.rmm.call("rmm_list_devices", site_uid=None)),
@@ -353,7 +353,7 @@ def device_url(bridge: Bridge, device: Device) -> str:
     return device.url or bridge.rmm.call("rmm_device_url", device=device)
 
 
-def _proposals(bridge: Bridge, estate: _Estate, devices: list[Device],
+def _proposals(bridge: Bridge, estate: Estate, devices: list[Device],
                details: Mapping[str, DeviceDetails]) -> dict[str, Match]:
     """R13 proposals for audited devices, with one candidates query batch per company."""
     taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
@@ -373,7 +373,7 @@ def _proposals(bridge: Bridge, estate: _Estate, devices: list[Device],
 
 def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceRow]:
     """The devices table (R11, R12): unmapped devices with their proposals, or mapped ones."""
-    estate = _Estate.read(bridge)
+    estate = Estate.read(bridge)
     rows, to_match = [], []
     for device in estate.devices:
         if device.deleted:
@@ -396,7 +396,7 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
     """Plan mapping devices: `choices` maps a device uid to a configuration id (a manual choice
     that overrides the cascade), NEW, or None (take the R13 proposal)."""
-    estate = _Estate.read(bridge)
+    estate = Estate.read(bridge)
     devices = {d.uid: d for d in estate.devices}
     plan = Plan()
     wanted = []
@@ -422,10 +422,11 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
     return plan
 
 
-def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None) -> Plan:
+def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None,
+                           estate: Estate | None = None) -> Plan:
     """Plan R16's automatic mapping: every unmapped, audited device of the mapped sites (or of
     `site_uids`) by its proposal. Devices with an open warning wait until it is cleared (R20)."""
-    estate = _Estate.read(bridge)
+    estate = estate or Estate.read(bridge)
     waiting = {w.subject for w in bridge.store.warnings(bridge.psa.name)}
     devices = [
         d for d in estate.devices
@@ -443,7 +444,7 @@ def _device_subject(device: Device) -> str:
     return f"{device.hostname} ({device.uid})"
 
 
-def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
+def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                   choices: Mapping[str, str | None], plan: Plan) -> None:
     psa, rmm = bridge.pair
     details = device_details(bridge, devices)
@@ -575,14 +576,14 @@ def _unmap(bridge: Bridge, mapping: DeviceMapping) -> None:
     bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
 
 
-def plan_deleted_devices(bridge: Bridge, estate: _Estate | None = None) -> Plan:
+def plan_deleted_devices(bridge: Bridge, estate: Estate | None = None) -> Plan:
     """R18: a mapped device deleted in the RMM is unmapped and its configuration set Inactive.
 
     A device counts as deleted when the RMM flags it so or when it is missing from a complete
     account listing. (R19 is the other direction: a configuration deleted in the PSA leaves
     the device mapped, so nothing here looks at the PSA.)
     """
-    estate = estate or _Estate.read(bridge)
+    estate = estate or Estate.read(bridge)
     present = {d.uid: d for d in estate.devices}
     plan = Plan()
     for uid, mapping in estate.device_mappings.items():

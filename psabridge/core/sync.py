@@ -93,9 +93,10 @@ def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
 
 
 def _mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:
-    plans = [mapping.plan_deleted_devices(bridge)]  # R18
+    estate = mapping.Estate.read(bridge)  # one read of the devices serves both plans
+    plans = [mapping.plan_deleted_devices(bridge, estate)]  # R18
     if bridge.option("auto_map"):  # R16: new devices in mapped sites
-        plans.append(mapping.plan_automatic_mapping(bridge))
+        plans.append(mapping.plan_automatic_mapping(bridge, estate=estate))
     for plan in plans:
         if dry_run:
             report.planned += [f"{c.action}: {c.subject} ({c.detail})" for c in plan.changes]
