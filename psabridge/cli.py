@@ -632,7 +632,8 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
 @pass_app
 def serve_command(app: App, host, port, secret):
     """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm)."""
-    hooks = webhooks.WebhookApp(app.bridge, secret)
+    bridge = app.bridge()  # one bridge for the server's life: clients and tokens are reused
+    hooks = webhooks.WebhookApp(lambda: bridge, secret)
     click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa?token=..., /hooks/rmm?token=...)")
     webhooks.serve(hooks, host, port)
 
