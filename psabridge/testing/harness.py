@@ -1,0 +1,179 @@
+"""What a connector package hands the conformance kit, and how the kit talks to the connector.
+
+The kit never calls a connector's functions directly: it registers the plugin object in a fresh
+pluggy manager, exactly as an entry point would, and calls hooks through
+:class:`psabridge.core.plugins.Connector`. A hook whose name or arguments do not match the
+contract therefore fails here the way it would fail in production.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import pytest
+
+from psabridge.core.models import Connection, ConnectorInfo
+from psabridge.core.plugins import ENTRY_POINT_GROUP, Connector, make_plugin_manager
+
+# The hooks core/ calls on an enabled connector: a connector without one of them cannot do its job.
+PSA_REQUIRED_HOOKS = (
+    "connector_info", "psa_list_companies", "psa_list_configuration_types",
+    "psa_match_configurations", "psa_get_configurations", "psa_create_configuration",
+    "psa_update_configuration", "psa_unmap_configurations", "psa_ticket_options",
+    "psa_create_ticket", "psa_find_ticket", "psa_get_ticket", "psa_add_ticket_note",
+    "psa_close_ticket", "psa_changed_tickets",
+)
+RMM_REQUIRED_HOOKS = (
+    "connector_info", "rmm_list_sites", "rmm_create_site", "rmm_list_devices", "rmm_device_details",
+    "rmm_list_alerts", "rmm_get_alert", "rmm_resolve_alert", "rmm_device_url", "rmm_alert_url",
+    "rmm_site_url",
+)
+
+
+@attrs.frozen
+class TicketSetup:
+    """Where the kit files its tickets: a company, a board, and an open and a closed status of it."""
+
+    company_id: str
+    board_id: str
+    open_status_id: str | None
+    closed_status_id: str
+
+
+def _default_connect(name: str, transport: Any) -> Callable[[Mapping[str, str]], Connection]:
+    return lambda settings: Connection(name, dict(settings), transport=transport)
+
+
+@attrs.define(kw_only=True)
+class _UnderTest:
+    plugin: object
+    """The object pluggy registers: your plugin module (what your entry point names) or instance."""
+    name: str
+    """The plugin's name, as its entry point would give it."""
+    settings: Mapping[str, str]
+    """Settings that work against your simulator or sandbox."""
+    transport: Any = None
+    """An httpx transport for in-process simulators; None means real network (or loopback)."""
+    connect: Callable[[Mapping[str, str]], Connection] | None = None
+    """Make a Connection from settings (e.g. to install fast retry options in `state`).
+    Defaults to `Connection(name, settings, transport=transport)`."""
+    entry_point: str | None = None
+    """If set, the kit checks that the `psabridge` entry point of this name loads `plugin`."""
+    page_size: int | None = None
+    """The largest page your connector asks for; pagination checks seed more than this."""
+
+    def connection(self, settings: Mapping[str, str] | None = None) -> Connection:
+        connect = self.connect or _default_connect(self.name, self.transport)
+        return connect(self.settings if settings is None else settings)
+
+
+@attrs.define(kw_only=True)
+class PsaUnderTest(_UnderTest):
+    """A PSA connector and the callbacks that arrange data in its simulator or sandbox.
+
+    Every callback is optional: the checks that need a missing one are skipped, and say so.
+    """
+
+    missing_id: str = "999999999"
+    """An id that names no company, configuration or ticket (in your id format)."""
+    add_companies: Callable[[int], Sequence[str]] | None = None
+    """Create `n` companies in the remote; return their ids (pagination of psa_list_companies)."""
+    add_tickets: Callable[[TicketSetup, int], Sequence[str]] | None = None
+    """Create `n` tickets in the remote; return their ids (pagination of psa_changed_tickets)."""
+    ticket_setup: Callable[[], TicketSetup] | None = None
+    """Where to file tickets; by default the kit picks from psa_ticket_options and the companies."""
+    callback_url: str = "https://psabridge.example.com/webhooks/psa?token=kit"
+    """The URL the callback checks register (only if you implement the callback hooks)."""
+
+
+@attrs.define(kw_only=True)
+class RmmUnderTest(_UnderTest):
+    """An RMM connector and the callbacks that arrange data in its simulator or sandbox."""
+
+    missing_uid: str = "00000000-0000-4000-8000-000000000000"
+    """A uid that names no alert or device (in your uid format)."""
+    add_devices: Callable[[str, int], Sequence[str]] | None = None
+    """Add `n` devices to the site `site_uid`; return their uids."""
+    raise_alert: Callable[[str], str] | None = None
+    """Raise an open alert on the device `device_uid`; return the alert's uid."""
+
+
+class Kit:
+    """One connector registered in its own plugin manager, with a working Connection."""
+
+    def __init__(self, subject: _UnderTest, kind: str):
+        self.subject = subject
+        self.kind = kind
+        self.pm = make_plugin_manager(load_entrypoints=False)
+        self.pm.register(subject.plugin, name=subject.name)
+        self.connector = Connector(self.pm, subject.connection())
+
+    # -- calling hooks -------------------------------------------------------------------------
+
+    def call(self, hook: str, **kwargs: Any):
+        return self.connector.call(hook, **kwargs)
+
+    def all(self, hook: str, **kwargs: Any) -> list:
+        """Call a hook that returns an iterator, and read it to the end."""
+        return list(self.call(hook, **kwargs))
+
+    def supports(self, hook: str) -> bool:
+        return self.connector.supports(hook)
+
+    def require(self, *hooks: str) -> None:
+        missing = [h for h in hooks if not self.supports(h)]
+        if missing:
+            pytest.skip(f"{self.subject.name} does not implement {', '.join(missing)}")
+
+    def arrange(self, callback_name: str) -> Callable:
+        callback = getattr(self.subject, callback_name)
+        if callback is None:
+            pytest.skip(f"give {type(self.subject).__name__}.{callback_name} to run this check")
+        return callback
+
+    def info(self) -> ConnectorInfo:
+        return self.call("connector_info")
+
+    def refused_connector(self, sentinel: str) -> Connector:
+        """A Connector whose every secret setting is `sentinel`, which the remote must refuse."""
+        secrets = [s.name for s in self.info().settings if s.secret]
+        assert secrets, (f"{self.subject.name} declares no secret setting; mark the credential "
+                         "Setting(..., secret=True) so it is prompted for hidden and redacted")
+        settings = {**self.subject.settings, **dict.fromkeys(secrets, sentinel)}
+        return Connector(self.pm, self.subject.connection(settings))
+
+
+def sentinel_secret() -> str:
+    """A wrong secret no test registered anywhere, so a leak cannot hide behind redaction."""
+    return f"kit-wrong-secret-{uuid.uuid4().hex}"
+
+
+def unique_marker(label: str = "") -> str:
+    return f"psabridge:kit:{label}{uuid.uuid4().hex}"
+
+
+def entry_point_plugin(name: str) -> object:
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name == name:
+            return entry_point.load()
+    raise LookupError(f"no {ENTRY_POINT_GROUP!r} entry point named {name!r} is installed")
+
+
+def exception_texts(exc: BaseException) -> list[str]:
+    """str() and repr() of an exception and of every exception it was raised from."""
+    texts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        texts += [str(current), repr(current), *map(str, current.args)]
+        current = current.__cause__ or current.__context__
+    return texts
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
