@@ -629,11 +629,19 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
 @click.option("--port", type=int, default=8787, show_default=True)
 @click.option("--secret", envvar="PSABRIDGE_WEBHOOK_SECRET", required=True,
               help="Shared secret the callers put in ?token= (env PSABRIDGE_WEBHOOK_SECRET).")
+@click.option("--public-url", metavar="URL",
+              help="The address the PSA reaches this server at; when given, the PSA's ticket "
+                   "callback is registered there (idempotent).")
 @pass_app
-def serve_command(app: App, host, port, secret):
+def serve_command(app: App, host, port, secret, public_url):
     """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm)."""
     bridge = app.bridge()  # one bridge for the server's life: clients and tokens are reused
     hooks = webhooks.WebhookApp(lambda: bridge, secret)
+    if public_url:
+        # The PSA appends the record id to the URL, so the token must not be last.
+        callback = webhooks.callback_url(public_url, secret)
+        bridge.psa.call("psa_register_ticket_callback", url=callback)
+        click.echo(f"Registered the {bridge.psa.name} ticket callback at {public_url}/hooks/psa")
     click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa?token=..., /hooks/rmm?token=...)")
     webhooks.serve(hooks, host, port)
 

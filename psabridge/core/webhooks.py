@@ -114,6 +114,12 @@ class WebhookApp:
                      ticket=row.ticket_id if row else None)
 
 
+def callback_url(public_url: str, secret: str) -> str:
+    """The ticket callback URL to register with the PSA. ConnectWise appends the record id to a
+    URL ending in `=`, so `recordId=` comes after the token, never the token last."""
+    return f"{public_url.rstrip('/')}/hooks/psa?token={secret}&recordId="
+
+
 def serve(app: WebhookApp, host: str, port: int, threads: int = 4) -> None:
     """Serve with waitress, a production WSGI server (blocks until interrupted)."""
     import waitress

@@ -74,3 +74,10 @@ def test_a_psa_callback_for_a_closed_ticket_resolves_its_alert(bridge, client, r
     assert rmm.alerts[alert.uid].resolved
     assert post(client, "/hooks/psa", callback).status_code == 409  # same MessageId: a replay
     assert sync.run_pass(bridge).alerts_resolved == 0 and rmm.calls["resolve_alert"] == 1
+
+
+def test_the_callback_url_carries_the_token_before_the_record_id_the_psa_appends():
+    from psabridge.core.webhooks import callback_url
+
+    assert callback_url("https://bridge.example.com/", SECRET) == (
+        f"https://bridge.example.com/hooks/psa?token={SECRET}&recordId=")
