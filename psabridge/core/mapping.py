@@ -460,8 +460,12 @@ def _plan_devices(bridge: Bridge, estate: _Estate, devices: list[Device],
         company_id = estate.site_company[device.site_uid].company_id
         choice = choices.get(device.uid)
         if choice is None:
-            match = proposals[device.uid]
-            configuration = match.configuration
+            configuration = proposals[device.uid].configuration
+            holder = taken.get(configuration.id) if configuration else None
+            if holder and holder != device.uid:
+                # R14: another device of this run took the proposed configuration first (the
+                # cascade could not tell them apart): this one gets a configuration of its own.
+                configuration = None
         elif choice == NEW:
             configuration = None
         else:
