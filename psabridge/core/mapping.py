@@ -407,8 +407,8 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
         state = estate.state_of(device)
         if state == "mapped":
             mapping = estate.device_mappings[uid]
-            if choices[uid] in (None, mapping.configuration_id):
-                continue
+            if choices[uid] in (None, NEW, mapping.configuration_id):
+                continue  # already mapped (a rerun of the same command): nothing to do
             raise MappingError(f"{device.hostname} is already mapped to configuration "
                                f"{mapping.configuration_id}; unmap it first")
         if state == "outside" or device.site_uid not in estate.site_company:
