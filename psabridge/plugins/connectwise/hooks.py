@@ -252,7 +252,8 @@ def psa_create_configuration(connection: Connection, configuration: Configuratio
     if configuration.status:
         body["status"] = {"id": _configuration_status_id(client, configuration.status)}
     if configuration.manufacturer:
-        body["manufacturer"] = {"id": _manufacturer_id(client, configuration.manufacturer)}
+        body["manufacturer"] = {"id": _manufacturer_id(client, connection.state,
+                                                        configuration.manufacturer)}
     if configuration.expiration_date:
         body["warrantyExpirationDate"] = convert.datetime_text(configuration.expiration_date)
     created = client.post("company/configurations", {k: v for k, v in body.items() if v is not None})
@@ -277,13 +278,34 @@ def _configuration_status_id(client: ConnectWiseClient, description: str) -> int
     return exact[0]["id"]
 
 
-def _manufacturer_id(client: ConnectWiseClient, name: str) -> int:
-    """The manufacturer's id, creating it when CW does not know it yet (Table Setup: Add)."""
+MANUFACTURERS_KEY = "connectwise.manufacturers"  # folded name -> id, read once per connection
+
+
+def _manufacturer_id(client: ConnectWiseClient, state: dict, name: str) -> int:
+    """The manufacturer's id, creating it when CW does not know it yet (Table Setup: Add).
+
+    The list is read once per connection (one page holds them all in practice), not once per
+    configuration created: creating 20,000 configurations must not cost 20,000 lookups.
+    """
     name = name[:50]
-    for record in client.iter_list("procurement/manufacturers", cond.eq("name", name)):
-        if _fold(record["name"]) == _fold(name):
-            return record["id"]
-    return client.post("procurement/manufacturers", {"name": name})["id"]
+    known = state.get(MANUFACTURERS_KEY)
+    if known is None:
+        known = {_fold(r["name"]): r["id"]
+                 for r in client.iter_list("procurement/manufacturers", fields="id,name")}
+        state[MANUFACTURERS_KEY] = known
+    if _fold(name) not in known:
+        try:
+            known[_fold(name)] = client.post("procurement/manufacturers", {"name": name})["id"]
+        except ConnectWiseError as exc:
+            if not exc.has_error_code("ObjectExists"):
+                raise
+            # Added by someone else since the list was read: look that one up.
+            for record in client.iter_list("procurement/manufacturers", cond.eq("name", name)):
+                if _fold(record["name"]) == _fold(name):
+                    known[_fold(name)] = record["id"]
+            if _fold(name) not in known:
+                raise
+    return known[_fold(name)]
 
 
 @hookimpl
