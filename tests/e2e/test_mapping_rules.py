@@ -514,3 +514,19 @@ def test_every_mapping_command_twice_writes_nothing_the_second_time_and_dry_runs
     run_twice(lambda: mapping.unmap_devices(e2e, [first["uid"]]))
     sims.datto.delete_device(second["uid"])
     run_twice(lambda: mapping.plan_deleted_devices(e2e))
+
+
+def test_mapping_a_site_asks_for_candidates_once_and_reads_manufacturers_once(e2e, sims):
+    map_suggested_device_types(e2e)
+    site = map_company(e2e, sims, NORTHWIND)
+    before = sims.request_counts()
+    plan = mapping.plan_automatic_mapping(e2e)
+    # Every device's link, serial and name in one OR'ed query (they fit in one URL).
+    assert sims.request_counts()["cw GET /company/configurations"] - before.get(
+        "cw GET /company/configurations", 0) == 1
+    created = sum(c.action == "create configuration" for c in plan.changes)
+    assert created == len(audited_devices_of(sims, site)) > 1
+    apply(e2e, plan)
+    # The manufacturers list is read once for all creations, not once per configuration.
+    assert sims.cw.counts["GET /procurement/manufacturers"] == 1
+    assert sims.cw.counts["POST /company/configurations"] == created
