@@ -137,10 +137,13 @@ def site_url(bridge: Bridge, site: Site) -> str:
 
 
 def load_companies(
-    bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None
+    bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None,
+    sites: list[Site] | None = None,
 ) -> list[CompanyRow]:
     """The companies table (R5): filtered, one row per type (R7), with suggestions (R6) for
-    unmapped companies and the mapped site with its link (R8) for mapped ones."""
+    unmapped companies and the mapped site with its link (R8) for mapped ones.
+
+    `sites` are the RMM's sites when the caller has just read them (not read again)."""
     psa, rmm = bridge.pair
     filters = filters or CompanyFilters()
     mapped = {m.company_id: m for m in bridge.store.company_mappings(psa, rmm)}
@@ -148,7 +151,7 @@ def load_companies(
         c for c in bridge.psa.call("psa_list_companies", filters=filters)
         if not c.deleted and _company_passes(c, filters)
     ]
-    sites = rmm_sites(bridge)
+    sites = rmm_sites(bridge) if sites is None else sites
     sites_by_uid = {site.uid: site for site in sites}
     rows: list[CompanyRow] = []
     if view in ("mapped", "all"):
@@ -178,8 +181,9 @@ def plan_company_mappings(
     ("Create New" with the company's name, R6) or to None (take the suggestion)."""
     psa, rmm = bridge.pair
     plan = Plan()
-    rows = {row.company.id: row for row in load_companies(bridge, "all")}
-    sites = {site.uid: site for site in rmm_sites(bridge)}
+    site_list = rmm_sites(bridge)
+    rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
+    sites = {site.uid: site for site in site_list}
     mapped_sites = {m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)}
     planned_sites: set[str] = set()
     for company_id, choice in choices.items():
