@@ -116,8 +116,10 @@ def test_r6_sites_suggested_by_similarity_else_create_new_site_in_the_rmm(e2e, s
     assert rows[NO_SITE].site_uid is None and rows[NO_SITE].site_name == NO_SITE  # Create New
 
     sites_before = set(sims.datto.sites)
+    site_reads = sims.datto.counts["GET /api/v2/account/sites"]
     plan = mapping.plan_company_mappings(e2e, {company_id(sims, NO_SITE): None,
                                                company_id(sims, "Oakwood Construction"): None})
+    assert sims.datto.counts["GET /api/v2/account/sites"] == site_reads + 1  # one page, read once
     assert sorted((c.action, c.detail) for c in plan.changes) == [
         ("create site", "new site 'Redwood Corp.'"), ("map company", "site Okawood Construction")]
     assert set(sims.datto.sites) == sites_before  # planning created nothing
