@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import resource
 import subprocess
@@ -335,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("inprocess", "loopback", "both"), default="inprocess")
     args = parser.parse_args(argv)
     logs.configure_logging(0, "console")  # warnings only, to stderr
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per loopback request
     if args.mode == "both":  # one child process per mode: each peak-memory figure is its own
         for mode in ("inprocess", "loopback"):
             command = [sys.executable, __file__, "--mode", mode, "--companies", str(args.companies),
