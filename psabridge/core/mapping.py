@@ -137,10 +137,13 @@ def site_url(bridge: Bridge, site: Site) -> str:
 
 
 def load_companies(
-    bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None
+    bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None,
+    sites: list[Site] | None = None,
 ) -> list[CompanyRow]:
     """The companies table (R5): filtered, one row per type (R7), with suggestions (R6) for
-    unmapped companies and the mapped site with its link (R8) for mapped ones."""
+    unmapped companies and the mapped site with its link (R8) for mapped ones.
+
+    `sites` are the RMM's sites when the caller has just read them (not read again)."""
     psa, rmm = bridge.pair
     filters = filters or CompanyFilters()
     mapped = {m.company_id: m for m in bridge.store.company_mappings(psa, rmm)}
@@ -148,7 +151,7 @@ def load_companies(
         c for c in bridge.psa.call("psa_list_companies", filters=filters)
         if not c.deleted and _company_passes(c, filters)
     ]
-    sites = rmm_sites(bridge)
+    sites = rmm_sites(bridge) if sites is None else sites
     sites_by_uid = {site.uid: site for site in sites}
     rows: list[CompanyRow] = []
     if view in ("mapped", "all"):
@@ -178,8 +181,9 @@ def plan_company_mappings(
     ("Create New" with the company's name, R6) or to None (take the suggestion)."""
     psa, rmm = bridge.pair
     plan = Plan()
-    rows = {row.company.id: row for row in load_companies(bridge, "all")}
-    sites = {site.uid: site for site in rmm_sites(bridge)}
+    site_list = rmm_sites(bridge)
+    rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
+    sites = {site.uid: site for site in site_list}
     mapped_sites = {m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)}
     planned_sites: set[str] = set()
     for company_id, choice in choices.items():
@@ -407,8 +411,8 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
         state = estate.state_of(device)
         if state == "mapped":
             mapping = estate.device_mappings[uid]
-            if choices[uid] in (None, mapping.configuration_id):
-                continue
+            if choices[uid] in (None, NEW, mapping.configuration_id):
+                continue  # already mapped (a rerun of the same command): nothing to do
             raise MappingError(f"{device.hostname} is already mapped to configuration "
                                f"{mapping.configuration_id}; unmap it first")
         if state == "outside" or device.site_uid not in estate.site_company:
@@ -461,8 +465,12 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
         company_id = estate.site_company[device.site_uid].company_id
         choice = choices.get(device.uid)
         if choice is None:
-            match = proposals[device.uid]
-            configuration = match.configuration
+            configuration = proposals[device.uid].configuration
+            holder = taken.get(configuration.id) if configuration else None
+            if holder and holder != device.uid:
+                # R14: another device of this run took the proposed configuration first (the
+                # cascade could not tell them apart): this one gets a configuration of its own.
+                configuration = None
         elif choice == NEW:
             configuration = None
         else:

@@ -162,26 +162,58 @@ def psa_list_configuration_types(connection: Connection) -> list[ConfigurationTy
 @hookimpl
 def psa_match_configurations(connection: Connection, company_id: str, devices: Sequence[Device],
                              details: dict) -> dict[str, list[Configuration]]:
+    """Configurations of the company that share a link, serial number or name with a device.
+
+    One request asks for all three at once (`link in (..) or serial in (..) or name in (..)`),
+    as many devices per request as fit in a URL; every returned row is compared back exactly.
+    """
     client = client_for(connection)
     company = cond.eq("company/id", int(company_id))
     # What each device can be found by, and how a returned value is compared back.
-    keys = {
-        "managementLink": ({d.uid: d.url for d in devices if d.url}, lambda v: v),
-        "serialNumber": ({d.uid: getattr(details.get(d.uid), "serial_number", None) for d in devices},
-                         _fold),
-        "name": ({d.uid: d.hostname for d in devices if d.hostname}, _fold),
-    }
+    normals = {"managementLink": lambda v: v, "serialNumber": _fold, "name": _fold}
+    keys: list[dict[str, str]] = []
+    for device in devices:
+        serial = getattr(details.get(device.uid), "serial_number", None)
+        values = {"managementLink": device.url, "serialNumber": serial, "name": device.hostname}
+        keys.append({field: value for field, value in values.items() if value})
+    uids_by_value: dict[tuple[str, str], list[str]] = {}
+    for device, wanted in zip(devices, keys, strict=True):
+        for field, value in wanted.items():
+            uids_by_value.setdefault((field, normals[field](value)), []).append(device.uid)
+
     candidates: dict[str, dict[str, Configuration]] = {d.uid: {} for d in devices}
-    for field, (wanted_by_uid, normal) in keys.items():
-        wanted_by_uid = {uid: v for uid, v in wanted_by_uid.items() if v}
-        uids_by_value: dict = {}
-        for uid, value in wanted_by_uid.items():
-            uids_by_value.setdefault(normal(value), []).append(uid)
-        for record in _records_where_in(client, "company/configurations", field,
-                                        list(wanted_by_uid.values()), company):
-            for uid in uids_by_value.get(normal(record.get(field) or ""), []):
-                candidates[uid][str(record["id"])] = convert.configuration_from(record)
+    path = "company/configurations"
+    for condition in _batched_any_in(client, path, company, [k for k in keys if k]):
+        for record in client.iter_list(path, condition):
+            for field, normal in normals.items():
+                for uid in uids_by_value.get((field, normal(record.get(field) or "")), []):
+                    candidates[uid][str(record["id"])] = convert.configuration_from(record)
     return {uid: list(found.values()) for uid, found in candidates.items()}
+
+
+def _batched_any_in(client: ConnectWiseClient, path: str, scope: str,
+                    keys: list[dict[str, str]], max_batch: int = 200) -> Iterator[str]:
+    """`scope and (f1 in (..) or f2 in (..) ...)` conditions over `keys` (one dict of field ->
+    value per device), as many devices per condition as fit in a safe URL."""
+    def condition(batch: list[dict[str, str]]) -> str:
+        parts = []
+        for field in dict.fromkeys(f for k in batch for f in k):
+            parts.append(cond.in_(field, dict.fromkeys(k[field] for k in batch if field in k)))
+        return cond.all_of(scope, cond.any_of(*parts))
+
+    def fits(text: str) -> bool:
+        return client.url_fits(path, {"conditions": text, "pageSize": 1000, "page": 1})
+
+    batch: list[dict[str, str]] = []
+    for key in keys:
+        candidate = [*batch, key]
+        if batch and (len(candidate) > max_batch or not fits(condition(candidate))):
+            yield condition(batch)
+            batch = [key]
+        else:
+            batch = candidate
+    if batch:
+        yield condition(batch)
 
 
 def _fold(value: str) -> str:
@@ -220,7 +252,8 @@ def psa_create_configuration(connection: Connection, configuration: Configuratio
     if configuration.status:
         body["status"] = {"id": _configuration_status_id(client, configuration.status)}
     if configuration.manufacturer:
-        body["manufacturer"] = {"id": _manufacturer_id(client, configuration.manufacturer)}
+        body["manufacturer"] = {"id": _manufacturer_id(client, connection.state,
+                                                        configuration.manufacturer)}
     if configuration.expiration_date:
         body["warrantyExpirationDate"] = convert.datetime_text(configuration.expiration_date)
     created = client.post("company/configurations", {k: v for k, v in body.items() if v is not None})
@@ -245,13 +278,34 @@ def _configuration_status_id(client: ConnectWiseClient, description: str) -> int
     return exact[0]["id"]
 
 
-def _manufacturer_id(client: ConnectWiseClient, name: str) -> int:
-    """The manufacturer's id, creating it when CW does not know it yet (Table Setup: Add)."""
+MANUFACTURERS_KEY = "connectwise.manufacturers"  # folded name -> id, read once per connection
+
+
+def _manufacturer_id(client: ConnectWiseClient, state: dict, name: str) -> int:
+    """The manufacturer's id, creating it when CW does not know it yet (Table Setup: Add).
+
+    The list is read once per connection (one page holds them all in practice), not once per
+    configuration created: creating 20,000 configurations must not cost 20,000 lookups.
+    """
     name = name[:50]
-    for record in client.iter_list("procurement/manufacturers", cond.eq("name", name)):
-        if _fold(record["name"]) == _fold(name):
-            return record["id"]
-    return client.post("procurement/manufacturers", {"name": name})["id"]
+    known = state.get(MANUFACTURERS_KEY)
+    if known is None:
+        known = {_fold(r["name"]): r["id"]
+                 for r in client.iter_list("procurement/manufacturers", fields="id,name")}
+        state[MANUFACTURERS_KEY] = known
+    if _fold(name) not in known:
+        try:
+            known[_fold(name)] = client.post("procurement/manufacturers", {"name": name})["id"]
+        except ConnectWiseError as exc:
+            if not exc.has_error_code("ObjectExists"):
+                raise
+            # Added by someone else since the list was read: look that one up.
+            for record in client.iter_list("procurement/manufacturers", cond.eq("name", name)):
+                if _fold(record["name"]) == _fold(name):
+                    known[_fold(name)] = record["id"]
+            if _fold(name) not in known:
+                raise
+    return known[_fold(name)]
 
 
 @hookimpl

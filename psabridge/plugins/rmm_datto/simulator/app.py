@@ -339,7 +339,9 @@ class DattoSimulator:
         sites = list(self.sites.values())
         if wanted := request.args.get("siteName"):
             sites = [s for s in sites if wanted.lower() in s["name"].lower()]
-        return self._page(request, "sites", [self._site_out(request, s) for s in sites])
+        status = self._devices_status_by_site()
+        return self._page(request, "sites", sites,
+                          render=lambda s: self._site_out(request, s, status.get(s["uid"])))
 
     def _on_site(self, request: Request, uid: str) -> Response:
         return _json(self._site_out(request, self._site(uid)))
@@ -359,12 +361,23 @@ class DattoSimulator:
             raise _Refusal(404, "Site was not found", "not_found")
         return self.sites[uid]
 
-    def _site_out(self, request: Request, site: dict) -> dict:
-        devices = [d for d in self.devices.values() if d["siteUid"] == site["uid"]]
-        online = sum(bool(d["online"]) for d in devices)
+    def _devices_status_by_site(self) -> dict[str, tuple[int, int]]:
+        """(devices, online devices) per site uid, in one pass over the devices."""
+        status: dict[str, list[int]] = {}
+        for device in self.devices.values():
+            counts = status.setdefault(device["siteUid"], [0, 0])
+            counts[0] += 1
+            counts[1] += bool(device["online"])
+        return {uid: (total, online) for uid, (total, online) in status.items()}
+
+    def _site_out(self, request: Request, site: dict,
+                  status: tuple[int, int] | None = None) -> dict:
+        if status is None:
+            status = self._devices_status_by_site().get(site["uid"])
+        total, online = status or (0, 0)
         return {**site, "portalUrl": f"{_portal(request)}/site/{site['id']}", "devicesStatus": {
-            "numberOfDevices": len(devices), "numberOfOnlineDevices": online,
-            "numberOfOfflineDevices": len(devices) - online}}
+            "numberOfDevices": total, "numberOfOnlineDevices": online,
+            "numberOfOfflineDevices": total - online}}
 
     # -- devices and audits ------------------------------------------------------------------------
 
@@ -374,12 +387,12 @@ class DattoSimulator:
         for param, field in (("hostname", "hostname"), ("siteName", "siteName")):
             if wanted := request.args.get(param):
                 devices = [d for d in devices if wanted.lower() in (d[field] or "").lower()]
-        return self._page(request, "devices", [self._device_out(request, d) for d in devices])
+        return self._page(request, "devices", devices, render=lambda d: self._device_out(request, d))
 
     def _on_site_devices(self, request: Request, uid: str) -> Response:
         self._site(uid)
         devices = [d for d in self.devices.values() if d["siteUid"] == uid]
-        return self._page(request, "devices", [self._device_out(request, d) for d in devices])
+        return self._page(request, "devices", devices, render=lambda d: self._device_out(request, d))
 
     def _on_device(self, request: Request, uid: str) -> Response:
         return _json(self._device_out(request, self._device(uid)))
@@ -414,7 +427,8 @@ class DattoSimulator:
         return self.devices[uid]
 
     def _device_out(self, request: Request, device: dict) -> dict:
-        out = copy.deepcopy(device)
+        # A shallow copy is enough: answers are serialised at once, under the state lock.
+        out = dict(device)
         if device["deviceClass"] != "rmmnetworkdevice":  # network devices: mostly nulls (§5)
             out["portalUrl"] = f"{_portal(request)}/device/{device['id']}"
         return out
@@ -460,8 +474,10 @@ class DattoSimulator:
 
     # -- paging ----------------------------------------------------------------------------------
 
-    def _page(self, request: Request, key: str, items: list, with_total: bool = True) -> Response:
-        """One 0-based page of at most 250, with absolute next/prev URLs (§4)."""
+    def _page(self, request: Request, key: str, items: list, with_total: bool = True,
+              render: Callable[[dict], dict] | None = None) -> Response:
+        """One 0-based page of at most 250, with absolute next/prev URLs (§4). `render` turns
+        each item of the page (only those) into its wire form."""
         try:
             page = int(request.args.get("page", 0))
             size = int(request.args.get("max", PAGE_MAX))
@@ -471,6 +487,8 @@ class DattoSimulator:
             raise _Refusal(400, "page must not be negative", "bad_request")
         size = min(max(size, 1), PAGE_MAX)  # larger values are clamped, not refused
         chunk = items[page * size:(page + 1) * size]
+        if render is not None:
+            chunk = [render(item) for item in chunk]
         more = (page + 1) * size < len(items)
         details: dict[str, Any] = {
             "count": len(chunk),
