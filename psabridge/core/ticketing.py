@@ -74,7 +74,7 @@ class MonitorOverride:
 @attrs.frozen
 class TicketSettings:
     enabled: bool = False
-    enabled_at: dt.datetime | None = None  # R27: alerts raised before this make no ticket
+    enabled_at: dt.datetime | None = None  # when ticketing was last turned on (for people)
     source_id: str | None = None  # R30: read at creation time, so a change applies from then on
     priorities: dict[str, str] = attrs.field(factory=dict)  # RMM priority -> PSA priority id
     attributes: dict[str, TicketAttributes] = attrs.field(factory=dict)  # origin -> attributes
@@ -101,12 +101,22 @@ def save_ticket_settings(bridge: Bridge, settings: TicketSettings) -> None:
 
 
 def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None = None) -> TicketSettings:
-    """R27: turning ticketing off keeps every setting; on again, tickets start from that moment."""
+    """R27: turning ticketing off keeps every setting; on again, tickets start from that moment.
+
+    "From that moment" is decided by what is open in the RMM when ticketing is turned on, not
+    by comparing the RMM's alert times with our clock: those clocks differ (skew, and Datto
+    keeps milliseconds), and an alert raised a millisecond after "on" must make its ticket.
+    Every alert open at that moment is recorded as skipped; every later one is ticketed.
+    """
     settings = ticket_settings(bridge)
     if enabled and not settings.enabled:
         problems = [p for p in check_ticket_settings(bridge, settings) if p.severity == "error"]
         if problems:
             raise TicketingError("cannot enable ticketing: " + "; ".join(p.message for p in problems))
+        psa, rmm = bridge.pair
+        for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
+            if bridge.store.alert_ticket(psa, rmm, alert.uid) is None:
+                _skip(bridge, alert, "raised while ticketing was off (R27)")
         settings = attrs.evolve(settings, enabled=True, enabled_at=now or utcnow())
     elif not enabled:
         settings = attrs.evolve(settings, enabled=False)
@@ -272,8 +282,6 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) ->
 
     if not settings.enabled:
         return _skip(bridge, alert, "ticketing is off (R27)")
-    if settings.enabled_at and alert.raised_at and alert.raised_at < settings.enabled_at:
-        return _skip(bridge, alert, "raised while ticketing was off (R27)")
     override = settings.monitors.get(alert.monitor)
     creates = override.create_tickets if override else alert.creates_ticket
     if not creates:

@@ -120,13 +120,15 @@ def test_r26_a_repeating_alert_joins_the_open_ticket_within_the_window(bridge, p
 def test_r27_alerts_raised_while_ticketing_is_off_make_no_tickets(bridge, psa, rmm, ready):  # noqa: F811
     ticketing.set_ticketing_enabled(bridge, False)
     assert ticketing.ticket_settings(bridge).source_id == "src1"  # settings kept
-    rmm.raise_alert(ready, monitor="while-off")
+    rmm.raise_alert(ready, monitor="while-off, seen by a pass")
     assert sync.run_pass(bridge).alerts_skipped == 1
+    unseen = rmm.raise_alert(ready, monitor="while-off, no pass ran")
     ticketing.set_ticketing_enabled(bridge, True)
-    rmm.raise_alert(ready, monitor="before-enable", raised_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
-    rmm.raise_alert(ready, monitor="after-enable")
+    # Raised in the same millisecond as "on", by the RMM's clock: still after, still ticketed.
+    rmm.raise_alert(ready, monitor="after-enable", raised_at=unseen.raised_at)
     report = sync.run_pass(bridge)
-    assert (report.tickets_created, report.alerts_skipped) == (1, 1)
+    assert (report.tickets_created, report.alerts_skipped) == (1, 0)
+    assert bridge.store.alert_ticket(*bridge.pair, unseen.uid).note == "raised while ticketing was off (R27)"
 
 
 def test_r25_a_manual_ticket_needs_a_mapped_device(bridge, psa, rmm, ready):  # noqa: F811
