@@ -10,7 +10,7 @@ sites, plus the handful of special devices the Datto generator always adds.
 
 Each phase runs the mapping commands as the CLI does, one after the other on one bridge:
 
-    companies map --suggested     load_companies, then plan_company_mappings(suggestions)
+    companies map --suggested     plan_company_mappings(None): every unmapped company
     device-types map --suggested  load_device_types, then map_device_type for each suggestion
     devices map --all             plan_automatic_mapping
     deleted-devices check         plan_deleted_devices (what every sync pass does first)
@@ -119,8 +119,7 @@ def progress_printer(label: str, total: int):
 def run_commands(bridge: Bridge, facts: dict) -> dict:
     """The mapping commands of one run; returns what they did (for the minimum)."""
     log("companies map --suggested")
-    chosen = {row.company.id: None for row in mapping.load_companies(bridge)}
-    plan = mapping.plan_company_mappings(bridge, chosen)
+    plan = mapping.plan_company_mappings(bridge, None)
     outcome = mapping.apply(bridge, plan, progress_printer("companies", len(plan.changes)))
     did = Counter(c.action for c in outcome.done)
     facts["mapped_sites"] = {m.site_uid for m in bridge.store.company_mappings(*bridge.pair)}

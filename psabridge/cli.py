@@ -291,11 +291,8 @@ def companies_load(app: App, view, company_type, status, search, as_json):
 def companies_map(app: App, choices, suggested, dry_run, as_json):
     """Map companies: ID (its suggestion), ID=SITE_UID, or ID=new (create a site)."""
     bridge = app.bridge()
-    if suggested:
-        chosen = {row.company.id: None for row in mapping.load_companies(bridge)}
-    else:
-        chosen = dict(_split_choice(c) for c in choices)
-    if not chosen:
+    chosen = None if suggested else dict(_split_choice(c) for c in choices)
+    if chosen == {}:
         raise click.UsageError("name companies to map (ID, ID=SITE or ID=new) or pass --suggested")
     _run_plan(app, bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
 

@@ -175,14 +175,18 @@ def load_companies(
 
 
 def plan_company_mappings(
-    bridge: Bridge, choices: Mapping[str, str | None], company_types: Mapping[str, str] | None = None
+    bridge: Bridge, choices: Mapping[str, str | None] | None,
+    company_types: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan mapping companies to sites. `choices` maps a company id to a site uid, to NEW
-    ("Create New" with the company's name, R6) or to None (take the suggestion)."""
+    ("Create New" with the company's name, R6) or to None (take the suggestion); `choices`
+    None means every unmapped company by its suggestion (`companies map --suggested`)."""
     psa, rmm = bridge.pair
     plan = Plan()
     site_list = rmm_sites(bridge)
     rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
+    if choices is None:
+        choices = {company_id: None for company_id, row in rows.items() if row.mapping is None}
     sites = {site.uid: site for site in site_list}
     mapped_sites = {m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)}
     planned_sites: set[str] = set()
