@@ -64,3 +64,8 @@ def test_the_estate_has_the_devices_that_make_matching_hard():
 def test_the_same_seed_gives_the_same_estate():
     assert generate_estate(seed=3).devices == generate_estate(seed=3).devices
     assert generate_estate(seed=3).alerts == generate_estate(seed=3).alerts
+
+
+def test_an_estate_can_have_no_alerts_at_all():
+    estate = generate_estate(0, companies=3, alerts=0)
+    assert estate.alerts == [] and estate.devices

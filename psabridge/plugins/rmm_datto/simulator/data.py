@@ -417,6 +417,8 @@ def _add_alerts(builder: _Builder, count: int) -> None:
             alert.update(resolved=True, resolvedOn=raised + rng.randint(60_000, 3_600_000),
                          resolvedBy="system")
         builder.estate.alerts.append(alert)
+    if not builder.estate.alerts:
+        return  # an estate asked for with no alerts has nothing to repeat either
     # The same monitor firing again on the same device (R26's repeating alert).
     first = builder.estate.alerts[0]
     repeat = make_alert(builder.ids, _device_of(builder, first), first["alertContext"],
