@@ -87,7 +87,7 @@ def make_simulators(companies: int, devices: int, configurations_per_company: in
     per_site = max(2, devices // companies)  # the generator puts a desktop and a server first
     datto = DattoSimulator(
         seed=SEED, company_names=company_names(SEED, companies), unmatched_sites=0,
-        devices_per_site=(per_site, per_site), alerts=1,
+        devices_per_site=(per_site, per_site), alerts=0,
         quotas=Quotas(reads=UNLIMITED, writes=UNLIMITED, operation=UNLIMITED, operations={}),
     )
     return cw, datto
