@@ -83,8 +83,7 @@ def rmm_list_devices(connection: Connection, site_uid: str | None) -> Iterator[D
     for row in client_for(connection).pages(path, "devices"):
         classes[str(row["uid"])] = row.get("deviceClass") or "unknown"
         device = wire.device(row)
-        if device.url:
-            urls[device.uid] = device.url
+        urls[device.uid] = rmm_device_url(connection, device)
         yield device
 
 
@@ -171,19 +170,13 @@ def rmm_device_url(connection: Connection, device: Device) -> str:
     if device.url:
         return device.url
     urls = connection.state.setdefault(URLS_KEY, {})
-    if device.id is None and device.uid not in urls:
+    if device.uid not in urls and device.id is None:
         try:
-            row = client_for(connection).get(f"/v2/device/{device.uid}")
+            known = wire.device(client_for(connection).get(f"/v2/device/{device.uid}"))
         except DattoNotFound:
-            row = {}
-        known = wire.device(row) if row else None
-        if known is not None and known.url:
-            urls[device.uid] = known.url
-        elif known is not None and known.id:
-            device = known
-    if device.uid in urls:
-        return urls[device.uid]
-    return f"{portal_url(connection)}/device/{device.id or device.uid}"
+            known = device
+        urls[device.uid] = known.url or f"{portal_url(connection)}/device/{known.id or known.uid}"
+    return urls.get(device.uid) or f"{portal_url(connection)}/device/{device.id or device.uid}"
 
 
 @hookimpl
