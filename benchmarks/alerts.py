@@ -3,6 +3,7 @@
     python benchmarks/alerts.py                  # 10,000 alerts: in-process, then loopback 20 ms
     python benchmarks/alerts.py --alerts 200     # a quick run
     python benchmarks/alerts.py --skip-loopback  # in-process only
+    python benchmarks/alerts.py --skip-in-process --loopback-alerts 5000
 
 Each mode runs two paths over fresh simulators and a fresh SQLite store:
 
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--companies", type=int, default=10)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--skip-loopback", action="store_true")
+    parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args(argv)
     logs.configure_logging(0, stream=sys.stderr)  # warnings only
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the loopback servers' access log
@@ -334,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     print("  peak memory: peak resident set size of the whole process (getrusage ru_maxrss), "
           "simulators, their data and the store's cache included")
     with tempfile.TemporaryDirectory() as tmp:
-        mode_run("in-process", 0.0, args.alerts, args, Path(tmp))
+        if not args.skip_in_process:
+            mode_run("in-process", 0.0, args.alerts, args, Path(tmp))
         if not args.skip_loopback:
             mode_run("loopback", args.latency, args.loopback_alerts or args.alerts, args, Path(tmp))
     print(f"\npeak RSS {peak_rss_mb():.0f} MB")
