@@ -164,6 +164,14 @@ def psa_find_ticket(connection: Connection, marker: str) -> Ticket | None:
 
 
 @hookspec(firstresult=True)
+def psa_attach_configuration(connection: Connection, ticket_id: str, configuration_id: str) -> None:
+    """Attach a configuration to a ticket; attaching one already attached changes nothing.
+
+    Optional. Core calls it when it adopts a ticket found by its marker: a create whose answer
+    was lost may have stopped before attaching the configuration (R29)."""
+
+
+@hookspec(firstresult=True)
 def psa_get_ticket(connection: Connection, ticket_id: str) -> Ticket | None:
     """Return one ticket, or None if it was deleted."""
 

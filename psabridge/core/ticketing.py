@@ -272,8 +272,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) ->
     if row is not None:
         found = bridge.psa.call("psa_find_ticket", marker=row.marker)
         if found is not None:  # the PSA created it; the answer was lost last time
-            log.info("adopted ticket after interruption", alert=alert.uid, ticket=found.id)
-            return bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=found.id))
+            return _adopt(bridge, row, found)
         if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
     context = context or _Context.read(bridge)
@@ -348,6 +347,21 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
     return saved
 
 
+def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
+    """Take over a ticket found by the row's marker: created, but its answer lost. The create
+    may have stopped before attaching the device's configuration (R29): attach it now."""
+    log.info("adopted ticket after interruption", alert=row.alert_uid, ticket=found.id)
+    psa, rmm = bridge.pair
+    configuration_id = next((m.configuration_id for m in bridge.store.device_mappings(psa, rmm)
+                             if m.device_uid == row.device_uid), None)
+    if (configuration_id and configuration_id not in found.configuration_ids
+            and bridge.psa.supports("psa_attach_configuration")):
+        bridge.write(bridge.psa, "attach_configuration", found.id,
+                     lambda: bridge.psa.call("psa_attach_configuration", ticket_id=found.id,
+                                             configuration_id=configuration_id), alert=row.alert_uid)
+    return bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=found.id))
+
+
 def create_manual_ticket(bridge: Bridge, device: Device, summary: str, description: str = "",
                          request_id: str | None = None) -> AlertTicket:
     """R25: a manual ticket, only for a device mapped to a configuration. `request_id` makes a
@@ -372,7 +386,7 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
         if existing is not None and existing.state != "pending":
             return existing
         if existing is not None and (found := bridge.psa.call("psa_find_ticket", marker=existing.marker)):
-            return bridge.store.save_alert_ticket(attrs.evolve(existing, state="open", ticket_id=found.id))
+            return _adopt(bridge, existing, found)
         return _create_ticket(bridge, pseudo, "manual", company_id, configuration_id,
                               context.settings, device)
 
@@ -429,8 +443,7 @@ def recover_pending(bridge: Bridge) -> list[AlertTicket]:
                 continue  # in another process's hands, or settled meanwhile
             found = bridge.psa.call("psa_find_ticket", marker=row.marker)
             if found is not None:
-                settled.append(bridge.store.save_alert_ticket(
-                    attrs.evolve(row, state="open", ticket_id=found.id)))
+                settled.append(_adopt(bridge, row, found))
             elif row.ticket_id:
                 settled.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="open")))
     return settled

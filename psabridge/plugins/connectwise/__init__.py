@@ -10,6 +10,7 @@ from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import ConnectorInfo, Setting
 from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered with pluggy from here
     psa_add_ticket_note,
+    psa_attach_configuration,
     psa_changed_tickets,
     psa_check_connection,
     psa_close_ticket,

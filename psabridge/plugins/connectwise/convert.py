@@ -86,10 +86,12 @@ def stored_marker(marker: str) -> str:
 
 
 def ticket_description(text: str, device_url: str | None, alert_url: str | None) -> str:
-    """The ticket's initial description with the RMM links (R29) as their own lines."""
+    """The ticket's initial description with the RMM links (R29) as their own lines, unless
+    the text already carries them (core's description does): each link appears once."""
     lines = [text.rstrip()] if text else []
+    present = set(text.splitlines()) if text else set()
     links = [f"{label}: {url}" for label, url in (("RMM Device", device_url), ("RMM Alert", alert_url))
-             if url]
+             if url and f"{label}: {url}" not in present]
     if links:
         lines += ["", *links]
     return "\n".join(lines)

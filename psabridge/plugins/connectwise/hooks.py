@@ -426,14 +426,24 @@ def psa_create_ticket(connection: Connection, draft: TicketDraft) -> Ticket:
             body[field] = {"id": int(value)}
     record = client.post("service/tickets", body)
     attached: tuple[str, ...] = ()
-    if draft.configuration_id:
-        try:
-            client.post(f"service/tickets/{record['id']}/configurations", {"id": int(draft.configuration_id)})
-            attached = (draft.configuration_id,)
-        except NotFound:  # the configuration was deleted in the PSA (R19): the ticket still counts
-            log.warning("configuration not attached: it no longer exists", ticket=record["id"],
-                        configuration_id=draft.configuration_id)
+    if draft.configuration_id and _attach(client, record["id"], draft.configuration_id):
+        attached = (draft.configuration_id,)
     return convert.ticket_from(record, attached)
+
+
+def _attach(client: ConnectWiseClient, ticket_id: int, configuration_id: str) -> bool:
+    try:
+        client.post(f"service/tickets/{ticket_id}/configurations", {"id": int(configuration_id)})
+    except NotFound:  # the configuration was deleted in the PSA (R19): the ticket still counts
+        log.warning("configuration not attached: it no longer exists", ticket=ticket_id,
+                    configuration_id=configuration_id)
+        return False
+    return True
+
+
+@hookimpl
+def psa_attach_configuration(connection: Connection, ticket_id: str, configuration_id: str) -> None:
+    _attach(client_for(connection), int(ticket_id), configuration_id)
 
 
 @hookimpl

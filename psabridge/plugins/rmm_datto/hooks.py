@@ -23,6 +23,8 @@ log = logs.get_logger(__name__)
 
 # uid -> deviceClass of the devices listed during this run; the audit endpoint depends on it.
 CLASSES_KEY = "datto.device_classes"
+# uid -> portalUrl of the devices seen during this run: the link R29 puts on tickets.
+URLS_KEY = "datto.device_urls"
 AUDIT_PATHS = {"device": "device", "printer": "printer", "esxihost": "esxihost"}
 PLATFORM_HOST = re.compile(r"^(?P<platform>[a-z0-9]+)-api\.centrastage\.net$", re.IGNORECASE)
 
@@ -77,9 +79,12 @@ def _site_named(client, name: str) -> Site | None:
 def rmm_list_devices(connection: Connection, site_uid: str | None) -> Iterator[Device]:
     path = "/v2/account/devices" if site_uid is None else f"/v2/site/{site_uid}/devices"
     classes = connection.state.setdefault(CLASSES_KEY, {})
+    urls = connection.state.setdefault(URLS_KEY, {})
     for row in client_for(connection).pages(path, "devices"):
         classes[str(row["uid"])] = row.get("deviceClass") or "unknown"
-        yield wire.device(row)
+        device = wire.device(row)
+        urls[device.uid] = rmm_device_url(connection, device)
+        yield device
 
 
 @hookimpl
@@ -160,9 +165,18 @@ def portal_url(connection: Connection) -> str:
 
 @hookimpl
 def rmm_device_url(connection: Connection, device: Device) -> str:
+    """The device's page. An alert names its device by uid only, and the portal's pages go by
+    id: use the portalUrl seen when devices were listed, else read the device once."""
     if device.url:
         return device.url
-    return f"{portal_url(connection)}/device/{device.id or device.uid}"
+    urls = connection.state.setdefault(URLS_KEY, {})
+    if device.uid not in urls and device.id is None:
+        try:
+            known = wire.device(client_for(connection).get(f"/v2/device/{device.uid}"))
+        except DattoNotFound:
+            known = device
+        urls[device.uid] = known.url or f"{portal_url(connection)}/device/{known.id or known.uid}"
+    return urls.get(device.uid) or f"{portal_url(connection)}/device/{device.id or device.uid}"
 
 
 @hookimpl

@@ -1,0 +1,110 @@
+"""Exactly one ConnectWise ticket per alert, whatever fails and wherever, then a rerun.
+
+Faults are scripted on the ConnectWise simulator's FaultInjector (`sims.cw.faults`) at the
+ticket POST: refused before the simulator acts, or answered and then lost (dropped connection,
+or an answer slower than the client's timeout). The kill between the PSA's answer and the
+store's commit is an exception out of the store's save of the `open` row: nothing after it
+runs, as if the process had died there. Tickets are counted by their externalXRef marker.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from psabridge.core import sync
+from psabridge.plugins.connectwise.client import ConnectWiseClient
+from psabridge.simulation import ScriptedFault
+
+TICKET_POST = r"/service/tickets$"
+ALERTS = 5
+
+
+def raise_alerts(desk) -> list[str]:
+    return [desk.raise_alert(desk.devices[n % len(desk.devices)],
+                             {"@class": "srvc_status_ctx", "serviceName": f"svc-{n}", "status": "STOPPED"})
+            for n in range(ALERTS)]
+
+
+def assert_exactly_one_each(desk, alerts: list[str]) -> None:
+    for uid in alerts:
+        (ticket,) = desk.tickets_for(uid)
+        row = desk.bridge.store.alert_ticket(*desk.bridge.pair, uid)
+        assert (row.state, row.ticket_id) == ("open", str(ticket["id"]))
+        device_uid = desk.alert(uid)["alertSourceInfo"]["deviceUid"]
+        assert desk.configurations_of(ticket) == [desk.configuration_of[device_uid]]  # R29 too
+    ours = [t for t in desk.sims.cw.db.tickets.values() if (t.get("externalXRef") or "").startswith(
+        "psabridge:")]
+    assert len(ours) == len(alerts)
+
+
+@pytest.mark.parametrize("kind", ["error", "drop"])
+def test_failure_before_the_create_call_then_rerun(desk, kind):
+    desk.enable()
+    alerts = raise_alerts(desk)
+    for _ in range(3):  # the first three creations fail before CW does anything
+        desk.sims.cw.faults.add(ScriptedFault(kind, "POST", TICKET_POST, when="before"))
+    first = sync.run_pass(desk.bridge)
+    assert first.tickets_created == ALERTS - 3 and len(first.errors) == 3
+    pending = desk.bridge.store.alert_tickets(*desk.bridge.pair, ("pending",))
+    assert len(pending) == 3 and all(desk.tickets_for(r.alert_uid) == [] for r in pending)
+
+    rerun = sync.run_pass(desk.bridge)
+    assert (rerun.tickets_created, rerun.errors) == (3, [])
+    assert_exactly_one_each(desk, alerts)
+    assert sync.run_pass(desk.bridge).tickets_created == 0
+
+
+class Killed(BaseException):
+    """Stands for the process dying: not an error anything in psabridge catches."""
+
+
+def test_killed_after_the_psa_answered_before_the_commit_then_rerun(desk, monkeypatch):
+    desk.enable()
+    alerts = raise_alerts(desk)
+    store = desk.bridge.store
+    real_save = store.save_alert_ticket
+    opened = []
+
+    def die_on_the_third_commit(entry):
+        if entry.state == "open":
+            opened.append(entry.alert_uid)
+            if len(opened) == 3:
+                raise Killed("killed between CW's answer and the store's commit")
+        return real_save(entry)
+
+    monkeypatch.setattr(store, "save_alert_ticket", die_on_the_third_commit)
+    with pytest.raises(Killed):
+        sync.run_pass(desk.bridge)
+    monkeypatch.undo()
+    victim = opened[-1]
+    assert len(desk.tickets_for(victim)) == 1  # CW has the ticket ...
+    assert store.alert_ticket(*desk.bridge.pair, victim).state == "pending"  # ... the store not
+
+    rerun = sync.run_pass(desk.bridge)
+    assert rerun.recovered == 1 and rerun.errors == []
+    assert rerun.tickets_created == ALERTS - 3  # the two never reached
+    assert_exactly_one_each(desk, alerts)
+
+
+def test_timeout_after_creation_then_rerun(desk, sims):
+    desk.enable()
+    alerts = raise_alerts(desk)
+    if sims.transports:  # in-process there is no socket to time out: the answer is dropped
+        faults = [ScriptedFault("drop", "POST", TICKET_POST, when="after") for _ in range(3)]
+    else:  # on loopback the answer comes later than the client waits
+        ConnectWiseClient.for_connection(desk.bridge.psa.connection, timeout=0.2)
+        faults = [ScriptedFault("slow", "POST", TICKET_POST, when="after", seconds=0.6)
+                  for _ in range(3)]
+    for fault in faults:
+        sims.cw.faults.add(fault)
+    first = sync.run_pass(desk.bridge)
+    assert len(first.errors) == 3 and all("may or may not have been applied" in e for e in first.errors)
+    assert sims.cw.app.faults_served["drop" if sims.transports else "slow"] == 3
+    created_unknowingly = [uid for uid in alerts if
+                           desk.bridge.store.alert_ticket(*desk.bridge.pair, uid).state == "pending"]
+    assert len(created_unknowingly) == 3
+    assert all(len(desk.tickets_for(uid)) == 1 for uid in created_unknowingly)  # CW did create
+
+    rerun = sync.run_pass(desk.bridge)
+    assert rerun.recovered == 3 and (rerun.tickets_created, rerun.errors) == (0, [])
+    assert_exactly_one_each(desk, alerts)

@@ -1,0 +1,133 @@
+"""The push path over real HTTP: the WebhookApp served by waitress on loopback, ConnectWise's
+simulator POSTing its ticket callbacks to it, and Datto-style alert webhooks POSTed by the test;
+the polling path (`sync.run_pass`) seeing the same events acts on none of them twice."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import waitress
+from waitress import wasyncore
+
+from psabridge.core import sync
+from psabridge.core.webhooks import WebhookApp
+
+SECRET = "e2e-webhook-secret-0123456789"
+MAX_BODY = 4096
+
+
+class Hooks:
+    def __init__(self, url: str):
+        self.url = url
+        self.http = httpx.Client(timeout=10)
+
+    def post(self, path: str, body=None, token: str | None = SECRET, content: bytes | None = None):
+        query = "" if token is None else f"?token={token}"
+        return self.http.post(f"{self.url}{path}{query}", json=body if content is None else None,
+                              content=content, headers={"Content-Type": "application/json"})
+
+    def psa_url(self) -> str:
+        return f"{self.url}/hooks/psa?token={SECRET}"
+
+
+@pytest.fixture
+def hooks(desk) -> Iterator[Hooks]:
+    """`psabridge serve`'s app under waitress, as `webhooks.serve` configures it, on a free
+    loopback port; stopped at teardown."""
+    app = WebhookApp(lambda: desk.bridge, SECRET, max_body=MAX_BODY)
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="psabridge",
+                                    max_request_body_size=app.max_body, asyncore_loop_timeout=0.05)
+    thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
+    thread.start()
+    client = Hooks(f"http://127.0.0.1:{server.effective_port}")
+    try:
+        yield client
+    finally:
+        client.http.close()
+        # Close the sockets from the server's own loop (closing them from here races its
+        # select); with its map empty the loop returns, then the worker threads are stopped.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        thread.join(timeout=5)
+        server.task_dispatcher.shutdown()
+        assert not thread.is_alive()
+
+
+def deliveries_to_us(desk, hooks: Hooks, count: int) -> list[dict]:
+    """Wait (bounded) for the CW simulator's callback threads; return its POSTs to our hook."""
+    mine = [d for d in desk.sims.cw.api.wait_for_deliveries(timeout=10) if d["url"].startswith(hooks.url)]
+    assert len(mine) == count, mine
+    return mine
+
+
+def test_webhook_and_polling_see_the_same_events_one_ticket_one_resolution(desk, hooks):
+    desk.enable()
+    datto = desk.sims.datto
+    registration = desk.bridge.psa.call("psa_register_ticket_callback", url=hooks.psa_url())
+    assert desk.bridge.psa.call("psa_register_ticket_callback", url=hooks.psa_url()) == registration
+    (entry,) = desk.sims.cw.db.callbacks.values()
+    assert (entry["url"], entry["type"]) == (hooks.psa_url(), "ticket")
+
+    # 1. An alert is raised: Datto's webhook arrives first, then the polling pass.
+    first = desk.raise_alert(desk.devices[0])
+    answer = hooks.post("/hooks/rmm", {"alertUid": first, "event": "raised"})
+    assert answer.status_code == 200 and answer.json()["state"] == "open"
+    ticket = desk.ticket_for(first)
+    assert answer.json()["ticket"] == str(ticket["id"])
+    added = deliveries_to_us(desk, hooks, 1)  # CW tells us about the new ticket: nothing to do
+    assert added[0]["payload"]["Action"] == "added" and added[0]["status"] == 200
+    assert sync.run_pass(desk.bridge).tickets_created == 0
+
+    # 2. Another alert: polling first, then the webhook for the same alert.
+    second = desk.raise_alert(desk.devices[1])
+    assert sync.run_pass(desk.bridge).tickets_created == 1
+    late = hooks.post("/hooks/rmm", {"alertUid": second, "event": "raised"})
+    assert late.json()["ticket"] == str(desk.ticket_for(second)["id"])
+    deliveries_to_us(desk, hooks, 2)
+
+    # 3. The first ticket is closed in CW: its callback resolves the alert in Datto, once.
+    desk.close_in_cw(ticket, "Closed (Auto)")
+    (closed,) = deliveries_to_us(desk, hooks, 3)[2:]
+    assert (closed["payload"]["Action"], closed["payload"]["ID"], closed["status"]) == (
+        "updated", ticket["id"], 200)
+    assert datto.alerts[first]["resolved"] and datto.alerts[first]["resolvedBy"] == "api-user"
+    report = sync.run_pass(desk.bridge)
+    assert (report.alerts_resolved, report.tickets_closed) == (0, 0)  # the poll sees it done
+
+    # 4. The second alert is resolved in Datto: its webhook closes the ticket; CW's callback
+    #    about that close, and the next poll, change nothing more.
+    datto.resolve_alert(second)
+    answer = hooks.post("/hooks/rmm", {"alertUid": second, "event": "resolved"})
+    assert answer.status_code == 200 and answer.json()["state"] == "closed"
+    deliveries_to_us(desk, hooks, 4)
+    report = sync.run_pass(desk.bridge)
+    assert (report.alerts_resolved, report.tickets_closed, report.errors) == (0, 0, [])
+
+    for uid in (first, second):
+        assert len(desk.tickets_for(uid)) == 1 and desk.ticket_for(uid)["closedFlag"] is True
+    assert desk.ticket_for(second)["status"]["name"] == "Resolved"  # the origin's closed status
+    assert datto.counts["POST /api/v2/alert/{uid}/resolve"] == 1
+    assert desk.sims.cw.counts["POST /service/tickets"] == 2
+    assert desk.sims.cw.counts["PATCH /service/tickets/{id}"] == 2  # the technician's and our one
+
+
+def test_bad_token_oversized_body_and_replay_over_http(desk, hooks):
+    desk.enable()
+    alert = desk.raise_alert(desk.devices[0])
+    assert hooks.post("/hooks/rmm", {"alertUid": alert}, token="wrong-token").status_code == 401
+    assert hooks.post("/hooks/rmm", {"alertUid": alert}, token=None).status_code == 401
+    assert hooks.post("/hooks/psa", {"Type": "ticket", "ID": 1}, token=SECRET[:-1]).status_code == 401
+    assert hooks.post("/hooks/rmm", content=b'{"alertUid": "' + b"x" * MAX_BODY + b'"}').status_code == 413
+    assert desk.tickets_for(alert) == []  # none of those got through
+
+    body = {"alertUid": alert}
+    assert hooks.post("/hooks/rmm", body).status_code == 200
+    replay = hooks.post("/hooks/rmm", body)
+    assert replay.status_code == 409 and replay.json() == {"error": "replayed message"}
+    callback = {"MessageId": "cw-msg-1", "Type": "ticket", "Action": "updated",
+                "ID": desk.ticket_for(alert)["id"]}
+    assert hooks.post("/hooks/psa", callback).status_code == 200
+    assert hooks.post("/hooks/psa", callback).status_code == 409
+    assert len(desk.tickets_for(alert)) == 1
