@@ -122,10 +122,11 @@ def test_r24_a_board_without_default_team_is_reported_before_creation_breaks(des
         ticketing.set_ticketing_enabled(desk.bridge, True, now=desk.now())
     assert ticketing.ticket_settings(desk.bridge).enabled is False
 
-    # Forced on anyway, ConnectWise refuses the ticket exactly as reported.
-    ticketing.save_ticket_settings(desk.bridge, attrs.evolve(settings, enabled=True,
-                                                             enabled_at=desk.now()))
-    desk.clock.advance(1)
+    # Forced on anyway (enabled with a valid board, then switched to this one), ConnectWise
+    # refuses the ticket exactly as reported.
+    desk.enable()
+    ticketing.save_ticket_settings(desk.bridge, attrs.evolve(
+        ticketing.ticket_settings(desk.bridge), attributes={"alert": intake}))
     alert = desk.raise_alert(desk.devices[0])
     report = sync.run_pass(desk.bridge)
     assert report.tickets_created == 0 and desk.tickets_for(alert) == []
