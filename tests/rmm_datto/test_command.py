@@ -34,7 +34,12 @@ def test_simulate_datto_serves_until_interrupted_and_prints_the_settings(monkeyp
 
 
 def test_waiting_ends_quietly_on_ctrl_c():
-    def sleep(seconds):
-        raise KeyboardInterrupt
+    waits = []
 
-    command._wait_for_interrupt(sleep)
+    def sleep(seconds):
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise KeyboardInterrupt
+
+    assert command._wait_for_interrupt(sleep) is None  # returned: the interrupt did not escape
+    assert waits == [3600, 3600]
