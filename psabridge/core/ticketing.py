@@ -292,8 +292,9 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     """R26: within the window, the same monitor on the same device adds to an open ticket."""
     psa, rmm = bridge.pair
     raised = alert.raised_at or utcnow()
-    previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid,
-                                              raised - dt.timedelta(minutes=settings.repeat_minutes))
+    since = raised - dt.timedelta(minutes=settings.repeat_minutes)
+    _settle_pending_repeats(bridge, alert, since)
+    previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid, since)
     if previous is None or previous.alert_uid == alert.uid:
         return None
     ticket = bridge.psa.call("psa_get_ticket", ticket_id=previous.ticket_id)
@@ -310,6 +311,25 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
                  lambda: bridge.psa.call("psa_add_ticket_note", ticket_id=ticket.id, text=text),
                  alert=alert.uid)
     return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
+
+
+def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) -> None:
+    """An earlier alert of the same monitor and device may be `pending` with its ticket already
+    made in the PSA (the answer was lost). Adopt that ticket first, so that this alert joins it
+    instead of opening a second ticket for one problem."""
+    psa, rmm = bridge.pair
+    for row in bridge.store.alert_tickets(psa, rmm, ("pending",)):
+        if (row.alert_uid == alert.uid or row.ticket_id or row.monitor != alert.monitor
+                or row.device_uid != alert.device_uid or (row.opened_at and row.opened_at < since)):
+            continue
+        with _claim(bridge, row.alert_uid) as claimed:
+            current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
+            if not claimed or current is None or current.state != "pending":
+                continue
+            found = bridge.psa.call("psa_find_ticket", marker=current.marker)
+            if found is not None:
+                log.info("adopted ticket after interruption", alert=current.alert_uid, ticket=found.id)
+                bridge.store.save_alert_ticket(attrs.evolve(current, state="open", ticket_id=found.id))
 
 
 def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
