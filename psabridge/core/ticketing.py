@@ -107,7 +107,12 @@ def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None
         problems = [p for p in check_ticket_settings(bridge, settings) if p.severity == "error"]
         if problems:
             raise TicketingError("cannot enable ticketing: " + "; ".join(p.message for p in problems))
-        settings = attrs.evolve(settings, enabled=True, enabled_at=now or utcnow())
+        # RMMs stamp alerts in whole milliseconds (Datto): an alert raised in the millisecond
+        # ticketing was turned on in must not count as raised before it, so the moment is
+        # kept to the millisecond too.
+        moment = now or utcnow()
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        settings = attrs.evolve(settings, enabled=True, enabled_at=moment)
     elif not enabled:
         settings = attrs.evolve(settings, enabled=False)
     save_ticket_settings(bridge, settings)
