@@ -230,8 +230,9 @@ def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
 
 
 # A process that holds an alert's claim and dies frees it after this long; a claim covers one
-# PSA call or two, so a minute is generous.
-CLAIM_TTL = 60.0
+# PSA call or two, so a minute is generous. PSABRIDGE_CLAIM_TTL (seconds) shortens it for tests
+# that kill processes on purpose.
+CLAIM_TTL = float(os.environ.get("PSABRIDGE_CLAIM_TTL") or 60.0)
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
