@@ -260,7 +260,7 @@ def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = No
         return _ticket_for_alert(bridge, alert, context)
 
 
-def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket:
+def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket | None:
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert.uid)
     if row is not None and row.state != "pending":
@@ -288,8 +288,12 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) ->
     if company_id is None:
         return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
 
-    if settings.repeat_minutes and (joined := _join_repeat(bridge, alert, settings)) is not None:
-        return joined
+    if settings.repeat_minutes:
+        since = (alert.raised_at or utcnow()) - dt.timedelta(minutes=settings.repeat_minutes)
+        if not _settle_pending_repeats(bridge, alert, since):
+            return None  # an earlier alert of this problem is in another process's hands
+        if (joined := _join_repeat(bridge, alert, settings)) is not None:
+            return joined
     return _create_ticket(bridge, alert, "alert", company_id,
                           context.configuration_of.get(alert.device_uid), settings)
 
@@ -299,7 +303,6 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     psa, rmm = bridge.pair
     raised = alert.raised_at or utcnow()
     since = raised - dt.timedelta(minutes=settings.repeat_minutes)
-    _settle_pending_repeats(bridge, alert, since)
     previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid, since)
     if previous is None or previous.alert_uid == alert.uid:
         return None
@@ -319,23 +322,27 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
 
 
-def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) -> None:
+def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) -> bool:
     """An earlier alert of the same monitor and device may be `pending` with its ticket already
     made in the PSA (the answer was lost). Adopt that ticket first, so that this alert joins it
-    instead of opening a second ticket for one problem."""
+    instead of opening a second ticket for one problem. False when such an alert is claimed by
+    another process (or by one that died, until its claim expires): decide later."""
     psa, rmm = bridge.pair
     for row in bridge.store.alert_tickets(psa, rmm, ("pending",)):
         if (row.alert_uid == alert.uid or row.ticket_id or row.monitor != alert.monitor
                 or row.device_uid != alert.device_uid or (row.opened_at and row.opened_at < since)):
             continue
         with _claim(bridge, row.alert_uid) as claimed:
+            if not claimed:
+                return False
             current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
-            if not claimed or current is None or current.state != "pending":
+            if current is None or current.state != "pending":
                 continue
             found = bridge.psa.call("psa_find_ticket", marker=current.marker)
             if found is not None:
                 log.info("adopted ticket after interruption", alert=current.alert_uid, ticket=found.id)
                 bridge.store.save_alert_ticket(attrs.evolve(current, state="open", ticket_id=found.id))
+    return True
 
 
 def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
