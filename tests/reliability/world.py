@@ -244,6 +244,14 @@ def quiet(report: sync.PassReport) -> bool:
                                           report.alerts_resolved, report.recovered))
 
 
+def settled(w: World) -> bool:
+    """Every alert raised has been decided (an alert whose earlier repeat was claimed by another
+    process waits for a later pass, which a pass's report does not show)."""
+    psa, rmm = w.bridge.pair
+    rows = [w.store.alert_ticket(psa, rmm, a["alertUid"]) for a in w.raised]
+    return all(r is not None and r.state != "pending" for r in rows)
+
+
 def converge(w: World, max_passes: int) -> Convergence:
     """Run passes until one does nothing and fails nothing (that pass included)."""
     reports = []
@@ -253,7 +261,7 @@ def converge(w: World, max_passes: int) -> Convergence:
         except PsabridgeError as exc:  # a read the pass cannot do without failed every retry
             report = sync.PassReport(errors=[f"pass failed: {exc}"])
         reports.append(report)
-        if quiet(report):
+        if quiet(report) and settled(w):
             return Convergence(number, reports)
     summary = [(r.tickets_created, r.mapping_changes, r.errors[:2]) for r in reports[-3:]]
     raise AssertionError(f"no quiet pass in {max_passes} passes; last passes: {summary}")
@@ -295,8 +303,11 @@ JOURNALLED_AS = {
 }
 
 
-def check_invariants(w: World) -> dict[str, int]:
-    """Assert what must hold once a run has converged; returns figures for the report."""
+def check_invariants(w: World, interrupted: int = 0) -> dict[str, int]:
+    """Assert what must hold once a run has converged; returns figures for the report.
+
+    `interrupted`: how many processes were killed; each may leave one write journalled as an
+    intent without an outcome (killed while the request was in flight)."""
     psa, rmm = w.bridge.pair
     store, db = w.store, w.cw.db
     journal = store.journal()
@@ -380,6 +391,12 @@ def check_invariants(w: World) -> dict[str, int]:
     for endpoint, n in processed.items():
         assert len(entries[JOURNALLED_AS[endpoint]]) > 0, f"{n} x {endpoint}, no journal entry"
 
+    # Every write is journalled as an intent first, then as ok or failed; only a killed
+    # process leaves an intent without its outcome, at most one each.
+    intents = sum(e.outcome == "intent" for e in journal)
+    outcomes = sum(e.outcome in ("ok", "failed") for e in journal)
+    assert 0 <= intents - outcomes <= interrupted, (intents, outcomes, interrupted)
+
     def ok_targets(action):
         targets = [t for t, outcome in entries[action] if outcome == "ok"]
         assert len(targets) == len(set(targets)), f"{action} succeeded twice for one target"
@@ -405,6 +422,7 @@ def check_invariants(w: World) -> dict[str, int]:
     # Notes and resolves: never more processed than journalled attempts.
     assert w.cw_reached.ok("POST /service/tickets/{id}/notes") <= len(entries["add_ticket_note"])
     assert w.datto_reached.ok("POST /api/v2/alert/{uid}/resolve") <= len(entries["resolve_alert"])
-    return {"journal entries": len(journal), "tickets": sum(markers.values()),
+    return {"journal entries": len(journal), "interrupted writes": intents - outcomes,
+            "tickets": sum(markers.values()),
             "configurations created": len(new_configurations), "sites created": len(new_sites),
             "devices mapped": len(mappings), "alerts": len(w.raised)}
