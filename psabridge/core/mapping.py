@@ -477,6 +477,12 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                                    f"{subject}'s site")
         if configuration is not None:
             holder = taken.get(configuration.id)
+            if holder and holder != device.uid and choice is None:
+                # A proposal, not the admin's choice: one conflict must not stop the others
+                # (automatic mapping plans every device of every pass).
+                plan.skip(subject, f"its proposed configuration {configuration.name} "
+                          f"({configuration.id}) is already mapped to device {holder} (R14)")
+                continue
             if holder and holder != device.uid:
                 raise MappingError(f"configuration {configuration.id} is already mapped to device "
                                    f"{holder} (one device per configuration, R14)")
