@@ -235,7 +235,7 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
 def _summary(demo: Demo, summary: Counter) -> None:
     demo.section("Summary")
     demo.table([{"what": k, "count": v} for k, v in summary.items()])
-    writes = Counter(e.action for e in demo.bridge.store.journal())
+    writes = Counter(e.action for e in demo.bridge.store.journal() if e.outcome == "ok")
     demo.echo("Journal of remote writes: " + ", ".join(f"{k} {v}" for k, v in sorted(writes.items())))
     cw_requests, datto_requests = sum(demo.cw.counts.values()), sum(demo.datto.counts.values())
     summary["requests to ConnectWise"] = cw_requests

@@ -58,7 +58,11 @@ class Bridge:
 
     def write(self, connector: Connector, action: str, target: str, call: Callable[[], T],
               **detail: Any) -> T:
-        """Make one change on a remote system and journal how it ended."""
+        """Make one change on a remote system and journal how it ended.
+
+        The intent is journalled first: a process killed while the request is in flight (after
+        the remote system acted, before the answer was recorded) still leaves a trace of it."""
+        self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
         try:
             result = call()
         except Exception as exc:

@@ -26,7 +26,13 @@ class NotSupported(PsabridgeError):
 
 
 class RemoteError(PsabridgeError):
-    """The remote system refused or failed a request. Connectors subclass this."""
+    """The remote system refused or failed a request. Connectors subclass this.
+
+    `transient` says the failure is the remote side's passing state (5xx, throttled, no
+    answer), not a problem with what was asked: trying again later may succeed.
+    """
+
+    transient: bool = False
 
 
 class StoreError(PsabridgeError):

@@ -81,8 +81,8 @@ class Outcome:
 
 
 def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
-    """Carry out a plan. What was skipped, and a change that fails, become warnings (R20);
-    the rest go on."""
+    """Carry out a plan. What was skipped, and a change that fails for a lasting reason, become
+    warnings (R20); the rest go on."""
     known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
     for subject, why in plan.skipped:
         if (subject, why) not in known:
@@ -95,7 +95,10 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
             change.run()
         except PsabridgeError as exc:
             message = f"{change.action} for {change.subject} failed: {exc}"
-            bridge.store.add_warning(bridge.psa.name, change.subject, message)
+            # A stored warning holds a device back from automatic mapping until cleared (R20);
+            # a passing failure (5xx, throttled, no answer) is only retried by the next pass.
+            if not getattr(exc, "transient", False):
+                bridge.store.add_warning(bridge.psa.name, change.subject, message)
             log.warning("change failed", action=change.action, subject=change.subject, error=str(exc))
             failed.append((change, str(exc)))
         else:
@@ -486,7 +489,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                                    f"{subject}'s site")
         if configuration is not None:
             holder = taken.get(configuration.id)
-            if holder and holder != device.uid:
+            if holder and holder != device.uid:  # only an admin's choice gets here (see above)
                 raise MappingError(f"configuration {configuration.id} is already mapped to device "
                                    f"{holder} (one device per configuration, R14)")
             taken[configuration.id] = device.uid

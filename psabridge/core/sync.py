@@ -29,7 +29,9 @@ log = logs.get_logger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)
 LOCK = "sync"
-LOCK_TTL = 15 * 60.0  # a pass that died without releasing frees the lock after this long
+# A pass that died without releasing frees the lock after this long. PSABRIDGE_LOCK_TTL
+# (seconds) shortens it for tests that kill passes on purpose; keep it above a pass's length.
+LOCK_TTL = float(os.environ.get("PSABRIDGE_LOCK_TTL") or 15 * 60.0)
 
 
 class SyncBusy(PsabridgeError):
@@ -56,7 +58,7 @@ def sync_lock(bridge: Bridge) -> Iterator[str]:
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     if not bridge.store.acquire_lock(LOCK, owner, LOCK_TTL):
         raise SyncBusy("another psabridge sync is running on this store; let it finish (the lock "
-                       f"frees itself {int(LOCK_TTL // 60)} minutes after a crash)")
+                       f"frees itself {LOCK_TTL / 60:g} minutes after a crash)")
     try:
         yield owner
     finally:

@@ -235,8 +235,9 @@ def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
 
 
 # A process that holds an alert's claim and dies frees it after this long; a claim covers one
-# PSA call or two, so a minute is generous.
-CLAIM_TTL = 60.0
+# PSA call or two, so a minute is generous. PSABRIDGE_CLAIM_TTL (seconds) shortens it for tests
+# that kill processes on purpose.
+CLAIM_TTL = float(os.environ.get("PSABRIDGE_CLAIM_TTL") or 60.0)
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -264,7 +265,7 @@ def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = No
         return _ticket_for_alert(bridge, alert, context)
 
 
-def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket:
+def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket | None:
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert.uid)
     if row is not None and row.state != "pending":
@@ -289,8 +290,12 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) ->
     if company_id is None:
         return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
 
-    if settings.repeat_minutes and (joined := _join_repeat(bridge, alert, settings)) is not None:
-        return joined
+    if settings.repeat_minutes:
+        since = (alert.raised_at or utcnow()) - dt.timedelta(minutes=settings.repeat_minutes)
+        if not _settle_pending_repeats(bridge, alert, since):
+            return None  # an earlier alert of this problem is in another process's hands
+        if (joined := _join_repeat(bridge, alert, settings)) is not None:
+            return joined
     return _create_ticket(bridge, alert, "alert", company_id,
                           context.configuration_of.get(alert.device_uid), settings)
 
@@ -299,8 +304,8 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     """R26: within the window, the same monitor on the same device adds to an open ticket."""
     psa, rmm = bridge.pair
     raised = alert.raised_at or utcnow()
-    previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid,
-                                              raised - dt.timedelta(minutes=settings.repeat_minutes))
+    since = raised - dt.timedelta(minutes=settings.repeat_minutes)
+    previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid, since)
     if previous is None or previous.alert_uid == alert.uid:
         return None
     ticket = bridge.psa.call("psa_get_ticket", ticket_id=previous.ticket_id)
@@ -317,6 +322,29 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
                  lambda: bridge.psa.call("psa_add_ticket_note", ticket_id=ticket.id, text=text),
                  alert=alert.uid)
     return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
+
+
+def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) -> bool:
+    """An earlier alert of the same monitor and device may be `pending` with its ticket already
+    made in the PSA (the answer was lost). Adopt that ticket first, so that this alert joins it
+    instead of opening a second ticket for one problem. False when such an alert is claimed by
+    another process (or by one that died, until its claim expires): decide later."""
+    psa, rmm = bridge.pair
+    for row in bridge.store.alert_tickets(psa, rmm, ("pending",)):
+        if (row.alert_uid == alert.uid or row.ticket_id or row.monitor != alert.monitor
+                or row.device_uid != alert.device_uid or (row.opened_at and row.opened_at < since)):
+            continue
+        with _claim(bridge, row.alert_uid) as claimed:
+            if not claimed:
+                return False
+            current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
+            if current is None or current.state != "pending":
+                continue
+            found = bridge.psa.call("psa_find_ticket", marker=current.marker)
+            if found is not None:
+                log.info("adopted ticket after interruption", alert=current.alert_uid, ticket=found.id)
+                bridge.store.save_alert_ticket(attrs.evolve(current, state="open", ticket_id=found.id))
+    return True
 
 
 def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,

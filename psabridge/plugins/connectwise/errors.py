@@ -55,13 +55,19 @@ class Conflict(ConnectWiseError):
 class RateLimited(ConnectWiseError):
     """429 after every retry: ConnectWise keeps throttling."""
 
+    transient = True
+
 
 class ServerError(ConnectWiseError):
     """5xx after every retry."""
 
+    transient = True
+
 
 class ConnectionFailed(ConnectWiseError):
     """No HTTP answer at all (refused, timed out, dropped) after every retry."""
+
+    transient = True
 
 
 class UnexpectedAnswer(ConnectWiseError):

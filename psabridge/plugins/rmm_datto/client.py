@@ -53,6 +53,7 @@ class DattoError(RemoteError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(logs.redact_text(message))
         self.status = status
+        self.transient = self.transient or (status is not None and status >= 500)
 
 
 class DattoAuthError(DattoError):
@@ -69,6 +70,15 @@ class DattoForbidden(DattoError):
 
 class DattoThrottled(DattoError):
     """Still refused with 429 after waiting as long as the retry policy allows."""
+
+    transient = True
+
+
+class DattoUnreachable(DattoError):
+    """No HTTP answer at all (refused, timed out, dropped) after every retry; a write may or
+    may not have been applied."""
+
+    transient = True
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -146,8 +156,12 @@ class TokenSource:
             headers={"Authorization": PUBLIC_CLIENT, "Accept": "application/json"},
         )
         # A grant changes nothing on the server, so it is safe to retry like a read.
-        response = send(self._http, request, self._options.retry, idempotent=True,
-                        sleep=self._options.sleep)
+        try:
+            response = send(self._http, request, self._options.retry, idempotent=True,
+                            sleep=self._options.sleep)
+        except httpx.TransportError as exc:
+            raise DattoUnreachable(f"no answer from the Datto RMM token endpoint at "
+                                   f"{self._api_url} ({type(exc).__name__})") from exc
         if response.status_code in (400, 401, 403):
             raise DattoAuthError(
                 f"Datto RMM refused the API key and secret (HTTP {response.status_code}): check "
@@ -229,8 +243,13 @@ class DattoClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         request = self.http.build_request(method, url, params=params, json=json, headers=headers,
                                           extensions={QUOTA_BUCKETS: buckets_for(method, operation)})
-        return send(self.http, request, self.options.retry, idempotent=idempotent,
-                    sleep=self.options.sleep)
+        try:
+            return send(self.http, request, self.options.retry, idempotent=idempotent,
+                        sleep=self.options.sleep)
+        except httpx.TransportError as exc:
+            raise DattoUnreachable(
+                f"no answer from Datto RMM at {self.api_url} to {method} {urlsplit(url).path} "
+                f"({type(exc).__name__}); the request may or may not have been applied") from exc
 
     def _url(self, path_or_url: str) -> str:
         if "://" not in path_or_url:

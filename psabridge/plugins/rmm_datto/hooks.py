@@ -7,8 +7,6 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import httpx
-
 from psabridge.core import logs
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import Alert, Connection, ConnectionReport, Device, DeviceDetails, Site
@@ -16,6 +14,7 @@ from psabridge.plugins.rmm_datto import wire
 from psabridge.plugins.rmm_datto.client import (
     DattoError,
     DattoNotFound,
+    DattoUnreachable,
     client_for,
 )
 
@@ -33,11 +32,11 @@ PLATFORM_HOST = re.compile(r"^(?P<platform>[a-z0-9]+)-api\.centrastage\.net$", r
 def rmm_check_connection(connection: Connection) -> ConnectionReport:
     try:
         account = client_for(connection).get("/v2/account")
+    except DattoUnreachable as exc:
+        return ConnectionReport(
+            ok=False, detail=f"cannot reach Datto RMM at api_url: {logs.redact_text(str(exc.__cause__))}")
     except DattoError as exc:  # refused: the message names what to check
         return ConnectionReport(ok=False, detail=str(exc))
-    except httpx.TransportError as exc:
-        return ConnectionReport(
-            ok=False, detail=f"cannot reach Datto RMM at api_url: {logs.redact_text(str(exc))}")
     return ConnectionReport(ok=True, detail=f"connected to account {account.get('name') or '?'}")
 
 
@@ -57,7 +56,7 @@ def rmm_create_site(connection: Connection, name: str) -> Site:
         # PUT creates here (§5), so it is not safe to repeat blindly: idempotent=False.
         response = client.request("PUT", "/v2/site", json={"name": name}, operation="site-create",
                                   idempotent=False)
-    except httpx.TransportError:
+    except DattoUnreachable:
         # The answer was lost; the site may exist. Find it before anyone creates it again.
         if (existing := _site_named(client, name)) is not None:
             return existing

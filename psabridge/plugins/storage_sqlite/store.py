@@ -137,6 +137,7 @@ class SQLiteStore:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
+            self._refuse_newer()  # before anything writes to the file, WAL mode included
             self.db.enable_wal()
             # In WAL mode NORMAL survives a killed process (the case we must converge from);
             # only a power cut may lose the last commits, never corrupt the file.
@@ -150,6 +151,15 @@ class SQLiteStore:
             ) from exc
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _refuse_newer(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, written by a newer psabridge "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade psabridge to use it"
+            )
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
