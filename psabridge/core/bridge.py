@@ -14,7 +14,7 @@ import pluggy
 
 from psabridge.core import logs
 from psabridge.core.errors import PluginError
-from psabridge.core.models import JournalEntry
+from psabridge.core.models import CompanyFilters, JournalEntry
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins
 from psabridge.core.store import Store
 
@@ -35,6 +35,7 @@ class Bridge:
     psa: Connector
     rmm: Connector
     _configuration_types: list | None = attrs.field(default=None, repr=False)
+    _company_ids: set[str] | None = attrs.field(default=None, repr=False)
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -46,6 +47,15 @@ class Bridge:
         if self._configuration_types is None:
             self._configuration_types = list(self.psa.call("psa_list_configuration_types"))
         return self._configuration_types
+
+    def company_ids(self) -> set[str]:
+        """Ids of the companies the PSA lists now (deleted ones are not listed), read once per
+        bridge: a mapping whose company is gone must not have configurations created under it."""
+        if self._company_ids is None:
+            self._company_ids = {c.id for c in self.psa.call("psa_list_companies",
+                                                             filters=CompanyFilters())
+                                 if not c.deleted}
+        return self._company_ids
 
     def option(self, name: str) -> Any:
         value = self.store.option(self.psa.name, name)

@@ -45,6 +45,9 @@ NEW = "new"  # a choice meaning "create a new site / configuration"
 MappingView = Literal["unmapped", "mapped", "all"]
 
 
+GONE = "deleted in the PSA"  # the status shown for a mapped company the PSA no longer lists
+
+
 class MappingError(PsabridgeError):
     """A mapping request that cannot be carried out as asked."""
 
@@ -158,11 +161,17 @@ def load_companies(
     sites_by_uid = {site.uid: site for site in sites}
     rows: list[CompanyRow] = []
     if view in ("mapped", "all"):
-        for company in companies:
-            if mapping := mapped.get(company.id):
-                site = sites_by_uid.get(mapping.site_uid, Site(mapping.site_uid, mapping.site_name))
-                rows.append(CompanyRow(company, mapping.company_type, mapping=mapping,
-                                       site_url=site_url(bridge, site)))
+        listed = {c.id: c for c in companies}
+        unfiltered = filters == CompanyFilters()
+        for company_id, mapping in mapped.items():
+            company = listed.get(company_id)
+            if company is None and not unfiltered:
+                continue  # filtered out
+            if company is None:  # mapped, but gone from the PSA: shown so the admin can act
+                company = Company(company_id, "", mapping.company_name, GONE, deleted=True)
+            site = sites_by_uid.get(mapping.site_uid, Site(mapping.site_uid, mapping.site_name))
+            rows.append(CompanyRow(company, mapping.company_type, mapping=mapping,
+                                   site_url=site_url(bridge, site)))
     if view in ("unmapped", "all"):
         unmapped = [c for c in companies if c.id not in mapped]
         taken_sites = {m.site_uid for m in mapped.values()}
@@ -467,9 +476,16 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
     taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
     type_map = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
     config_types = None
+    live = bridge.company_ids() if devices else set()
     for device in devices:
         subject = _device_subject(device)
-        company_id = estate.site_company[device.site_uid].company_id
+        linked = estate.site_company[device.site_uid]
+        company_id = linked.company_id
+        if company_id not in live:
+            plan.skip(subject, f"its site is mapped to company {linked.company_name} "
+                      f"({company_id}), which the PSA no longer lists (deleted?); unmap it with "
+                      f"`psabridge companies unmap {company_id}` and map the site again")
+            continue
         choice = choices.get(device.uid)
         if choice is None:
             configuration = proposals[device.uid].configuration

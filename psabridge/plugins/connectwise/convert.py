@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 from psabridge.core.models import Company, Configuration, Ticket
+from psabridge.plugins.connectwise.errors import UnexpectedAnswer
 
 # Field limits from the 2025.1 spec (key-objects.md) for what we write.
 MAX_CONFIGURATION_NAME = 100
@@ -28,10 +29,25 @@ def _id(reference: Any) -> str | None:
     return None
 
 
+def _text(record: dict, field: str, kind: str) -> str:
+    """A text field as text. A number is written out (CW stores some codes as numbers); any
+    other type means a broken answer, reported with the record to look at, not a crash later."""
+    value = record.get(field)
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise UnexpectedAnswer(f"ConnectWise sent {kind} {record.get('id')} with a {type(value).__name__} "
+                           f"as its {field}, where text belongs; check that record in ConnectWise")
+
+
 def parse_datetime(text: str | None) -> dt.datetime | None:
     if not text:
         return None
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise UnexpectedAnswer(f"ConnectWise sent {text!r} where a date-time belongs") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -42,7 +58,8 @@ def datetime_text(value: dt.date) -> str:
 
 def company_from(record: dict) -> Company:
     return Company(
-        id=str(record["id"]), identifier=record.get("identifier") or "", name=record.get("name") or "",
+        id=str(record["id"]), identifier=_text(record, "identifier", "company"),
+        name=_text(record, "name", "company"),
         status=_name(record.get("status")),
         types=tuple(_name(t) for t in record.get("types") or () if _name(t)),
         deleted=bool(record.get("deletedFlag")),
@@ -52,13 +69,14 @@ def company_from(record: dict) -> Company:
 def configuration_from(record: dict) -> Configuration:
     warranty = parse_datetime(record.get("warrantyExpirationDate"))
     return Configuration(
-        id=str(record["id"]), name=record.get("name") or "", company_id=_id(record.get("company")) or "",
+        id=str(record["id"]), name=_text(record, "name", "configuration"),
+        company_id=_id(record.get("company")) or "",
         type_id=_id(record.get("type")), type_name=_name(record.get("type")),
         status=_name(record.get("status")), active=record.get("activeFlag") is not False,
-        serial_number=record.get("serialNumber") or None,
+        serial_number=_text(record, "serialNumber", "configuration") or None,
         manufacturer=_name(record.get("manufacturer")) or None,
-        model_number=record.get("modelNumber") or None,
-        management_link=record.get("managementLink") or None,
+        model_number=_text(record, "modelNumber", "configuration") or None,
+        management_link=_text(record, "managementLink", "configuration") or None,
         expiration_date=warranty.date() if warranty else None,
     )
 
@@ -66,7 +84,7 @@ def configuration_from(record: dict) -> Configuration:
 def ticket_from(record: dict, configuration_ids: tuple[str, ...] = ()) -> Ticket:
     info = record.get("_info") or {}
     return Ticket(
-        id=str(record["id"]), summary=record.get("summary") or "",
+        id=str(record["id"]), summary=_text(record, "summary", "ticket"),
         company_id=_id(record.get("company")) or "", board_id=_id(record.get("board")),
         status_id=_id(record.get("status")), status_name=_name(record.get("status")),
         closed=bool(record.get("closedFlag")), marker=record.get("externalXRef") or None,

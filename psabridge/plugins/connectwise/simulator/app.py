@@ -741,11 +741,12 @@ def _parse_order(order_by: str | None, known: Callable[[str], bool]) -> list[tup
 def _sort_key(value: Any) -> tuple:
     if value is None:
         return (0, "")
-    if isinstance(value, str):
-        return (1, value.casefold())
+    # Numbers before strings: a field holding both (bad data a test planted) still sorts.
     if isinstance(value, bool | int | float):
-        return (1, value)
-    return (1, str(value))
+        return (1, value, "")
+    if isinstance(value, str):
+        return (2, 0, value.casefold())
+    return (2, 0, str(value))
 
 
 def _int_arg(args: dict, name: str, default: int, minimum: int) -> int:
