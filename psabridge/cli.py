@@ -175,9 +175,13 @@ def _configure_command(app: App, name: str) -> click.Command:
         ))
 
     def ask_secret(setting: Setting) -> str | None:
+        if not sys.stdin.isatty():
+            # Piped in (`... | psabridge configure`), or no input at all (a service, CI): read
+            # a line without a prompt; nothing means unset, and `plugins enable` will say so.
+            return sys.stdin.readline().strip() or None
         try:
             return click.prompt(setting.label, hide_input=True, default="", show_default=False)
-        except click.Abort:  # no terminal and nothing piped in: `plugins enable` will say so
+        except click.Abort:
             return None
 
     def configure(**values):
