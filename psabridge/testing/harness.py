@@ -17,7 +17,8 @@ from typing import Any
 import attrs
 import pytest
 
-from psabridge.core.models import Connection, ConnectorInfo
+from psabridge.core.errors import RemoteError
+from psabridge.core.models import Connection, ConnectionReport, ConnectorInfo
 from psabridge.core.plugins import ENTRY_POINT_GROUP, Connector, make_plugin_manager
 
 # The hooks core/ calls on an enabled connector: a connector without one of them cannot do its job.
@@ -177,3 +178,61 @@ def exception_texts(exc: BaseException) -> list[str]:
 
 def as_utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+class ConnectorChecks:
+    """The checks PSA and RMM connectors share: registration, connection test, refused keys.
+
+    A subclass names its `kind`, the hooks core calls (`required_hooks`), a listing hook to
+    call with refused credentials (`refused_listing`), and provides a `kit` fixture.
+    """
+
+    kind: str
+    required_hooks: tuple[str, ...]
+    refused_listing: tuple[str, dict]
+
+    def test_says_what_kind_it_is(self, kit):
+        info = kit.info()
+        assert info is not None, "connector_info must return a ConnectorInfo"
+        assert info.kind == self.kind
+        assert info.title
+        names = [s.name for s in info.settings]
+        assert len(names) == len(set(names)), f"setting names repeat: {names}"
+
+    def test_implements_every_hook_core_calls(self, kit):
+        missing = [h for h in self.required_hooks if not kit.supports(h)]
+        assert not missing, f"{kit.subject.name} does not implement {', '.join(missing)}"
+
+    def test_entry_point_loads_the_plugin(self, kit):
+        if kit.subject.entry_point is None:
+            pytest.skip(f"give the {self.kind.upper()} under test an entry_point to check the registration")
+        assert entry_point_plugin(kit.subject.entry_point) is kit.subject.plugin
+
+    def test_check_connection_accepts_working_settings(self, kit):
+        hook = f"{self.kind}_check_connection"
+        kit.require(hook)
+        report = kit.call(hook)
+        assert isinstance(report, ConnectionReport)
+        assert report.ok, report.detail
+
+    def test_check_connection_reports_refused_credentials_without_the_secret(self, kit, capsys, caplog):
+        hook = f"{self.kind}_check_connection"
+        kit.require(hook)
+        secret = sentinel_secret()
+        report = kit.refused_connector(secret).call(hook)
+        assert report.ok is False
+        assert report.detail, "say what to fix in detail"
+        assert secret not in report.detail
+        captured = capsys.readouterr()
+        assert secret not in captured.out + captured.err + caplog.text
+
+    def test_refused_credentials_raise_a_remote_error_without_the_secret(self, kit, capsys, caplog):
+        secret = sentinel_secret()
+        hook, kwargs = self.refused_listing
+        with pytest.raises(RemoteError) as raised:
+            list(kit.refused_connector(secret).call(hook, **kwargs))
+        assert str(raised.value).strip(), "the message is shown to the admin: say what to fix"
+        for text in exception_texts(raised.value):
+            assert secret not in text
+        captured = capsys.readouterr()
+        assert secret not in captured.out + captured.err + caplog.text

@@ -19,13 +19,11 @@ import datetime as dt
 
 import pytest
 
-from psabridge.core.errors import RemoteError
 from psabridge.core.models import (
     Company,
     CompanyFilters,
     Configuration,
     ConfigurationChanges,
-    ConnectionReport,
     Device,
     DeviceDetails,
     Ticket,
@@ -35,13 +33,11 @@ from psabridge.core.models import (
 )
 from psabridge.testing.harness import (
     PSA_REQUIRED_HOOKS,
+    ConnectorChecks,
     Kit,
     PsaUnderTest,
     TicketSetup,
     as_utc,
-    entry_point_plugin,
-    exception_texts,
-    sentinel_secret,
     unique_marker,
 )
 
@@ -89,59 +85,20 @@ class PsaKit(Kit):
         return ticket
 
 
-class PsaConformance:
+class PsaConformance(ConnectorChecks):
     """The checks every PSA connector passes. Provide a `psa_under_test` fixture."""
+
+    kind = "psa"
+    required_hooks = PSA_REQUIRED_HOOKS
+    refused_listing = ("psa_list_companies", {"filters": CompanyFilters()})
 
     @pytest.fixture
     def psa(self, psa_under_test: PsaUnderTest) -> PsaKit:
         return PsaKit(psa_under_test, "psa")
 
-    # -- registration --------------------------------------------------------------------------
-
-    def test_says_it_is_a_psa(self, psa):
-        info = psa.info()
-        assert info is not None, "connector_info must return a ConnectorInfo"
-        assert info.kind == "psa"
-        assert info.title
-        names = [s.name for s in info.settings]
-        assert len(names) == len(set(names)), f"setting names repeat: {names}"
-
-    def test_implements_every_hook_core_calls(self, psa):
-        missing = [h for h in PSA_REQUIRED_HOOKS if not psa.supports(h)]
-        assert not missing, f"{psa.subject.name} does not implement {', '.join(missing)}"
-
-    def test_entry_point_loads_the_plugin(self, psa):
-        if psa.subject.entry_point is None:
-            pytest.skip("give PsaUnderTest.entry_point to check the registration")
-        assert entry_point_plugin(psa.subject.entry_point) is psa.subject.plugin
-
-    # -- connection and errors -----------------------------------------------------------------
-
-    def test_check_connection_accepts_working_settings(self, psa):
-        psa.require("psa_check_connection")
-        report = psa.call("psa_check_connection")
-        assert isinstance(report, ConnectionReport)
-        assert report.ok, report.detail
-
-    def test_check_connection_reports_refused_credentials_without_the_secret(self, psa, capsys, caplog):
-        psa.require("psa_check_connection")
-        secret = sentinel_secret()
-        report = psa.refused_connector(secret).call("psa_check_connection")
-        assert report.ok is False
-        assert report.detail, "say what to fix in detail"
-        assert secret not in report.detail
-        captured = capsys.readouterr()
-        assert secret not in captured.out + captured.err + caplog.text
-
-    def test_refused_credentials_raise_a_remote_error_without_the_secret(self, psa, capsys, caplog):
-        secret = sentinel_secret()
-        with pytest.raises(RemoteError) as raised:
-            list(psa.refused_connector(secret).call("psa_list_companies", filters=CompanyFilters()))
-        assert str(raised.value).strip(), "the message is shown to the admin: say what to fix"
-        for text in exception_texts(raised.value):
-            assert secret not in text
-        captured = capsys.readouterr()
-        assert secret not in captured.out + captured.err + caplog.text
+    @pytest.fixture
+    def kit(self, psa: PsaKit) -> PsaKit:
+        return psa
 
     # -- companies and configuration types -----------------------------------------------------
 

@@ -11,15 +11,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from psabridge.core.errors import RemoteError
-from psabridge.core.models import Alert, ConnectionReport, Device, DeviceDetails, Site, utcnow
+from psabridge.core.models import Alert, Device, DeviceDetails, Site, utcnow
 from psabridge.testing.harness import (
     RMM_REQUIRED_HOOKS,
+    ConnectorChecks,
     Kit,
     RmmUnderTest,
-    entry_point_plugin,
-    exception_texts,
-    sentinel_secret,
     unique_marker,
 )
 
@@ -53,59 +50,20 @@ class RmmKit(Kit):
         return alert
 
 
-class RmmConformance:
+class RmmConformance(ConnectorChecks):
     """The checks every RMM connector passes. Provide an `rmm_under_test` fixture."""
+
+    kind = "rmm"
+    required_hooks = RMM_REQUIRED_HOOKS
+    refused_listing = ("rmm_list_sites", {})
 
     @pytest.fixture
     def rmm(self, rmm_under_test: RmmUnderTest) -> RmmKit:
         return RmmKit(rmm_under_test, "rmm")
 
-    # -- registration --------------------------------------------------------------------------
-
-    def test_says_it_is_an_rmm(self, rmm):
-        info = rmm.info()
-        assert info is not None, "connector_info must return a ConnectorInfo"
-        assert info.kind == "rmm"
-        assert info.title
-        names = [s.name for s in info.settings]
-        assert len(names) == len(set(names)), f"setting names repeat: {names}"
-
-    def test_implements_every_hook_core_calls(self, rmm):
-        missing = [h for h in RMM_REQUIRED_HOOKS if not rmm.supports(h)]
-        assert not missing, f"{rmm.subject.name} does not implement {', '.join(missing)}"
-
-    def test_entry_point_loads_the_plugin(self, rmm):
-        if rmm.subject.entry_point is None:
-            pytest.skip("give RmmUnderTest.entry_point to check the registration")
-        assert entry_point_plugin(rmm.subject.entry_point) is rmm.subject.plugin
-
-    # -- connection and errors -----------------------------------------------------------------
-
-    def test_check_connection_accepts_working_settings(self, rmm):
-        rmm.require("rmm_check_connection")
-        report = rmm.call("rmm_check_connection")
-        assert isinstance(report, ConnectionReport)
-        assert report.ok, report.detail
-
-    def test_check_connection_reports_refused_credentials_without_the_secret(self, rmm, capsys, caplog):
-        rmm.require("rmm_check_connection")
-        secret = sentinel_secret()
-        report = rmm.refused_connector(secret).call("rmm_check_connection")
-        assert report.ok is False
-        assert report.detail, "say what to fix in detail"
-        assert secret not in report.detail
-        captured = capsys.readouterr()
-        assert secret not in captured.out + captured.err + caplog.text
-
-    def test_refused_credentials_raise_a_remote_error_without_the_secret(self, rmm, capsys, caplog):
-        secret = sentinel_secret()
-        with pytest.raises(RemoteError) as raised:
-            list(rmm.refused_connector(secret).call("rmm_list_sites"))
-        assert str(raised.value).strip(), "the message is shown to the admin: say what to fix"
-        for text in exception_texts(raised.value):
-            assert secret not in text
-        captured = capsys.readouterr()
-        assert secret not in captured.out + captured.err + caplog.text
+    @pytest.fixture
+    def kit(self, rmm: RmmKit) -> RmmKit:
+        return rmm
 
     # -- sites ---------------------------------------------------------------------------------
 
