@@ -24,7 +24,10 @@ def test_it_serves_prints_the_settings_and_stops_on_ctrl_c():
     process = subprocess.Popen(
         [sys.executable, "-c", "from psabridge.cli import cli; cli()", "simulate", "connectwise",
          "--port", "0", "--companies", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A shell that started us in the background has SIGINT ignored, and the child would
+        # inherit that and never see Ctrl-C: give it the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         while not lines or not lines[-1].startswith("Press Ctrl-C"):
