@@ -53,10 +53,32 @@ class PassReport:
     planned: list[str] = attrs.field(factory=list)  # --dry-run: what would be done
 
 
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when the lock's owner was a process on this host that no longer runs (killed)."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: only its lock's expiry can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
 @contextmanager
 def sync_lock(bridge: Bridge) -> Iterator[str]:
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    if not bridge.store.acquire_lock(LOCK, owner, LOCK_TTL):
+    acquired = bridge.store.acquire_lock(LOCK, owner, LOCK_TTL)
+    if not acquired and _owner_is_dead(held := bridge.store.lock_owner(LOCK)):
+        # A sync killed on this host (kill -9, OOM, power button) need not block the next
+        # one for LOCK_TTL: its process is gone, so its lock is taken over.
+        log.warning("taking over the sync lock of a process that is gone", owner=held)
+        bridge.store.release_lock(LOCK, held)
+        acquired = bridge.store.acquire_lock(LOCK, owner, LOCK_TTL)
+    if not acquired:
         raise SyncBusy("another psabridge sync is running on this store; let it finish (the lock "
                        f"frees itself {LOCK_TTL / 60:g} minutes after a crash)")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import httpx
 import pytest
@@ -191,3 +192,19 @@ def test_two_syncs_cannot_run_at_once(bridge, ready):  # noqa: F811
     with sync.sync_lock(bridge), pytest.raises(sync.SyncBusy, match="another psabridge sync is running"):
         sync.run_pass(bridge)
     assert sync.run_pass(bridge).errors == []  # released afterwards
+
+
+def test_a_sync_killed_on_this_host_does_not_block_the_next_one(bridge, ready):  # noqa: F811
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_owner = f"{socket.gethostname()}:{gone.stdout.strip()}:deadbeef"
+    assert bridge.store.acquire_lock(sync.LOCK, dead_owner, sync.LOCK_TTL)
+    assert sync.run_pass(bridge).errors == []  # taken over, not "another sync is running"
+    alive_owner = f"{socket.gethostname()}:{os.getpid()}:other"
+    assert bridge.store.acquire_lock(sync.LOCK, alive_owner, sync.LOCK_TTL)
+    with pytest.raises(sync.SyncBusy):
+        sync.run_pass(bridge)

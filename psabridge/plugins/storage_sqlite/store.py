@@ -427,6 +427,10 @@ class SQLiteStore:
                             (name, owner, now + ttl))
         return True
 
+    def lock_owner(self, name: str) -> str | None:
+        row = self.db.execute("select owner from locks where name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
     def release_lock(self, name: str, owner: str) -> None:
         self._write("delete from locks where name = ? and owner = ?", (name, owner))
 
