@@ -228,7 +228,7 @@ def _split_choice(text: str) -> tuple[str, str | None]:
     return key, (value or None)
 
 
-def _run_plan(app: App, bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False) -> None:
+def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False) -> None:
     rows = [{"action": c.action, "subject": c.subject, "detail": c.detail} for c in plan.changes]
     skipped = [{"subject": s, "why": why} for s, why in plan.skipped]
     if dry_run:
@@ -298,7 +298,7 @@ def companies_map(app: App, choices, suggested, dry_run, as_json):
     chosen = None if suggested else dict(_split_choice(c) for c in choices)
     if chosen == {}:
         raise click.UsageError("name companies to map (ID, ID=SITE or ID=new) or pass --suggested")
-    _run_plan(app, bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
+    _run_plan(bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
 
 
 @companies.command("unmap")
@@ -392,7 +392,7 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
         plan = mapping.plan_device_mappings(bridge, dict(_split_choice(c) for c in choices))
     else:
         raise click.UsageError("name devices to map (UID, UID=CONFIG or UID=new) or pass --all")
-    _run_plan(app, bridge, plan, dry_run, as_json)
+    _run_plan(bridge, plan, dry_run, as_json)
 
 
 @devices.command("unmap")
@@ -402,7 +402,7 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
 def devices_unmap(app: App, device_uids, dry_run):
     """Unmap devices; their configurations stay Active."""
     bridge = app.bridge()
-    _run_plan(app, bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
+    _run_plan(bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
 
 
 @devices.command("auto")
@@ -420,7 +420,7 @@ def devices_auto(app: App, state):
 def devices_map_now(app: App, dry_run):
     """Run automatic mapping now (needs automatic mapping on)."""
     bridge = app.bridge()
-    _run_plan(app, bridge, mapping.map_now(bridge), dry_run)
+    _run_plan(bridge, mapping.map_now(bridge), dry_run)
 
 
 @cli.group()
