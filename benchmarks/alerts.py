@@ -60,33 +60,15 @@ CONTEXTS = (
 )
 
 
-class SimCpu:
-    """WSGI middleware: CPU time spent inside a simulator, on the calling thread.
+class ThreadCpu:
+    """WSGI middleware: CPU time spent inside the wrapped app, on the calling thread. Wraps the
+    simulators (in-process) and the webhook app (the engine's handler threads).
 
     In-process, the simulator runs on the engine's own thread (httpx's WSGI transport calls it
     directly), so its CPU time is measured here with `time.thread_time()` and subtracted from
     the engine thread's CPU time. On loopback the simulators run on their servers' threads and
     the engine threads' CPU time is the engine's (plus its HTTP client) alone.
     """
-
-    def __init__(self, app):
-        self.app = app
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.seconds = 0.0
-
-    def __call__(self, environ, start_response):
-        started = time.thread_time()
-        try:
-            return list(self.app(environ, start_response))
-        finally:
-            spent = time.thread_time() - started
-            with self.lock:
-                self.seconds += spent
-
-
-class EngineCpu:
-    """WSGI middleware around the WebhookApp: CPU time of the worker threads handling hooks."""
 
     def __init__(self, app):
         self.app = app
@@ -119,7 +101,7 @@ class Run:
             faults=simulation.Faults(latency=latency),
             quotas=Quotas(reads=UNLIMITED, writes=UNLIMITED, operation=UNLIMITED, cutoff_ratio=1.0))
         self.stack = contextlib.ExitStack()
-        self.cw_cpu, self.datto_cpu = SimCpu(self.cw.app), SimCpu(self.datto.app)
+        self.cw_cpu, self.datto_cpu = ThreadCpu(self.cw.app), ThreadCpu(self.datto.app)
         if mode == "in-process":
             transports = {"connectwise": simulation.transport(self.cw_cpu),
                           "datto": simulation.transport(self.datto_cpu)}
@@ -234,7 +216,7 @@ def polling(run: Run, alerts: int) -> None:
 
 
 def webhook(run: Run, alerts: int, clients: int) -> None:
-    engine = EngineCpu(WebhookApp(lambda: run.bridge, SECRET))
+    engine = ThreadCpu(WebhookApp(lambda: run.bridge, SECRET))
     server = waitress.create_server(engine, host="127.0.0.1", port=0, threads=clients,
                                     max_request_body_size=engine.app.max_body,
                                     asyncore_loop_timeout=0.05, connection_limit=clients * 4)

@@ -39,11 +39,6 @@ def normalise_name(name: str) -> str:
     return " ".join(words)
 
 
-def name_similarity(a: str, b: str) -> float:
-    """0-100: how alike two names are once normalised (word order does not matter)."""
-    return fuzz.token_sort_ratio(normalise_name(a), normalise_name(b))
-
-
 # -- companies to sites (R6) --------------------------------------------------------------
 
 

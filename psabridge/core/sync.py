@@ -140,7 +140,7 @@ def _plan_tickets(bridge: Bridge, report: PassReport) -> None:
 def _alerts_to_tickets(bridge: Bridge, report: PassReport) -> None:
     # Open alerts are read whole each pass (no cursor): an alert is never missed, and the rows
     # make a second look free of side effects.
-    context = ticketing._Context.read(bridge)
+    context = ticketing.TicketContext.read(bridge)
     psa, rmm = bridge.pair
     for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
         before = bridge.store.alert_ticket(psa, rmm, alert.uid)

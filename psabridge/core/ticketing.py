@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -209,7 +209,7 @@ def _summary(alert: Alert, hostname: str) -> str:
 
 
 @attrs.define
-class _Context:
+class TicketContext:
     """Looked up once per pass: device mappings, site companies, settings."""
 
     settings: TicketSettings
@@ -217,7 +217,7 @@ class _Context:
     company_of_site: dict[str, str]  # site uid -> company id
 
     @classmethod
-    def read(cls, bridge: Bridge) -> _Context:
+    def read(cls, bridge: Bridge) -> TicketContext:
         psa, rmm = bridge.pair
         return cls(
             settings=ticket_settings(bridge),
@@ -255,7 +255,9 @@ def _claim(bridge: Bridge, key: str) -> Iterator[bool]:
             bridge.store.release_lock(name, owner)
 
 
-def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = None) -> AlertTicket | None:
+def ticket_for_alert(
+    bridge: Bridge, alert: Alert, context: TicketContext | None = None
+) -> AlertTicket | None:
     """Give an open alert its ticket, exactly once: create one, join a repeat (R26), or skip.
 
     Returns None when another process is handling this alert right now."""
@@ -265,7 +267,7 @@ def ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None = No
         return _ticket_for_alert(bridge, alert, context)
 
 
-def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) -> AlertTicket | None:
+def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | None) -> AlertTicket | None:
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert.uid)
     if row is not None and row.state != "pending":
@@ -276,7 +278,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: _Context | None) ->
             return _adopt(bridge, row, found)
         if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
-    context = context or _Context.read(bridge)
+    context = context or TicketContext.read(bridge)
     settings = context.settings
     bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
 
@@ -395,7 +397,7 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
     """R25: a manual ticket, only for a device mapped to a configuration. `request_id` makes a
     retried request idempotent (the CLI derives one from the arguments)."""
     psa, rmm = bridge.pair
-    context = _Context.read(bridge)
+    context = TicketContext.read(bridge)
     configuration_id = context.configuration_of.get(device.uid)
     if configuration_id is None:
         raise TicketingError(f"{device.hostname} is not mapped to a configuration; a manual ticket "
@@ -475,8 +477,3 @@ def recover_pending(bridge: Bridge) -> list[AlertTicket]:
             elif row.ticket_id:
                 settled.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="open")))
     return settled
-
-
-def process_alerts(bridge: Bridge, alerts: Iterable[Alert]) -> list[AlertTicket]:
-    context = _Context.read(bridge)
-    return [ticket_for_alert(bridge, alert, context) for alert in alerts]
