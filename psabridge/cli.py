@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -228,6 +229,12 @@ def _split_choice(text: str) -> tuple[str, str | None]:
     return key, (value or None)
 
 
+def _changing_mappings(bridge: Bridge, dry_run: bool = False):
+    """Plan and apply under the mapping lease, so that two commands (or a command and a sync
+    pass) never plan from the same state; a dry run changes nothing and needs none."""
+    return contextlib.nullcontext() if dry_run else mapping.mapping_lease(bridge)
+
+
 def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False) -> None:
     rows = [{"action": c.action, "subject": c.subject, "detail": c.detail} for c in plan.changes]
     skipped = [{"subject": s, "why": why} for s, why in plan.skipped]
@@ -249,6 +256,8 @@ def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool =
         click.echo(f"Skipped {subject}: {why}", err=True)
     click.echo(f"Done: {len(outcome.done)} change{'s' * (len(outcome.done) != 1)}, "
                f"{len(outcome.failed)} failed, {len(plan.skipped)} skipped.")
+    if outcome.failed:
+        raise click.exceptions.Exit(1)
 
 
 @cli.group()
@@ -298,7 +307,8 @@ def companies_map(app: App, choices, suggested, dry_run, as_json):
     chosen = None if suggested else dict(_split_choice(c) for c in choices)
     if chosen == {}:
         raise click.UsageError("name companies to map (ID, ID=SITE or ID=new) or pass --suggested")
-    _run_plan(bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
+    with _changing_mappings(bridge, dry_run):
+        _run_plan(bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
 
 
 @companies.command("unmap")
@@ -306,7 +316,9 @@ def companies_map(app: App, choices, suggested, dry_run, as_json):
 @pass_app
 def companies_unmap(app: App, company_ids):
     """Remove company-site mappings (devices keep their configurations)."""
-    removed = mapping.unmap_companies(app.bridge(), company_ids)
+    bridge = app.bridge()
+    with _changing_mappings(bridge):
+        removed = mapping.unmap_companies(bridge, company_ids)
     click.echo(f"Unmapped {len(removed)} compan{'y' if len(removed) == 1 else 'ies'}.")
 
 
@@ -347,9 +359,10 @@ def device_types_map(app: App, choices, suggested):
                    if not r.mapped and r.configuration_type}
     if not chosen:
         raise click.UsageError("name device types to map (TYPE or TYPE=CONFIG_TYPE) or pass --suggested")
-    for device_type, configuration_type in chosen.items():
-        saved = mapping.map_device_type(bridge, device_type, configuration_type)
-        click.echo(f"{device_type} -> {saved.configuration_type_name} ({saved.configuration_type_id})")
+    with _changing_mappings(bridge):
+        for device_type, configuration_type in chosen.items():
+            saved = mapping.map_device_type(bridge, device_type, configuration_type)
+            click.echo(f"{device_type} -> {saved.configuration_type_name} ({saved.configuration_type_id})")
 
 
 @cli.group()
@@ -386,13 +399,14 @@ def devices_load(app: App, view, as_json):
 def devices_map(app: App, choices, map_all, dry_run, as_json):
     """Map devices: UID (its proposal), UID=CONFIG_ID (manual choice) or UID=new."""
     bridge = app.bridge()
-    if map_all:
-        plan = mapping.plan_automatic_mapping(bridge)
-    elif choices:
-        plan = mapping.plan_device_mappings(bridge, dict(_split_choice(c) for c in choices))
-    else:
+    if not (map_all or choices):
         raise click.UsageError("name devices to map (UID, UID=CONFIG or UID=new) or pass --all")
-    _run_plan(bridge, plan, dry_run, as_json)
+    with _changing_mappings(bridge, dry_run):
+        if map_all:
+            plan = mapping.plan_automatic_mapping(bridge)
+        else:
+            plan = mapping.plan_device_mappings(bridge, dict(_split_choice(c) for c in choices))
+        _run_plan(bridge, plan, dry_run, as_json)
 
 
 @devices.command("unmap")
@@ -402,7 +416,8 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
 def devices_unmap(app: App, device_uids, dry_run):
     """Unmap devices; their configurations stay Active."""
     bridge = app.bridge()
-    _run_plan(bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
+    with _changing_mappings(bridge, dry_run):
+        _run_plan(bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
 
 
 @devices.command("auto")
@@ -420,7 +435,8 @@ def devices_auto(app: App, state):
 def devices_map_now(app: App, dry_run):
     """Run automatic mapping now (needs automatic mapping on)."""
     bridge = app.bridge()
-    _run_plan(bridge, mapping.map_now(bridge), dry_run)
+    with _changing_mappings(bridge, dry_run):
+        _run_plan(bridge, mapping.map_now(bridge), dry_run)
 
 
 @cli.group()

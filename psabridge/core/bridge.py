@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import attrs
 import pluggy
 
-from psabridge.core import logs
+from psabridge.core import coordination, logs
 from psabridge.core.errors import PluginError
 from psabridge.core.models import CompanyFilters, JournalEntry
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins
@@ -71,7 +71,9 @@ class Bridge:
         """Make one change on a remote system and journal how it ended.
 
         The intent is journalled first: a process killed while the request is in flight (after
-        the remote system acted, before the answer was recorded) still leaves a trace of it."""
+        the remote system acted, before the answer was recorded) still leaves a trace of it.
+        Nothing is sent by a holder whose lease covering this write was lost."""
+        coordination.ensure_held()
         self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
         try:
             result = call()

@@ -16,7 +16,7 @@ import attrs
 import httpx
 import tenacity
 
-from psabridge.core import logs
+from psabridge.core import coordination, logs
 
 log = logs.get_logger(__name__)
 
@@ -66,7 +66,8 @@ def send(
 
     Non-idempotent requests (POST, PATCH unless `idempotent=True`) are retried only when the
     server surely did not act: the connection was never made, or it answered 429. Returns the
-    last response (the caller maps error statuses); re-raises the last transport error.
+    last response (the caller maps error statuses); re-raises the last transport error. Each
+    attempt first checks that the leases covering the call are still held (`LeaseLost` if not).
     """
     if idempotent is None:
         idempotent = request.method in IDEMPOTENT_METHODS
@@ -110,4 +111,8 @@ def send(
         # Out of attempts on a bad status: hand the response back for the caller to map.
         retry_error_callback=lambda state: state.outcome.result(),
     )
-    return retrying(client.send, request)
+    def attempt() -> httpx.Response:
+        coordination.ensure_held()  # no retry outlives the lease it runs under
+        return client.send(request)
+
+    return retrying(attempt)

@@ -9,12 +9,13 @@ second time, because every change is planned from the current state on both side
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Literal
 
 import attrs
 
-from psabridge.core import logs
+from psabridge.core import coordination, logs, outbox
 from psabridge.core.bridge import Bridge
 from psabridge.core.devices import refresh_device_details
 from psabridge.core.errors import PsabridgeError
@@ -50,6 +51,19 @@ GONE = "deleted in the PSA"  # the status shown for a mapped company the PSA no 
 
 class MappingError(PsabridgeError):
     """A mapping request that cannot be carried out as asked."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+@contextmanager
+def mapping_lease(bridge: Bridge, wait: float = coordination.LOCK_WAIT) -> Iterator[object]:
+    """Hold the right to change mappings: planning and applying run under it, so two commands
+    (or a command and a sync pass) never plan from the same state and both create."""
+    with coordination.hold(bridge.store, f"mapping:{bridge.psa.name}", wait=wait,
+                           what="mappings are being changed", reentrant=True) as held:
+        yield held
 
 
 # -- plans ----------------------------------------------------------------------------------
@@ -558,13 +572,24 @@ def _map_existing(bridge: Bridge, device: Device, company_id: str,
                   configuration: Configuration) -> Callable[[], object]:
     def run():
         changes = _link_changes(bridge, device, configuration)
+        with bridge.store.transaction():  # the mapping and the link it calls for, together
+            _save_device_mapping(bridge, device, company_id, configuration.id)
+            if changes is not None:
+                link = outbox.enqueue(bridge, bridge.psa, "update_configuration",
+                                      f"configuration:{configuration.id}", configuration.id,
+                                      changes=changes)
         if changes is not None:
-            bridge.write(bridge.psa, "update_configuration", configuration.id,
-                         lambda: bridge.psa.call("psa_update_configuration",
-                                                 configuration_id=configuration.id, changes=changes))
-        _save_device_mapping(bridge, device, company_id, configuration.id)
+            _sent_or_raise(bridge, link.key)
 
     return run
+
+
+def _sent_or_raise(bridge: Bridge, key: str) -> None:
+    """Send an outbox item now. A failure is reported to the plan, as passing: the item stays
+    queued for the next sync pass, or the outbox already made it a warning."""
+    drained = outbox.drain(bridge, [key])
+    if drained.retrying or drained.given_up:
+        raise MappingError("; ".join(drained.retrying + drained.given_up), transient=True)
 
 
 def _link_changes(
@@ -601,10 +626,12 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
 
 
 def _unmap(bridge: Bridge, mapping: DeviceMapping) -> None:
-    bridge.write(bridge.psa, "unmap_configurations", mapping.configuration_id,
-                 lambda: bridge.psa.call("psa_unmap_configurations",
-                                         configuration_ids=[mapping.configuration_id]))
-    bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+    with bridge.store.transaction():
+        bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+        clear = outbox.enqueue(bridge, bridge.psa, "unmap_configurations",
+                               f"configuration:{mapping.configuration_id}",
+                               mapping.configuration_id)
+    _sent_or_raise(bridge, clear.key)
 
 
 def plan_deleted_devices(bridge: Bridge, estate: Estate | None = None) -> Plan:
@@ -630,13 +657,13 @@ def plan_deleted_devices(bridge: Bridge, estate: Estate | None = None) -> Plan:
 
 def _deactivate(bridge: Bridge, mapping: DeviceMapping) -> None:
     changes = ConfigurationChanges(active=False, clear_management_link=True)
-    existing = bridge.psa.call("psa_get_configurations", ids=[mapping.configuration_id])
-    if existing:  # a configuration already deleted in the PSA has nothing to deactivate
-        bridge.write(bridge.psa, "update_configuration", mapping.configuration_id,
-                     lambda: bridge.psa.call("psa_update_configuration",
-                                             configuration_id=mapping.configuration_id,
-                                             changes=changes), active=False)
-    bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+    with bridge.store.transaction():
+        bridge.store.delete_device_mapping(mapping.psa, mapping.rmm, mapping.device_uid)
+        # A configuration already deleted in the PSA has nothing to deactivate.
+        deactivate = outbox.enqueue(bridge, bridge.psa, "update_configuration",
+                                    f"configuration:{mapping.configuration_id}",
+                                    mapping.configuration_id, changes=changes, if_exists=True)
+    _sent_or_raise(bridge, deactivate.key)
 
 
 def map_now(bridge: Bridge) -> Plan:

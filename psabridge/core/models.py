@@ -341,6 +341,48 @@ class JournalEntry:
     at: dt.datetime | None = None
 
 
+@attrs.frozen
+class Lease:
+    """A grant of a named lease to one holder (see docs/architecture.md, "Leases").
+
+    `token` is the fencing token: a number the store never hands out twice. The store refuses a
+    commit made under a lease whose token is no longer the lease's current one.
+    """
+
+    name: str
+    owner: str
+    token: int
+    ttl: float
+
+
+@attrs.frozen
+class LeaseHolder:
+    """Who holds a lease now, as the store sees it; `expires_in` is by the store's clock."""
+
+    name: str
+    owner: str
+    token: int
+    expires_in: float
+
+
+@attrs.frozen
+class OutboxItem:
+    """A follow-up write waiting to be made on a remote system (see docs/architecture.md).
+
+    `key` names the change it makes (a later item with the same key replaces a waiting one:
+    the latest wish wins); `payload` holds what the action needs.
+    """
+
+    key: str
+    plugin: str
+    action: str
+    target: str
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+    id: int | None = None
+    attempts: int = 0
+    last_error: str = ""
+
+
 # -- (de)serialisation ------------------------------------------------------------------------
 
 converter = cattrs.Converter()

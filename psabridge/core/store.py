@@ -7,6 +7,7 @@ default is `psabridge.plugins.storage_sqlite`). Every method that writes is atom
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ from psabridge.core.models import (
     DeviceMapping,
     DeviceTypeMapping,
     JournalEntry,
+    Lease,
+    LeaseHolder,
+    OutboxItem,
     PluginState,
     StoredWarning,
 )
@@ -42,7 +46,26 @@ PLUGIN_TABLES = (
     "cursors",
     "options",
     "device_details",
+    "outbox",
 )
+
+# The leases the running code holds (in this thread or task); a store checks them at every
+# fenced commit. `psabridge.core.coordination` sets it; stores only read it.
+_held_fences: contextvars.ContextVar[tuple[Lease, ...]] = contextvars.ContextVar(
+    "psabridge_held_fences", default=())
+
+
+def held_fences() -> tuple[Lease, ...]:
+    return _held_fences.get()
+
+
+class LeaseLost(StoreError):
+    """A holder tried to commit under a lease that is no longer its own."""
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+        super().__init__(f"this process no longer holds {lease.name!r} (it stalled past its lease "
+                         "and another took over); its change was not saved and will be redone")
 
 
 class Store(Protocol):
@@ -77,10 +100,19 @@ class Store(Protocol):
                       ticket_id: str | None = None) -> list[AlertTicket]: ...
     def latest_ticket_for(self, psa: str, rmm: str, monitor: str, device_uid: str,
                           since: dt.datetime) -> AlertTicket | None: ...
-    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool: ...
-    def lock_owner(self, name: str) -> str | None: ...
-    def release_lock(self, name: str, owner: str) -> None: ...
     def remember_message(self, message_id: str, keep_seconds: float = ...) -> bool: ...
+
+    # coordination (docs/architecture.md): leases timed by the store's own clock, with fencing
+    # tokens checked by every fenced commit; the outbox of follow-up writes
+    def acquire_lease(self, name: str, owner: str, ttl: float,
+                      replacing: str | None = None) -> Lease | None: ...
+    def renew_lease(self, lease: Lease) -> bool: ...
+    def release_lease(self, lease: Lease) -> None: ...
+    def lease_holder(self, name: str) -> LeaseHolder | None: ...
+    def enqueue(self, item: OutboxItem) -> OutboxItem: ...
+    def outbox(self, due_only: bool = False, key: str | None = None) -> list[OutboxItem]: ...
+    def outbox_done(self, item: OutboxItem) -> None: ...
+    def outbox_retry(self, item: OutboxItem, error: str, delay: float) -> None: ...
 
     # warnings (R20), cursors, journal
     def add_warning(self, plugin: str, subject: str, message: str) -> StoredWarning: ...
@@ -94,7 +126,7 @@ class Store(Protocol):
     def journal(self, plugin: str | None = None) -> list[JournalEntry]: ...
 
     # plumbing
-    def transaction(self) -> AbstractContextManager[None]: ...
+    def transaction(self, fenced: bool = True) -> AbstractContextManager[None]: ...
     def table_rows(self, table: str) -> Iterator[dict]: ...
     def close(self) -> None: ...
 

@@ -1,41 +1,43 @@
 """One pass of the integration, and the loop that repeats it (`psabridge sync`).
 
-A pass: mapping triggers (R16, R18), settle interrupted ticket creations, new alerts to tickets,
-resolved alerts to closed tickets, closed tickets to resolved alerts (R28). Polling and webhooks
-both end in the same functions of `ticketing`, so an event seen both ways acts once.
+A pass: mapping triggers (automatic mapping, deleted devices), settle interrupted ticket
+creations, new alerts to tickets, resolved alerts to closed tickets, closed tickets to resolved
+alerts, then the follow-up writes still waiting in the outbox. Polling and webhooks both end in
+the same functions of `ticketing`, so an event seen both ways acts once.
 
-Cursors are advanced only after the work they cover is done, and lag a little behind the clock
-(`OVERLAP`): an event is sometimes seen twice, which the rows make harmless, and never missed.
+A pass holds the `sync` lease (one pass at a time per store) and its mapping step the mapping
+lease, which admin commands share; see docs/architecture.md. Each step, and each item within a
+step, fails on its own: a device whose audit cannot be read, or an alert the PSA refuses, is
+reported and tried again next pass while the rest of the pass goes on.
+
+Cursors are high-water marks of the remote systems' own timestamps (when an alert was resolved
+in the RMM, when a ticket last changed in the PSA), less an overlap, and never pass an item
+that could not be settled: the local clock is never compared with a remote one, so a host
+clock hours off loses nothing. An event is sometimes seen twice, which the rows make harmless.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
 
-from psabridge.core import logs, mapping, ticketing
+from psabridge.core import coordination, logs, mapping, outbox, ticketing
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import utcnow
+from psabridge.core.store import LeaseLost
 
 log = logs.get_logger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)
 LOCK = "sync"
-# A pass that died without releasing frees the lock after this long. PSABRIDGE_LOCK_TTL
-# (seconds) shortens it for tests that kill passes on purpose; keep it above a pass's length.
-LOCK_TTL = float(os.environ.get("PSABRIDGE_LOCK_TTL") or 15 * 60.0)
 
 
-class SyncBusy(PsabridgeError):
-    """Another sync holds the lock."""
+class SyncBusy(coordination.Busy):
+    """Another sync pass holds the lease."""
 
 
 @attrs.define
@@ -49,42 +51,19 @@ class PassReport:
     tickets_closed: int = 0
     alerts_resolved: int = 0
     recovered: int = 0
+    follow_ups_sent: int = 0
     errors: list[str] = attrs.field(factory=list)
     planned: list[str] = attrs.field(factory=list)  # --dry-run: what would be done
 
 
-def _owner_is_dead(owner: str | None) -> bool:
-    """True when the lock's owner was a process on this host that no longer runs (killed)."""
-    host, _, rest = (owner or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's process: only its lock's expiry can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, someone else's
-    return False
-
-
 @contextmanager
-def sync_lock(bridge: Bridge) -> Iterator[str]:
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    acquired = bridge.store.acquire_lock(LOCK, owner, LOCK_TTL)
-    if not acquired and _owner_is_dead(held := bridge.store.lock_owner(LOCK)):
-        # A sync killed on this host (kill -9, OOM, power button) need not block the next
-        # one for LOCK_TTL: its process is gone, so its lock is taken over.
-        log.warning("taking over the sync lock of a process that is gone", owner=held)
-        bridge.store.release_lock(LOCK, held)
-        acquired = bridge.store.acquire_lock(LOCK, owner, LOCK_TTL)
-    if not acquired:
-        raise SyncBusy("another psabridge sync is running on this store; let it finish (the lock "
-                       f"frees itself {LOCK_TTL / 60:g} minutes after a crash)")
+def sync_lock(bridge: Bridge) -> Iterator[coordination.Held]:
     try:
-        yield owner
-    finally:
-        bridge.store.release_lock(LOCK, owner)
+        with coordination.hold(bridge.store, LOCK, what="a sync pass") as held:
+            yield held
+    except coordination.Busy as busy:
+        raise SyncBusy(busy.name, busy.holder, "another psabridge sync is running on this store") \
+            from None
 
 
 def _cursor(bridge: Bridge, plugin: str, name: str) -> dt.datetime | None:
@@ -92,9 +71,43 @@ def _cursor(bridge: Bridge, plugin: str, name: str) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
+@attrs.define
+class HighWater:
+    """A cursor's next value: the newest remote timestamp seen, held back before the oldest item
+    that could not be settled this pass (it must be seen again)."""
+
+    previous: dt.datetime | None
+    newest: dt.datetime | None = None
+    oldest_unsettled: dt.datetime | None = None
+
+    def saw(self, moment: dt.datetime | None, settled: bool) -> None:
+        if moment is None:
+            return
+        if self.newest is None or moment > self.newest:
+            self.newest = moment
+        if not settled and (self.oldest_unsettled is None or moment < self.oldest_unsettled):
+            self.oldest_unsettled = moment
+
+    def next_value(self) -> dt.datetime | None:
+        mark = self.newest
+        if self.oldest_unsettled is not None:
+            mark = self.oldest_unsettled
+        if mark is None:
+            return self.previous
+        candidate = mark - OVERLAP
+        return candidate if self.previous is None or candidate > self.previous else self.previous
+
+
 def _guarded(report: PassReport, what: str, action: Callable[[], object]):
+    """Run one item's work; a failure is reported and the pass goes on. Losing the pass's own
+    lease is not an item's failure: the pass must stop, so that propagates."""
     try:
         return action()
+    except LeaseLost as exc:
+        if exc.lease.name == LOCK:
+            raise
+        report.errors.append(f"{what}: {exc}")
+        return None
     except PsabridgeError as exc:
         report.errors.append(f"{what}: {exc}")
         log.warning("sync step failed", step=what, error=str(exc))
@@ -103,23 +116,39 @@ def _guarded(report: PassReport, what: str, action: Callable[[], object]):
 
 def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
     report = PassReport()
+    started = time.monotonic()
     with sync_lock(bridge):
-        started = utcnow()
-        _mapping_triggers(bridge, report, dry_run)
+        _guarded(report, "mapping", lambda: _mapping_triggers(bridge, report, dry_run))
         if dry_run:
             _plan_tickets(bridge, report)
             return report
         report.recovered = len(_guarded(report, "recover", lambda: ticketing.recover_pending(bridge)) or [])
-        _alerts_to_tickets(bridge, report)
-        _resolved_alerts(bridge, report, started)
-        _closed_tickets(bridge, report, started)
+        _guarded(report, "alerts", lambda: _alerts_to_tickets(bridge, report))
+        _guarded(report, "resolved alerts", lambda: _resolved_alerts(bridge, report))
+        _guarded(report, "closed tickets", lambda: _closed_tickets(bridge, report))
+        _guarded(report, "follow-up writes", lambda: _follow_ups(bridge, report))
+    log.info("pass finished", seconds=round(time.monotonic() - started, 3),
+             **{k: v for k, v in attrs.asdict(report).items() if isinstance(v, int)},
+             errors=len(report.errors))
     return report
 
 
 def _mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:
+    if dry_run:
+        _apply_mapping_triggers(bridge, report, dry_run)
+        return
+    try:
+        # No wait: an admin's mapping command is running; this pass leaves mapping to it.
+        with mapping.mapping_lease(bridge, wait=0):
+            _apply_mapping_triggers(bridge, report, dry_run)
+    except coordination.Busy as busy:
+        log.info("mapping left to the command that is running", detail=str(busy))
+
+
+def _apply_mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:
     estate = mapping.Estate.read(bridge)  # one read of the devices serves both plans
-    plans = [mapping.plan_deleted_devices(bridge, estate)]  # R18
-    if bridge.option("auto_map"):  # R16: new devices in mapped sites
+    plans = [mapping.plan_deleted_devices(bridge, estate)]
+    if bridge.option("auto_map"):  # new devices in mapped sites
         plans.append(mapping.plan_automatic_mapping(bridge, estate=estate))
     for plan in plans:
         if dry_run:
@@ -158,30 +187,47 @@ def _alerts_to_tickets(bridge: Bridge, report: PassReport) -> None:
             report.tickets_created += 1
 
 
-def _resolved_alerts(bridge: Bridge, report: PassReport, started: dt.datetime) -> None:
+def _resolved_alerts(bridge: Bridge, report: PassReport) -> None:
     rmm = bridge.rmm.name
-    since = _cursor(bridge, rmm, "resolved_alerts")
-    for alert in bridge.rmm.call("rmm_list_alerts", resolved=True, since=since):
+    mark = HighWater(_cursor(bridge, rmm, "resolved_alerts"))
+    for alert in bridge.rmm.call("rmm_list_alerts", resolved=True, since=mark.previous):
+        moment = alert.resolved_at or alert.raised_at
         before = bridge.store.alert_ticket(*bridge.pair, alert.uid)
-        if before is None or before.state != "open":
+        if before is None or before.state not in ("open", "pending"):
+            mark.saw(moment, settled=True)
+            continue
+        if before.state == "pending":  # its ticket is being created: close it next pass
+            mark.saw(moment, settled=False)
             continue
         after = _guarded(report, f"close ticket for alert {alert.uid}",
                          lambda a=alert: ticketing.close_for_resolved_alert(bridge, a.uid))
+        mark.saw(moment, settled=after is not None and after.state != "open")
         if after is not None and after.state == "closed":
             report.tickets_closed += 1
-    if not report.errors:
-        bridge.store.set_cursor(rmm, "resolved_alerts", (started - OVERLAP).isoformat())
+    _advance(bridge, rmm, "resolved_alerts", mark)
 
 
-def _closed_tickets(bridge: Bridge, report: PassReport, started: dt.datetime) -> None:
+def _closed_tickets(bridge: Bridge, report: PassReport) -> None:
     psa = bridge.psa.name
-    since = _cursor(bridge, psa, "changed_tickets")
-    for ticket in bridge.psa.call("psa_changed_tickets", since=since):
+    mark = HighWater(_cursor(bridge, psa, "changed_tickets"))
+    for ticket in bridge.psa.call("psa_changed_tickets", since=mark.previous):
         resolved = _guarded(report, f"resolve alerts of ticket {ticket.id}",
                             lambda t=ticket: ticketing.resolve_for_ticket(bridge, t))
+        mark.saw(ticket.last_updated, settled=resolved is not None)
         report.alerts_resolved += len(resolved or [])
-    if not report.errors:
-        bridge.store.set_cursor(psa, "changed_tickets", (started - OVERLAP).isoformat())
+    _advance(bridge, psa, "changed_tickets", mark)
+
+
+def _advance(bridge: Bridge, plugin: str, name: str, mark: HighWater) -> None:
+    value = mark.next_value()
+    if value is not None and value != mark.previous:
+        bridge.store.set_cursor(plugin, name, value.isoformat())
+
+
+def _follow_ups(bridge: Bridge, report: PassReport) -> None:
+    drained = outbox.drain(bridge)
+    report.follow_ups_sent += drained.done
+    report.errors += drained.retrying + drained.given_up
 
 
 def watch(bridge_factory: Callable[[], Bridge], interval: float,

@@ -14,8 +14,6 @@ only acts on rows still `open`, so neither echo comes back.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from typing import Literal
 
 import attrs
 
-from psabridge.core import logs
+from psabridge.core import coordination, logs, outbox
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.mapping import device_url
@@ -234,25 +232,13 @@ def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
         opened_at=alert.raised_at, note=why))
 
 
-# A process that holds an alert's claim and dies frees it after this long; a claim covers one
-# PSA call or two, so a minute is generous. PSABRIDGE_CLAIM_TTL (seconds) shortens it for tests
-# that kill processes on purpose.
-CLAIM_TTL = float(os.environ.get("PSABRIDGE_CLAIM_TTL") or 60.0)
-_PROCESS = f"{socket.gethostname()}:{os.getpid()}"
-
-
 @contextmanager
 def _claim(bridge: Bridge, key: str) -> Iterator[bool]:
-    """Hold the store lock for one alert while deciding and creating its ticket, so that the
-    webhook and the polling path, in one process or two, never both create it."""
-    name = f"alert:{bridge.psa.name}:{key}"
-    owner = f"{_PROCESS}:{uuid.uuid4().hex[:12]}"  # one per claim: threads exclude each other too
-    claimed = bridge.store.acquire_lock(name, owner, CLAIM_TTL)
-    try:
-        yield claimed
-    finally:
-        if claimed:
-            bridge.store.release_lock(name, owner)
+    """Hold one alert's claim while deciding and creating its ticket, so that the webhook and
+    the polling path, in one process or several, never both create it. The claim is renewed
+    while its work runs (however long a throttled create waits) and fences the work's commits."""
+    with coordination.try_hold(bridge.store, f"alert:{bridge.psa.name}:{key}") as held:
+        yield held is not None
 
 
 def ticket_for_alert(
@@ -313,17 +299,18 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     ticket = bridge.psa.call("psa_get_ticket", ticket_id=previous.ticket_id)
     if ticket is None or ticket.closed:
         return None
-    row = bridge.store.save_alert_ticket(AlertTicket(
-        psa, rmm, alert.uid, "pending", marker=alert_marker(bridge, alert.uid),
-        monitor=alert.monitor, device_uid=alert.device_uid, ticket_id=ticket.id,
-        opened_at=alert.raised_at, note="repeat"))
     text = f"Repeating alert ({alert.priority}) at {raised.isoformat()}:\n{alert.message}"
     if alert.diagnostics:
         text += f"\n{alert.diagnostics}"
-    bridge.write(bridge.psa, "add_ticket_note", ticket.id,
-                 lambda: bridge.psa.call("psa_add_ticket_note", ticket_id=ticket.id, text=text),
-                 alert=alert.uid)
-    return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
+    with bridge.store.transaction():  # the row and its note are saved together
+        row = bridge.store.save_alert_ticket(AlertTicket(
+            psa, rmm, alert.uid, "open", marker=alert_marker(bridge, alert.uid),
+            monitor=alert.monitor, device_uid=alert.device_uid, ticket_id=ticket.id,
+            opened_at=alert.raised_at, note="repeat"))
+        note = outbox.enqueue(bridge, bridge.psa, "add_ticket_note", f"note:{alert.uid}",
+                              ticket.id, text=text)
+    outbox.drain(bridge, [note.key])
+    return row
 
 
 def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) -> bool:
@@ -426,23 +413,38 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
 
 def close_for_resolved_alert(bridge: Bridge, alert_uid: str) -> AlertTicket | None:
     """An alert resolved in the RMM closes its ticket with the origin's closed status, once every
-    alert on that ticket is resolved (a repeating alert shares its ticket)."""
+    alert on that ticket is resolved (a repeating alert shares its ticket).
+
+    Returns None while another process holds the alert (creating its ticket, say): the caller
+    must come back to it."""
+    with _claim(bridge, alert_uid) as claimed:
+        if not claimed:
+            return None
+        return _close_for_resolved_alert(bridge, alert_uid)
+
+
+def _close_for_resolved_alert(bridge: Bridge, alert_uid: str) -> AlertTicket | None:
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert_uid)
     if row is None or row.state != "open" or row.ticket_id is None:
         return row
     siblings = [r for r in bridge.store.alert_tickets(psa, rmm, ("open",), ticket_id=row.ticket_id)
                 if r.alert_uid != alert_uid]
+    closed_status = None
     if not siblings:
         settings = ticket_settings(bridge)
         closed_status = settings.attributes_for(row.origin, row.monitor).closed_status_id
         if closed_status is None:
             raise TicketingError(f"no closed status is set for origin {row.origin}; cannot close "
                                  f"ticket {row.ticket_id}")
-        bridge.write(bridge.psa, "close_ticket", row.ticket_id,
-                     lambda: bridge.psa.call("psa_close_ticket", ticket_id=row.ticket_id,
-                                             closed_status_id=closed_status), alert=alert_uid)
-    return bridge.store.save_alert_ticket(attrs.evolve(row, state="closed"))
+    with bridge.store.transaction():  # the row and the close it calls for are saved together
+        closed = bridge.store.save_alert_ticket(attrs.evolve(row, state="closed"))
+        if closed_status is not None:
+            close = outbox.enqueue(bridge, bridge.psa, "close_ticket", f"close:{row.ticket_id}",
+                                   row.ticket_id, closed_status_id=closed_status, alert=alert_uid)
+    if closed_status is not None:
+        outbox.drain(bridge, [close.key])
+    return closed
 
 
 def resolve_for_ticket(bridge: Bridge, ticket: Ticket) -> list[AlertTicket]:
@@ -451,13 +453,16 @@ def resolve_for_ticket(bridge: Bridge, ticket: Ticket) -> list[AlertTicket]:
     psa, rmm = bridge.pair
     if not ticket.closed:
         return []
-    done = []
+    done, keys = [], []
     for row in bridge.store.alert_tickets(psa, rmm, ("open",), ticket_id=ticket.id):
-        if row.origin == "alert":
-            bridge.write(bridge.rmm, "resolve_alert", row.alert_uid,
-                         lambda r=row: bridge.rmm.call("rmm_resolve_alert", alert_uid=r.alert_uid),
-                         ticket=ticket.id)
-        done.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="resolved")))
+        with bridge.store.transaction():
+            done.append(bridge.store.save_alert_ticket(attrs.evolve(row, state="resolved")))
+            if row.origin == "alert":
+                keys.append(outbox.enqueue(bridge, bridge.rmm, "resolve_alert",
+                                           f"resolve:{row.alert_uid}", row.alert_uid,
+                                           ticket=ticket.id).key)
+    if keys:
+        outbox.drain(bridge, keys)
     return done
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from psabridge.core.errors import PluginError, SettingsError
 from psabridge.core.models import (
+    OutboxItem,
     CompanySiteMapping,
     ConnectionReport,
     DeviceMapping,
@@ -57,6 +58,7 @@ def populate(store, psa: str, rmm: str = "datto", suffix: str = "") -> None:
         "insert into alert_tickets (psa, rmm, alert_uid, ticket_id, state) values (?, ?, ?, ?, 'open')",
         (psa, rmm, f"a1{suffix}", f"t1{suffix}"),
     )
+    store.enqueue(OutboxItem(f"{psa}:close:t1{suffix}", psa, "close_ticket", f"t1{suffix}"))
 
 
 def test_r1_enabling_a_second_psa_fails_naming_the_first(pm, store, other):

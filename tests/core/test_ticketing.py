@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from psabridge.core import mapping, sync, ticketing
+from psabridge.core import coordination, mapping, sync, ticketing
 from psabridge.core.mapping import NEW, apply
 from psabridge.core.models import Board, BoardStatus, Named, TicketOptions
 from psabridge.core.ticketing import MonitorOverride, TicketAttributes, TicketingError
@@ -201,10 +201,10 @@ def test_a_sync_killed_on_this_host_does_not_block_the_next_one(bridge, ready): 
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead_owner = f"{socket.gethostname()}:{gone.stdout.strip()}:deadbeef"
-    assert bridge.store.acquire_lock(sync.LOCK, dead_owner, sync.LOCK_TTL)
+    dead_owner = f"{socket.gethostname()}:{gone.stdout.strip()}::deadbeef"
+    assert bridge.store.acquire_lease(sync.LOCK, dead_owner, 600)
     assert sync.run_pass(bridge).errors == []  # taken over, not "another sync is running"
-    alive_owner = f"{socket.gethostname()}:{os.getpid()}:other"
-    assert bridge.store.acquire_lock(sync.LOCK, alive_owner, sync.LOCK_TTL)
+    alive_owner = coordination._owner()  # this process, which is alive
+    assert bridge.store.acquire_lease(sync.LOCK, alive_owner, 600)
     with pytest.raises(sync.SyncBusy):
         sync.run_pass(bridge)

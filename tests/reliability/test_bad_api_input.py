@@ -38,7 +38,6 @@ def run_cli(w, *args):
 @pytest.mark.parametrize(("side", "path", "args", "named"), [
     ("cw", "company/companies", ("companies", "load"), "ConnectWise answered GET"),
     ("datto", "account/devices", ("devices", "load"), "Datto RMM answered GET"),
-    ("datto", "alerts/open", ("sync",), "Datto RMM answered GET"),
 ])
 def test_malformed_json_stops_the_command_with_one_line_and_writes_nothing(w, side, path, args, named):
     before = store_tables(w)
@@ -52,6 +51,17 @@ def test_malformed_json_stops_the_command_with_one_line_and_writes_nothing(w, si
     assert store_tables(w) == before
 
 
+def test_malformed_alerts_fail_that_step_of_the_pass_which_says_so_and_writes_nothing(w):
+    before = store_tables(w)
+    w.faults[1].add(ScriptedFault("malformed", method="GET", path="alerts/open"))
+    result = run_cli(w, "sync")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: alerts: Datto RMM answered GET /api/v2/account/alerts/open with a "
+                      "body that is not JSON"], result.output
+    assert store_tables(w) == before
+
+
 def test_a_truncated_second_page_fails_the_listing_and_maps_nothing_from_it(w):
     w.datto.add_device(next(iter(w.store.company_mappings(*w.bridge.pair))).site_uid, "LATE-PC")
     for extra in range(260):  # enough devices for a second page of 250
@@ -59,8 +69,8 @@ def test_a_truncated_second_page_fails_the_listing_and_maps_nothing_from_it(w):
     w.bridge.set_option("auto_map", True)
     before = store_tables(w)
     w.faults[1].add(ScriptedFault("malformed", method="GET", path="account/devices"))  # page 1
-    with pytest.raises(RemoteError, match="not JSON"):
-        sync.run_pass(w.bridge)
+    failed = sync.run_pass(w.bridge)  # the mapping step fails; the rest of the pass goes on
+    assert [e for e in failed.errors if e.startswith("mapping:") and "not JSON" in e], failed.errors
     assert store_tables(w) == before
     w.faults[1].script.clear()
     w.reopen()

@@ -30,12 +30,15 @@ from psabridge.core.models import (
     DeviceMapping,
     DeviceTypeMapping,
     JournalEntry,
+    Lease,
+    LeaseHolder,
+    OutboxItem,
     PluginState,
     StoredWarning,
     converter,
     utcnow,
 )
-from psabridge.core.store import PLUGIN_TABLES
+from psabridge.core.store import PLUGIN_TABLES, LeaseLost, held_fences
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -98,7 +101,32 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["webhook_messages"].create({"id": str, "received_at": float}, pk="id")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # Coordination (docs/architecture.md): leases with fencing tokens replace the locks; the
+    # token is an AUTOINCREMENT key, so SQLite never hands the same one out twice. The outbox
+    # keeps follow-up writes until they are made. Replay checks look messages up by age.
+    db.execute("drop table locks")
+    db.execute("""create table leases (
+                    token integer primary key autoincrement,
+                    name text not null unique,
+                    owner text not null,
+                    expires_at real not null)""")
+    db.execute("""create table outbox (
+                    id integer primary key autoincrement,
+                    key text not null unique,
+                    plugin text not null,
+                    action text not null,
+                    target text not null,
+                    payload text not null,
+                    attempts integer not null default 0,
+                    due_at real not null,
+                    last_error text not null default '',
+                    created_at text not null)""")
+    db.execute("create index outbox_due on outbox (due_at)")
+    db.execute("create index webhook_messages_received on webhook_messages (received_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Which column names the plugin a row belongs to, per table.
@@ -112,6 +140,7 @@ _OWNER_COLUMNS = {
     "cursors": ("plugin",),
     "options": ("plugin",),
     "device_details": ("rmm",),
+    "outbox": ("plugin",),
 }
 assert set(_OWNER_COLUMNS) == set(PLUGIN_TABLES)
 
@@ -174,12 +203,18 @@ class SQLiteStore:
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One logical change: nested calls join the outermost transaction."""
+    def transaction(self, fenced: bool = True) -> Iterator[None]:
+        """One logical change: nested calls join the outermost transaction.
+
+        A `fenced` transaction commits only while every lease the caller holds is still its
+        holder's (`psabridge.core.store.held_fences`): a holder that lost its lease cannot
+        write over the next holder's work."""
         with self._lock:
             depth = self._depth
             if depth == 0:
                 self.db.execute("BEGIN IMMEDIATE")
+                if fenced:
+                    self._check_fences()
             self._depth = depth + 1
             try:
                 yield
@@ -196,10 +231,19 @@ class SQLiteStore:
                     self.db.execute("ROLLBACK")
                     raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
-    def _write(self, sql: str, params: tuple | dict = (), conflict: str = "") -> sqlite3.Cursor:
+    def _check_fences(self) -> None:
+        for lease in held_fences():
+            row = self.db.execute("select 1 from leases where name = ? and token = ?",
+                                  (lease.name, lease.token)).fetchone()
+            if row is None:
+                self.db.execute("ROLLBACK")
+                raise LeaseLost(lease)
+
+    def _write(self, sql: str, params: tuple | dict = (), conflict: str = "",
+               fenced: bool = True) -> sqlite3.Cursor:
         """Run one write in a transaction; `conflict` explains a uniqueness violation."""
         try:
-            with self.transaction():
+            with self.transaction(fenced):
                 return self.db.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise StoreError(conflict or f"the store refused a write: {exc}") from exc
@@ -416,23 +460,77 @@ class SQLiteStore:
             [psa, rmm, monitor, device_uid, since.isoformat()], order_by="opened_at desc", limit=1))
         return _structure(AlertTicket, rows[0]) if rows else None
 
-    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
-        now = time.time()
+    # -- leases and the outbox: timed by the store's clock, never the caller's ---------------
+
+    _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # SQLite's own clock, in Unix seconds
+
+    def acquire_lease(self, name: str, owner: str, ttl: float,
+                      replacing: str | None = None) -> Lease | None:
+        """Grant `name` to `owner` for `ttl` seconds if it is free, expired, or held by
+        `replacing` (a holder the caller knows is dead); None when someone else holds it."""
+        with self.transaction(fenced=False):
+            self.db.execute(f"delete from leases where name = ? and (expires_at <= {self._NOW} "
+                            "or owner = ?)", (name, replacing or ""))
+            try:
+                cursor = self.db.execute(
+                    f"insert into leases (name, owner, expires_at) values (?, ?, {self._NOW} + ?)",
+                    (name, owner, ttl))
+            except sqlite3.IntegrityError:
+                return None
+        return Lease(name, owner, cursor.lastrowid, ttl)
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Extend `lease` by its ttl from now; False when it is no longer this holder's."""
+        cursor = self._write(f"update leases set expires_at = {self._NOW} + ? "
+                             "where name = ? and token = ?", (lease.ttl, lease.name, lease.token),
+                             fenced=False)
+        return cursor.rowcount == 1
+
+    def release_lease(self, lease: Lease) -> None:
+        self._write("delete from leases where name = ? and token = ?", (lease.name, lease.token),
+                    fenced=False)
+
+    def lease_holder(self, name: str) -> LeaseHolder | None:
+        row = self.db.execute(f"select owner, token, expires_at - {self._NOW} from leases "
+                              "where name = ?", (name,)).fetchone()
+        return LeaseHolder(name, row[0], row[1], row[2]) if row else None
+
+    def enqueue(self, item: OutboxItem) -> OutboxItem:
+        """Queue a follow-up write, due now; one waiting item per key (the latest replaces it)."""
+        payload = json.dumps(dict(item.payload), sort_keys=True, default=str)
         with self.transaction():
-            row = self.db.execute("select owner, expires_at from locks where name = ?",
-                                  (name,)).fetchone()
-            if row and row[0] != owner and row[1] > now:
-                return False
-            self.db.execute("insert or replace into locks (name, owner, expires_at) values (?, ?, ?)",
-                            (name, owner, now + ttl))
-        return True
+            self.db.execute(
+                f"""insert into outbox (key, plugin, action, target, payload, due_at, created_at)
+                    values (?, ?, ?, ?, ?, {self._NOW}, ?)
+                    on conflict (key) do update set plugin = excluded.plugin,
+                      action = excluded.action, target = excluded.target,
+                      payload = excluded.payload, due_at = excluded.due_at, attempts = 0,
+                      last_error = ''""",
+                (item.key, item.plugin, item.action, item.target, payload, utcnow().isoformat()))
+            (item_id,) = self.db.execute("select id from outbox where key = ?",
+                                         (item.key,)).fetchone()
+        return attrs.evolve(item, id=item_id, attempts=0, last_error="")
 
-    def lock_owner(self, name: str) -> str | None:
-        row = self.db.execute("select owner from locks where name = ?", (name,)).fetchone()
-        return row[0] if row else None
+    def outbox(self, due_only: bool = False, key: str | None = None) -> list[OutboxItem]:
+        where, params = [], []
+        if due_only:
+            where.append(f"due_at <= {self._NOW}")
+        if key is not None:
+            where.append("key = ?")
+            params.append(key)
+        rows = self.db["outbox"].rows_where(" and ".join(where) or None, params, order_by="id")
+        return [_structure(OutboxItem, {**row, "payload": json.loads(row["payload"])})
+                for row in rows]
 
-    def release_lock(self, name: str, owner: str) -> None:
-        self._write("delete from locks where name = ? and owner = ?", (name, owner))
+    def outbox_done(self, item: OutboxItem) -> None:
+        """The item's write was made: forget it (unless a newer wish replaced it meanwhile)."""
+        self._write("delete from outbox where id = ? and action = ? and payload = ?",
+                    (item.id, item.action,
+                     json.dumps(dict(item.payload), sort_keys=True, default=str)))
+
+    def outbox_retry(self, item: OutboxItem, error: str, delay: float) -> None:
+        self._write(f"update outbox set attempts = attempts + 1, last_error = ?, "
+                    f"due_at = {self._NOW} + ? where id = ?", (error, delay, item.id))
 
     def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> bool:
         """Record a webhook message id; False if it was seen before (a replay)."""
@@ -460,11 +558,13 @@ class SQLiteStore:
 
     def record(self, entry: JournalEntry) -> JournalEntry:
         at = entry.at or utcnow()
+        # Not fenced: what was done on a remote system is recorded whoever did it.
         cursor = self._write(
             """insert into journal (at, plugin, action, target, outcome, detail)
                values (?, ?, ?, ?, ?, ?)""",
             (at.isoformat(), entry.plugin, entry.action, entry.target, entry.outcome,
              json.dumps(dict(entry.detail), sort_keys=True, default=str)),
+            fenced=False,
         )
         return JournalEntry(
             entry.plugin, entry.action, entry.target, entry.outcome, entry.detail,

@@ -1,0 +1,230 @@
+"""Who may do what, and for how long: leases, their heartbeat and their fencing.
+
+docs/architecture.md ("Coordination") explains the design; in short:
+
+* A *lease* is a named, exclusive right held in the store (`sync`, `mapping`, `alert:...`),
+  granted for a time-to-live measured by the store's own clock, never by the holder's. While
+  the work runs, a heartbeat thread renews it every third of its ttl, so a live holder keeps it
+  however slow its remote calls are, and a dead one loses it when the ttl runs out. A holder that
+  died on this host is recognised at once (its process is gone) and its lease is taken over.
+* Every grant carries a *fencing token* that is never handed out twice. While code runs inside
+  `hold(...)`, every commit it makes to the store checks that the token is still the lease's
+  current one, so a holder that stalled past its lease (and was replaced) cannot commit over
+  the next holder's work.
+* Before each remote write and each retry of a remote call, `ensure_held()` checks that the
+  leases covering it are still this holder's with a third of their ttl to spare (by the
+  holder's monotonic clock, counted from the last renewal it *sent*): no retry outlives the
+  claim it runs under.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from psabridge.core import logs
+from psabridge.core.errors import PsabridgeError, StoreError
+from psabridge.core.models import Lease, LeaseHolder
+from psabridge.core.store import LeaseLost, Store, _held_fences
+
+log = logs.get_logger(__name__)
+
+# Time-to-live of the sync pass's and the mapping commands' leases, and of a claim on one alert
+# or one outbox item. A live holder renews its lease, so the ttl only bounds how long a holder
+# that died on *another* host blocks the work (one on this host is detected at once). The
+# environment variables shorten them for tests that kill processes on purpose.
+LOCK_TTL = float(os.environ.get("PSABRIDGE_LOCK_TTL") or 60.0)
+CLAIM_TTL = float(os.environ.get("PSABRIDGE_CLAIM_TTL") or 60.0)
+# How long an admin's mapping command waits for a sync pass's mapping step to finish.
+LOCK_WAIT = float(os.environ.get("PSABRIDGE_LOCK_WAIT") or 30.0)
+
+
+class Busy(PsabridgeError):
+    """Someone else holds the lease."""
+
+    def __init__(self, name: str, holder: LeaseHolder | None, what: str):
+        self.name = name
+        self.holder = holder
+        who = describe_owner(holder.owner) if holder else "another process"
+        super().__init__(f"{what}: {who} is doing it right now; try again when it has finished")
+
+
+def _process_start(pid: int | str) -> str:
+    """The start time of a process (Linux), so that a reused pid is not taken for the holder."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+_HOST = socket.gethostname()
+_PROCESS = f"{_HOST}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _owner() -> str:
+    # One owner per grant: two threads of one process exclude each other too. Computed per call
+    # because a forked child (multiprocessing) has another pid than the module saw.
+    pid = os.getpid()
+    process = _PROCESS if _PROCESS.split(":")[1] == str(pid) else \
+        f"{_HOST}:{pid}:{_process_start(pid)}"
+    return f"{process}:{uuid.uuid4().hex[:12]}"
+
+
+def describe_owner(owner: str) -> str:
+    host, pid, *_ = (owner.split(":") + ["", ""])[:3]
+    return f"process {pid} on {host}" if pid else f"holder {owner}"
+
+
+def holder_is_gone(owner: str) -> bool:
+    """True when `owner` was a process on this host that no longer runs (killed, crashed).
+
+    Another host's process can only be judged by its lease running out."""
+    host, pid, start, *_ = (owner.split(":") + ["", "", ""])[:4]
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    return bool(start) and _process_start(pid) != start  # the pid was reused
+
+
+@attrs.define(eq=False)
+class Held:
+    """A lease this process holds, kept alive by a heartbeat thread while the work runs."""
+
+    lease: Lease
+    store: Store = attrs.field(repr=False)
+    valid_until: float  # by time.monotonic(): the lease cannot have run out before then
+    lost: bool = False
+    _stop: threading.Event = attrs.field(factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = attrs.field(default=None, repr=False)
+
+    def check(self, spare: float | None = None) -> None:
+        """Raise LeaseLost unless the lease is ours with `spare` seconds (a third of its ttl
+        by default) left before it could run out."""
+        spare = self.lease.ttl / 3 if spare is None else spare
+        if self.lost or time.monotonic() + spare > self.valid_until:
+            raise LeaseLost(self.lease)
+
+    def _beat(self) -> None:
+        interval = self.lease.ttl / 3
+        while not self._stop.wait(interval):
+            sent = time.monotonic()
+            try:
+                renewed = self.store.renew_lease(self.lease)
+            except StoreError as exc:  # the store is busy or gone: try again next beat
+                log.warning("could not renew a lease", lease=self.lease.name, error=str(exc))
+                continue
+            if not renewed:
+                self.lost = True
+                log.warning("lost a lease to another holder", lease=self.lease.name)
+                return
+            self.valid_until = sent + self.lease.ttl
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.lease.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _finish(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            self.store.release_lease(self.lease)
+        except StoreError as exc:  # it will run out on its own
+            log.warning("could not release a lease", lease=self.lease.name, error=str(exc))
+
+
+_held: contextvars.ContextVar[tuple[Held, ...]] = contextvars.ContextVar(
+    "psabridge_held_leases", default=())
+
+
+def _acquire(store: Store, name: str, ttl: float) -> tuple[Held | None, LeaseHolder | None]:
+    owner = _owner()
+    sent = time.monotonic()
+    lease = store.acquire_lease(name, owner, ttl)
+    holder = None
+    if lease is None:
+        holder = store.lease_holder(name)
+        if holder is not None and holder_is_gone(holder.owner):
+            log.warning("taking over the lease of a process that is gone", lease=name,
+                        holder=describe_owner(holder.owner))
+            lease = store.acquire_lease(name, owner, ttl, replacing=holder.owner)
+    if lease is None:
+        return None, holder
+    return Held(lease, store, valid_until=sent + ttl), None
+
+
+@contextmanager
+def try_hold(store: Store, name: str, ttl: float = CLAIM_TTL) -> Iterator[Held | None]:
+    """Hold lease `name` for the duration of the block, or yield None when another holder has
+    it (this very code included: a claim is not re-entrant)."""
+    held, _ = _acquire(store, name, ttl)
+    if held is None:
+        yield None
+        return
+    with _holding(held):
+        yield held
+
+
+@contextmanager
+def hold(store: Store, name: str, ttl: float = LOCK_TTL, wait: float = 0.0,
+         what: str = "this work", reentrant: bool = False) -> Iterator[Held]:
+    """Hold lease `name` for the block, waiting up to `wait` seconds for its holder to finish;
+    raise Busy, naming the holder, if it does not. `what` says what the lease protects. With
+    `reentrant`, code already holding `name` (in this thread) holds it again for free."""
+    if reentrant:
+        for held in _held.get():
+            if held.lease.name == name and held.store is store:
+                yield held
+                return
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        held, holder = _acquire(store, name, ttl)
+        if held is not None:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Busy(name, holder, what)
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 1.0)
+    with _holding(held):
+        yield held
+
+
+@contextmanager
+def _holding(held: Held) -> Iterator[None]:
+    held._start()
+    leases = _held.set(_held.get() + (held,))
+    fences = _held_fences.set(_held_fences.get() + (held.lease,))
+    try:
+        yield
+    finally:
+        _held_fences.reset(fences)
+        _held.reset(leases)
+        held._finish()
+
+
+def ensure_held(spare: float | None = None) -> None:
+    """Raise LeaseLost if any lease the running code holds is lost or about to run out: called
+    before every remote write and every retry, so none is made by a holder that was replaced."""
+    for held in _held.get():
+        held.check(spare)
+
+
+def holds(name: str) -> bool:
+    return any(held.lease.name == name for held in _held.get())
