@@ -52,6 +52,7 @@ class PassReport:
     alerts_resolved: int = 0
     recovered: int = 0
     follow_ups_sent: int = 0
+    follow_ups_waiting: int = 0  # failed for a passing reason: the next pass sends them again
     errors: list[str] = attrs.field(factory=list)
     planned: list[str] = attrs.field(factory=list)  # --dry-run: what would be done
 
@@ -227,7 +228,8 @@ def _advance(bridge: Bridge, plugin: str, name: str, mark: HighWater) -> None:
 def _follow_ups(bridge: Bridge, report: PassReport) -> None:
     drained = outbox.drain(bridge)
     report.follow_ups_sent += drained.done
-    report.errors += drained.retrying + drained.given_up
+    report.errors += drained.given_up
+    report.follow_ups_waiting = len(bridge.store.outbox())
 
 
 def watch(bridge_factory: Callable[[], Bridge], interval: float,

@@ -10,6 +10,9 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import itertools
+import time
+
+import time_machine
 
 import attrs
 
@@ -28,6 +31,13 @@ from psabridge.core.models import (
     Ticket,
     TicketOptions,
 )
+
+
+def remote_now() -> dt.datetime:
+    """The remote systems' clock: the real one, even while a test moves this host's clock."""
+    hatch = time_machine.escape_hatch
+    return dt.datetime.fromtimestamp(hatch.time.time() if hatch.is_travelling() else time.time(),
+                                     dt.UTC)
 
 
 class MemoryPsa:
@@ -122,6 +132,12 @@ class MemoryPsa:
         self.closed_statuses: set[str] = set()
         # (exception, "before" | "after"): the next create fails before or after the ticket exists
         self.fail_next_create: tuple[Exception, str] | None = None
+        # hook name -> errors the next calls of that hook raise, one each
+        self.fail_next: dict[str, list[Exception]] = collections.defaultdict(list)
+
+    def _maybe_fail(self, hook: str) -> None:
+        if self.fail_next[hook]:
+            raise self.fail_next[hook].pop(0)
 
     @hookimpl
     def psa_ticket_options(self, connection):
@@ -136,7 +152,7 @@ class MemoryPsa:
         ticket = Ticket(id=str(next(self._ids)), summary=draft.summary, company_id=draft.company_id,
                         board_id=draft.board_id, status_id=draft.status_id, marker=draft.marker,
                         configuration_ids=(draft.configuration_id,) if draft.configuration_id else (),
-                        last_updated=dt.datetime.now(dt.UTC))
+                        last_updated=remote_now())
         self.tickets[ticket.id] = ticket
         self.drafts[ticket.id] = draft
         if failure:
@@ -155,16 +171,18 @@ class MemoryPsa:
     @hookimpl
     def psa_add_ticket_note(self, connection, ticket_id, text):
         self.calls["add_ticket_note"] += 1
+        self._maybe_fail("add_ticket_note")
         self.notes[ticket_id].append(text)
 
     @hookimpl
     def psa_close_ticket(self, connection, ticket_id, closed_status_id):
         self.calls["close_ticket"] += 1
+        self._maybe_fail("close_ticket")
         return self.close(ticket_id, closed_status_id)
 
     def close(self, ticket_id, status_id):
         ticket = attrs.evolve(self.tickets[ticket_id], status_id=status_id, closed=True,
-                              last_updated=dt.datetime.now(dt.UTC))
+                              last_updated=remote_now())
         self.tickets[ticket_id] = ticket
         return ticket
 
@@ -188,14 +206,14 @@ class MemoryRmm:
         alert = Alert(uid=fields.pop("uid", f"alert-{next(self._ids)}"), priority=priority,
                       device_uid=device.uid, site_uid=device.site_uid, monitor=monitor,
                       message=fields.pop("message", f"{monitor} needs attention"),
-                      raised_at=fields.pop("raised_at", dt.datetime.now(dt.UTC)),
+                      raised_at=fields.pop("raised_at", remote_now()),
                       device_name=device.hostname, **fields)
         self.alerts[alert.uid] = alert
         return alert
 
     def resolve(self, alert_uid):
         self.alerts[alert_uid] = attrs.evolve(self.alerts[alert_uid], resolved=True,
-                                              resolved_at=dt.datetime.now(dt.UTC))
+                                              resolved_at=remote_now())
 
     def add_device(self, hostname, site_uid, device_type="Desktop", **fields) -> Device:
         uid = fields.pop("uid", f"dev-{next(self._ids)}")
