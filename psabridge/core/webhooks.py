@@ -7,8 +7,20 @@ at a record, and the webhook and the polling path, seeing the same event, do the
 
 Authentication is a shared secret in the URL's `token` query parameter, compared in constant
 time: ConnectWise lets the callback URL carry it, and Datto RMM webhooks have no signature of
-their own (API-NOTES: not established). Bodies are bounded, and a body seen before (by
-ConnectWise's MessageId, or by its hash) is refused as a replay.
+their own (API-NOTES: not established). Bodies are bounded.
+
+An event processed before is refused as a replay (409). What makes two deliveries the same event
+is the event's identity, never the body's bytes: Datto's raise and resolve bodies can be
+byte-identical (`{"alertUid":"[alert_uid]"}`), and its resolve must not be taken for a replay.
+
+* A ConnectWise callback is its MessageId; one without a MessageId falls back to its body's hash.
+* A Datto RMM webhook is its alert and whether the alert was raised or resolved, as the body says
+  (see `stated_alert_state`) or, when it says nothing, as the alert re-read from the API is.
+
+An event is remembered only after it was processed: a delivery that failed (we answered 5xx) is
+processed again when the sender delivers it again. Two deliveries of one event arriving together
+may both be processed; that is harmless, because the handlers are idempotent (the per-alert claim
+and the alert's alert_tickets row decide what is done, and it is done once).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 
 from psabridge.core import logs, ticketing
 from psabridge.core.bridge import Bridge
+from psabridge.core.models import Alert
 
 log = logs.get_logger(__name__)
 
@@ -32,6 +45,23 @@ MAX_BODY = 64 * 1024
 
 def _json(code: int, **body) -> Response:
     return Response(json.dumps(body), code, content_type="application/json")
+
+
+def stated_alert_state(payload: dict) -> str | None:
+    """The alert's state as a Datto RMM webhook body says it: "raised", "resolved" or None.
+
+    Datto's template variables include no such thing (API-NOTES §7), but the raise and the
+    resolve can each have their own body, so an admin can write the state into it as a literal:
+    `"event": "resolved"` (or `status`, `state`), or `"resolved": true`.
+    """
+    resolved = str(payload.get("resolved", "")).strip().lower()
+    if resolved in ("true", "false"):
+        return "resolved" if resolved == "true" else "raised"
+    for field in ("event", "status", "state"):
+        word = str(payload.get(field, "")).strip().lower()
+        if word in ("raised", "resolved"):
+            return word
+    return None
 
 
 class WebhookApp:
@@ -52,11 +82,16 @@ class WebhookApp:
 
     def __call__(self, environ, start_response):
         request = Request(environ)
+        endpoint = None
         try:
             endpoint, _ = self.urls.bind_to_environ(environ).match()
             response = self.dispatch(endpoint, request)
         except HTTPException as exc:
             response = _json(exc.code or 500, error=exc.name)
+        except Exception:  # noqa: BLE001 - answered 5xx, so the sender delivers the event again
+            log.error("webhook failed; the event is processed when delivered again",
+                      endpoint=endpoint, exc_info=True)
+            response = _json(500, error="the event could not be processed; deliver it again")
         return response(environ, start_response)
 
     def dispatch(self, endpoint: str, request: Request) -> Response:
@@ -79,19 +114,33 @@ class WebhookApp:
         except ValueError:
             return _json(400, error="the body is not a JSON object")
         bridge = self.bridge_factory()
-        message_id = str(payload.get("MessageId") or hashlib.sha256(body).hexdigest())
-        if not bridge.store.remember_message(f"{endpoint}:{message_id}"):
-            return _json(409, error="replayed message")
-        handler = self.on_psa_callback if endpoint == "psa" else self.on_rmm_webhook
-        return handler(bridge, payload)
+        if endpoint == "psa":
+            return self.on_psa_callback(bridge, payload, body)
+        return self.on_rmm_webhook(bridge, payload)
 
-    def on_psa_callback(self, bridge: Bridge, payload: dict) -> Response:
-        """ConnectWise: {"Type": "ticket", "Action": "updated", "ID": 123, ...}."""
+    def handle_once(self, bridge: Bridge, event: str, handle: Callable[[], Response]) -> Response:
+        """Handle `event` unless it was processed before, and remember it once it is.
+
+        Only a 200 is remembered: after a 202 (nothing done here) or a failure, the same event
+        delivered again is looked at again."""
+        if bridge.store.message_seen(event):
+            return _json(409, error="replayed message")
+        response = handle()
+        if response.status_code == 200:
+            bridge.store.remember_message(event)
+        return response
+
+    def on_psa_callback(self, bridge: Bridge, payload: dict, body: bytes) -> Response:
+        """ConnectWise: {"MessageId": "...", "Type": "ticket", "Action": "updated", "ID": 123, ...}."""
         if str(payload.get("Type", "")).lower() != "ticket":
             return _json(202, status="ignored", reason="not a ticket")
         ticket_id = str(payload.get("ID", ""))
         if not ticket_id:
             return _json(400, error="no ID in the callback")
+        event = f"psa:{payload.get('MessageId') or hashlib.sha256(body).hexdigest()}"
+        return self.handle_once(bridge, event, lambda: self.ticket_changed(bridge, ticket_id))
+
+    def ticket_changed(self, bridge: Bridge, ticket_id: str) -> Response:
         ticket = bridge.psa.call("psa_get_ticket", ticket_id=ticket_id)
         if ticket is None:
             return _json(202, status="ignored", reason="ticket not found")
@@ -106,11 +155,17 @@ class WebhookApp:
         alert = bridge.rmm.call("rmm_get_alert", alert_uid=alert_uid)
         if alert is None:
             return _json(202, status="ignored", reason="alert not found")
+        state = stated_alert_state(payload) or ("resolved" if alert.resolved else "raised")
+        return self.handle_once(bridge, f"rmm:{alert_uid}:{state}", lambda: self.alert_changed(bridge, alert))
+
+    def alert_changed(self, bridge: Bridge, alert: Alert) -> Response:
         if alert.resolved:
             row = ticketing.close_for_resolved_alert(bridge, alert.uid)
         else:
             row = ticketing.ticket_for_alert(bridge, alert)
-        return _json(200, status="ok", state=row.state if row else "in progress",
+            if row is None:  # its claim is held: a sync pass or another delivery is on it now
+                return _json(202, status="in progress", reason="the alert is being handled elsewhere")
+        return _json(200, status="ok", state=row.state if row else None,
                      ticket=row.ticket_id if row else None)
 
 

@@ -434,17 +434,20 @@ class SQLiteStore:
     def release_lock(self, name: str, owner: str) -> None:
         self._write("delete from locks where name = ? and owner = ?", (name, owner))
 
-    def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> bool:
-        """Record a webhook message id; False if it was seen before (a replay)."""
+    def message_seen(self, message_id: str) -> bool:
+        """Whether a webhook message was processed before (and not forgotten since)."""
+        row = self.db.execute("select 1 from webhook_messages where id = ?", (message_id,)).fetchone()
+        return row is not None
+
+    def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> None:
+        """Record a webhook message as processed, and forget those older than `keep_seconds`.
+
+        Two deliveries of one message may both be processed and remembered: the first stays."""
         now = time.time()
         with self.transaction():
             self.db.execute("delete from webhook_messages where received_at < ?", (now - keep_seconds,))
-            seen = self.db.execute("select 1 from webhook_messages where id = ?", (message_id,)).fetchone()
-            if seen:
-                return False
-            self.db.execute("insert into webhook_messages (id, received_at) values (?, ?)",
+            self.db.execute("insert or ignore into webhook_messages (id, received_at) values (?, ?)",
                             (message_id, now))
-        return True
 
     def option(self, plugin: str, name: str):
         row = self.db.execute(
