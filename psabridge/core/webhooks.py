@@ -21,6 +21,8 @@ An event is remembered only after it was processed: a delivery that failed (we a
 processed again when the sender delivers it again. Two deliveries of one event arriving together
 may both be processed; that is harmless, because the handlers are idempotent (the per-alert claim
 and the alert's alert_tickets row decide what is done, and it is done once).
+
+`serve` follows `plugins disable` and `plugins enable` while it runs: see `LiveBridge`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -36,7 +40,9 @@ from werkzeug.wrappers import Request, Response
 
 from psabridge.core import logs, ticketing
 from psabridge.core.bridge import Bridge
-from psabridge.core.models import Alert
+from psabridge.core.errors import PsabridgeError
+from psabridge.core.models import Alert, PluginState
+from psabridge.core.plugins import Connector, connection_for
 
 log = logs.get_logger(__name__)
 
@@ -45,6 +51,50 @@ MAX_BODY = 64 * 1024
 
 def _json(code: int, **body) -> Response:
     return Response(json.dumps(body), code, content_type="application/json")
+
+
+class PluginDisabled(PsabridgeError):
+    """The PSA or RMM an event is for has been disabled since `serve` started."""
+
+    def __init__(self, plugin: str):
+        super().__init__(f"{plugin} is disabled")
+        self.plugin = plugin
+
+
+class LiveBridge:
+    """The bridge each event is handled with, as `plugins enable/disable/configure` left it.
+
+    It serves the PSA and RMM of the bridge it starts from. Each event costs one store read, the
+    plugins' states: while either plugin is disabled (or removed), asking for the bridge raises
+    PluginDisabled; once enabled again, events are handled again. A plugin whose settings were
+    changed is connected anew; otherwise its connector is reused, and with it the HTTP client
+    and the tokens it holds.
+    """
+
+    def __init__(self, bridge: Bridge, transports: Mapping[str, Any] | None = None):
+        self._bridge = bridge
+        self._transports = transports or {}  # plugin name -> httpx transport, as for open_bridge
+        self._lock = threading.Lock()  # waitress handles events on several threads
+
+    def __call__(self) -> Bridge:
+        states = {state.name: state for state in self._bridge.store.plugin_states()}
+        with self._lock:
+            bridge = self._bridge
+            psa = self._connector(bridge.psa, states.get(bridge.psa.name))
+            rmm = self._connector(bridge.rmm, states.get(bridge.rmm.name))
+            if psa is not bridge.psa or rmm is not bridge.rmm:
+                self._bridge = Bridge(pm=bridge.pm, store=bridge.store, psa=psa, rmm=rmm)
+            return self._bridge
+
+    def _connector(self, connector: Connector, state: PluginState | None) -> Connector:
+        if state is None or not state.enabled:
+            raise PluginDisabled(connector.name)
+        if dict(state.settings) == dict(connector.connection.settings):
+            return connector
+        log.info("plugin settings changed; connecting again", plugin=connector.name)
+        pm, store = self._bridge.pm, self._bridge.store
+        return Connector(pm, connection_for(pm, store, connector.name,
+                                            self._transports.get(connector.name)))
 
 
 def stated_alert_state(payload: dict) -> str | None:
@@ -65,7 +115,11 @@ def stated_alert_state(payload: dict) -> str | None:
 
 
 class WebhookApp:
-    """WSGI app: POST /hooks/psa?token=... (ticket callbacks), POST /hooks/rmm?token=... (alerts)."""
+    """WSGI app: POST /hooks/psa?token=... (ticket callbacks), POST /hooks/rmm?token=... (alerts).
+
+    `bridge_factory` gives the bridge for each event (a LiveBridge in `serve`); when it raises
+    PluginDisabled, the event is answered 202 and ignored.
+    """
 
     def __init__(self, bridge_factory: Callable[[], Bridge], secret: str, max_body: int = MAX_BODY):
         if len(secret) < 16:
@@ -113,7 +167,10 @@ class WebhookApp:
                 raise ValueError("not an object")
         except ValueError:
             return _json(400, error="the body is not a JSON object")
-        bridge = self.bridge_factory()
+        try:
+            bridge = self.bridge_factory()
+        except PluginDisabled as exc:
+            return _json(202, status="ignored", reason=str(exc))
         if endpoint == "psa":
             return self.on_psa_callback(bridge, payload, body)
         return self.on_rmm_webhook(bridge, payload)

@@ -1,5 +1,5 @@
-"""The webhook endpoint: authentication, bounds, replays told from real events, and one
-outcome with polling."""
+"""The webhook endpoint: authentication, bounds, replays told from real events, one outcome
+with polling, and plugins disabled while serving."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from werkzeug.test import Client
 
 from psabridge.core import sync, ticketing
 from psabridge.core.errors import RemoteError
-from psabridge.core.webhooks import WebhookApp, stated_alert_state
+from psabridge.core.plugins import configure_plugin, disable_plugin, enable_plugin
+from psabridge.core.webhooks import LiveBridge, PluginDisabled, WebhookApp, stated_alert_state
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -148,6 +149,35 @@ def test_a_callback_without_a_message_id_is_known_by_its_body(bridge, client, re
     assert post(client, "/hooks/psa", callback).json["alerts_resolved"] == 1
     assert post(client, "/hooks/psa", callback).status_code == 409
     assert post(client, "/hooks/psa", {**callback, "Action": "deleted"}).status_code == 200
+
+
+def test_events_are_ignored_while_their_plugin_is_disabled(pm, store, bridge, ready, psa, rmm):  # noqa: F811
+    client = Client(WebhookApp(LiveBridge(bridge), SECRET))
+    alert = rmm.raise_alert(ready)
+    disable_plugin(pm, store, "mempsa")
+    ignored = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert ignored.status_code == 202
+    assert ignored.json == {"status": "ignored", "reason": "mempsa is disabled"}
+    assert psa.tickets == {} and store.alert_ticket(*bridge.pair, alert.uid) is None
+    enable_plugin(pm, store, "mempsa", check=False)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["state"] == "open"
+    disable_plugin(pm, store, "memrmm")
+    rmm.resolve(alert.uid)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["reason"] == "memrmm is disabled"
+    assert psa.calls["close_ticket"] == 0
+
+
+def test_the_live_bridge_keeps_its_connectors_until_their_settings_change(pm, store, bridge):  # noqa: F811
+    live = LiveBridge(bridge)
+    assert live() is bridge and live() is bridge  # nothing changed: connections are kept
+    configure_plugin(pm, store, "memrmm", {"url": "https://rmm.example.org"})
+    changed = live()
+    assert changed.psa is bridge.psa  # the PSA's client and tokens are kept
+    assert changed.rmm.connection.settings["url"] == "https://rmm.example.org"
+    assert live() is changed
+    disable_plugin(pm, store, "memrmm")
+    with pytest.raises(PluginDisabled, match="memrmm is disabled"):
+        live()
 
 
 def test_the_callback_url_carries_the_token_before_the_record_id_the_psa_appends():

@@ -15,7 +15,7 @@ import waitress
 from waitress import wasyncore
 
 from psabridge.core import sync
-from psabridge.core.webhooks import WebhookApp
+from psabridge.core.webhooks import LiveBridge, WebhookApp
 from psabridge.simulation import ScriptedFault
 
 SECRET = "e2e-webhook-secret-0123456789"
@@ -40,7 +40,7 @@ class Hooks:
 def hooks(desk) -> Iterator[Hooks]:
     """`psabridge serve`'s app under waitress, as `webhooks.serve` configures it, on a free
     loopback port; stopped at teardown."""
-    app = WebhookApp(lambda: desk.bridge, SECRET, max_body=MAX_BODY)
+    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET, max_body=MAX_BODY)
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="psabridge",
                                     max_request_body_size=app.max_body, asyncore_loop_timeout=0.05)
     thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
