@@ -651,9 +651,13 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
                    "callback is registered there (idempotent).")
 @pass_app
 def serve_command(app: App, host, port, secret, public_url):
-    """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm)."""
-    bridge = app.bridge()  # one bridge for the server's life: clients and tokens are reused
-    hooks = webhooks.WebhookApp(lambda: bridge, secret)
+    """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm).
+
+    Serves the PSA and RMM enabled when it starts. While either is disabled, their events are
+    answered 202 and ignored; once it is enabled again, they are handled again.
+    """
+    bridge = app.bridge()
+    hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
     if public_url:
         # The PSA appends the record id to the URL, so the token must not be last.
         callback = webhooks.callback_url(public_url, secret)

@@ -27,10 +27,11 @@ def main() -> None:
 
         time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.clock_offset),
                             tick=True).start()
-    from psabridge.core import coordination
+    from psabridge.core import coordination, logs
     from psabridge.core.plugins import make_plugin_manager
     from psabridge.core.store import LeaseLost, open_store
 
+    logs.configure_logging(stream=sys.stderr)  # stdout carries the answers
     store = open_store(make_plugin_manager(), f"sqlite://{args.db}")
     with coordination.hold(store, args.name, ttl=args.ttl) as held:
         print(f"holding {held.lease.token}", flush=True)

@@ -1,4 +1,5 @@
-"""The webhook endpoint: authentication, bounds, replays, and one outcome with polling."""
+"""The webhook endpoint: authentication, bounds, replays told from real events, one outcome
+with polling, and plugins disabled while serving."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from werkzeug.test import Client
 
 from psabridge.core import sync, ticketing
-from psabridge.core.webhooks import WebhookApp
+from psabridge.core.errors import RemoteError
+from psabridge.core.plugins import configure_plugin, disable_plugin, enable_plugin
+from psabridge.core.webhooks import LiveBridge, PluginDisabled, WebhookApp, stated_alert_state
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -74,6 +77,108 @@ def test_a_psa_callback_for_a_closed_ticket_resolves_its_alert(bridge, client, r
     assert rmm.alerts[alert.uid].resolved
     assert post(client, "/hooks/psa", callback).status_code == 409  # same MessageId: a replay
     assert sync.run_pass(bridge).alerts_resolved == 0 and rmm.calls["resolve_alert"] == 1
+
+
+def test_a_resolve_with_the_same_bytes_as_the_raise_closes_the_ticket(client, ready, psa, rmm):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    body = json.dumps({"alertUid": alert.uid}).encode()  # Datto's one template for both events
+    assert post(client, "/hooks/rmm", body).json["state"] == "open"
+    rmm.resolve(alert.uid)
+    answer = post(client, "/hooks/rmm", body)
+    assert answer.status_code == 200 and answer.json["state"] == "closed"
+    (ticket,) = psa.tickets.values()
+    assert ticket.closed
+    assert post(client, "/hooks/rmm", body).status_code == 409  # the resolve, delivered again
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_delivery_that_failed_is_processed_when_delivered_again(client, ready, psa, rmm, when):  # noqa: F811
+    """The PSA fails the create, before or after making the ticket: we answer 500 and remember
+    nothing, so the sender's redelivery makes (or adopts) the one ticket."""
+    alert = rmm.raise_alert(ready)
+    psa.fail_next_create = (RemoteError("ConnectWise answered 500"), when)
+    failed = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert failed.status_code == 500 and "deliver it again" in failed.json["error"]
+    again = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert again.status_code == 200 and again.json["state"] == "open"
+    assert len(psa.tickets) == 1 and again.json["ticket"] in psa.tickets
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).status_code == 409
+
+
+def test_a_delivery_while_the_alert_is_claimed_elsewhere_is_not_remembered(bridge, client, ready, psa, rmm):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    claim = f"alert:{bridge.psa.name}:{alert.uid}"  # as a sync pass in another process holds it
+    held = bridge.store.acquire_lease(claim, "another-process", ttl=60)
+    assert held
+    busy = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert busy.status_code == 202 and busy.json["status"] == "in progress"
+    bridge.store.release_lease(held)  # it died before making the ticket
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["state"] == "open"
+    assert len(psa.tickets) == 1
+
+
+@pytest.mark.parametrize(("body", "state"), [
+    ({"alertUid": "a"}, None),
+    ({"alertUid": "a", "event": "resolved"}, "resolved"),
+    ({"alertUid": "a", "status": "Raised"}, "raised"),
+    ({"alertUid": "a", "state": "resolved"}, "resolved"),
+    ({"alertUid": "a", "resolved": True}, "resolved"),
+    ({"alertUid": "a", "resolved": "false"}, "raised"),
+    ({"alertUid": "a", "status": "Critical"}, None),  # not a state: the API is asked instead
+])
+def test_what_a_datto_body_says_about_the_alerts_state(body, state):
+    assert stated_alert_state(body) == state
+
+
+def test_a_body_stating_its_event_tells_a_raise_delivered_again_from_the_resolve(client, ready, psa, rmm):  # noqa: F811
+    """The raise delivered again (other bytes, the alert resolved meanwhile) is a replay; the
+    resolve is not."""
+    alert = rmm.raise_alert(ready)
+    post(client, "/hooks/rmm", {"alertUid": alert.uid, "event": "raised"})
+    rmm.resolve(alert.uid)
+    late = post(client, "/hooks/rmm", {"alertUid": alert.uid, "event": "raised", "try": 2})
+    assert late.status_code == 409  # the same raise, delivered again with other bytes
+    resolve = post(client, "/hooks/rmm", {"alertUid": alert.uid, "event": "resolved"})
+    assert resolve.status_code == 200 and resolve.json["state"] == "closed"
+    assert psa.calls["close_ticket"] == 1
+
+
+def test_a_callback_without_a_message_id_is_known_by_its_body(bridge, client, ready, psa, rmm):  # noqa: F811
+    row = ticketing.ticket_for_alert(bridge, rmm.raise_alert(ready))
+    psa.close(row.ticket_id, "done")
+    callback = {"Type": "ticket", "Action": "updated", "ID": int(row.ticket_id)}
+    assert post(client, "/hooks/psa", callback).json["alerts_resolved"] == 1
+    assert post(client, "/hooks/psa", callback).status_code == 409
+    assert post(client, "/hooks/psa", {**callback, "Action": "deleted"}).status_code == 200
+
+
+def test_events_are_ignored_while_their_plugin_is_disabled(pm, store, bridge, ready, psa, rmm):  # noqa: F811
+    client = Client(WebhookApp(LiveBridge(bridge), SECRET))
+    alert = rmm.raise_alert(ready)
+    disable_plugin(pm, store, "mempsa")
+    ignored = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert ignored.status_code == 202
+    assert ignored.json == {"status": "ignored", "reason": "mempsa is disabled"}
+    assert psa.tickets == {} and store.alert_ticket(*bridge.pair, alert.uid) is None
+    enable_plugin(pm, store, "mempsa", check=False)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["state"] == "open"
+    disable_plugin(pm, store, "memrmm")
+    rmm.resolve(alert.uid)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["reason"] == "memrmm is disabled"
+    assert psa.calls["close_ticket"] == 0
+
+
+def test_the_live_bridge_keeps_its_connectors_until_their_settings_change(pm, store, bridge):  # noqa: F811
+    live = LiveBridge(bridge)
+    assert live() is bridge and live() is bridge  # nothing changed: connections are kept
+    configure_plugin(pm, store, "memrmm", {"url": "https://rmm.example.org"})
+    changed = live()
+    assert changed.psa is bridge.psa  # the PSA's client and tokens are kept
+    assert changed.rmm.connection.settings["url"] == "https://rmm.example.org"
+    assert live() is changed
+    disable_plugin(pm, store, "memrmm")
+    with pytest.raises(PluginDisabled, match="memrmm is disabled"):
+        live()
 
 
 def test_the_callback_url_carries_the_token_before_the_record_id_the_psa_appends():

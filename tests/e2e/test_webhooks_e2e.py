@@ -1,9 +1,11 @@
 """The push path over real HTTP: the WebhookApp served by waitress on loopback, ConnectWise's
 simulator POSTing its ticket callbacks to it, and Datto-style alert webhooks POSTed by the test;
-the polling path (`sync.run_pass`) seeing the same events acts on none of them twice."""
+the polling path (`sync.run_pass`) seeing the same events acts on none of them twice, and a
+replay is told from a real event by what the event is, not by its bytes."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 
@@ -13,7 +15,8 @@ import waitress
 from waitress import wasyncore
 
 from psabridge.core import sync
-from psabridge.core.webhooks import WebhookApp
+from psabridge.core.webhooks import LiveBridge, WebhookApp
+from psabridge.simulation import ScriptedFault
 
 SECRET = "e2e-webhook-secret-0123456789"
 MAX_BODY = 4096
@@ -37,7 +40,7 @@ class Hooks:
 def hooks(desk) -> Iterator[Hooks]:
     """`psabridge serve`'s app under waitress, as `webhooks.serve` configures it, on a free
     loopback port; stopped at teardown."""
-    app = WebhookApp(lambda: desk.bridge, SECRET, max_body=MAX_BODY)
+    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET, max_body=MAX_BODY)
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="psabridge",
                                     max_request_body_size=app.max_body, asyncore_loop_timeout=0.05)
     thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
@@ -131,3 +134,56 @@ def test_bad_token_oversized_body_and_replay_over_http(desk, hooks):
     assert hooks.post("/hooks/psa", callback).status_code == 200
     assert hooks.post("/hooks/psa", callback).status_code == 409
     assert len(desk.tickets_for(alert)) == 1
+
+
+def test_raise_and_resolve_with_byte_identical_bodies_open_then_close_the_ticket(desk, hooks):
+    desk.enable()
+    alert = desk.raise_alert(desk.devices[0])
+    body = b'{"alertUid":"%s"}' % alert.encode()  # the documented template, for both events
+    raised = hooks.post("/hooks/rmm", content=body)
+    assert raised.status_code == 200 and raised.json()["state"] == "open"
+    ticket = desk.ticket_for(alert)
+    assert (ticket["status"]["name"], ticket["closedFlag"]) == ("Assigned", False)
+
+    desk.sims.datto.resolve_alert(alert)
+    resolved = hooks.post("/hooks/rmm", content=body)
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"status": "ok", "state": "closed", "ticket": str(ticket["id"])}
+    ticket = desk.ticket_for(alert)
+    assert (ticket["status"]["name"], ticket["closedFlag"]) == ("Resolved", True)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_delivery_that_failed_is_processed_when_delivered_again(desk, hooks, when):
+    """ConnectWise answers 500 to the ticket's POST, having made the ticket or not: the webhook
+    answers 5xx, remembers nothing, and the redelivery of the same body leaves one ticket."""
+    desk.enable()
+    alert = desk.raise_alert(desk.devices[0])
+    body = {"alertUid": alert}
+    desk.sims.cw.faults.add(ScriptedFault("error", "POST", r"/service/tickets$", when=when, status=500))
+    failed = hooks.post("/hooks/rmm", body)
+    assert failed.status_code == 500, failed.text
+    assert len(desk.tickets_for(alert)) == (1 if when == "after" else 0)
+
+    again = hooks.post("/hooks/rmm", body)
+    assert again.status_code == 200, again.text
+    assert again.json()["ticket"] == str(desk.ticket_for(alert)["id"])  # exactly one
+    assert desk.sims.cw.counts["POST /service/tickets"] == (1 if when == "after" else 2)
+
+
+def test_a_replay_of_a_processed_event_is_refused_and_changes_nothing(desk, hooks):
+    desk.enable()
+    alert = desk.raise_alert(desk.devices[0])
+    assert hooks.post("/hooks/rmm", {"alertUid": alert}).status_code == 200
+    desk.sims.datto.resolve_alert(alert)
+    assert hooks.post("/hooks/rmm", {"alertUid": alert}).json()["state"] == "closed"
+    callback = {"MessageId": "cw-msg-7", "Type": "ticket", "Action": "updated",
+                "ID": desk.ticket_for(alert)["id"]}
+    assert hooks.post("/hooks/psa", callback).status_code == 200
+    writes, tickets = desk.sims.writes(), copy.deepcopy(desk.sims.cw.db.tickets)
+
+    for path, body in [("/hooks/rmm", {"alertUid": alert}), ("/hooks/psa", callback),
+                       ("/hooks/rmm", {"alertUid": alert, "event": "resolved"})]:
+        replay = hooks.post(path, body)
+        assert replay.status_code == 409 and replay.json() == {"error": "replayed message"}
+    assert desk.sims.writes() == writes and desk.sims.cw.db.tickets == tickets

@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -532,17 +531,20 @@ class SQLiteStore:
         self._write(f"update outbox set attempts = attempts + 1, last_error = ?, "
                     f"due_at = {self._NOW} + ? where id = ?", (error, delay, item.id))
 
-    def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> bool:
-        """Record a webhook message id; False if it was seen before (a replay)."""
-        now = time.time()
+    def message_seen(self, message_id: str) -> bool:
+        """Whether a webhook message was processed before (and not forgotten since)."""
+        row = self.db.execute("select 1 from webhook_messages where id = ?", (message_id,)).fetchone()
+        return row is not None
+
+    def remember_message(self, message_id: str, keep_seconds: float = 7 * 86400) -> None:
+        """Record a webhook message as processed, and forget those older than `keep_seconds`.
+
+        Two deliveries of one message may both be processed and remembered: the first stays."""
         with self.transaction():
-            self.db.execute("delete from webhook_messages where received_at < ?", (now - keep_seconds,))
-            seen = self.db.execute("select 1 from webhook_messages where id = ?", (message_id,)).fetchone()
-            if seen:
-                return False
-            self.db.execute("insert into webhook_messages (id, received_at) values (?, ?)",
-                            (message_id, now))
-        return True
+            self.db.execute(f"delete from webhook_messages where received_at < {self._NOW} - ?",
+                            (keep_seconds,))
+            self.db.execute("insert or ignore into webhook_messages (id, received_at) "
+                            f"values (?, {self._NOW})", (message_id,))
 
     def option(self, plugin: str, name: str):
         row = self.db.execute(
