@@ -13,6 +13,7 @@ import itertools
 
 import attrs
 
+from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
     Alert,
@@ -30,11 +31,18 @@ from psabridge.core.models import (
 )
 
 
+class ServerError(RemoteError):
+    """What a connector raises for a 5xx: the remote system's passing state."""
+
+    transient = True
+
+
 class MemoryPsa:
     def __init__(self):
         self.companies: dict[str, Company] = {}
         self.types: dict[str, ConfigurationType] = {}
         self.configurations: dict[str, Configuration] = {}
+        self.unmatchable: dict[str, Exception] = {}  # company id -> what its candidates query raises
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1000)
         self._init_tickets()
@@ -65,6 +73,8 @@ class MemoryPsa:
     @hookimpl
     def psa_match_configurations(self, connection, company_id, devices, details):
         self.calls["match_configurations"] += 1
+        if company_id in self.unmatchable:
+            raise self.unmatchable[company_id]
         found = {}
         for device in devices:
             serial = details[device.uid].serial_number
@@ -180,6 +190,7 @@ class MemoryRmm:
         self.sites: dict[str, Site] = {}
         self.devices: dict[str, Device] = {}
         self.details: dict[str, DeviceDetails] = {}
+        self.unreadable: dict[str, Exception] = {}  # device uid -> what its details read raises
         self.alerts: dict[str, Alert] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
@@ -230,6 +241,8 @@ class MemoryRmm:
     @hookimpl
     def rmm_device_details(self, connection, device):
         self.calls["device_details"] += 1
+        if device.uid in self.unreadable:
+            raise self.unreadable[device.uid]
         return self.details[device.uid]
 
     @hookimpl
