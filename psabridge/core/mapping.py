@@ -513,8 +513,8 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
             raise MappingError(f"{device.hostname} is in a site that is not mapped to a company; "
                                "map the site first (`psabridge companies map`)")
         if state == "unaudited":
-            raise MappingError(f"{device.hostname} has not been audited by the RMM yet and cannot "
-                               "be mapped (R11); try again after its first audit")
+            raise MappingError(f"{device.hostname} has not been audited by the RMM yet, and its "
+                               "hardware must be known to map it; try again after its first audit")
         wanted.append(device)
     _plan_devices(bridge, estate, wanted, choices, plan)
     return plan
@@ -589,7 +589,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             holder = taken.get(configuration.id)
             if holder and holder != device.uid:  # only an admin's choice gets here (see above)
                 raise MappingError(f"configuration {configuration.id} is already mapped to device "
-                                   f"{holder} (one device per configuration, R14)")
+                                   f"{holder}; a configuration is mapped to one device only")
             taken[configuration.id] = device.uid
             plan.add("map device", subject, f"configuration {configuration.name} ({configuration.id})",
                      _map_existing(bridge, device, company_id, configuration))
@@ -604,9 +604,11 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             config_types = {t.id: t for t in bridge.configuration_types()}
         config_type = config_types.get(type_mapping.configuration_type_id)
         if config_type is None or config_type.has_required_questions:
-            why = ("has required questions and cannot be used to create configurations (R10)"
+            why = ("has required questions and cannot be used to create configurations"
                    if config_type else "no longer exists in the PSA")
-            plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}")
+            plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}; "
+                      f"map device type {device.device_type!r} to another one with "
+                      "`psabridge device-types map`")
             continue
         draft = _configuration_draft(bridge, device, company_id, config_type,
                                      readings.details[device.uid])

@@ -195,7 +195,8 @@ def test_missing_type_mapping_and_required_questions_become_warnings_once(bridge
         "no configuration type is mapped for device type 'Desktop'; map one with "
         "`psabridge device-types map`",
         "configuration type 'Managed Server' has required questions and cannot be used to "
-        "create configurations (R10)",
+        "create configurations; map device type 'Server' to another one with "
+        "`psabridge device-types map`",
     ]
     assert psa.calls["create_configuration"] == 0
 
