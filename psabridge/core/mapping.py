@@ -4,6 +4,11 @@ configurations (R5-R20), connector-neutral: it talks to the PSA and the RMM only
 Each mapping command first builds a `Plan`, the exact list of changes it would make; `--dry-run`
 prints it and stops, otherwise `apply` carries it out. A command run twice plans nothing the
 second time, because every change is planned from the current state on both sides.
+
+One device never stops the others. A device whose hardware details, or whose company's
+candidate configurations, cannot be read is skipped with the reason and the rest are planned;
+a change that fails is reported and the rest are applied. Only a read the whole command stands
+on (the device list, the companies, the configuration types) raises.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import attrs
 
 from psabridge.core import coordination, logs, outbox
 from psabridge.core.bridge import Bridge
-from psabridge.core.devices import refresh_device_details
+from psabridge.core.devices import DetailsRefresh, refresh_device_details
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.matching import (
     Match,
@@ -81,14 +86,28 @@ class Change:
 
 @attrs.define
 class Plan:
+    """The changes a command would make, and what it leaves out, with why.
+
+    What is left out for a lasting reason (`held`) becomes a warning when the plan is applied,
+    and a device with a warning waits for the admin to clear it before automatic mapping tries
+    it again. What is left out because a remote system failed for now (`deferred`: a server
+    error, throttling, no answer) is only reported: the next run tries it again by itself.
+    """
+
     changes: list[Change] = attrs.field(factory=list)
-    skipped: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
+    held: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
+    deferred: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
 
     def add(self, action: str, subject: str, detail: str, run: Callable[[], object]) -> None:
         self.changes.append(Change(action, subject, detail, run))
 
-    def skip(self, subject: str, why: str) -> None:
-        self.skipped.append((subject, why))
+    def skip(self, subject: str, why: str, transient: bool = False) -> None:
+        (self.deferred if transient else self.held).append((subject, why))
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Everything left out, held back or deferred, with why."""
+        return [*self.held, *self.deferred]
 
 
 @attrs.frozen
@@ -97,11 +116,17 @@ class Outcome:
     failed: list[tuple[Change, str]]
 
 
+def _transient(error: PsabridgeError) -> bool:
+    """Whether `error` is a remote system's passing state (5xx, throttled, no answer), which the
+    next run simply tries again, rather than a lasting problem the admin has to look at."""
+    return getattr(error, "transient", False)
+
+
 def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
-    """Carry out a plan. What was skipped, and a change that fails for a lasting reason, become
-    warnings (R20); the rest go on."""
+    """Carry out a plan. What was held back, and a change that fails for a lasting reason,
+    become warnings (R20); the rest go on."""
     known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
-    for subject, why in plan.skipped:
+    for subject, why in plan.held:
         if (subject, why) not in known:
             bridge.store.add_warning(bridge.psa.name, subject, why)
     done, failed = [], []
@@ -114,7 +139,7 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
             message = f"{change.action} for {change.subject} failed: {exc}"
             # A stored warning holds a device back from automatic mapping until cleared (R20);
             # a passing failure (5xx, throttled, no answer) is only retried by the next pass.
-            if not getattr(exc, "transient", False):
+            if not _transient(exc):
                 bridge.store.add_warning(bridge.psa.name, change.subject, message)
             log.warning("change failed", action=change.action, subject=change.subject, error=str(exc))
             failed.append((change, str(exc)))
@@ -348,6 +373,7 @@ class DeviceRow:
     company_name: str = ""
     mapping: DeviceMapping | None = None
     match: Match | None = None  # the proposal for an unmapped, audited device (R13)
+    problem: str = ""  # why an unmapped, audited device has no proposal this time
 
 
 @attrs.define
@@ -378,35 +404,85 @@ class Estate:
         return "unaudited" if device.last_audit is None else "unmapped"
 
 
-def device_details(bridge: Bridge, devices: Iterable[Device]) -> dict[str, DeviceDetails]:
-    """Hardware identity per audited device, read from the RMM only where the audit changed."""
-    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices).details
+def device_details(bridge: Bridge, devices: Iterable[Device]) -> DetailsRefresh:
+    """Hardware identity per audited device, read from the RMM only where the audit changed;
+    the devices whose read failed are in `failed`, with the error."""
+    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices)
 
 
 def device_url(bridge: Bridge, device: Device) -> str:
     return device.url or bridge.rmm.call("rmm_device_url", device=device)
 
 
-def _proposals(bridge: Bridge, estate: Estate, devices: list[Device],
-               details: Mapping[str, DeviceDetails]) -> dict[str, Match]:
-    """R13 proposals for audited devices, with one candidates query batch per company."""
+@attrs.frozen
+class Unreadable:
+    """Why a device cannot be planned this time: something its plan needs could not be read."""
+
+    why: str
+    transient: bool  # the remote system failed for now: the next run tries again by itself
+
+
+@attrs.frozen
+class Readings:
+    """What planning read about devices: their details, their proposals, and for each device
+    that lacks what its plan needs, why."""
+
+    details: dict[str, DeviceDetails]
+    proposals: dict[str, Match]
+    unreadable: dict[str, Unreadable]
+
+
+def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
+                  to_match: list[Device]) -> Readings:
+    """The details of `devices` and the R13 proposals for `to_match` (some of `devices`), with
+    one candidates query batch per company. A device whose details cannot be read, or whose
+    company's candidates cannot, is in `unreadable` instead; the others are read all the same."""
+    refresh = device_details(bridge, devices)
+    unreadable = {uid: _unreadable_details(uid, error) for uid, error in refresh.failed.items()}
     taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
     by_company: dict[str, list[Device]] = defaultdict(list)
-    for device in devices:
-        by_company[estate.site_company[device.site_uid].company_id].append(device)
+    for device in to_match:
+        if device.uid not in unreadable:
+            by_company[estate.site_company[device.site_uid].company_id].append(device)
     proposals = {}
     for company_id, company_devices in by_company.items():
-        candidates = bridge.psa.call("psa_match_configurations", company_id=company_id,
-                                     devices=company_devices, details=details)
+        try:
+            candidates = bridge.psa.call("psa_match_configurations", company_id=company_id,
+                                         devices=company_devices, details=refresh.details)
+        except PsabridgeError as exc:
+            linked = estate.site_company[company_devices[0].site_uid]  # any of them names it
+            log.warning("candidate configurations not read", company=company_id, error=str(exc))
+            unreadable |= {d.uid: _unreadable_candidates(linked, exc) for d in company_devices}
+            continue
         for device in company_devices:
             proposals[device.uid] = match_configuration(
-                device, details[device.uid], device_url(bridge, device),
+                device, refresh.details[device.uid], device_url(bridge, device),
                 candidates.get(device.uid, ()), taken)
-    return proposals
+    return Readings(refresh.details, proposals, unreadable)
+
+
+def _unreadable_details(device_uid: str, error: PsabridgeError) -> Unreadable:
+    what = (f"its hardware details (serial number, manufacturer, model) could not be read from "
+            f"the RMM: {error}")
+    if _transient(error):
+        return Unreadable(f"{what}; the next run tries again", transient=True)
+    return Unreadable(
+        f"{what}; check the device in the RMM, then `psabridge warnings clear` to try again, "
+        f"or map it by hand (`psabridge devices map {device_uid}=CONFIGURATION_ID`)", transient=False)
+
+
+def _unreadable_candidates(company: CompanySiteMapping, error: PsabridgeError) -> Unreadable:
+    what = (f"the PSA could not be asked which configurations of company {company.company_name} "
+            f"({company.company_id}) match it: {error}")
+    if _transient(error):
+        return Unreadable(f"{what}; the next run tries again", transient=True)
+    return Unreadable(f"{what}; check the company in the PSA, then `psabridge warnings clear` to "
+                      "try again", transient=False)
 
 
 def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceRow]:
-    """The devices table (R11, R12): unmapped devices with their proposals, or mapped ones."""
+    """The devices table (R11, R12): unmapped devices with their proposals (or why there is
+    none this time), or mapped ones."""
     estate = Estate.read(bridge)
     rows, to_match = [], []
     for device in estate.devices:
@@ -423,8 +499,10 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
                               estate.device_mappings.get(device.uid)))
         if state == "unmapped":
             to_match.append(device)
-    proposals = _proposals(bridge, estate, to_match, device_details(bridge, to_match))
-    return [attrs.evolve(row, match=proposals.get(row.device.uid)) for row in rows]
+    readings = _readings(bridge, estate, to_match, to_match)
+    problems = {uid: unreadable.why for uid, unreadable in readings.unreadable.items()}
+    return [attrs.evolve(row, match=readings.proposals.get(row.device.uid),
+                         problem=problems.get(row.device.uid, "")) for row in rows]
 
 
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
@@ -449,8 +527,8 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
             raise MappingError(f"{device.hostname} is in a site that is not mapped to a company; "
                                "map the site first (`psabridge companies map`)")
         if state == "unaudited":
-            raise MappingError(f"{device.hostname} has not been audited by the RMM yet and cannot "
-                               "be mapped (R11); try again after its first audit")
+            raise MappingError(f"{device.hostname} has not been audited by the RMM yet, and its "
+                               "hardware must be known to map it; try again after its first audit")
         wanted.append(device)
     _plan_devices(bridge, estate, wanted, choices, plan)
     return plan
@@ -481,10 +559,11 @@ def _device_subject(device: Device) -> str:
 def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                   choices: Mapping[str, str | None], plan: Plan) -> None:
     psa, rmm = bridge.pair
-    details = device_details(bridge, devices)
+    # A device chosen by hand for an existing configuration needs neither details nor proposal.
+    by_hand = {d.uid for d in devices if choices.get(d.uid) not in (None, NEW)}
     to_match = [d for d in devices if choices.get(d.uid) is None]
-    proposals = _proposals(bridge, estate, to_match, details)
-    manual_ids = {choices[d.uid] for d in devices if choices.get(d.uid) not in (None, NEW)}
+    readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match)
+    manual_ids = {choices[uid] for uid in by_hand}
     manual = {c.id: c for c in bridge.psa.call("psa_get_configurations", ids=sorted(manual_ids))} \
         if manual_ids else {}
     taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
@@ -500,9 +579,12 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                       f"({company_id}), which the PSA no longer lists (deleted?); unmap it with "
                       f"`psabridge companies unmap {company_id}` and map the site again")
             continue
+        if unreadable := readings.unreadable.get(device.uid):
+            plan.skip(subject, unreadable.why, transient=unreadable.transient)
+            continue
         choice = choices.get(device.uid)
         if choice is None:
-            configuration = proposals[device.uid].configuration
+            configuration = readings.proposals[device.uid].configuration
             holder = taken.get(configuration.id) if configuration else None
             if holder and holder != device.uid:
                 # R14: another device of this run took the proposed configuration first (the
@@ -521,7 +603,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             holder = taken.get(configuration.id)
             if holder and holder != device.uid:  # only an admin's choice gets here (see above)
                 raise MappingError(f"configuration {configuration.id} is already mapped to device "
-                                   f"{holder} (one device per configuration, R14)")
+                                   f"{holder}; a configuration is mapped to one device only")
             taken[configuration.id] = device.uid
             plan.add("map device", subject, f"configuration {configuration.name} ({configuration.id})",
                      _map_existing(bridge, device, company_id, configuration))
@@ -536,11 +618,14 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             config_types = {t.id: t for t in bridge.configuration_types()}
         config_type = config_types.get(type_mapping.configuration_type_id)
         if config_type is None or config_type.has_required_questions:
-            why = ("has required questions and cannot be used to create configurations (R10)"
+            why = ("has required questions and cannot be used to create configurations"
                    if config_type else "no longer exists in the PSA")
-            plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}")
+            plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}; "
+                      f"map device type {device.device_type!r} to another one with "
+                      "`psabridge device-types map`")
             continue
-        draft = _configuration_draft(bridge, device, company_id, config_type, details[device.uid])
+        draft = _configuration_draft(bridge, device, company_id, config_type,
+                                     readings.details[device.uid])
         plan.add("create configuration", subject, f"new configuration [{draft.name}] "
                  f"of type {config_type.name}", _create_and_map(bridge, device, draft))
 

@@ -16,6 +16,7 @@ import time_machine
 
 import attrs
 
+from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
     Alert,
@@ -40,11 +41,18 @@ def remote_now() -> dt.datetime:
                                      dt.UTC)
 
 
+class ServerError(RemoteError):
+    """What a connector raises for a 5xx: the remote system's passing state."""
+
+    transient = True
+
+
 class MemoryPsa:
     def __init__(self):
         self.companies: dict[str, Company] = {}
         self.types: dict[str, ConfigurationType] = {}
         self.configurations: dict[str, Configuration] = {}
+        self.unmatchable: dict[str, Exception] = {}  # company id -> what its candidates query raises
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1000)
         self._init_tickets()
@@ -75,6 +83,8 @@ class MemoryPsa:
     @hookimpl
     def psa_match_configurations(self, connection, company_id, devices, details):
         self.calls["match_configurations"] += 1
+        if company_id in self.unmatchable:
+            raise self.unmatchable[company_id]
         found = {}
         for device in devices:
             serial = details[device.uid].serial_number
@@ -198,6 +208,7 @@ class MemoryRmm:
         self.sites: dict[str, Site] = {}
         self.devices: dict[str, Device] = {}
         self.details: dict[str, DeviceDetails] = {}
+        self.unreadable: dict[str, Exception] = {}  # device uid -> what its details read raises
         self.alerts: dict[str, Alert] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
@@ -248,6 +259,8 @@ class MemoryRmm:
     @hookimpl
     def rmm_device_details(self, connection, device):
         self.calls["device_details"] += 1
+        if device.uid in self.unreadable:
+            raise self.unreadable[device.uid]
         return self.details[device.uid]
 
     @hookimpl

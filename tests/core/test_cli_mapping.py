@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from psabridge.cli import App, cli
 from psabridge.core.models import DeviceDetails
+from tests.core.memory import ServerError
 from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fixtures
 
 
@@ -58,3 +59,22 @@ def test_devices_map_all_auto_and_warnings(run, psa, rmm):  # noqa: F811
     assert "Automatic mapping is on." in run("devices", "auto", "on")
     assert "Plan (0 changes" in run("devices", "map-now", "--dry-run")  # SRV-01 still has no type
     assert json.loads(run("devices", "load", "--mapping", "mapped", "--json"))[0]["device"] == "PC-01"
+
+
+def test_devices_map_all_maps_the_rest_and_reports_a_device_it_could_not_read(run, psa, rmm):  # noqa: F811
+    run("companies", "map", "1=s-acme")
+    run("device-types", "map", "Desktop")
+    rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    flaky = rmm.add_device("PC-02", "s-acme", last_audit=AUDITED)
+    rmm.unreadable[flaky.uid] = ServerError("the RMM answered HTTP 500")
+
+    out = run("devices", "map", "--all")
+    assert "Done: 1 change, 0 failed, 1 skipped." in out
+    assert (f"Skipped PC-02 ({flaky.uid}): its hardware details (serial number, manufacturer, "
+            "model) could not be read from the RMM: the RMM answered HTTP 500; the next run "
+            "tries again") in out
+    assert json.loads(run("warnings", "list", "--json")) == []  # retried, not held back
+    assert psa.calls["create_configuration"] == 1
+
+    del rmm.unreadable[flaky.uid]
+    assert "Done: 1 change, 0 failed, 0 skipped." in run("devices", "map", "--all")

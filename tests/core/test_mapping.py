@@ -12,10 +12,11 @@ import pytest
 
 from psabridge.core import mapping
 from psabridge.core.bridge import open_bridge
+from psabridge.core.errors import RemoteError
 from psabridge.core.mapping import NEW, MappingError, apply
 from psabridge.core.models import Company, CompanyFilters, ConfigurationType, DeviceDetails, Site
 from psabridge.core.plugins import configure_plugin, enable_plugin
-from tests.core.memory import MemoryPsa, MemoryRmm
+from tests.core.memory import MemoryPsa, MemoryRmm, ServerError
 
 AUDITED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
@@ -194,7 +195,8 @@ def test_missing_type_mapping_and_required_questions_become_warnings_once(bridge
         "no configuration type is mapped for device type 'Desktop'; map one with "
         "`psabridge device-types map`",
         "configuration type 'Managed Server' has required questions and cannot be used to "
-        "create configurations (R10)",
+        "create configurations; map device type 'Server' to another one with "
+        "`psabridge device-types map`",
     ]
     assert psa.calls["create_configuration"] == 0
 
@@ -249,3 +251,121 @@ def test_unmap_and_deleted_devices(bridge, psa, rmm):
     assert psa.configurations[config_of[two.uid]].active is False
     assert bridge.store.device_mappings("mempsa", "memrmm") == []
     assert mapping.plan_deleted_devices(bridge).changes == []
+
+
+# -- one device never stops the others --------------------------------------------------------
+
+
+def subject(device) -> str:
+    return f"{device.hostname} ({device.uid})"
+
+
+def mapped_uids(bridge) -> set[str]:
+    return {m.device_uid for m in bridge.store.device_mappings("mempsa", "memrmm")}
+
+
+@pytest.fixture
+def acme_desktops(bridge):
+    """ACME mapped, Desktop mapped to a configuration type: audited desktops get configurations."""
+    map_acme(bridge)
+    mapping.map_device_type(bridge, "Desktop", None)
+
+
+def test_a_device_whose_details_fail_for_now_is_retried_by_the_next_run_not_held_back(
+        bridge, psa, rmm, acme_desktops):
+    good = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    flaky = rmm.add_device("PC-02", "s-acme", last_audit=AUDITED, details=DeviceDetails("SN2"))
+    rmm.unreadable[flaky.uid] = ServerError("the RMM answered HTTP 500")
+
+    plan = mapping.plan_automatic_mapping(bridge)
+    assert [c.subject for c in plan.changes] == [subject(good)]
+    assert plan.held == [] and plan.deferred == [(subject(flaky), (
+        "its hardware details (serial number, manufacturer, model) could not be read from the "
+        "RMM: the RMM answered HTTP 500; the next run tries again"))]
+    outcome = apply(bridge, plan)
+    assert len(outcome.done) == 1 and not outcome.failed
+    assert bridge.store.warnings() == []  # nothing for the admin to clear
+    assert mapped_uids(bridge) == {good.uid} and psa.calls["create_configuration"] == 1
+
+    reads = rmm.calls["device_details"]
+    assert [s for s, _ in mapping.plan_automatic_mapping(bridge).deferred] == [subject(flaky)]
+    assert rmm.calls["device_details"] == reads + 1  # asked again, not held back
+
+    del rmm.unreadable[flaky.uid]  # the RMM answers again
+    assert not apply(bridge, mapping.plan_automatic_mapping(bridge)).failed
+    assert mapped_uids(bridge) == {good.uid, flaky.uid}
+    assert next(c for c in psa.configurations.values() if c.name == "PC-02").serial_number == "SN2"
+
+
+def test_a_device_whose_details_are_refused_is_held_back_by_a_warning_until_cleared(
+        bridge, psa, rmm, acme_desktops):
+    good = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    refused = rmm.add_device("PC-02", "s-acme", last_audit=AUDITED)
+    rmm.unreadable[refused.uid] = RemoteError("the RMM has no audit for it (HTTP 404)")
+
+    outcome = apply(bridge, mapping.plan_automatic_mapping(bridge))
+    assert len(outcome.done) == 1 and mapped_uids(bridge) == {good.uid}
+    [warning] = bridge.store.warnings("mempsa")
+    assert warning.subject == subject(refused)
+    assert warning.message == (
+        "its hardware details (serial number, manufacturer, model) could not be read from the "
+        "RMM: the RMM has no audit for it (HTTP 404); check the device in the RMM, then "
+        "`psabridge warnings clear` to try again, or map it by hand "
+        f"(`psabridge devices map {refused.uid}=CONFIGURATION_ID`)")
+
+    reads = rmm.calls["device_details"]
+    held = mapping.plan_automatic_mapping(bridge)
+    assert held.changes == [] and held.skipped == [] and rmm.calls["device_details"] == reads
+
+    del rmm.unreadable[refused.uid]
+    assert bridge.store.clear_warnings("mempsa") == 1
+    apply(bridge, mapping.plan_automatic_mapping(bridge))
+    assert mapped_uids(bridge) == {good.uid, refused.uid}
+
+
+@pytest.mark.parametrize(("error", "warned"), [
+    (ServerError("the PSA answered HTTP 503"), False),
+    (RemoteError("the PSA refused the query (HTTP 400)"), True),
+])
+def test_one_company_whose_candidates_cannot_be_read_leaves_the_other_companies_mapped(
+        bridge, psa, rmm, acme_desktops, error, warned):
+    apply(bridge, mapping.plan_company_mappings(bridge, {"2": "s-smith"}))
+    acme_pc = rmm.add_device("PC-A", "s-acme", last_audit=AUDITED)
+    smith_pc = rmm.add_device("PC-S", "s-smith", last_audit=AUDITED)
+    psa.unmatchable["2"] = error
+
+    plan = mapping.plan_automatic_mapping(bridge)
+    assert [c.subject for c in plan.changes] == [subject(acme_pc)]
+    [(skipped, why)] = plan.held if warned else plan.deferred
+    assert skipped == subject(smith_pc)
+    assert why.startswith("the PSA could not be asked which configurations of company "
+                          f"Smith & Sons LLC (2) match it: {error}; ")
+    apply(bridge, plan)
+    assert mapped_uids(bridge) == {acme_pc.uid}
+    assert [w.subject for w in bridge.store.warnings()] == ([subject(smith_pc)] if warned else [])
+
+    del psa.unmatchable["2"]
+    bridge.store.clear_warnings("mempsa")
+    apply(bridge, mapping.plan_automatic_mapping(bridge))
+    assert mapped_uids(bridge) == {acme_pc.uid, smith_pc.uid}
+
+
+def test_a_device_mapped_by_hand_to_a_configuration_needs_no_details(bridge, psa, rmm):
+    map_acme(bridge)
+    device = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    rmm.unreadable[device.uid] = RemoteError("the RMM has no audit for it (HTTP 404)")
+    target = psa.add_configuration(name="Front desk", company_id="1")
+    outcome = apply(bridge, mapping.plan_device_mappings(bridge, {device.uid: target.id}))
+    assert len(outcome.done) == 1 and rmm.calls["device_details"] == 0
+    assert psa.configurations[target.id].management_link == device.url
+
+
+def test_devices_load_says_why_a_device_has_no_proposal(bridge, rmm):
+    map_acme(bridge)
+    good = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
+    flaky = rmm.add_device("PC-02", "s-acme", last_audit=AUDITED)
+    rmm.unreadable[flaky.uid] = ServerError("the RMM answered HTTP 500")
+    rows = {r.device.uid: r for r in mapping.load_devices(bridge)}
+    assert rows[good.uid].match.create_name == "PC-01" and rows[good.uid].problem == ""
+    assert rows[flaky.uid].match is None
+    assert rows[flaky.uid].problem.endswith("HTTP 500; the next run tries again")

@@ -1,5 +1,5 @@
-"""A sync against the simulator: audits read only when they changed, and a token that expires
-in the middle of it. The loop is `psabridge.core.devices.refresh_device_details`."""
+"""A sync against the simulator: audits read only when they changed, a token that expires in
+the middle of it, and an audit that fails. The loop is `psabridge.core.devices.refresh_device_details`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from psabridge.core.http import RetryPolicy
 from psabridge.core.plugins import Connector
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator, SimOptions
 from psabridge.simulation import Faults
+from tests.outages import Outage
 from tests.rmm_datto.conftest import connect
 
 AUDITS = "GET /api/v2/audit/{kind}/{uid}"
@@ -113,3 +114,34 @@ def test_a_device_added_between_syncs_costs_exactly_its_own_audit(pm, store, con
     assert added["uid"] in {d.uid for d in devices}
     assert result.fetched == 1 and sim.counts[AUDITS] == 1
     assert result.details[added["uid"]].serial_number == "PF1234567"
+
+
+@pytest.mark.parametrize(("status", "transient"), [(500, True), (404, False)])
+def test_a_device_whose_audit_fails_is_reported_keeps_its_cache_and_the_others_are_read(
+        pm, store, connection, sim, sim_clock, options, status, transient):
+    connector = Connector(pm, connection)
+    sync(connector, store)
+    broken, other = [u for u, d in sim.devices.items()
+                     if d["deviceClass"] == "device" and d["lastAuditDate"] and not d["deleted"]][:2]
+    cached_before = store.device_details("datto", broken)
+    sim_clock.advance(3600)
+    for uid in (broken, other):  # both audited again: both must be read
+        sim.audit_device(uid, serial=f"NEW-{uid[:8]}")
+    outage = Outage.behind(sim.injector, lambda request: request.path.endswith(f"/audit/device/{broken}"),
+                           status)
+    sim.injector.reset_counts()
+
+    _, result = sync(connector, store)
+    assert set(result.failed) == {broken} and result.failed[broken].transient is transient
+    assert f"/audit/device/{broken}" in str(result.failed[broken])
+    assert broken not in result.details and result.fetched == 1
+    assert result.details[other].serial_number == f"NEW-{other[:8]}"
+    assert store.device_details("datto", broken) == cached_before  # not overwritten
+    # A 5xx is retried by the client (then given up on); a 404 is asked once.
+    attempts = options.retry.attempts if transient else 1
+    assert outage.refused == attempts and sim.counts[AUDITS] == attempts + 1
+
+    outage.end()
+    _, healed = sync(connector, store)  # the next refresh asks again, by itself
+    assert healed.failed == {} and healed.fetched == 1
+    assert healed.details[broken].serial_number == f"NEW-{broken[:8]}"
