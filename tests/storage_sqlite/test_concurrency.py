@@ -7,15 +7,18 @@ The racers are real processes, started with `spawn` and released together by a b
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import sqlite_utils
 
 from psabridge.core.errors import StoreError
-from psabridge.plugins.storage_sqlite.store import SQLiteStore
+from psabridge.plugins.storage_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from tests.storage_sqlite import workers
 
 spawn = multiprocessing.get_context("spawn")
@@ -40,6 +43,45 @@ def racing(work, calls: list[tuple]) -> Iterator[None]:
             process.join()
     failures = {f"process {index}": error for index, error in outcomes if error}
     assert not failures, failures
+
+
+def schema_version(path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_processes_creating_the_same_new_store_at_once_all_open_it(tmp_path):
+    path = tmp_path / "new" / "state.db"  # its folder is created in the race too
+
+    with racing(workers.open_store, [(str(path),)] * 8):
+        pass
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert schema_version(path) == SCHEMA_VERSION
+    store = SQLiteStore(path)
+    store.set_cursor("datto", "alerts", "x")
+    assert store.cursor("datto", "alerts") == "x"
+    store.close()
+
+
+def test_processes_upgrading_an_old_store_at_once_apply_each_migration_once(tmp_path):
+    path, log = tmp_path / "state.db", tmp_path / "migrations.log"
+    old_version = 2
+    conn = sqlite3.connect(path, isolation_level=None)  # not in WAL mode yet: that races too
+    for migration in MIGRATIONS[:old_version]:
+        migration(sqlite_utils.Database(conn))
+    conn.execute(f"PRAGMA user_version = {old_version}")
+    conn.close()
+
+    with racing(workers.open_store_recording_migrations, [(str(path), str(log))] * 6):
+        pass
+
+    applied = Counter(int(line) for line in log.read_text().split())
+    assert applied == Counter(range(old_version + 1, SCHEMA_VERSION + 1))
+    assert schema_version(path) == SCHEMA_VERSION
 
 
 def test_threads_and_processes_writing_at_once_lose_no_write(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from psabridge.plugins.storage_sqlite import store as store_module
 from psabridge.plugins.storage_sqlite.store import SQLiteStore
 
 # Long enough for every process to have imported psabridge on a busy machine.
@@ -21,6 +22,26 @@ def run(barrier, results, index: int, work, *args) -> None:
         results.put((index, f"{type(exc).__name__}: {exc}"))
     else:
         results.put((index, None))
+
+
+def open_store(path: str) -> None:
+    SQLiteStore(path).close()
+
+
+def open_store_recording_migrations(path: str, log: str) -> None:
+    """Open the store, appending the number of each migration this process applies to `log`."""
+
+    def recording(number, migration):
+        def apply(db):
+            migration(db)
+            with open(log, "a") as file:  # a single short append: whole lines, never interleaved
+                file.write(f"{number}\n")
+        return apply
+
+    store_module.MIGRATIONS[:] = [
+        recording(number, migration) for number, migration in enumerate(store_module.MIGRATIONS, 1)
+    ]
+    SQLiteStore(path).close()
 
 
 def write(store: SQLiteStore, writer: str, rounds: int) -> None:

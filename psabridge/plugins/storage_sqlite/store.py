@@ -124,7 +124,10 @@ def _create_private(path: Path) -> None:
     SQLite gives its -wal and -shm files the permissions of the database file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # another process opening the store created it first, private as well
     os.close(fd)
 
 
@@ -169,8 +172,12 @@ class SQLiteStore:
         try:
             if not self.path.exists():
                 _create_private(self.path)
-            self._refuse_newer()  # before anything writes to the file, WAL mode included
-            self.db.enable_wal()
+            self._refuse_newer(self._schema_version())  # before anything writes, WAL mode included
+            if self.db.journal_mode != "wal":
+                # The mode is kept in the file; processes opening a new store at once all ask
+                # for it, each waiting for the others' locks. One that waits too long should
+                # say that the store is busy, not that it may be damaged.
+                self._when_not_busy(self.db, "PRAGMA journal_mode = wal")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -211,8 +218,10 @@ class SQLiteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         return sqlite_utils.Database(conn)
 
-    def _refuse_newer(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"the store {self.path} has schema version {version}, written by a newer psabridge "
@@ -220,16 +229,17 @@ class SQLiteStore:
             )
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store {self.path} has schema version {version}, written by a newer psabridge "
-                f"(this one knows up to {SCHEMA_VERSION}); upgrade psabridge to use it"
-            )
-        for number in range(version, SCHEMA_VERSION):
+        # Read first without the write lock, so that opening an up-to-date store (the usual
+        # case, perhaps read-only) takes no lock and writes nothing.
+        for number in range(self._schema_version(), SCHEMA_VERSION):
             with self.transaction():
-                MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+                # Read again under the write lock: another process opening the store at the
+                # same time may have applied this migration since.
+                version = self._schema_version()
+                self._refuse_newer(version)
+                if version == number:
+                    MIGRATIONS[number](self.db)
+                    self.db.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
