@@ -1,10 +1,11 @@
 """The state store on SQLite, through sqlite-utils.
 
 Schema changes are numbered migrations recorded in `PRAGMA user_version`; a file written by a
-newer psabridge is refused rather than guessed at. The connection runs in autocommit mode and
-`transaction()` issues `BEGIN IMMEDIATE`, so a logical change is all-or-nothing and two processes
-never interleave their writes. (sqlite-utils' own insert helpers commit on their own, so writes
-here are plain SQL inside our transactions; sqlite-utils does schema work and reads.)
+newer psabridge is refused rather than guessed at. Each thread's connection runs in autocommit
+mode and `transaction()` issues `BEGIN IMMEDIATE`, so a logical change is all-or-nothing and
+two threads or processes never interleave their writes. (sqlite-utils' own insert helpers commit
+on their own, so writes here are plain SQL inside our transactions; sqlite-utils does schema
+work and reads.)
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,27 +153,60 @@ def _create_private(path: Path) -> None:
     SQLite gives its -wal and -shm files the permissions of the database file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # another process opening the store created it first, private as well
     os.close(fd)
 
 
+@attrs.define
+class _Connection:
+    """One thread's connection to the store, and how deeply its `transaction()` calls nest."""
+
+    db: sqlite_utils.Database
+    depth: int = 0
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock it needs."""
+    code = getattr(exc, "sqlite_errorcode", 0)  # absent when raised by Python, not SQLite
+    return code & 0xFF == sqlite3.SQLITE_BUSY
+
+
 class SQLiteStore:
-    def __init__(self, path: str | Path):
+    """The store; any number of threads may use one, each through its own connection.
+
+    Threads do not share a connection because SQLite's transactions and read snapshots belong
+    to the connection: sharing one, a thread's write could land in another's transaction, and
+    its `BEGIN IMMEDIATE` would upgrade another thread's half-done read, which SQLite refuses
+    at once while another process writes (see `_when_not_busy`).
+    """
+
+    def __init__(self, path: str | Path, busy_timeout: float = 10.0):
         self.path = Path(path)
-        self._lock = threading.RLock()
-        self._depth = 0
+        self.busy_timeout = busy_timeout  # seconds a write waits for another's write lock
+        self._connections: dict[threading.Thread, _Connection] = {}
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
         try:
             if not self.path.exists():
                 _create_private(self.path)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self.db = sqlite_utils.Database(conn)
-            self._refuse_newer()  # before anything writes to the file, WAL mode included
-            self.db.enable_wal()
-            # In WAL mode NORMAL survives a killed process (the case we must converge from);
-            # only a power cut may lose the last commits, never corrupt the file.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.execute("PRAGMA foreign_keys = ON")
+            self._refuse_newer(self._schema_version())  # before anything writes, WAL mode included
+            if self.db.journal_mode != "wal":
+                # The mode is kept in the file; processes opening a new store at once all ask
+                # for it, each waiting for the others' locks. One that waits too long should
+                # say that the store is busy, not that it may be damaged.
+                self._when_not_busy(self.db, "PRAGMA journal_mode = wal")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -178,28 +214,61 @@ class SQLiteStore:
                 "and restore a backup (psabridge never edits it in place)."
             ) from exc
 
-    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The calling thread's connection, for reads and for SQL inside `transaction()`."""
+        return self._connection().db
 
-    def _refuse_newer(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _connection(self) -> _Connection:
+        """The calling thread's connection, opened on its first use."""
+        thread = threading.current_thread()
+        connection = self._connections.get(thread)
+        if connection is None:
+            connection = _Connection(self._connect())
+            with self._connections_lock:
+                if self._closed:
+                    connection.db.close()
+                    raise StoreError(f"the store {self.path} is closed")
+                # A server with a thread per request would otherwise keep one connection for
+                # every request it ever served.
+                for ended in [other for other in self._connections if not other.is_alive()]:
+                    self._connections.pop(ended).db.close()
+                self._connections[thread] = connection
+        return connection
+
+    def _connect(self) -> sqlite_utils.Database:
+        # Only ever used by the thread that opened it, but close() and the cleanup of ended
+        # threads close it from another thread.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        # In WAL mode NORMAL survives a killed process (the case we must converge from);
+        # only a power cut may lose the last commits, never corrupt the file.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return sqlite_utils.Database(conn)
+
+    def _schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            self.db.close()
             raise StoreError(
                 f"the store {self.path} has schema version {version}, written by a newer psabridge "
                 f"(this one knows up to {SCHEMA_VERSION}); upgrade psabridge to use it"
             )
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store {self.path} has schema version {version}, written by a newer psabridge "
-                f"(this one knows up to {SCHEMA_VERSION}); upgrade psabridge to use it"
-            )
-        for number in range(version, SCHEMA_VERSION):
+        # Read first without the write lock, so that opening an up-to-date store (the usual
+        # case, perhaps read-only) takes no lock and writes nothing.
+        for number in range(self._schema_version(), SCHEMA_VERSION):
             with self.transaction():
-                MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+                # Read again under the write lock: another process opening the store at the
+                # same time may have applied this migration since.
+                version = self._schema_version()
+                self._refuse_newer(version)
+                if version == number:
+                    MIGRATIONS[number](self.db)
+                    self.db.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextmanager
     def transaction(self, fenced: bool = True) -> Iterator[None]:
@@ -208,34 +277,64 @@ class SQLiteStore:
         A `fenced` transaction commits only while every lease the caller holds is still its
         holder's (`psabridge.core.store.held_fences`): a holder that lost its lease cannot
         write over the next holder's work."""
-        with self._lock:
-            depth = self._depth
+        connection = self._connection()
+        depth = connection.depth
+        if depth == 0:
+            self._when_not_busy(connection.db, "BEGIN IMMEDIATE")
+            if fenced:
+                self._check_fences(connection.db)
+        connection.depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            connection.depth = depth
             if depth == 0:
-                self.db.execute("BEGIN IMMEDIATE")
-                if fenced:
-                    self._check_fences()
-            self._depth = depth + 1
+                connection.db.execute("ROLLBACK")
+            raise
+        connection.depth = depth
+        if depth == 0:
             try:
-                yield
-            except BaseException:
-                self._depth = depth
-                if depth == 0:
-                    self.db.execute("ROLLBACK")
-                raise
-            self._depth = depth
-            if depth == 0:
-                try:
-                    self.db.execute("COMMIT")
-                except sqlite3.DatabaseError as exc:
-                    self.db.execute("ROLLBACK")
-                    raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+                connection.db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                connection.db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
-    def _check_fences(self) -> None:
+    def _when_not_busy(self, db: sqlite_utils.Database, statement: str) -> sqlite3.Cursor:
+        """Run a statement that takes a lock, trying again while another connection holds it,
+        for up to the busy timeout.
+
+        SQLite's busy timeout does not cover every wait. A connection that already has a read
+        transaction open (a cursor not read to its end) and asks for the write lock while
+        another connection holds it gets SQLITE_BUSY at once, as waiting could not help: in
+        rollback-journal mode (a new file's, until it is switched to WAL) the writer cannot
+        commit before that reader ends, a deadlock; in WAL mode the writer's commit leaves the
+        reader's snapshot too old to write from (SQLITE_BUSY_SNAPSHOT). Once the other
+        connection is done, trying again succeeds if it changed nothing or our read has ended.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return db.execute(statement)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"the store {self.path} is busy: another process has held its write lock "
+                        f"for over {self.busy_timeout:g} s; if a psabridge sync or server is using "
+                        "this file, let it finish (or stop it if it hangs) and try again"
+                    ) from exc
+                # Jittered, so that connections turned away together do not come back together.
+                time.sleep(min(left, random.uniform(0.001, 0.02)))
+
+    @staticmethod
+    def _check_fences(db: sqlite_utils.Database) -> None:
         for lease in held_fences():
-            row = self.db.execute("select 1 from leases where name = ? and token = ?",
-                                  (lease.name, lease.token)).fetchone()
+            row = db.execute("select 1 from leases where name = ? and token = ?",
+                             (lease.name, lease.token)).fetchone()
             if row is None:
-                self.db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise LeaseLost(lease)
 
     def _write(self, sql: str, params: tuple | dict = (), conflict: str = "",
@@ -250,10 +349,17 @@ class SQLiteStore:
             raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
     def table_rows(self, table: str) -> Iterator[dict]:
-        return self.db[table].rows_where(order_by="rowid")
+        # Read at once: a cursor left half-read would keep a read transaction open on this
+        # thread's connection, and a write from inside the caller's loop could be refused.
+        return iter(list(self.db[table].rows_where(order_by="rowid")))
 
     def close(self) -> None:
-        self.db.close()
+        """Close every thread's connection; the store cannot be used afterwards."""
+        with self._connections_lock:
+            self._closed = True
+            for connection in self._connections.values():
+                connection.db.close()
+            self._connections.clear()
 
     # -- plugin state -----------------------------------------------------------------------
 
