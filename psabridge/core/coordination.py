@@ -54,7 +54,7 @@ class Busy(PsabridgeError):
         self.name = name
         self.holder = holder
         who = describe_owner(holder.owner) if holder else "another process"
-        super().__init__(f"{what}: {who} is doing it right now; try again when it has finished")
+        super().__init__(f"{what} (by {who}); try again when it has finished")
 
 
 def _process_start(pid: int | str) -> str:

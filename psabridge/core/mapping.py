@@ -67,7 +67,7 @@ def mapping_lease(bridge: Bridge, wait: float = coordination.LOCK_WAIT) -> Itera
     """Hold the right to change mappings: planning and applying run under it, so two commands
     (or a command and a sync pass) never plan from the same state and both create."""
     with coordination.hold(bridge.store, f"mapping:{bridge.psa.name}", wait=wait,
-                           what="mappings are being changed", reentrant=True) as held:
+                           what="another command is changing mappings", reentrant=True) as held:
         yield held
 
 
