@@ -114,7 +114,7 @@ def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None
         psa, rmm = bridge.pair
         for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
             if bridge.store.alert_ticket(psa, rmm, alert.uid) is None:
-                _skip(bridge, alert, "raised while ticketing was off (R27)")
+                _skip(bridge, alert, "raised while ticketing was off")
         settings = attrs.evolve(settings, enabled=True, enabled_at=now or utcnow())
     elif not enabled:
         settings = attrs.evolve(settings, enabled=False)
@@ -160,7 +160,7 @@ def check_ticket_settings(
             missing = " and ".join(x for x, ok in (("default team", board.has_default_team),
                                                   ("default status", board.default_status_id)) if not ok)
             error(f"{where}: board {board.name} has no {missing}; set one in the PSA or ticket "
-                  "creation will fail (R24)")
+                  "creation will fail")
         for label, status_id, must_close in (("open", attributes.open_status_id, False),
                                              ("closed", attributes.closed_status_id, True)):
             status = statuses.get(status_id) if status_id else None
@@ -269,11 +269,11 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
     bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
 
     if not settings.enabled:
-        return _skip(bridge, alert, "ticketing is off (R27)")
+        return _skip(bridge, alert, "ticketing is off")
     override = settings.monitors.get(alert.monitor)
     creates = override.create_tickets if override else alert.creates_ticket
     if not creates:
-        return _skip(bridge, alert, f"monitor {alert.monitor} does not create tickets (R23)")
+        return _skip(bridge, alert, f"monitor {alert.monitor} does not create tickets")
     company_id = context.company_of_site.get(alert.site_uid)
     if company_id is None:
         return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
@@ -388,7 +388,7 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
     configuration_id = context.configuration_of.get(device.uid)
     if configuration_id is None:
         raise TicketingError(f"{device.hostname} is not mapped to a configuration; a manual ticket "
-                             "needs a mapped device (R25): map it with `psabridge devices map`")
+                             "needs a mapped device: map it with `psabridge devices map`")
     company_id = context.company_of_site.get(device.site_uid)
     if company_id is None:
         raise TicketingError(f"{device.hostname}'s site is not mapped to a company")

@@ -56,7 +56,7 @@ def test_r24_settings_are_checked_against_the_psas_options(bridge, psa):  # noqa
         "source nope does not exist in the PSA",
         "priority p9 (for RMM priority High) does not exist in the PSA",
         "origin alert: board No Team has no default team and default status; set one in the PSA "
-        "or ticket creation will fail (R24)",
+        "or ticket creation will fail",
         "origin alert: closed status Other is not a closed status",
         "origin manual: closed status New is not a closed status",
     ]
@@ -129,7 +129,7 @@ def test_r27_alerts_raised_while_ticketing_is_off_make_no_tickets(bridge, psa, r
     rmm.raise_alert(ready, monitor="after-enable", raised_at=unseen.raised_at)
     report = sync.run_pass(bridge)
     assert (report.tickets_created, report.alerts_skipped) == (1, 0)
-    assert bridge.store.alert_ticket(*bridge.pair, unseen.uid).note == "raised while ticketing was off (R27)"
+    assert bridge.store.alert_ticket(*bridge.pair, unseen.uid).note == "raised while ticketing was off"
 
 
 def test_r25_a_manual_ticket_needs_a_mapped_device(bridge, psa, rmm, ready):  # noqa: F811

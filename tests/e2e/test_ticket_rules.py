@@ -99,7 +99,7 @@ def test_r23_a_monitor_overrides_attributes_or_turns_tickets_off(desk):
     assert cw_names(desk.ticket_for(disk))["status"] == "In Progress"
     assert cw_names(desk.ticket_for(offline))["board"] == ALERT_BOARD  # no override: the origin's
     rows = {r.alert_uid: r for r in desk.bridge.store.alert_tickets(*desk.bridge.pair)}
-    assert "does not create tickets (R23)" in rows[spooler].note
+    assert "does not create tickets" in rows[spooler].note
     assert rows[quiet].state == "skipped"
     assert report.tickets_created == 2
 
@@ -116,7 +116,7 @@ def test_r24_a_board_without_default_team_is_reported_before_creation_breaks(des
     problems = ticketing.check_ticket_settings(desk.bridge, settings)
     assert [p.message for p in problems if p.severity == "error"] == [
         "origin alert: board Projects Intake has no default team; set one in the PSA or ticket "
-        "creation will fail (R24)"]
+        "creation will fail"]
     ticketing.save_ticket_settings(desk.bridge, settings)
     with pytest.raises(TicketingError, match="Projects Intake has no default team"):
         ticketing.set_ticketing_enabled(desk.bridge, True, now=desk.now())

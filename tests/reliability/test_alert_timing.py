@@ -27,5 +27,5 @@ def test_alerts_just_before_and_just_after_switching_on_with_the_same_stamp(tmp_
         rows = {uid: w.store.alert_ticket(*w.bridge.pair, uid) for uid in
                 (before["alertUid"], after["alertUid"])}
         assert rows[before["alertUid"]].state == "skipped"
-        assert rows[before["alertUid"]].note == "raised while ticketing was off (R27)"
+        assert rows[before["alertUid"]].note == "raised while ticketing was off"
         assert rows[after["alertUid"]].state == "open" and report.tickets_created == 1
