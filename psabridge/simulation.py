@@ -8,8 +8,9 @@ A simulator is a WSGI application (werkzeug). The same app is reached two ways:
 
 `FaultInjector` wraps an app and, per request, may add latency, answer 5xx or 429 with
 Retry-After, send a malformed body, or drop the connection, either at random rates (seeded, so a
-run can be repeated) or from a script of one-shot faults aimed at a method and path. It also
-counts requests per endpoint, which is what the benchmarks report.
+run can be repeated) or from a script of faults aimed at a method and path, each served a given
+number of times (or every time). It also counts requests per endpoint, which is what the
+benchmarks report.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ class DroppedConnection(Exception):
 
 @attrs.define
 class ScriptedFault:
-    """A one-shot fault for the next request matching `method` and `path` (a regex).
+    """A fault for the next requests matching `method` and `path` (a regex).
 
     `when="before"` fails the request without processing it; `when="after"` lets the app
     process it (the record is created) and then fails the answer: the case that tests
     exactly-once behaviour.
+
+    `times` is how many matching requests it serves before it is used up (one by default);
+    None serves every matching request for as long as it is in the script: a device whose
+    audit always fails, an endpoint that throttles until the test removes the fault.
+    `served` counts the requests it has answered so far, so a test can wait for the moment
+    a fault struck.
     """
 
     kind: FaultKind
@@ -50,10 +57,16 @@ class ScriptedFault:
     path: str = ".*"
     when: Literal["before", "after"] = "before"
     status: int = 503
-    seconds: float = 0.0
+    seconds: float = 0.0  # the Retry-After of a throttle, the delay of a slow answer
+    times: int | None = 1
+    served: int = attrs.field(default=0, init=False)
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and re.search(self.path, path) is not None
+
+    @property
+    def used_up(self) -> bool:
+        return self.times is not None and self.served >= self.times
 
 
 @attrs.define
@@ -64,6 +77,9 @@ class Faults:
     error_rate: float = 0.0  # 5xx answers
     throttle_rate: float = 0.0  # 429 answers with Retry-After
     retry_after: float = 1.0
+    # When set, each random throttle's Retry-After is drawn from [retry_after, retry_after_max]
+    # (with the seeded generator), as a busy server's varying answers are.
+    retry_after_max: float | None = None
     drop_rate: float = 0.0  # connection closed without an answer
     malformed_rate: float = 0.0  # 200 with a body that is not JSON
     spike_rate: float = 0.0  # latency spikes
@@ -87,7 +103,7 @@ class FaultInjector:
         self.endpoint_of = endpoint_of or (lambda method, path: f"{method} {path}")
         self.throttle_body = throttle_body or (
             lambda seconds: Response('{"message":"Too many requests"}', 429,
-                                     {"Retry-After": str(int(seconds)) if seconds >= 1 else str(seconds)},
+                                     {"Retry-After": retry_after_text(seconds)},
                                      content_type="application/json"))
         self.counts: collections.Counter[str] = collections.Counter()
         self.faults_served: collections.Counter[str] = collections.Counter()
@@ -109,7 +125,9 @@ class FaultInjector:
         with self._lock:
             for fault in self.faults.script:
                 if fault.when == when and fault.matches(method, path):
-                    self.faults.script.remove(fault)
+                    fault.served += 1
+                    if fault.used_up:
+                        self.faults.script.remove(fault)
                     return fault
         return None
 
@@ -138,12 +156,19 @@ class FaultInjector:
         if self._roll(f.drop_rate):
             return ScriptedFault("drop")
         if self._roll(f.throttle_rate):
-            return ScriptedFault("throttle", seconds=f.retry_after)
+            return ScriptedFault("throttle", seconds=self._retry_after())
         if self._roll(f.error_rate):
             return ScriptedFault("error", status=self._random.choice([500, 502, 503, 504]))
         if self._roll(f.malformed_rate):
             return ScriptedFault("malformed")
         return None
+
+    def _retry_after(self) -> float:
+        f = self.faults
+        if f.retry_after_max is None:
+            return f.retry_after
+        with self._lock:
+            return self._random.uniform(f.retry_after, f.retry_after_max)
 
     def _serve_fault(self, fault: ScriptedFault, environ, start_response):
         with self._lock:
@@ -169,6 +194,12 @@ class FaultInjector:
                 environ, start_response)
         return Response('{"message":"simulated server error"}', fault.status,
                         content_type="application/json")(environ, start_response)
+
+
+def retry_after_text(seconds: float) -> str:
+    """Retry-After as a simulator sends it: whole seconds as an integer ("3"), a fraction as
+    a decimal ("1.5", "0.02"), never truncated, so a client waits what the fault said."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") if seconds % 1 else str(int(seconds))
 
 
 class _InProcessTransport(httpx.WSGITransport):
