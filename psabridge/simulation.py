@@ -9,7 +9,7 @@ A simulator is a WSGI application (werkzeug). The same app is reached two ways:
 `FaultInjector` wraps an app and, per request, may add latency, answer 5xx or 429 with
 Retry-After, send a malformed body, or drop the connection, either at random rates (seeded, so a
 run can be repeated) or from a script of faults aimed at a method and path, each served a given
-number of times (or every time). It also counts requests per endpoint, which is what the
+number of times (or every time); a scripted fault may also hold one request, or its answer. It also counts requests per endpoint, which is what the
 benchmarks report.
 """
 
@@ -30,7 +30,7 @@ import httpx
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
-FaultKind = Literal["error", "throttle", "drop", "malformed", "slow"]
+FaultKind = Literal["error", "throttle", "drop", "malformed", "slow", "delay"]
 
 
 class DroppedConnection(Exception):
@@ -45,6 +45,12 @@ class ScriptedFault:
     process it (the record is created) and then fails the answer: the case that tests
     exactly-once behaviour.
 
+    Kinds: "error" (`status`), "throttle" (429 with Retry-After `seconds`), "drop" (the
+    connection closed without an answer), "malformed" (200, not JSON), "slow" (`seconds`
+    late, with a body that is not the app's: a timeout), and "delay": the app's own answer,
+    `seconds` late. A delay `before` holds the request before the app processes it (a slow
+    create: the record does not exist yet while it waits), `after` holds the answer back.
+
     `times` is how many matching requests it serves before it is used up (one by default);
     None serves every matching request for as long as it is in the script: a device whose
     audit always fails, an endpoint that throttles until the test removes the fault.
@@ -57,7 +63,7 @@ class ScriptedFault:
     path: str = ".*"
     when: Literal["before", "after"] = "before"
     status: int = 503
-    seconds: float = 0.0  # the Retry-After of a throttle, the delay of a slow answer
+    seconds: float = 0.0  # a throttle's Retry-After; how late a slow or delayed answer is
     times: int | None = 1
     served: int = attrs.field(default=0, init=False)
 
@@ -141,15 +147,38 @@ class FaultInjector:
         if self._roll(f.spike_rate):
             time.sleep(f.spike)
         fault = self._take_scripted(method, path, "before") or self._random_fault()
-        if fault is not None:
+        if fault is not None and fault.kind == "delay":
+            self._count_served(fault)
+            time.sleep(fault.seconds)  # then the app processes the request as usual
+        elif fault is not None:
             return self._serve_fault(fault, environ, start_response)
         after = self._take_scripted(method, path, "after")
         if after is None:
             return self.app(environ, start_response)
+        if after.kind == "delay":
+            return self._answer_late(after, environ, start_response)
         # Let the app do its work (and discard its answer), then fail the exchange.
         body = b"".join(self.app(environ, lambda *a, **k: None))
         del body
         return self._serve_fault(after, environ, start_response)
+
+    def _answer_late(self, fault: ScriptedFault, environ, start_response):
+        """The app processes the request at once; its answer leaves `fault.seconds` later."""
+        answer = {}
+
+        def hold(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, hold))
+        self._count_served(fault)
+        time.sleep(fault.seconds)
+        start_response(answer["status"], answer["headers"])
+        return [body]
+
+    def _count_served(self, fault: ScriptedFault) -> None:
+        with self._lock:
+            self.faults_served[fault.kind] += 1
 
     def _random_fault(self) -> ScriptedFault | None:
         f = self.faults
@@ -171,8 +200,7 @@ class FaultInjector:
             return self._random.uniform(f.retry_after, f.retry_after_max)
 
     def _serve_fault(self, fault: ScriptedFault, environ, start_response):
-        with self._lock:
-            self.faults_served[fault.kind] += 1
+        self._count_served(fault)
         if fault.kind == "slow":
             time.sleep(fault.seconds)
             return Response('{"message":"late"}', 200, content_type="application/json")(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
+
 import httpx
 import pytest
 from werkzeug.wrappers import Request, Response
@@ -139,3 +142,32 @@ def test_random_throttles_draw_retry_after_from_the_range_by_seed():
     assert min(drawn) < 1.5 and max(drawn) > 3.0  # spread over the range, not one value
     assert retry_afters(seed=5, throttle_rate=0.3, retry_after=0.5, retry_after_max=4.0) == drawn
     assert set(retry_afters(seed=5, throttle_rate=0.3, retry_after=2.0)) == {2.0}  # no range: fixed
+
+
+def test_a_delay_before_holds_the_request_and_the_app_then_answers(client_for):
+    app = Counter()
+    faults = Faults()
+    client = client_for(FaultInjector(app, faults))
+    faults.add(ScriptedFault("delay", method="POST", path="^/things$", seconds=0.3))
+    asked = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(client.post, "/things")
+        time.sleep(0.15)  # halfway through the delay
+        assert app.things == 0  # held: nothing created yet
+        assert sent.result().json() == {"things": 1}
+    assert time.monotonic() - asked >= 0.3
+
+
+def test_a_delay_after_creates_at_once_and_answers_late_with_the_apps_answer(client_for):
+    app = Counter()
+    faults = Faults(script=[ScriptedFault("delay", method="POST", when="after", seconds=0.3)])
+    client = client_for(FaultInjector(app, faults))
+    asked = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(client.post, "/things")
+        deadline = asked + 5
+        while app.things == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.things == 1 and not sent.done()  # created, its answer not sent yet
+        assert sent.result().json() == {"things": 1}
+    assert time.monotonic() - asked >= 0.3
