@@ -8,8 +8,9 @@ A simulator is a WSGI application (werkzeug). The same app is reached two ways:
 
 `FaultInjector` wraps an app and, per request, may add latency, answer 5xx or 429 with
 Retry-After, send a malformed body, or drop the connection, either at random rates (seeded, so a
-run can be repeated) or from a script of one-shot faults aimed at a method and path. It also
-counts requests per endpoint, which is what the benchmarks report.
+run can be repeated) or from a script of faults aimed at a method and path, each served a given
+number of times (or every time); a scripted fault may also hold one request, or its answer. It also counts requests per endpoint, which is what the
+benchmarks report.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import httpx
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
-FaultKind = Literal["error", "throttle", "drop", "malformed", "slow"]
+FaultKind = Literal["error", "throttle", "drop", "malformed", "slow", "delay"]
 
 
 class DroppedConnection(Exception):
@@ -38,11 +39,23 @@ class DroppedConnection(Exception):
 
 @attrs.define
 class ScriptedFault:
-    """A one-shot fault for the next request matching `method` and `path` (a regex).
+    """A fault for the next requests matching `method` and `path` (a regex).
 
     `when="before"` fails the request without processing it; `when="after"` lets the app
     process it (the record is created) and then fails the answer: the case that tests
     exactly-once behaviour.
+
+    Kinds: "error" (`status`), "throttle" (429 with Retry-After `seconds`), "drop" (the
+    connection closed without an answer), "malformed" (200, not JSON), "slow" (`seconds`
+    late, with a body that is not the app's: a timeout), and "delay": the app's own answer,
+    `seconds` late. A delay `before` holds the request before the app processes it (a slow
+    create: the record does not exist yet while it waits), `after` holds the answer back.
+
+    `times` is how many matching requests it serves before it is used up (one by default);
+    None serves every matching request for as long as it is in the script: a device whose
+    audit always fails, an endpoint that throttles until the test removes the fault.
+    `served` counts the requests it has answered so far, so a test can wait for the moment
+    a fault struck.
     """
 
     kind: FaultKind
@@ -50,10 +63,16 @@ class ScriptedFault:
     path: str = ".*"
     when: Literal["before", "after"] = "before"
     status: int = 503
-    seconds: float = 0.0
+    seconds: float = 0.0  # a throttle's Retry-After; how late a slow or delayed answer is
+    times: int | None = 1
+    served: int = attrs.field(default=0, init=False)
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and re.search(self.path, path) is not None
+
+    @property
+    def used_up(self) -> bool:
+        return self.times is not None and self.served >= self.times
 
 
 @attrs.define
@@ -64,6 +83,9 @@ class Faults:
     error_rate: float = 0.0  # 5xx answers
     throttle_rate: float = 0.0  # 429 answers with Retry-After
     retry_after: float = 1.0
+    # When set, each random throttle's Retry-After is drawn from [retry_after, retry_after_max]
+    # (with the seeded generator), as a busy server's varying answers are.
+    retry_after_max: float | None = None
     drop_rate: float = 0.0  # connection closed without an answer
     malformed_rate: float = 0.0  # 200 with a body that is not JSON
     spike_rate: float = 0.0  # latency spikes
@@ -87,7 +109,7 @@ class FaultInjector:
         self.endpoint_of = endpoint_of or (lambda method, path: f"{method} {path}")
         self.throttle_body = throttle_body or (
             lambda seconds: Response('{"message":"Too many requests"}', 429,
-                                     {"Retry-After": str(int(seconds)) if seconds >= 1 else str(seconds)},
+                                     {"Retry-After": retry_after_text(seconds)},
                                      content_type="application/json"))
         self.counts: collections.Counter[str] = collections.Counter()
         self.faults_served: collections.Counter[str] = collections.Counter()
@@ -109,7 +131,9 @@ class FaultInjector:
         with self._lock:
             for fault in self.faults.script:
                 if fault.when == when and fault.matches(method, path):
-                    self.faults.script.remove(fault)
+                    fault.served += 1
+                    if fault.used_up:
+                        self.faults.script.remove(fault)
                     return fault
         return None
 
@@ -123,31 +147,60 @@ class FaultInjector:
         if self._roll(f.spike_rate):
             time.sleep(f.spike)
         fault = self._take_scripted(method, path, "before") or self._random_fault()
-        if fault is not None:
+        if fault is not None and fault.kind == "delay":
+            self._count_served(fault)
+            time.sleep(fault.seconds)  # then the app processes the request as usual
+        elif fault is not None:
             return self._serve_fault(fault, environ, start_response)
         after = self._take_scripted(method, path, "after")
         if after is None:
             return self.app(environ, start_response)
+        if after.kind == "delay":
+            return self._answer_late(after, environ, start_response)
         # Let the app do its work (and discard its answer), then fail the exchange.
         body = b"".join(self.app(environ, lambda *a, **k: None))
         del body
         return self._serve_fault(after, environ, start_response)
+
+    def _answer_late(self, fault: ScriptedFault, environ, start_response):
+        """The app processes the request at once; its answer leaves `fault.seconds` later."""
+        answer = {}
+
+        def hold(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, hold))
+        self._count_served(fault)
+        time.sleep(fault.seconds)
+        start_response(answer["status"], answer["headers"])
+        return [body]
+
+    def _count_served(self, fault: ScriptedFault) -> None:
+        with self._lock:
+            self.faults_served[fault.kind] += 1
 
     def _random_fault(self) -> ScriptedFault | None:
         f = self.faults
         if self._roll(f.drop_rate):
             return ScriptedFault("drop")
         if self._roll(f.throttle_rate):
-            return ScriptedFault("throttle", seconds=f.retry_after)
+            return ScriptedFault("throttle", seconds=self._retry_after())
         if self._roll(f.error_rate):
             return ScriptedFault("error", status=self._random.choice([500, 502, 503, 504]))
         if self._roll(f.malformed_rate):
             return ScriptedFault("malformed")
         return None
 
-    def _serve_fault(self, fault: ScriptedFault, environ, start_response):
+    def _retry_after(self) -> float:
+        f = self.faults
+        if f.retry_after_max is None:
+            return f.retry_after
         with self._lock:
-            self.faults_served[fault.kind] += 1
+            return self._random.uniform(f.retry_after, f.retry_after_max)
+
+    def _serve_fault(self, fault: ScriptedFault, environ, start_response):
+        self._count_served(fault)
         if fault.kind == "slow":
             time.sleep(fault.seconds)
             return Response('{"message":"late"}', 200, content_type="application/json")(
@@ -169,6 +222,12 @@ class FaultInjector:
                 environ, start_response)
         return Response('{"message":"simulated server error"}', fault.status,
                         content_type="application/json")(environ, start_response)
+
+
+def retry_after_text(seconds: float) -> str:
+    """Retry-After as a simulator sends it: whole seconds as an integer ("3"), a fraction as
+    a decimal ("1.5", "0.02"), never truncated, so a client waits what the fault said."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") if seconds % 1 else str(int(seconds))
 
 
 class _InProcessTransport(httpx.WSGITransport):

@@ -21,14 +21,21 @@ from werkzeug.wrappers import Response
 from psabridge.plugins.connectwise.simulator.app import ConnectWiseApp, Options, endpoint_template
 from psabridge.plugins.connectwise.simulator.data import company_names
 from psabridge.plugins.connectwise.simulator.db import Database
-from psabridge.simulation import FaultInjector, Faults, RunningServer, start_server, transport
+from psabridge.simulation import (
+    FaultInjector,
+    Faults,
+    RunningServer,
+    retry_after_text,
+    start_server,
+    transport,
+)
 
 __all__ = ["ConnectWiseSimulator", "Options", "Faults", "company_names"]
 
 
 def throttle_body(seconds: float) -> Response:
     """CW's 429 (note `error`, not `code`: samples/error-429-rate-limited.json)."""
-    wait = str(int(seconds)) if seconds >= 1 else str(seconds)
+    wait = retry_after_text(seconds)
     return Response(
         f'{{"error":"ConnectWiseAPI","message":"Too many requests. Please try again in {wait} seconds."}}',
         429, {"Retry-After": wait}, content_type="application/json")
