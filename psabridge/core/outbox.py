@@ -4,7 +4,7 @@ A change of state that needs a write on a remote system (a repeat's note on its 
 a ticket, resolving an alert, writing or clearing a configuration's device link) is saved in
 the store together with an outbox item, in one transaction. The item is then sent at once and,
 if that fails for a passing reason (5xx, throttled, no answer, the process killed), sent again
-by the next sync pass, with a growing delay, until it is made. One that fails for a lasting
+by the next sync passes, waiting longer after each failure, until it is made. One that fails for a lasting
 reason (the ticket was deleted, the PSA refuses the change) becomes a warning for the admin.
 
 Items are keyed by what they change (`close:TICKET`, `configuration:ID`...): a newer wish for
@@ -87,8 +87,10 @@ class Drained:
     given_up: list[str] = attrs.field(factory=list)  # what became a warning
 
 
-def _delay(attempts: int) -> float:
-    return min(MAX_DELAY, BASE_DELAY * 2 ** attempts)
+def _delay(failures_before: int) -> float:
+    """How long an item waits after a failure: the next pass may try it again at once the first
+    time (a pass's interval is already a pause), then the wait doubles."""
+    return 0.0 if failures_before == 0 else min(MAX_DELAY, BASE_DELAY * 2 ** (failures_before - 1))
 
 
 def drain(bridge: Bridge, keys: Iterable[str] | None = None) -> Drained:

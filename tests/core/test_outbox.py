@@ -22,11 +22,6 @@ class Refused(RemoteError):
     """A lasting refusal (the ticket was deleted, say)."""
 
 
-def due_now(bridge):  # noqa: F811
-    """Make every waiting item due: the tests do not wait out the retry delays."""
-    bridge.store.db.execute("update outbox set due_at = 0")
-
-
 def test_a_repeats_note_that_fails_once_is_sent_by_the_next_pass(
         bridge, psa, rmm, ready):  # noqa: F811
     first = rmm.raise_alert(ready)
@@ -39,7 +34,6 @@ def test_a_repeats_note_that_fails_once_is_sent_by_the_next_pass(
     assert psa.notes[ticket_id] == []  # not sent yet, but not forgotten:
     assert [i.action for i in bridge.store.outbox()] == ["add_ticket_note"]
 
-    due_now(bridge)
     assert sync.run_pass(bridge).follow_ups_sent == 1
     assert len(psa.notes[ticket_id]) == 1 and "Repeating alert" in psa.notes[ticket_id][0]
     assert bridge.store.outbox() == []
