@@ -22,22 +22,25 @@ class Refused(RemoteError):
     """A lasting refusal (the ticket was deleted, say)."""
 
 
-def test_a_repeats_note_that_fails_once_is_sent_by_the_next_pass(
+def test_a_repeats_note_that_fails_is_kept_and_sent_again_until_it_is_made(
         bridge, psa, rmm, ready):  # noqa: F811
     first = rmm.raise_alert(ready)
     sync.run_pass(bridge)
-    psa.fail_next["add_ticket_note"].append(Unavailable("the PSA is not answering"))
-    repeat = rmm.raise_alert(ready)
+    ticket_id = bridge.store.alert_ticket(*bridge.pair, first.uid).ticket_id
+    # It fails when sent at once and again when the pass's follow-up step retries it.
+    psa.fail_next["add_ticket_note"] += [Unavailable("the PSA is not answering")] * 2
+    rmm.raise_alert(ready)
     report = sync.run_pass(bridge)
     assert report.tickets_joined == 1 and report.follow_ups_waiting == 1
-    ticket_id = bridge.store.alert_ticket(*bridge.pair, first.uid).ticket_id
-    assert psa.notes[ticket_id] == []  # not sent yet, but not forgotten:
-    assert [i.action for i in bridge.store.outbox()] == ["add_ticket_note"]
+    assert psa.notes[ticket_id] == []  # not made yet, but not forgotten:
+    (waiting,) = bridge.store.outbox()
+    assert (waiting.action, waiting.attempts) == ("add_ticket_note", 2)
 
+    bridge.store.db.execute("update outbox set due_at = 0")  # rather than wait out its delay
     assert sync.run_pass(bridge).follow_ups_sent == 1
     assert len(psa.notes[ticket_id]) == 1 and "Repeating alert" in psa.notes[ticket_id][0]
     assert bridge.store.outbox() == []
-    assert sync.run_pass(bridge).follow_ups_sent == 0  # sent once
+    assert sync.run_pass(bridge).follow_ups_sent == 0  # made once
 
 
 def test_a_close_refused_for_good_becomes_a_warning_and_leaves_the_outbox(
