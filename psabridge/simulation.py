@@ -64,6 +64,8 @@ class Faults:
     error_rate: float = 0.0  # 5xx answers
     throttle_rate: float = 0.0  # 429 answers with Retry-After
     retry_after: float = 1.0
+    # When set, each 429's Retry-After is drawn uniformly from [retry_after, retry_after_max].
+    retry_after_max: float | None = None
     drop_rate: float = 0.0  # connection closed without an answer
     malformed_rate: float = 0.0  # 200 with a body that is not JSON
     spike_rate: float = 0.0  # latency spikes
@@ -138,12 +140,19 @@ class FaultInjector:
         if self._roll(f.drop_rate):
             return ScriptedFault("drop")
         if self._roll(f.throttle_rate):
-            return ScriptedFault("throttle", seconds=f.retry_after)
+            return ScriptedFault("throttle", seconds=self._retry_after())
         if self._roll(f.error_rate):
             return ScriptedFault("error", status=self._random.choice([500, 502, 503, 504]))
         if self._roll(f.malformed_rate):
             return ScriptedFault("malformed")
         return None
+
+    def _retry_after(self) -> float:
+        f = self.faults
+        if f.retry_after_max is None:
+            return f.retry_after
+        with self._lock:
+            return self._random.uniform(f.retry_after, f.retry_after_max)
 
     def _serve_fault(self, fault: ScriptedFault, environ, start_response):
         with self._lock:
