@@ -449,8 +449,8 @@ def test_soak_every_process_at_once_under_faults_kills_and_skew(tmp_path):
             soak.stop()
             converged, final_runs = sync_until_quiet(w, soak.env, tmp_path)
             phase_done("final syncs")
-            figures |= {"final sync runs": len(final_runs), "final sync converged": converged,
-                        "left behind": census(w)}
+            figures |= soak.summary() | {"final sync runs": len(final_runs),
+                                         "final sync converged": converged, "left behind": census(w)}
 
             figures |= check_invariants(w, interrupted=soak.interrupted_writes_allowed())
             psa, rmm = w.bridge.pair
@@ -468,6 +468,6 @@ def test_soak_every_process_at_once_under_faults_kills_and_skew(tmp_path):
             raise
         finally:
             soak.abandon()
-            figures |= soak.summary()
+            figures = soak.summary() | figures  # a run cut short still reports what it did
             figures["seconds"] = round(time.monotonic() - started)
             print("soak figures:", json.dumps(figures, indent=1, default=str))
