@@ -125,6 +125,18 @@ class Process:
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout=timeout)
 
+    def run(self, timeout: float) -> tuple[int, str]:
+        """Start, wait for the end (kill -9 after `timeout`); the exit code and what this run
+        printed on stdout."""
+        self.start()
+        try:
+            code = self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.popen.returncode
+        printed = self.stdout_path.read_text(errors="replace").rpartition("--- start ")[2]
+        return code, printed.partition("\n")[2]
+
     def tails(self, lines: int = 40) -> str:
         return (f"==== {self.name} stdout ({self.stdout_path})\n{tail(self.stdout_path, lines)}\n"
                 f"==== {self.name} stderr ({self.stderr_path})\n{tail(self.stderr_path, lines)}")
