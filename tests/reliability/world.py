@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import attrs
@@ -174,14 +175,19 @@ def until_done(step: Callable[[], bool], what: str, tries: int = 30) -> None:
     raise AssertionError(f"{what} did not go through in {tries} tries: {errors[-3:]}")
 
 
-def set_up(w: World) -> None:
-    """Map companies, device types and devices, and set up ticketing, as demo.py does."""
+def set_up(w: World, leave_unmapped: Collection[str] = ()) -> None:
+    """Map companies, device types and devices, and set up ticketing, as demo.py does.
+
+    `leave_unmapped`: ids of companies the admin keeps for later (e.g. `companies map ID=new`)."""
     b = w.bridge
 
+    def unmapped_rows():
+        return [r for r in mapping.load_companies(b) if r.company.id not in leave_unmapped]
+
     def companies() -> bool:
-        rows = mapping.load_companies(b)
+        rows = unmapped_rows()
         outcome = mapping.apply(b, mapping.plan_company_mappings(b, {r.company.id: None for r in rows}))
-        return not rows or not outcome.failed and not mapping.load_companies(b)
+        return not rows or not outcome.failed and not unmapped_rows()
 
     def device_types() -> bool:
         for row in mapping.load_device_types(b):
@@ -276,7 +282,8 @@ def technician_closes(w: World, ticket_id: str) -> None:
     with db.lock:
         ticket = db.tickets[int(ticket_id)]
         closed = next(s for s in db.statuses_of(ticket["board"]["id"]) if s["closedStatus"])
-        ticket.update(status={"id": closed["id"], "name": closed["name"]}, closedFlag=True)
+        ticket.update(status={"id": closed["id"], "name": closed["name"]}, closedFlag=True,
+                      closedDate=db.clock(), closedBy="technician")
         db.touch(ticket)
     w.closed_by_technician.append(ticket_id)
 
@@ -287,19 +294,20 @@ def _marker(alert_uid: str) -> str:
     return stored_marker(f"psabridge:datto:{alert_uid}")
 
 
-# Each write the simulators can answer, and the journal action that must account for it.
+# Each write the simulators can answer, and the journal actions that may account for it.
 # Manufacturers are created inside psa_create_configuration and configurations attached inside
-# psa_create_ticket: one journal entry covers the hook, whatever requests it took.
+# psa_create_ticket (or when a ticket is adopted): one journal entry covers the hook, whatever
+# requests it took. A configuration is patched to update it, or to clear its link on unmap.
 JOURNALLED_AS = {
-    "POST /service/tickets": "create_ticket",
-    "POST /service/tickets/{id}/configurations": "create_ticket",
-    "POST /service/tickets/{id}/notes": "add_ticket_note",
-    "PATCH /service/tickets/{id}": "close_ticket",
-    "POST /company/configurations": "create_configuration",
-    "POST /procurement/manufacturers": "create_configuration",
-    "PATCH /company/configurations/{id}": "update_configuration",
-    "PUT /api/v2/site": "create_site",
-    "POST /api/v2/alert/{uid}/resolve": "resolve_alert",
+    "POST /service/tickets": ("create_ticket",),
+    "POST /service/tickets/{id}/configurations": ("create_ticket", "attach_configuration"),
+    "POST /service/tickets/{id}/notes": ("add_ticket_note",),
+    "PATCH /service/tickets/{id}": ("close_ticket",),
+    "POST /company/configurations": ("create_configuration",),
+    "POST /procurement/manufacturers": ("create_configuration",),
+    "PATCH /company/configurations/{id}": ("update_configuration", "unmap_configurations"),
+    "PUT /api/v2/site": ("create_site",),
+    "POST /api/v2/alert/{uid}/resolve": ("resolve_alert",),
 }
 
 
@@ -358,16 +366,27 @@ def check_invariants(w: World, interrupted: int = 0) -> dict[str, int]:
     lost = {uid: row and (row.state, row.note) for uid, row in rows.items()
             if row is None or row.state in ("pending", "skipped")}
     assert not lost, f"alerts raised but without a ticket: {lost}"
+    # A group has one ticket at a time: a repeat joins the open ticket; a problem that comes
+    # back once its ticket is closed opens the next one (only in runs that close tickets
+    # while alerts are still being raised).
     groups = collections.defaultdict(list)
     for alert in w.raised:
         row = rows[alert["alertUid"]]
         groups[(row.device_uid, row.monitor)].append(alert)
     for group in groups.values():
-        tickets = {rows[a["alertUid"]].ticket_id for a in group}
-        assert len(tickets) == 1, f"one alert group, several tickets: {tickets}"
-        own = [a["alertUid"] for a in group if _marker(a["alertUid"]) in markers]
-        assert len(own) == 1, f"group {[a['alertUid'] for a in group]} made {len(own)} tickets"
-        assert ticket_of_marker[_marker(own[0])] == tickets.pop()
+        uids = [a["alertUid"] for a in group]
+        tickets = sorted({rows[uid].ticket_id for uid in uids},
+                         key=lambda t: (db.tickets[int(t)]["_info"]["dateEntered"], int(t)))
+        for earlier, later in itertools.pairwise(tickets):
+            closed_at = db.tickets[int(earlier)].get("closedDate")
+            opened_at = db.tickets[int(later)]["_info"]["dateEntered"]
+            assert closed_at and closed_at <= opened_at, (
+                f"one alert group, two tickets at once: {earlier} (closed {closed_at}) and "
+                f"{later} (opened {opened_at}); group {uids}")
+        for ticket_id in tickets:
+            own = [uid for uid in uids if rows[uid].ticket_id == ticket_id and _marker(uid) in markers]
+            assert len(own) == 1, f"group {uids}: ticket {ticket_id} carries {len(own)} of their markers"
+            assert ticket_of_marker[_marker(own[0])] == ticket_id
 
     # Round trip: resolved in the RMM -> ticket closed; closed in the PSA -> alerts resolved.
     for alert in w.raised:
@@ -389,7 +408,8 @@ def check_invariants(w: World, interrupted: int = 0) -> dict[str, int]:
     unaccounted = {e: n for e, n in processed.items() if e not in JOURNALLED_AS}
     assert not unaccounted, f"writes with no journal action: {unaccounted}"
     for endpoint, n in processed.items():
-        assert len(entries[JOURNALLED_AS[endpoint]]) > 0, f"{n} x {endpoint}, no journal entry"
+        journalled = sum(len(entries[action]) for action in JOURNALLED_AS[endpoint])
+        assert journalled > 0, f"{n} x {endpoint}, no journal entry"
 
     # Every write is journalled as an intent first, then as ok or failed; only a killed
     # process leaves an intent without its outcome, at most one each.
@@ -415,8 +435,13 @@ def check_invariants(w: World, interrupted: int = 0) -> dict[str, int]:
     device_of_url = {url: uid for uid, url in url_of.items()}
     created_for = {device_of_url[c["managementLink"]] for c in new_configurations.values()}
     assert ok_targets("create_configuration") <= created_for <= all_targets("create_configuration")
-    # Sites: one processed PUT per new site, each journalled by name.
-    new_sites = {s["name"] for uid, s in w.datto.sites.items() if uid not in w.seeded_sites}
+    # Sites: one per company that asked for a new one (never two of a name), one processed PUT
+    # per new site, each journalled by name.
+    site_names = collections.Counter(s["name"] for uid, s in w.datto.sites.items()
+                                     if uid not in w.seeded_sites)
+    doubled = {name: n for name, n in site_names.items() if n > 1}
+    assert not doubled, f"sites created twice for one company: {doubled}"
+    new_sites = set(site_names)
     assert w.datto_reached.ok("PUT /api/v2/site") == len(new_sites)
     assert ok_targets("create_site") <= new_sites <= all_targets("create_site")
     # Notes and resolves: never more processed than journalled attempts.
