@@ -278,14 +278,22 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
     if company_id is None:
         return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
 
-    if settings.repeat_minutes:
+    configuration_id = context.configuration_of.get(alert.device_uid)
+    if not settings.repeat_minutes:
+        return _create_ticket(bridge, alert, "alert", company_id, configuration_id, settings)
+    # Two alerts of one problem (a monitor on a device) handled at once, in two processes, must
+    # not both find no ticket to join and each open one: "join or create" is decided under the
+    # problem's claim.
+    problem = f"problem:{psa}:{alert.device_uid}:{alert.monitor}"
+    with coordination.try_hold(bridge.store, problem) as held:
+        if held is None:
+            return None  # another alert of this problem is being handled: come back to it
         since = (alert.raised_at or utcnow()) - dt.timedelta(minutes=settings.repeat_minutes)
         if not _settle_pending_repeats(bridge, alert, since):
             return None  # an earlier alert of this problem is in another process's hands
         if (joined := _join_repeat(bridge, alert, settings)) is not None:
             return joined
-    return _create_ticket(bridge, alert, "alert", company_id,
-                          context.configuration_of.get(alert.device_uid), settings)
+        return _create_ticket(bridge, alert, "alert", company_id, configuration_id, settings)
 
 
 def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> AlertTicket | None:

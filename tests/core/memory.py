@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import itertools
+import threading
 import time
 
 import time_machine
@@ -142,6 +143,8 @@ class MemoryPsa:
         self.closed_statuses: set[str] = set()
         # (exception, "before" | "after"): the next create fails before or after the ticket exists
         self.fail_next_create: tuple[Exception, str] | None = None
+        # when set, a create waits for it: the PSA is slow, another process acts meanwhile
+        self.create_gate: threading.Event | None = None
         # hook name -> errors the next calls of that hook raise, one each
         self.fail_next: dict[str, list[Exception]] = collections.defaultdict(list)
 
@@ -156,6 +159,8 @@ class MemoryPsa:
     @hookimpl
     def psa_create_ticket(self, connection, draft):
         self.calls["create_ticket"] += 1
+        if self.create_gate is not None:
+            self.create_gate.wait(timeout=30)
         failure, self.fail_next_create = self.fail_next_create, None
         if failure and failure[1] == "before":
             raise failure[0]
@@ -212,6 +217,8 @@ class MemoryRmm:
         self.alerts: dict[str, Alert] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
+
+    alert_url_gate: threading.Event | None = None
 
     def raise_alert(self, device: Device, monitor="disk C:", priority="High", **fields) -> Alert:
         alert = Alert(uid=fields.pop("uid", f"alert-{next(self._ids)}"), priority=priority,
@@ -273,6 +280,8 @@ class MemoryRmm:
 
     @hookimpl
     def rmm_alert_url(self, connection, alert):
+        if self.alert_url_gate is not None:  # an RMM slow to say where its alert is
+            self.alert_url_gate.wait(timeout=30)
         return f"https://rmm.example.com/alert/{alert.uid}"
 
     @hookimpl

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
 
 import httpx
 import pytest
@@ -208,3 +210,32 @@ def test_a_sync_killed_on_this_host_does_not_block_the_next_one(bridge, ready): 
     assert bridge.store.acquire_lease(sync.LOCK, alive_owner, 600)
     with pytest.raises(sync.SyncBusy):
         sync.run_pass(bridge)
+
+
+def test_an_alert_and_its_repeat_handled_at_once_open_one_ticket(bridge, psa, rmm, ready):  # noqa: F811
+    """A webhook handles the first alert while a pass meets its repeat: the repeat must wait for
+    the first one's ticket and join it, not open a second ticket for one problem."""
+    first, repeat = rmm.raise_alert(ready), rmm.raise_alert(ready)
+    # The first alert's handler is held up before it has written anything about its ticket.
+    rmm.alert_url_gate = gate = threading.Event()
+    handling = threading.Thread(target=ticketing.ticket_for_alert, args=(bridge, first))
+    handling.start()
+    coordination_wait(lambda: bridge.store.lease_holder(f"alert:{psa_name(bridge)}:{first.uid}"))
+    rmm.alert_url_gate = None
+    assert ticketing.ticket_for_alert(bridge, repeat) is None  # in hand elsewhere: later
+    gate.set()
+    handling.join()
+    joined = ticketing.ticket_for_alert(bridge, repeat)
+    assert joined.note == "repeat" and len(psa.tickets) == 1
+    assert joined.ticket_id == bridge.store.alert_ticket(*bridge.pair, first.uid).ticket_id
+
+
+def psa_name(bridge):  # noqa: F811
+    return bridge.psa.name
+
+
+def coordination_wait(condition, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end
+        time.sleep(0.01)
