@@ -7,8 +7,10 @@ lost) is not retried here: the caller recovers, e.g. by looking up the record it
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import random
+import re
 import time
 from collections.abc import Callable
 
@@ -35,16 +37,45 @@ class RetryPolicy:
     statuses: frozenset[int] = RETRYABLE_STATUS
 
 
+# -- Retry-After ---------------------------------------------------------------------------------
+
+# RFC 9110 says ASCII digits; some servers send "0.5" or a negative number.
+_DELAY_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_unreadable_logged: set[str] = set()
+_UNREADABLE_LOG_LIMIT = 32  # distinct values worth a line; a server inventing new ones is muted
+
+
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Parse Retry-After (seconds or an HTTP date); None when absent or unreadable."""
-    value = response.headers.get("Retry-After")
+    """The wait the server asks for, in seconds, from Retry-After as a number of seconds or an
+    HTTP date. None when it is absent or cannot be read: the policy's own backoff applies then.
+
+    A negative number or a date in the past asks for no wait (0). A value that cannot be read
+    ("soon", a mangled date) is a server bug we work around, not an error: it is logged once
+    per distinct value, at debug level.
+    """
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
-    try:
+    seconds = _parse_retry_after(value)
+    if seconds is None and value not in _unreadable_logged:
+        if len(_unreadable_logged) < _UNREADABLE_LOG_LIMIT:
+            _unreadable_logged.add(value)
+            log.debug("ignoring a Retry-After that is neither seconds nor a date; backing off "
+                      "instead", retry_after=value[:100])
+    return seconds
+
+
+def _parse_retry_after(value: str) -> float | None:
+    if _DELAY_SECONDS.fullmatch(value):
         return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        # RFC 9110 dates are GMT; a date without a zone must not be read as local time.
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 _jitter = random.Random()
@@ -96,8 +127,7 @@ def send(
                   else f"HTTP {outcome.result().status_code}")
         if not outcome.failed:
             outcome.result().close()
-        log.info("retrying request", method=request.method,
-                 url=str(request.url.copy_with(query=None)), reason=reason,
+        log.info("retrying request", method=request.method, url=_where(request), reason=reason,
                  attempt=state.attempt_number, delay=round(state.upcoming_sleep, 3))
 
     retrying = tenacity.Retrying(
@@ -116,3 +146,7 @@ def send(
         return client.send(request)
 
     return retrying(attempt)
+
+
+def _where(request: httpx.Request) -> str:
+    return str(request.url.copy_with(query=None))

@@ -214,6 +214,14 @@ def test_a_429_without_retry_after_is_waited_out_for_60_to_120_seconds(httpx_moc
     assert len(fake_time.slept) == 1 and 60 <= fake_time.slept[0] <= 120
 
 
+def test_a_429_whose_retry_after_cannot_be_read_is_waited_out_like_none(httpx_mock, client, fake_time):
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=429, headers={"Retry-After": "soon"})
+    httpx_mock.add_response(url=f"{API}/api/v2/account", json={"name": "MSP"})
+    assert client.get("/v2/account") == {"name": "MSP"}
+    assert len(fake_time.slept) == 1 and 60 <= fake_time.slept[0] <= 120
+
+
 def test_a_429_with_retry_after_waits_what_it_says(httpx_mock, client, fake_time):
     token_response(httpx_mock)
     httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=429, headers={"Retry-After": "7"})

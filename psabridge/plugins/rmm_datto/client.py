@@ -29,7 +29,7 @@ import httpx
 
 from psabridge.core import logs
 from psabridge.core.errors import RemoteError
-from psabridge.core.http import RetryPolicy, send
+from psabridge.core.http import RetryPolicy, retry_after_seconds, send
 from psabridge.core.models import Connection
 from psabridge.plugins.rmm_datto.throttle import Limits, SlidingWindowLimiter, buckets_for
 
@@ -273,11 +273,12 @@ class DattoClient:
             self.limiter.acquire(buckets)
 
     def _supply_retry_after(self, response: httpx.Response) -> None:
-        """Give a 429 without Retry-After the wait Datto clients use, so `send` honours it."""
+        """Give a 429 without a usable Retry-After the wait Datto clients use, so `send`
+        honours it: a Retry-After that cannot be read counts as none."""
         if response.status_code != 429:
             return
         self._last_throttled = self.options.clock()
-        if "Retry-After" not in response.headers:
+        if retry_after_seconds(response) is None:
             low, high = self.options.throttle_backoff
             response.headers["Retry-After"] = f"{self._random.uniform(low, high):.3f}"
 
