@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import socketserver
+import threading
+import time
 
 import httpx
 import pytest
@@ -12,6 +15,7 @@ import structlog
 
 from psabridge.core import http
 from psabridge.core.http import RetryPolicy, send
+from tests.trickler import HANG_GUARD, Trickler
 
 URL = "https://api.example.com/things"
 FAST = RetryPolicy(attempts=4, base_delay=0.01)
@@ -132,3 +136,64 @@ def test_a_huge_retry_after_is_an_outage_returned_not_slept(httpx_mock, slept, v
     httpx_mock.add_response(status_code=503, headers={"Retry-After": value})
     assert go("GET", slept, policy=RetryPolicy(attempts=3, max_retry_after=120)).status_code == 503
     assert slept == []
+
+
+# -- the deadline of an attempt, against a real server that trickles its answer ---------------------
+
+
+@pytest.fixture(params=["body", "headers"])
+def trickler(request):
+    with Trickler(mode=request.param) as server:
+        yield server
+
+
+def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(trickler):
+    started = time.monotonic()
+    with http.new_client() as client:
+        with pytest.raises(http.DeadlineExceeded) as raised:
+            send(client, client.build_request("GET", trickler.url + "/things"),
+                 RetryPolicy(attempts=1, deadline=1.0))
+    assert time.monotonic() - started < HANG_GUARD
+    assert raised.value.seconds == 1.0 and raised.value.connected
+    assert raised.value.explain("Example", "GET /things").startswith(
+        "Example did not finish answering GET /things within 1 s; ")
+
+
+def test_each_retry_gets_a_deadline_of_its_own_and_a_post_is_not_sent_twice(trickler):
+    with http.new_client() as client:
+        policy = RetryPolicy(attempts=2, base_delay=0, deadline=0.5)
+        with pytest.raises(http.DeadlineExceeded):
+            send(client, client.build_request("GET", trickler.url + "/things"), policy)
+        assert len(trickler.requests) == 2  # a read is tried again, with a fresh deadline
+        with pytest.raises(http.DeadlineExceeded) as raised:
+            send(client, client.build_request("POST", trickler.url + "/things", json={}), policy)
+        assert len(trickler.requests) == 3  # the server may have acted on it: never resent
+    assert "may or may not have been applied" in raised.value.explain("Example", "POST /things")
+
+
+def test_time_before_the_first_byte_is_sent_is_not_held_against_the_server():
+    """A connector waiting for room in its quota (a request hook) does not use up the
+    deadline: it runs from the attempt's first socket operation."""
+    with socketserver.TCPServer(("127.0.0.1", 0), _QuickHandler) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        hooks = {"request": [lambda request: time.sleep(0.6)]}
+        with http.new_client(event_hooks=hooks) as client:
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+            response = send(client, client.build_request("GET", url), RetryPolicy(deadline=0.5))
+    assert response.json() == {"ok": True}
+
+
+class _QuickHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\n'
+                         b'{"ok": true}')
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("", 60.0), ("15", 15.0), (" 2.5 ", 2.5),
+                                                ("soon", 60.0), ("0", 60.0), ("-3", 60.0),
+                                                ("inf", 60.0), ("nan", 60.0)])
+def test_the_deadline_setting_takes_positive_seconds_and_ignores_the_rest(monkeypatch, value, seconds):
+    monkeypatch.setenv(http.DEADLINE_ENV, value)
+    assert http._deadline_from_environment() == seconds
