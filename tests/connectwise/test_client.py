@@ -9,10 +9,12 @@ import httpx
 import pytest
 
 from psabridge.core import logs
+from psabridge.core.http import RetryPolicy
 from psabridge.core.models import Connection
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import errors
 from psabridge.plugins.connectwise.client import ACCEPT, ConnectWiseClient, api_root
+from tests.trickler import Trickler
 
 from .conftest import FAST
 
@@ -191,3 +193,15 @@ def test_forward_only_without_any_link_header_continues_by_id(httpx_mock, client
                                                        "pageSize": 2, "page": 1}), json=[{"id": 11}])
     rows = client.iter_list("company/configurations", page_size=2, forward_only=True)
     assert [r["id"] for r in rows] == [3, 8, 11]
+
+
+def test_an_answer_that_never_finishes_is_a_clear_transient_error():
+    with Trickler(mode="headers") as server:
+        connection = Connection("connectwise", {**SETTINGS, "url": server.url})
+        client = ConnectWiseClient.for_connection(
+            connection, policy=RetryPolicy(attempts=1, deadline=1.0), sleep=lambda s: None)
+        with pytest.raises(errors.TooSlow) as raised:
+            client.get("company/companies")
+    assert raised.value.transient and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(
+        "ConnectWise did not finish answering GET /company/companies within 1 s; ")

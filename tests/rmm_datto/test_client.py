@@ -12,14 +12,17 @@ import httpx
 import pytest
 
 from psabridge.core import logs
+from psabridge.core.http import RetryPolicy
 from psabridge.plugins.rmm_datto.client import (
     DattoAuthError,
     DattoClient,
     DattoError,
     DattoForbidden,
     DattoNotFound,
+    DattoTooSlow,
 )
 from psabridge.plugins.rmm_datto.throttle import Limits
+from tests.trickler import Trickler
 
 API = "https://merlot-api.centrastage.net"
 TOKEN_URL = f"{API}/auth/oauth/token"
@@ -286,3 +289,15 @@ def test_a_token_answer_without_a_token_is_a_clear_error(httpx_mock, client):
     httpx_mock.add_response(url=TOKEN_URL, html="<html>login page</html>")
     with pytest.raises(DattoError, match="without an access_token"):
         client.get("/v2/account")
+
+
+def test_an_answer_that_never_finishes_is_a_clear_transient_error(options):
+    with Trickler(mode="body") as server:
+        client = DattoClient(server.url, KEY, SECRET,
+                             attrs.evolve(options, retry=RetryPolicy(attempts=1, deadline=1.0)))
+        with pytest.raises(DattoTooSlow) as raised:
+            client.get("/v2/account")
+        client.close()
+    assert raised.value.transient and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(
+        "Datto RMM did not finish answering GET /api/v2/account within 1 s; ")

@@ -70,6 +70,11 @@ class ConnectionFailed(ConnectWiseError):
     transient = True
 
 
+class TooSlow(ConnectionFailed):
+    """An answer that did not finish within the deadline of every attempt (a trickling server,
+    or something on the way holding the connection open)."""
+
+
 class UnexpectedAnswer(ConnectWiseError):
     """A 2xx whose body is not what the API documents (e.g. not JSON)."""
 

@@ -29,7 +29,13 @@ import httpx
 
 from psabridge.core import logs
 from psabridge.core.errors import RemoteError
-from psabridge.core.http import RetryPolicy, retry_after_seconds, send
+from psabridge.core.http import (
+    DeadlineExceeded,
+    RetryPolicy,
+    new_client,
+    retry_after_seconds,
+    send,
+)
 from psabridge.core.models import Connection
 from psabridge.plugins.rmm_datto.throttle import Limits, SlidingWindowLimiter, buckets_for
 
@@ -79,6 +85,11 @@ class DattoUnreachable(DattoError):
     may not have been applied."""
 
     transient = True
+
+
+class DattoTooSlow(DattoUnreachable):
+    """An answer that did not finish within the deadline of every attempt (a trickling server,
+    or something on the way holding the connection open)."""
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -159,6 +170,9 @@ class TokenSource:
         try:
             response = send(self._http, request, self._options.retry, idempotent=True,
                             sleep=self._options.sleep)
+        except DeadlineExceeded as exc:
+            raise DattoTooSlow(exc.explain("Datto RMM", f"the token request at {self._api_url}")) \
+                from exc
         except httpx.TransportError as exc:
             raise DattoUnreachable(f"no answer from the Datto RMM token endpoint at "
                                    f"{self._api_url} ({type(exc).__name__})") from exc
@@ -195,7 +209,7 @@ class DattoClient:
         logs.register_secret(secret)
         self.api_url = api_url.rstrip("/")
         self.options = options
-        self.http = httpx.Client(transport=transport, timeout=options.timeout, event_hooks={
+        self.http = new_client(transport=transport, timeout=options.timeout, event_hooks={
             "request": [self._wait_for_quota], "response": [self._supply_retry_after]})
         self.tokens = TokenSource(self.http, self.api_url, key, secret, options)
         self.limiter = SlidingWindowLimiter(options.limits, options.clock, options.sleep)
@@ -246,6 +260,8 @@ class DattoClient:
         try:
             return send(self.http, request, self.options.retry, idempotent=idempotent,
                         sleep=self.options.sleep)
+        except DeadlineExceeded as exc:
+            raise DattoTooSlow(exc.explain("Datto RMM", f"{method} {urlsplit(url).path}")) from exc
         except httpx.TransportError as exc:
             raise DattoUnreachable(
                 f"no answer from Datto RMM at {self.api_url} to {method} {urlsplit(url).path} "
