@@ -81,6 +81,15 @@ def test_a_malformed_condition_gets_cws_400_body(api):
     assert unknown["message"] == "typeids is not a recognized name."
 
 
+def test_conditions_nested_too_deeply_get_cws_400_body_not_a_crash(api):
+    deep = "(" * 300 + "id = 1" + ")" * 300
+    response = api.get("company/companies", params={"conditions": deep})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "ApiFindCondition" and "nested too deeply" in body["message"]
+    assert set(body) == {"code", "message", "errors"}
+
+
 def test_a_post_missing_a_required_field_gets_cws_invalid_object_body(api, sim):
     company = next(iter(sim.db.companies.values()))
     response = api.post("company/configurations", json={"company": {"id": company["id"]}, "name": "PC"})
