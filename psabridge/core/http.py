@@ -22,6 +22,7 @@ import os
 import random
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -328,6 +329,18 @@ def send(
             _attempt_deadline.reset(token)
 
     return retrying(attempt)
+
+
+def remote_text(value: Any, limit: int = 200) -> str:
+    """Words from a remote answer (an error message, a body that is not JSON), fit to quote in
+    a one-line message to the admin: line breaks, terminal escapes and other control or format
+    characters become spaces, runs of spaces one, and it is cut to `limit` characters. A server
+    cannot then forge extra lines in a log or repaint the admin's terminal."""
+    text = str(value)[: limit * 4]
+    cleaned = "".join(" " if char.isspace() or unicodedata.category(char)[0] == "C" else char
+                      for char in text)
+    one_line = " ".join(cleaned.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
 def _where(request: httpx.Request) -> str:

@@ -197,3 +197,10 @@ class _QuickHandler(socketserver.StreamRequestHandler):
 def test_the_deadline_setting_takes_positive_seconds_and_ignores_the_rest(monkeypatch, value, seconds):
     monkeypatch.setenv(http.DEADLINE_ENV, value)
     assert http._deadline_from_environment() == seconds
+
+
+def test_remote_words_are_quoted_as_one_printable_line_of_bounded_length():
+    quoted = http.remote_text("line one\r\nline\ttwo \x1b[31mred\x00 \u202eright-to-left\u2028" + "x" * 500)
+    assert quoted.isprintable() and len(quoted) == 200 and quoted.endswith("...")
+    assert quoted.startswith("line one line two [31mred right-to-left xxx")
+    assert http.remote_text(["not", "text"]) == "['not', 'text']"

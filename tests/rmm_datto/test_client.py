@@ -301,3 +301,22 @@ def test_an_answer_that_never_finishes_is_a_clear_transient_error(options):
     assert raised.value.transient and "\n" not in str(raised.value)
     assert str(raised.value).startswith(
         "Datto RMM did not finish answering GET /api/v2/account within 1 s; ")
+
+
+def test_a_bad_value_refused_by_the_simulator_reads_as_one_line_naming_the_field(connection):
+    from psabridge.plugins.rmm_datto.client import client_for
+
+    with pytest.raises(DattoError) as caught:
+        client_for(connection).request("PUT", "/v2/site", json={"name": 5}, operation="site-create")
+    assert str(caught.value) == ("Datto RMM answered HTTP 400 to PUT /api/v2/site: Invalid value for "
+                                 "field 'name': expected text")
+
+
+def test_an_error_message_is_quoted_on_one_line_without_control_characters(httpx_mock, client):
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/site/s1", status_code=400,
+                            json={"message": "no\n\x1b[2Jsuch site\r\n" + "!" * 500})
+    with pytest.raises(DattoError) as caught:
+        client.get("/v2/site/s1")
+    assert str(caught.value).isprintable() and ": no [2Jsuch site !!!" in str(caught.value)
+    assert len(str(caught.value)) < 300

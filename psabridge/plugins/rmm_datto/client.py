@@ -33,6 +33,7 @@ from psabridge.core.http import (
     DeadlineExceeded,
     RetryPolicy,
     new_client,
+    remote_text,
     retry_after_seconds,
     send,
 )
@@ -374,15 +375,16 @@ def _with_missing_params(url: str, wanted: Mapping[str, Any]) -> str:
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """The server's own words, if its body has some (the error shape is not established, §6)."""
+    """The server's own words, if its body has some (the error shape is not established, §6),
+    made safe to quote in one line."""
     try:
         body = response.json()
     except ValueError:
         return ""
     if isinstance(body, dict):
         for field in ("message", "error", "detail"):
-            if isinstance(body.get(field), str) and body[field]:
-                return f": {body[field][:200]}"
+            if isinstance(body.get(field), str) and (words := remote_text(body[field])):
+                return f": {words}"
     return ""
 
 
