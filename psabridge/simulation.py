@@ -16,6 +16,8 @@ benchmarks report.
 from __future__ import annotations
 
 import collections
+import json
+import math
 import random
 import re
 import socket
@@ -23,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import httpx
 from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 FaultKind = Literal["error", "throttle", "drop", "malformed", "slow", "delay"]
 
@@ -290,3 +292,60 @@ def serve(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer
         yield running
     finally:
         running.shutdown()
+
+
+# -- request bodies, read as a cautious server reads them ---------------------------------------
+
+# Neither API documents its limits; these keep a hostile or broken client from making a
+# simulator hold arbitrary memory or recurse without end, and are far above any real body.
+MAX_BODY = 1024 * 1024  # bytes
+MAX_JSON_DEPTH = 64  # arrays and objects within each other: Json.NET's default maximum depth
+
+
+class BoundedRequest(Request):
+    """A werkzeug Request that refuses (413) a body over MAX_BODY, however it is sent."""
+
+    max_content_length = MAX_BODY
+
+
+class UnreadableJson(ValueError):
+    """A body that is not strict JSON, or nests deeper than MAX_JSON_DEPTH; `str()` says which."""
+
+
+def parse_json(data: bytes | str) -> Any:
+    """`data` as strict JSON: no NaN or Infinity (not JSON, though Python's parser takes them),
+    no number too big for a double, at most MAX_JSON_DEPTH levels deep."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:  # the C parser's own limit, far deeper than ours
+        raise UnreadableJson(f"it is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise UnreadableJson(str(exc) if isinstance(exc, UnreadableJson) else "it is not valid JSON") \
+            from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UnreadableJson(f"it is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise UnreadableJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnreadableJson(f"the number {text[:20]} is too large")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep `value` goes, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

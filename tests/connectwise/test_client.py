@@ -9,10 +9,12 @@ import httpx
 import pytest
 
 from psabridge.core import logs
+from psabridge.core.http import RetryPolicy
 from psabridge.core.models import Connection
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import errors
 from psabridge.plugins.connectwise.client import ACCEPT, ConnectWiseClient, api_root
+from tests.trickler import Trickler
 
 from .conftest import FAST
 
@@ -150,6 +152,40 @@ def test_400_carries_cws_code_message_and_errors(httpx_mock, client):
     assert "callbackEntry.objectId: A matching callback entry already exists" in str(error)
 
 
+def test_a_bad_value_refused_by_the_simulator_reads_as_one_line_naming_the_field(connection, sim):
+    client = ConnectWiseClient.for_connection(connection)
+    company = next(iter(sim.db.companies))
+    with pytest.raises(errors.BadRequest) as caught:
+        client.post("service/tickets", {"summary": "x", "company": {"id": [company]}})
+    assert str(caught.value).endswith(
+        "InvalidObject - ticket object is invalid (ticket.company: The company id must be a whole "
+        "number, not a list.)")
+    assert "\n" not in str(caught.value) and caught.value.errors[0]["field"] == "company"
+
+
+def test_an_error_body_of_any_shape_is_quoted_on_one_line_without_control_characters(
+        httpx_mock, client):
+    body = {"code": ["Invalid"], "message": "bad\n\x1b[2JERROR: all tickets deleted\r\n",
+            "errors": [{"resource": 5, "field": ["summary"], "message": {"text": "no"}}, "junk",
+                       {"code": "InvalidField\u202e", "field": "summary"}]}
+    httpx_mock.add_response(method="POST", url=f"{BASE}service/tickets", status_code=400, json=body)
+    with pytest.raises(errors.BadRequest) as caught:
+        client.post("service/tickets", {"summary": "x"})
+    text = str(caught.value)
+    assert text.isprintable() and "bad [2JERROR: all tickets deleted" in text
+    assert "summary: InvalidField" in text
+    httpx_mock.add_response(method="POST", url=f"{BASE}service/tickets", status_code=400,
+                            json={"errors": "not a list"})
+    with pytest.raises(errors.BadRequest) as caught:
+        client.post("service/tickets", {"summary": "x"})
+    assert caught.value.errors == []
+    httpx_mock.add_response(method="POST", url=f"{BASE}service/tickets", status_code=502,
+                            text="<html>\n" + "<p>Bad gateway</p>\n" * 500)
+    with pytest.raises(errors.ServerError) as caught:
+        client.post("service/tickets", {"summary": "x"})
+    assert str(caught.value).isprintable() and len(str(caught.value)) < 400
+
+
 def test_a_post_whose_answer_is_lost_is_not_resent(httpx_mock, client):
     httpx_mock.add_exception(httpx.ReadTimeout("lost"), method="POST", url=f"{BASE}service/tickets")
     with pytest.raises(errors.ConnectionFailed, match="may or may not have been applied"):
@@ -191,3 +227,15 @@ def test_forward_only_without_any_link_header_continues_by_id(httpx_mock, client
                                                        "pageSize": 2, "page": 1}), json=[{"id": 11}])
     rows = client.iter_list("company/configurations", page_size=2, forward_only=True)
     assert [r["id"] for r in rows] == [3, 8, 11]
+
+
+def test_an_answer_that_never_finishes_is_a_clear_transient_error():
+    with Trickler(mode="headers") as server:
+        connection = Connection("connectwise", {**SETTINGS, "url": server.url})
+        client = ConnectWiseClient.for_connection(
+            connection, policy=RetryPolicy(attempts=1, deadline=1.0), sleep=lambda s: None)
+        with pytest.raises(errors.TooSlow) as raised:
+            client.get("company/companies")
+    assert raised.value.transient and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(
+        "ConnectWise did not finish answering GET /company/companies within 1 s; ")

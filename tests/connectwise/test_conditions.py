@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise.simulator.app import resolve
-from psabridge.plugins.connectwise.simulator.conditions import ConditionError, compile_conditions, tokenize
+from psabridge.plugins.connectwise.simulator.conditions import (
+    MAX_DEPTH,
+    ConditionError,
+    compile_conditions,
+    tokenize,
+)
 
 NASTY = 'Bob\'s "PC" \\ *x and y'
 
@@ -64,6 +73,31 @@ def test_dates_null_booleans_and_info_fields():
 def test_malformed_conditions_are_refused(bad):
     with pytest.raises(ConditionError):
         matches(bad, {"a": 1})
+
+
+def test_parentheses_nest_up_to_a_bound_and_deeper_is_refused_not_a_crash():
+    assert matches("(" * MAX_DEPTH + "a = 1" + ")" * MAX_DEPTH, {"a": 1})
+    for depth in (MAX_DEPTH + 1, 400, 100_000):
+        with pytest.raises(ConditionError, match="nested too deeply"):
+            matches("(" * depth + "a = 1" + ")" * depth, {"a": 1})
+
+
+def test_a_number_too_long_to_be_an_id_is_refused():
+    with pytest.raises(ConditionError, match="too long"):
+        matches("a = " + "9" * 5000, {"a": 1})
+
+
+def test_like_with_many_wildcards_answers_at_once():
+    started = time.monotonic()
+    assert not matches('name like "' + "*a" * 40 + '*b"', {"name": "a" * 200})
+    assert time.monotonic() - started < 5  # a backtracking matcher takes hours here
+
+
+@given(st.text("aAb*%", max_size=8), st.text("aAb", max_size=8))
+def test_like_matches_what_the_sql_wildcards_mean(pattern, value):
+    meaning = "".join(".*" if c in "*%" else re.escape(c) for c in pattern)
+    expected = re.fullmatch(meaning, value, re.IGNORECASE | re.DOTALL) is not None
+    assert matches(f'name like "{pattern}"', {"name": value}) == expected
 
 
 def test_unknown_fields_are_refused_like_cw_does():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -81,6 +82,15 @@ def test_a_malformed_condition_gets_cws_400_body(api):
     assert unknown["message"] == "typeids is not a recognized name."
 
 
+def test_conditions_nested_too_deeply_get_cws_400_body_not_a_crash(api):
+    deep = "(" * 300 + "id = 1" + ")" * 300
+    response = api.get("company/companies", params={"conditions": deep})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "ApiFindCondition" and "nested too deeply" in body["message"]
+    assert set(body) == {"code", "message", "errors"}
+
+
 def test_a_post_missing_a_required_field_gets_cws_invalid_object_body(api, sim):
     company = next(iter(sim.db.companies.values()))
     response = api.post("company/configurations", json={"company": {"id": company["id"]}, "name": "PC"})
@@ -147,6 +157,76 @@ def test_a_ticket_status_must_belong_to_its_board(api, sim):
                                                  "board": {"id": sim.board("Help Desk")["id"]},
                                                  "status": {"id": foreign["id"]}})
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "status"
+
+
+def replace(path, value):
+    return [{"op": "replace", "path": path, "value": value}]
+
+
+# Each: where to send it, a body with one value of the wrong type, the field CW names. Quoted
+# <names> stand for the ids of records the simulator has.
+PC = {"name": "PC", "company": {"id": "<company>"}, "type": {"id": "<type>"}}
+WRONG_TYPES = [
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": [1]}}, "company"),
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": {"id": "<company>"}}}, "company"),
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": True}}, "company"),
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": 2**40}}, "company"),
+    ("POST", "service/tickets", {"summary": "x", "company": [{"id": "<company>"}]}, "company"),
+    ("POST", "service/tickets", {"summary": 12, "company": {"id": "<company>"}}, "summary"),
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": "<company>"}, "initialDescription": ["x"]},
+     "initialDescription"),
+    ("POST", "service/tickets", {"summary": "x", "company": {"id": "<company>"}, "requiredDate": "soon"},
+     "requiredDate"),
+    ("PATCH", "service/tickets/{ticket}", replace("status", {"id": [1]}), "status"),
+    ("PATCH", "service/tickets/{ticket}", replace("summary", {"text": "x"}), "summary"),
+    ("PATCH", "service/tickets/{ticket}", replace("skipCallback", "yes"), "skipCallback"),
+    ("POST", "company/configurations", {"name": "PC", "company": {"id": "<company>"}, "type": {"id": [1]}},
+     "type"),
+    ("POST", "company/configurations", {**PC, "questions": "all of them"}, "questions"),
+    ("POST", "company/configurations", {**PC, "questions": [{"questionId": [1], "answer": "x"}]},
+     "questions"),
+    ("PATCH", "company/configurations/{configuration}", replace("manufacturer", {"name": 5}),
+     "manufacturer"),
+    ("PATCH", "company/configurations/{configuration}", replace("activeFlag", 0), "activeFlag"),
+    ("POST", "procurement/manufacturers", {"name": 5}, "name"),
+    ("POST", "service/tickets/{ticket}/notes", {"text": ["x"], "detailDescriptionFlag": True}, "text"),
+    ("POST", "service/tickets/{ticket}/configurations", {"id": [1]}, "id"),
+    ("POST", "service/tickets/search", {"conditions": 5}, "conditions"),
+    ("POST", "system/callbacks", {"url": "https://x.example/", "objectId": "one", "type": "ticket",
+                                  "level": "owner"}, "objectId"),
+    ("PATCH", "system/callbacks/{callback}", replace("url", "ftp://x.example/"), "url"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), WRONG_TYPES)
+def test_a_value_of_the_wrong_type_gets_cws_400_naming_the_field(api, sim, method, path, body, field):
+    company = next(iter(sim.db.companies.values()))
+    ticket = sim.db.add_ticket(company, "x", sim.board("Help Desk"))
+    callback = sim.db.insert(sim.db.callbacks, {"url": "https://x.example/", "objectId": 1,
+                                                "type": "ticket", "level": "owner"})
+    path = path.format(ticket=ticket["id"], configuration=next(iter(sim.db.configurations)),
+                       callback=callback["id"])
+    ids = {"<company>": company["id"], "<type>": next(iter(sim.db.configuration_types))}
+    body = json.loads(re.sub(r'"(<\w+>)"', lambda m: str(ids[m.group(1)]), json.dumps(body)))
+    response = api.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["code"] == "InvalidObject" and answer["message"].endswith("object is invalid")
+    assert [e["field"] for e in answer["errors"]] == [field], answer
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b"[" * 65 + b"]" * 65, 400, "nested more than 64 levels deep"),
+    (b"[" * 100_000, 400, "nested more than 64 levels deep"),
+    (b'{"summary": NaN}', 400, "NaN is not a JSON number"),
+    (b'{"summary": 1e999}', 400, "too large"),
+    (b'{"summary": "x"', 400, "not valid JSON"),
+    (b'{"summary": "' + b"x" * (1024 * 1024) + b'"}', 413, "exceeds the capacity limit"),
+])
+def test_a_body_that_cannot_be_read_gets_cws_error_body(api, body, status, words):
+    response = api.post("service/tickets", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert set(response.json()) >= {"code", "message"} and words in response.json()["message"]
 
 
 def test_closed_flag_follows_the_status_and_cannot_be_patched_directly(api, sim):

@@ -12,14 +12,17 @@ import httpx
 import pytest
 
 from psabridge.core import logs
+from psabridge.core.http import RetryPolicy
 from psabridge.plugins.rmm_datto.client import (
     DattoAuthError,
     DattoClient,
     DattoError,
     DattoForbidden,
     DattoNotFound,
+    DattoTooSlow,
 )
 from psabridge.plugins.rmm_datto.throttle import Limits
+from tests.trickler import Trickler
 
 API = "https://merlot-api.centrastage.net"
 TOKEN_URL = f"{API}/auth/oauth/token"
@@ -214,6 +217,14 @@ def test_a_429_without_retry_after_is_waited_out_for_60_to_120_seconds(httpx_moc
     assert len(fake_time.slept) == 1 and 60 <= fake_time.slept[0] <= 120
 
 
+def test_a_429_whose_retry_after_cannot_be_read_is_waited_out_like_none(httpx_mock, client, fake_time):
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=429, headers={"Retry-After": "soon"})
+    httpx_mock.add_response(url=f"{API}/api/v2/account", json={"name": "MSP"})
+    assert client.get("/v2/account") == {"name": "MSP"}
+    assert len(fake_time.slept) == 1 and 60 <= fake_time.slept[0] <= 120
+
+
 def test_a_429_with_retry_after_waits_what_it_says(httpx_mock, client, fake_time):
     token_response(httpx_mock)
     httpx_mock.add_response(url=f"{API}/api/v2/account", status_code=429, headers={"Retry-After": "7"})
@@ -278,3 +289,34 @@ def test_a_token_answer_without_a_token_is_a_clear_error(httpx_mock, client):
     httpx_mock.add_response(url=TOKEN_URL, html="<html>login page</html>")
     with pytest.raises(DattoError, match="without an access_token"):
         client.get("/v2/account")
+
+
+def test_an_answer_that_never_finishes_is_a_clear_transient_error(options):
+    with Trickler(mode="body") as server:
+        client = DattoClient(server.url, KEY, SECRET,
+                             attrs.evolve(options, retry=RetryPolicy(attempts=1, deadline=1.0)))
+        with pytest.raises(DattoTooSlow) as raised:
+            client.get("/v2/account")
+        client.close()
+    assert raised.value.transient and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(
+        "Datto RMM did not finish answering GET /api/v2/account within 1 s; ")
+
+
+def test_a_bad_value_refused_by_the_simulator_reads_as_one_line_naming_the_field(connection):
+    from psabridge.plugins.rmm_datto.client import client_for
+
+    with pytest.raises(DattoError) as caught:
+        client_for(connection).request("PUT", "/v2/site", json={"name": 5}, operation="site-create")
+    assert str(caught.value) == ("Datto RMM answered HTTP 400 to PUT /api/v2/site: Invalid value for "
+                                 "field 'name': expected text")
+
+
+def test_an_error_message_is_quoted_on_one_line_without_control_characters(httpx_mock, client):
+    token_response(httpx_mock)
+    httpx_mock.add_response(url=f"{API}/api/v2/site/s1", status_code=400,
+                            json={"message": "no\n\x1b[2Jsuch site\r\n" + "!" * 500})
+    with pytest.raises(DattoError) as caught:
+        client.get("/v2/site/s1")
+    assert str(caught.value).isprintable() and ": no [2Jsuch site !!!" in str(caught.value)
+    assert len(str(caught.value)) < 300

@@ -218,6 +218,39 @@ def test_sites_are_created_with_put(http, sim):
     assert http.put("/api/v2/site", json={}, headers=auth).status_code == 400
 
 
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/api/v2/site", {"name": 5}, "name"),
+    ("/api/v2/site", {"name": ["Acme"]}, "name"),
+    ("/api/v2/site", {"name": {"text": "Acme"}}, "name"),
+    ("/api/v2/site", {"name": "Acme", "onDemand": "yes"}, "onDemand"),
+    ("/api/v2/site", {"name": "Acme", "description": 12}, "description"),
+    ("/api/v2/site", {"name": "Acme", "proxySettings": []}, "proxySettings"),
+    ("/api/v2/device/{device}/udf", {"udf5": ["x"]}, "udf5"),
+    ("/api/v2/device/{device}/udf", {"udf7": 7}, "udf7"),
+    ("/api/v2/device/{device}/warranty", {"warrantyDate": "soon"}, "warrantyDate"),
+    ("/api/v2/device/{device}/warranty", {"warrantyDate": "2025-02-30"}, "warrantyDate"),
+    ("/api/v2/device/{device}/warranty", {"warrantyDate": 20250101}, "warrantyDate"),
+])
+def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(http, sim, path, body, field):
+    method = "PUT" if path == "/api/v2/site" else "POST"
+    response = http.request(method, path.format(device=next(iter(sim.devices))), json=body,
+                            headers=bearer(http, sim))
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request" and f"'{field}'" in response.json()["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b"[" * 65 + b"]" * 65, 400, "nested more than 64 levels deep"),
+    (b"[" * 100_000, 400, "nested more than 64 levels deep"),
+    (b'{"name": NaN}', 400, "NaN is not a JSON number"),
+    (b'{"name": "' + b"x" * (1024 * 1024) + b'"}', 413, "exceeds the capacity limit"),
+])
+def test_a_body_that_cannot_be_read_is_refused_not_a_crash(http, sim, body, status, words):
+    response = http.put("/api/v2/site", content=body, headers={
+        **bearer(http, sim), "Content-Type": "application/json"})
+    assert response.status_code == status and words in response.json()["message"]
+
+
 def test_a_udf_post_merges_and_an_empty_string_clears(http, sim):
     auth = bearer(http, sim)
     uid = next(iter(sim.devices))

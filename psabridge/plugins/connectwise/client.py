@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from psabridge.core import logs
-from psabridge.core.http import RetryPolicy, send
+from psabridge.core.http import DeadlineExceeded, RetryPolicy, new_client, send
 from psabridge.core.models import Connection
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import permissions
@@ -26,6 +26,7 @@ from psabridge.plugins.connectwise.errors import (
     ConnectionFailed,
     ConnectWiseError,
     NotFound,
+    TooSlow,
     UnexpectedAnswer,
     error_for,
 )
@@ -75,7 +76,7 @@ class ConnectWiseClient:
             headers["clientId"] = settings["client_id"]
         self._auth = basic_auth(self.company, settings.get("public_key", ""), private_key)
         logs.register_secret(self._auth)
-        self.http = httpx.Client(transport=transport, headers=headers, timeout=timeout)
+        self.http = new_client(transport=transport, headers=headers, timeout=timeout)
 
     @classmethod
     def for_connection(cls, connection: Connection, **options: Any) -> ConnectWiseClient:
@@ -103,6 +104,8 @@ class ConnectWiseClient:
         url = f"{self.root}/login/companyinfo/{self.company}"
         try:
             response = send(self.http, self.http.build_request("GET", url), self.policy, sleep=self.sleep)
+        except DeadlineExceeded as exc:
+            raise TooSlow(exc.explain("ConnectWise", f"the company info lookup at {self.root}")) from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"cannot reach ConnectWise at {self.root} ({type(exc).__name__}): "
                                    "check the url setting") from exc
@@ -144,6 +147,8 @@ class ConnectWiseClient:
         )
         try:
             return send(self.http, request, self.policy, idempotent=idempotent, sleep=self.sleep)
+        except DeadlineExceeded as exc:
+            raise TooSlow(exc.explain("ConnectWise", f"{method} /{path}")) from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"no answer from ConnectWise at {self.root} to {method} {path} "
                                    f"({type(exc).__name__}); the request may or may not have been "

@@ -14,6 +14,7 @@ import httpx
 
 from psabridge.core import logs
 from psabridge.core.errors import RemoteError
+from psabridge.core.http import remote_text
 
 
 class ConnectWiseError(RemoteError):
@@ -70,6 +71,11 @@ class ConnectionFailed(ConnectWiseError):
     transient = True
 
 
+class TooSlow(ConnectionFailed):
+    """An answer that did not finish within the deadline of every attempt (a trickling server,
+    or something on the way holding the connection open)."""
+
+
 class UnexpectedAnswer(ConnectWiseError):
     """A 2xx whose body is not what the API documents (e.g. not JSON)."""
 
@@ -81,19 +87,31 @@ _BY_STATUS: dict[int, type[ConnectWiseError]] = {
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
+    """CW's error body; the start of the text when it is not JSON (an HTML page from a proxy)."""
     try:
         body = response.json()
     except ValueError:
-        return {"message": response.text[:200]}
+        return {"message": response.text}
     return body if isinstance(body, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string part of CW's answer made safe to quote (see `remote_text`); None when empty."""
+    return None if value is None else remote_text(value) or None
+
+
+def _validation_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """`errors[]`, keeping only what is shaped like CW's ValidationError objects."""
+    errors = body.get("errors")
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors:
-        where = ".".join(p for p in (error.get("resource"), error.get("field")) if p)
-        parts.append(f"{where}: {error.get('message') or error.get('code')}" if where
-                     else str(error.get("message") or error.get("code")))
+        where = ".".join(p for p in (_text(error.get("resource")), _text(error.get("field"))) if p)
+        said = _text(error.get("message")) or _text(error.get("code"))
+        parts.append(f"{where}: {said}" if where else str(said))
     return "; ".join(parts)
 
 
@@ -112,9 +130,9 @@ def error_for(response: httpx.Response, what: str) -> ConnectWiseError:
     """The typed exception for an error `response` to the request described by `what`."""
     status = response.status_code
     body = _body(response)
-    code = body.get("code") or body.get("error")
-    cw_message = body.get("message")
-    errors = body.get("errors") or []
+    code = _text(body.get("code") or body.get("error"))
+    cw_message = _text(body.get("message"))
+    errors = _validation_errors(body)
     details = _describe(errors)
     hint = _hint(status, what)
     text = f"ConnectWise answered {status} to {what}"

@@ -29,7 +29,14 @@ import httpx
 
 from psabridge.core import logs
 from psabridge.core.errors import RemoteError
-from psabridge.core.http import RetryPolicy, send
+from psabridge.core.http import (
+    DeadlineExceeded,
+    RetryPolicy,
+    new_client,
+    remote_text,
+    retry_after_seconds,
+    send,
+)
 from psabridge.core.models import Connection
 from psabridge.plugins.rmm_datto.throttle import Limits, SlidingWindowLimiter, buckets_for
 
@@ -79,6 +86,11 @@ class DattoUnreachable(DattoError):
     may not have been applied."""
 
     transient = True
+
+
+class DattoTooSlow(DattoUnreachable):
+    """An answer that did not finish within the deadline of every attempt (a trickling server,
+    or something on the way holding the connection open)."""
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -159,6 +171,9 @@ class TokenSource:
         try:
             response = send(self._http, request, self._options.retry, idempotent=True,
                             sleep=self._options.sleep)
+        except DeadlineExceeded as exc:
+            raise DattoTooSlow(exc.explain("Datto RMM", f"the token request at {self._api_url}")) \
+                from exc
         except httpx.TransportError as exc:
             raise DattoUnreachable(f"no answer from the Datto RMM token endpoint at "
                                    f"{self._api_url} ({type(exc).__name__})") from exc
@@ -195,7 +210,7 @@ class DattoClient:
         logs.register_secret(secret)
         self.api_url = api_url.rstrip("/")
         self.options = options
-        self.http = httpx.Client(transport=transport, timeout=options.timeout, event_hooks={
+        self.http = new_client(transport=transport, timeout=options.timeout, event_hooks={
             "request": [self._wait_for_quota], "response": [self._supply_retry_after]})
         self.tokens = TokenSource(self.http, self.api_url, key, secret, options)
         self.limiter = SlidingWindowLimiter(options.limits, options.clock, options.sleep)
@@ -246,6 +261,8 @@ class DattoClient:
         try:
             return send(self.http, request, self.options.retry, idempotent=idempotent,
                         sleep=self.options.sleep)
+        except DeadlineExceeded as exc:
+            raise DattoTooSlow(exc.explain("Datto RMM", f"{method} {urlsplit(url).path}")) from exc
         except httpx.TransportError as exc:
             raise DattoUnreachable(
                 f"no answer from Datto RMM at {self.api_url} to {method} {urlsplit(url).path} "
@@ -273,11 +290,12 @@ class DattoClient:
             self.limiter.acquire(buckets)
 
     def _supply_retry_after(self, response: httpx.Response) -> None:
-        """Give a 429 without Retry-After the wait Datto clients use, so `send` honours it."""
+        """Give a 429 without a usable Retry-After the wait Datto clients use, so `send`
+        honours it: a Retry-After that cannot be read counts as none."""
         if response.status_code != 429:
             return
         self._last_throttled = self.options.clock()
-        if "Retry-After" not in response.headers:
+        if retry_after_seconds(response) is None:
             low, high = self.options.throttle_backoff
             response.headers["Retry-After"] = f"{self._random.uniform(low, high):.3f}"
 
@@ -357,15 +375,16 @@ def _with_missing_params(url: str, wanted: Mapping[str, Any]) -> str:
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """The server's own words, if its body has some (the error shape is not established, §6)."""
+    """The server's own words, if its body has some (the error shape is not established, §6),
+    made safe to quote in one line."""
     try:
         body = response.json()
     except ValueError:
         return ""
     if isinstance(body, dict):
         for field in ("message", "error", "detail"):
-            if isinstance(body.get(field), str) and body[field]:
-                return f": {body[field][:200]}"
+            if isinstance(body.get(field), str) and (words := remote_text(body[field])):
+                return f": {words}"
     return ""
 
 

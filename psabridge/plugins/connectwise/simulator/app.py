@@ -21,14 +21,22 @@ from urllib.parse import urlencode
 
 import attrs
 import httpx
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from psabridge import simulation
 from psabridge.core import logs
 from psabridge.plugins.connectwise import permissions
 from psabridge.plugins.connectwise.simulator.conditions import ConditionError, compile_conditions
 from psabridge.plugins.connectwise.simulator.db import MEMBER_IDENTIFIER, Database, ref
 from psabridge.plugins.connectwise.simulator.spec import SCHEMAS
-from psabridge.plugins.connectwise.simulator.validation import Invalid, apply_patch, check_body, error
+from psabridge.plugins.connectwise.simulator.validation import (
+    Invalid,
+    apply_patch,
+    check_body,
+    error,
+    type_errors,
+)
 
 log = logs.get_logger(__name__)
 
@@ -36,6 +44,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 25
 # Fields every record answers to in conditions although they live in `_info` (API-NOTES §2.1).
 INFO_FIELDS = frozenset({"lastupdated", "dateentered", "enteredby", "updatedby", "_info"})
+SEARCH_FILTERS = frozenset({"conditions", "childconditions", "customfieldconditions", "orderby"})
 CALLBACK_TYPES = frozenset({"ticket", "project", "company", "contact", "opportunity", "activity",
                             "schedule", "configuration", "agreement", "invoice", "expense", "member",
                             "productcatalog", "purchaseorder", "time"})
@@ -104,11 +113,13 @@ class ConnectWiseApp:
     # -- WSGI ------------------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
-        request = Request(environ)
+        request = simulation.BoundedRequest(environ)
         try:
             response = self.dispatch(request)
         except HttpError as exc:
             response = exc.response()
+        except HTTPException as exc:  # werkzeug's own refusals, e.g. 413 for a body too big
+            response = HttpError(exc.code or 400, "ConnectWiseApi", exc.description or exc.name).response()
         except Invalid as exc:
             response = HttpError(400, "InvalidObject", str(exc), exc.errors).response()
         except ConditionError as exc:
@@ -416,6 +427,12 @@ class ConnectWiseApp:
             record["manufacturer"] = ref(manufacturer)
 
     def _check_required_answers(self, ctype: dict, questions: list[dict]) -> None:
+        for number, question in enumerate(questions, 1):
+            if not isinstance(question.get("questionId"), int | None) or \
+                    isinstance(question.get("questionId"), bool):
+                raise Invalid("configuration", [error(
+                    "InvalidField", f"The questions item {number} questionId must be a whole number.",
+                    "configuration", "questions")])
         answered = {q.get("questionId") for q in questions if q.get("answer") not in (None, "")}
         missing = [q for q in self.db.configuration_type_questions.values()
                    if q["configurationType"]["id"] == ctype["id"] and q["requiredFlag"]
@@ -441,6 +458,12 @@ class ConnectWiseApp:
         body = _body(request)
         if not isinstance(body, dict):
             raise HttpError(400, "InvalidObject", "The search body is a JSON object.", with_errors=True)
+        # FilterValues: every filter is a string, like the query parameters it stands for.
+        problems = [error("InvalidField", f"The {name} field must be text.", "filterValues", name)
+                    for name, value in body.items()
+                    if name.lower() in SEARCH_FILTERS and not isinstance(value, str | None)]
+        if problems:
+            raise Invalid("filterValues", problems)
         return self.listing(request, list(self.db.tickets.values()), "Ticket", body=body)
 
     def create_ticket(self, request):
@@ -576,6 +599,8 @@ class ConnectWiseApp:
     def attach_configuration(self, request, ticket_id):
         ticket = self.one(self.db.tickets, ticket_id, "Ticket")
         body = _body(request)
+        if isinstance(body, dict) and (problems := type_errors("ConfigurationReference", body)):
+            raise Invalid("configuration", problems)
         wanted = body.get("id") if isinstance(body, dict) else None
         if wanted is None and isinstance(body, dict) and body.get("deviceIdentifier"):
             wanted = next((c["id"] for c in self.db.configurations.values()
@@ -603,20 +628,7 @@ class ConnectWiseApp:
     def create_callback(self, request):
         body = _body(request)
         check_body("CallbackEntry", body)
-        problems = []
-        try:
-            url = httpx.URL(body["url"]) if isinstance(body["url"], str) else None
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            problems.append(error("InvalidField", "Invalid URL", "callbackEntry", "url"))
-        if str(body["type"]).lower() not in CALLBACK_TYPES:
-            problems.append(error("InvalidField", "Unrecognized type", "callbackEntry", "type"))
-        if str(body["level"]).lower() != "owner":
-            problems.append(error("InvalidObject", "Unrecognized level for type, see documentation for "
-                                  "supported levels for each type", "callbackEntry", "level"))
-        if problems:
-            raise Invalid("callbackEntry", problems)
+        _check_callback(body)
         entry = {"url": body["url"], "objectId": 1,  # owner level: CW stores 1 whatever was sent
                  "type": body["type"].lower(), "level": "owner", "description": body.get("description"),
                  "memberId": next(iter(self.db.members)),
@@ -634,6 +646,7 @@ class ConnectWiseApp:
     def patch_callback(self, request, callback_id):
         record = self.one(self.db.callbacks, callback_id, "Callback")
         updated, changed = apply_patch("CallbackEntry", record, _body(request))
+        _check_callback(updated)  # a callback changed into one CW could not call is refused
         record.clear()
         record.update(updated)
         if changed:
@@ -766,9 +779,32 @@ def _board_id(row: dict) -> int | None:
     return row["board"]["id"] if isinstance(row.get("board"), dict) else row.get("boardId")
 
 
-def _body(request: Request) -> Any:
+def _check_callback(entry: dict) -> None:
+    """Raise `Invalid` unless CW could call `entry`: an http(s) URL, a known type, owner level."""
+    problems = []
     try:
-        return json.loads(request.get_data() or b"null")
-    except ValueError:
-        raise HttpError(400, "InvalidObject", "The request body is not valid JSON.",
+        url = httpx.URL(entry["url"]) if isinstance(entry["url"], str) else None
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        problems.append(error("InvalidField", "Invalid URL", "callbackEntry", "url"))
+    if str(entry["type"]).lower() not in CALLBACK_TYPES:
+        problems.append(error("InvalidField", "Unrecognized type", "callbackEntry", "type"))
+    if str(entry["level"]).lower() != "owner":
+        problems.append(error("InvalidObject", "Unrecognized level for type, see documentation for "
+                              "supported levels for each type", "callbackEntry", "level"))
+    if problems:
+        raise Invalid("callbackEntry", problems)
+
+
+def _body(request: Request) -> Any:
+    """The JSON body, None when there is none; CW's 400 when it is not strict JSON or nests too
+    deeply (werkzeug answers 413 for one over the size limit)."""
+    data = request.get_data()
+    if not data:
+        return None
+    try:
+        return simulation.parse_json(data)
+    except simulation.UnreadableJson as exc:
+        raise HttpError(400, "InvalidObject", f"The request body cannot be read: {exc}.",
                         with_errors=True) from None

@@ -14,6 +14,10 @@ FIELD is a JSON name with `/` for nested references (`company/id`). Strings take
 and a backslash escapes the next character. String comparisons ignore case, as CW's SQL Server
 collation does; `*` (and `%`) are wildcards for `like` only. A syntax error raises
 `ConditionError`, which the app answers with a 400 in CW's shape.
+
+Conditions come from the URL, so they are hostile input: parentheses nest at most `MAX_DEPTH`
+deep (the parser recurses), a number has at most `MAX_DIGITS` digits, and `like` matches in
+time proportional to pattern times value, however many wildcards it has.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Token:
     value: Any
     at: int
 
+
+MAX_DEPTH = 100  # parentheses within parentheses; real conditions use two or three
+MAX_DIGITS = 100  # a CW id or number has far fewer; Python refuses ints past 4300 digits
 
 _OPERATORS = ("!=", "<=", ">=", "=", "<", ">")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_/]*")
@@ -67,6 +74,8 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("op", op, op, i))
             i += len(op)
         elif match := _NUMBER.match(text, i):
+            if len(match.group()) > MAX_DIGITS:
+                raise ConditionError(f"The number at position {i} is too long.")
             number = float(match.group()) if match.group(1) else int(match.group())
             tokens.append(Token("number", match.group(), number, i))
             i = match.end()
@@ -111,6 +120,7 @@ class _Parser:
     def __init__(self, tokens: list[Token], resolve: Resolver, known: Callable[[str], bool]):
         self.tokens, self.i = tokens, 0
         self.resolve, self.known = resolve, known
+        self.depth = 0  # parentheses open around the current term
 
     def peek(self) -> Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -155,9 +165,14 @@ class _Parser:
     def term(self) -> Predicate:
         token = self.peek()
         if token is not None and token.kind == "(":
+            if self.depth == MAX_DEPTH:
+                raise ConditionError(f"The conditions are nested too deeply at position {token.at} "
+                                     f"(at most {MAX_DEPTH} levels of parentheses).")
             self.take()
+            self.depth += 1
             inner = self.expr()
             self.expect(")")
+            self.depth -= 1
             return inner
         return self.comparison()
 
@@ -276,10 +291,28 @@ def _contains(field_value: Any, operand: Any) -> bool:
 
 
 def _like(field_value: Any, operand: Any) -> bool:
+    """SQL-like matching with `*` or `%` for any run of characters, ignoring case.
+
+    Not through a regular expression: `*a*a*a*a*...b` against a long value makes a
+    backtracking matcher try every split, and a request could then hold the simulator for
+    hours. Here each literal piece is found leftmost, once.
+    """
     if field_value is None or operand is None:
         return False
-    pattern = "".join(".*" if c in "*%" else re.escape(c) for c in str(operand))
-    return re.fullmatch(pattern, str(field_value), re.IGNORECASE | re.DOTALL) is not None
+    value = str(field_value).casefold()
+    first, *middle_and_last = re.split(r"[*%]", str(operand).casefold())
+    if not middle_and_last:  # no wildcard: the whole value
+        return value == first
+    *middle, last = middle_and_last
+    if not value.startswith(first):
+        return False
+    at, end = len(first), len(value) - len(last)
+    for piece in middle:
+        found = value.find(piece, at, end)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return at <= end and value.endswith(last)
 
 
 def _in(field_value: Any, operands: list[Any]) -> bool:

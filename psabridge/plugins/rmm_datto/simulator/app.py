@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import json
 import random
 import re
@@ -29,7 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -241,12 +242,12 @@ class DattoSimulator:
         return f"{method} " + _RULE_ARGUMENT.sub(r"{\1}", rule.rule)
 
     def _wsgi(self, environ, start_response):
-        request = Request(environ)
+        request = simulation.BoundedRequest(environ)
         try:
             endpoint, args = self._map.bind_to_environ(environ).match()
             response = self._handle(request, endpoint, args)
-        except (NotFound, MethodNotAllowed) as exc:
-            response = _json({"error": exc.name, "message": exc.description}, exc.code)
+        except HTTPException as exc:  # no route, wrong method, a body over the size limit
+            response = _json({"error": exc.name, "message": exc.description}, exc.code or 400)
         except _Refusal as refusal:
             response = _json({"error": refusal.error, "message": refusal.message}, refusal.status)
         return response(environ, start_response)
@@ -347,11 +348,11 @@ class DattoSimulator:
         return _json(self._site_out(request, self._site(uid)))
 
     def _on_create_site(self, request: Request) -> Response:
-        body = _body(request)
-        name = (body.get("name") or "").strip() if isinstance(body, dict) else ""
-        if not name:
+        body = _object_body(request, CREATE_SITE)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
             raise _Refusal(400, "Site name is required", "bad_request")
-        site = data.make_site(self._ids, self.account["uid"], name)
+        site = data.make_site(self._ids, self.account["uid"], name.strip())
         site.update({k: body[k] for k in ("description", "notes", "onDemand") if k in body})
         self.sites[site["uid"]] = site
         return _json(self._site_out(request, site))
@@ -411,12 +412,13 @@ class DattoSimulator:
         device, body = self._device(uid), _body(request)
         if not isinstance(body, dict) or any(k not in device["udf"] for k in body):
             raise _Refusal(400, "Only udf1..udf300 can be set", "bad_request")
+        _check_fields(body, dict.fromkeys(body, "string"))
         device["udf"].update({k: (None if v == "" else v) for k, v in body.items()})
         return self._void()
 
     def _on_set_warranty(self, request: Request, uid: str) -> Response:
-        device, body = self._device(uid), _body(request)
-        if not isinstance(body, dict) or "warrantyDate" not in body:
+        device, body = self._device(uid), _object_body(request, WARRANTY)
+        if "warrantyDate" not in body:
             raise _Refusal(400, "warrantyDate is required", "bad_request")
         device["warrantyDate"] = body["warrantyDate"]
         return self._void()
@@ -514,10 +516,57 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _body(request: Request) -> Any:
+    """The JSON body, None when there is none; a 400 when it is not strict JSON or nests too deeply
+    (werkzeug answers 413 for one over the size limit)."""
+    data = request.get_data()
+    if not data:
+        return None
     try:
-        return json.loads(request.get_data(as_text=True) or "null")
-    except ValueError:
-        raise _Refusal(400, "The request body is not valid JSON", "bad_request") from None
+        return simulation.parse_json(data)
+    except simulation.UnreadableJson as exc:
+        raise _Refusal(400, f"The request body cannot be read: {exc}", "bad_request") from None
+
+
+# The fields of the request bodies (the OpenAPI document's CreateSiteRequest and Warranty), each
+# with the JSON it takes. Unknown fields are ignored, as Datto's JSON reader ignores them.
+CREATE_SITE = {"name": "string", "description": "string", "notes": "string", "onDemand": "boolean",
+               "splashtopAutoInstall": "boolean", "proxySettings": "object"}
+WARRANTY = {"warrantyDate": "date"}
+_FIELD_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "string": (lambda v: isinstance(v, str), "text"),
+    "boolean": (lambda v: isinstance(v, bool), "true or false"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "date": (lambda v: isinstance(v, str) and _is_iso_date(v), "a date as yyyy-mm-dd"),
+}
+
+
+def _object_body(request: Request, fields: dict[str, str]) -> dict:
+    """The body as a JSON object whose `fields` have their kinds (null is always allowed)."""
+    body = _body(request)
+    if not isinstance(body, dict):
+        raise _Refusal(400, "The request body must be a JSON object", "bad_request")
+    _check_fields(body, fields)
+    return body
+
+
+def _check_fields(body: dict, fields: dict[str, str]) -> None:
+    """Refuse, naming it, the first field of `body` that is not null nor of its kind."""
+    for field, kind in fields.items():
+        value = body.get(field)
+        is_kind, expected = _FIELD_KINDS[kind]
+        if value is not None and not is_kind(value):
+            raise _Refusal(400, f"Invalid value for field '{field}': expected {expected}",
+                           "bad_request")
+
+
+def _is_iso_date(text: str) -> bool:
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:  # 2025-02-30
+        return False
+    return True
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
