@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import platformdirs
 
+from psabridge.core import logs, plugins
 from psabridge.core.errors import StoreError
 from psabridge.core.models import (
     AlertTicket,
@@ -33,6 +34,8 @@ from psabridge.core.models import (
 )
 
 ENV_DB = "PSABRIDGE_DB"
+
+log = logs.get_logger(__name__)
 
 # The tables a store keeps. `plugins remove` purges a plugin's rows from all but the journal,
 # which is an append-only record of what was done on remote systems and is kept on purpose.
@@ -66,6 +69,10 @@ class LeaseLost(StoreError):
         self.lease = lease
         super().__init__(f"this process no longer holds {lease.name!r} (it stalled past its lease "
                          "and another took over); its change was not saved and will be redone")
+
+
+class StoreReadOnly(StoreError):
+    """The store can be read but not written (a read-only file system, an immutable file)."""
 
 
 class Store(Protocol):
@@ -144,9 +151,20 @@ def store_url(db: str | os.PathLike | None) -> str:
 
 
 def open_store(pm, url: str) -> Store:
-    """Ask the storage plugins for a store for `url`."""
+    """Ask the storage plugins for a store for `url`.
+
+    A store written before secrets were encrypted has its plaintext secrets encrypted here, once,
+    whatever engine keeps it. A read-only one is still opened for reading."""
     store = pm.hook.storage_open(url=url)
     if store is None:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"no storage plugin understands {scheme}:// URLs (try sqlite:///path)")
+    try:
+        plugins.seal_plaintext_secrets(pm, store)
+    except StoreReadOnly as exc:
+        log.warning("secrets in the store are in plaintext and stay so until it can be written",
+                    reason=str(exc))
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -42,8 +42,7 @@ def test_no_secret_in_a_verbose_demo_run_nor_in_the_store(tmp_path):
     for name, secret in sentinels.items():
         assert secret not in output, f"{name} in the demo's output"
         assert secret not in journal_and_warnings, f"{name} in the journal or warnings"
-    # The settings table is where secrets are kept on purpose (the file is private).
-    assert sentinels["cw private key"] in settings
+        assert secret not in settings, f"{name} in plaintext in the settings"
 
 
 def test_store_files_are_private(tmp_path):
