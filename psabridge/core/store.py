@@ -144,8 +144,23 @@ def default_db_path() -> Path:
 
 
 def store_url(db: str | os.PathLike | None) -> str:
-    """Turn `--db`, `$PSABRIDGE_DB` or the default path into a store URL."""
-    db = db or os.environ.get(ENV_DB) or default_db_path()
+    """Turn `--db`, `$PSABRIDGE_DB` or the default path into a store URL.
+
+    An empty value is an error, not a way to ask for the default: a variable that was meant to
+    point at the service's store but came out empty must not quietly open another one. The
+    default store's folder is created here, on first use; a folder the admin named must exist
+    (a typo must not start a new, empty store)."""
+    if db is None:
+        db = os.environ.get(ENV_DB)
+    if db is not None and not str(db).strip():
+        # click ignores an empty variable, so an empty value from the variable arrives as None
+        # and an empty --db as "", but a blank one ("  ") arrives as itself: say which it was.
+        source = ENV_DB if os.environ.get(ENV_DB) == db else "--db"
+        raise StoreError(f"{source} is empty: give it the store's path (or URL), or leave it out "
+                         f"to use the default store {default_db_path()}")
+    if db is None:
+        db = default_db_path()
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = str(db)
     return text if "://" in text else f"sqlite://{Path(text).expanduser().resolve()}"
 
