@@ -156,11 +156,10 @@ def configure_plugin(
     state = store.plugin_state(name)
     stored = dict(state.settings) if state else {}
     for setting in record.settings:
-        if setting.secret and ask_secret and not given.get(setting.name) and not _readable(
-                stored.get(setting.name)):
-            if answer := ask_secret(setting):
-                logs.register_secret(answer)
-                given[setting.name] = answer
+        missing = not given.get(setting.name) and not _usable(stored.get(setting.name))
+        if setting.secret and missing and ask_secret and (answer := ask_secret(setting)):
+            logs.register_secret(answer)
+            given[setting.name] = answer
     merged = {**stored, **normalise_settings(record.settings, given)}
     saved = secrets.seal_settings(merged, _secret_names(record))
     store.save_settings(name, saved)
@@ -168,7 +167,7 @@ def configure_plugin(
     return saved
 
 
-def _readable(stored_secret: str | None) -> bool:
+def _usable(stored_secret: str | None) -> bool:
     """Whether a stored secret can be used here: present, and sealed (if it is) with our key."""
     if secrets.is_sealed(stored_secret):
         return secrets.can_unseal(stored_secret)
@@ -189,16 +188,16 @@ def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:
     secret_names = {name: _secret_names(plugin_record(pm, name))
                     for name, _ in pm.list_name_plugin()}
 
-    def plaintext(states) -> list:
+    def holding_plaintext(states) -> list:
         return [state for state in states
                 if any(secrets.needs_sealing(state.settings.get(secret))
                        for secret in secret_names.get(state.name, ()))]
 
-    if not plaintext(store.plugin_states()):  # the usual case: read only, no write lock taken
+    if not holding_plaintext(store.plugin_states()):  # the usual case: a read, no write lock
         return []
     with store.transaction():
         # Again under the write lock: another process opening the store may have sealed them.
-        found = plaintext(store.plugin_states())
+        found = holding_plaintext(store.plugin_states())
         for state in found:
             store.save_settings(state.name, secrets.seal_settings(state.settings,
                                                                   secret_names[state.name]))

@@ -122,7 +122,7 @@ def _create_key_file(path: Path) -> None:
             os.unlink(temporary)
     except OSError as exc:
         raise SecretsError(
-            f"cannot create the key file {path} to encrypt secrets with: {exc.strerror}; "
+            f"cannot create the key file {path} to encrypt secrets with: {exc.strerror.lower()}; "
             f"make its folder writable, or set {ENV_SECRET_KEY} to a key (`{MAKE_A_KEY}`)"
         ) from exc
 
@@ -161,18 +161,27 @@ def seal(value: str) -> str:
     return f"{SEALED}{key.id}:{key.fernet.encrypt(value.encode()).decode()}"
 
 
+def _key_id_and_token(sealed: str) -> tuple[str, str]:
+    key_id, _, token = sealed[len(SEALED):].partition(":")
+    return key_id, token
+
+
 def can_unseal(value: str) -> bool:
     """Whether this installation's key opens a sealed value."""
+    key_id, token = _key_id_and_token(value)
+    key = secret_key()
+    if key is None or key.id != key_id:
+        return False
     try:
-        unseal(value, "", "")
-    except SecretsError:
+        key.fernet.decrypt(token.encode())
+    except InvalidToken:
         return False
     return True
 
 
 def unseal(value: str, plugin: str, setting: str) -> str:
     """The secret in a sealed value; a clear error naming the plugin's setting if it cannot."""
-    key_id, _, token = value[len(SEALED):].partition(":")
+    key_id, token = _key_id_and_token(value)
     key = secret_key()
     what = f"the {setting} of {plugin} in the store"
     again = f"or set it again with `psabridge configure {plugin}`"
