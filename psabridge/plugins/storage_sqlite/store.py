@@ -476,7 +476,7 @@ class SQLiteStore:
                  site_uid = :site_uid, mapped_at = :mapped_at""",
             {**converter.unstructure(mapping), "mapped_at": utcnow().isoformat()},
             conflict=f"configuration {mapping.configuration_id} is already mapped to another "
-            "device (one device per configuration, R14); unmap that device first",
+            "device (one device per configuration); unmap that device first",
         )
 
     def delete_device_mapping(self, psa: str, rmm: str, device_uid: str) -> bool:
