@@ -97,7 +97,8 @@ def cli(ctx: click.Context, db: str | None, verbose: int, log_format: str):
     """psabridge: map RMM sites, devices and alerts to PSA companies, configurations and tickets."""
     logs.configure_logging(verbose, log_format)
     app = ctx.ensure_object(App)
-    app.db = db or app.db
+    if db is not None:  # an empty --db is an error (store_url says so), not the default
+        app.db = db
     ctx.call_on_close(app.close)
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
-from psabridge.core import hookspecs, logs
-from psabridge.core.errors import NotSupported, PluginError
+from psabridge.core import hookspecs, logs, secrets
+from psabridge.core.errors import NotSupported, PluginError, SettingsError
 from psabridge.core.models import Connection, ConnectionReport, JournalEntry, PluginKind, Setting
 from psabridge.core.settings import normalise_settings, validate_settings
-from psabridge.core.store import Store
+
+if TYPE_CHECKING:  # core.store imports this module to encrypt old stores' secrets when opened
+    from psabridge.core.store import Store
 
 ENTRY_POINT_GROUP = "psabridge"
 ENV_LOAD_PLUGINS = "PSABRIDGE_LOAD_PLUGINS"
@@ -111,6 +113,13 @@ def _connector_record(pm, store, name) -> PluginRecord:
 
 
 # -- settings ------------------------------------------------------------------------------
+#
+# The store keeps secret settings sealed (or as `env:`/`file:` references): they are sealed on
+# their way in and opened on their way out here, by `psabridge.core.secrets`.
+
+
+def _secret_names(record: PluginRecord) -> list[str]:
+    return [setting.name for setting in record.settings if setting.secret]
 
 
 def configure_plugin(
@@ -122,9 +131,10 @@ def configure_plugin(
 ) -> dict[str, str]:
     """Merge `values` (None = leave as is) into the plugin's stored settings and save them.
 
-    URLs are checked now; completeness is checked when the plugin is enabled (R2). A secret that
-    is neither given nor stored is asked for with `ask_secret` (a hidden prompt in the CLI), after
-    the given values passed their checks. Returns the settings as saved.
+    URLs and `env:`/`file:` references are checked now; completeness is checked when the plugin
+    is enabled (R2). A secret that is neither given nor stored (or stored, but sealed with a key
+    this installation does not have) is asked for with `ask_secret` (a hidden prompt in the CLI),
+    after the given values passed their checks. Returns the settings as saved: secrets sealed.
     """
     record = _connector_record(pm, store, name)
     known = {s.name: s for s in record.settings}
@@ -135,34 +145,74 @@ def configure_plugin(
         )
     given = {k: v for k, v in values.items() if v is not None}
     for key, value in given.items():
-        if known[key].secret:
+        if known[key].secret and not secrets.is_reference(value):
             logs.register_secret(value)
     # Given URLs are checked now; a missing field is only an error once the plugin is enabled.
     validate_settings(name, [attrs.evolve(known[k], required=False) for k in given], given)
+    references = {k: problem for k, v in given.items()
+                  if known[k].secret and (problem := secrets.reference_problem(v.strip()))}
+    if references:
+        raise SettingsError(name, references)
     state = store.plugin_state(name)
     stored = dict(state.settings) if state else {}
     for setting in record.settings:
-        if setting.secret and ask_secret and not given.get(setting.name) and not stored.get(setting.name):
-            if answer := ask_secret(setting):
-                logs.register_secret(answer)
-                given[setting.name] = answer
+        missing = not given.get(setting.name) and not _usable(stored.get(setting.name))
+        if setting.secret and missing and ask_secret and (answer := ask_secret(setting)):
+            logs.register_secret(answer)
+            given[setting.name] = answer
     merged = {**stored, **normalise_settings(record.settings, given)}
-    store.save_settings(name, merged)
+    saved = secrets.seal_settings(merged, _secret_names(record))
+    store.save_settings(name, saved)
     log.info("plugin configured", plugin=name, fields=sorted(given))
-    return merged
+    return saved
+
+
+def _usable(stored_secret: str | None) -> bool:
+    """Whether a stored secret can be used here: present, and sealed (if it is) with our key."""
+    if secrets.is_sealed(stored_secret):
+        return secrets.can_unseal(stored_secret)
+    return bool(stored_secret)
+
+
+def plugin_settings(pm: pluggy.PluginManager, store: Store, name: str) -> dict[str, str]:
+    """A connector's settings as its connection needs them: secrets unsealed, and read from
+    the environment or the file an `env:`/`file:` reference names (now, never stored)."""
+    record = _connector_record(pm, store, name)
+    state = store.plugin_state(name)
+    return secrets.open_settings(name, state.settings if state else {}, _secret_names(record))
+
+
+def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:
+    """Encrypt, in place and in one transaction, the secrets a store written before they were
+    encrypted keeps in plaintext. Returns the plugins whose secrets were sealed."""
+    secret_names = {name: _secret_names(plugin_record(pm, name))
+                    for name, _ in pm.list_name_plugin()}
+
+    def holding_plaintext(states) -> list:
+        return [state for state in states
+                if any(secrets.needs_sealing(state.settings.get(secret))
+                       for secret in secret_names.get(state.name, ()))]
+
+    if not holding_plaintext(store.plugin_states()):  # the usual case: a read, no write lock
+        return []
+    with store.transaction():
+        # Again under the write lock: another process opening the store may have sealed them.
+        found = holding_plaintext(store.plugin_states())
+        for state in found:
+            store.save_settings(state.name, secrets.seal_settings(state.settings,
+                                                                  secret_names[state.name]))
+    if found:
+        log.warning("secrets found in plaintext in the store were encrypted; back up the key "
+                    "apart from the store (see docs/operating.md)",
+                    plugins=[state.name for state in found])
+    return [state.name for state in found]
 
 
 def connection_for(
     pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
 ) -> Connection:
     """The Connection a remote hook of plugin `name` receives, from its stored settings."""
-    record = _connector_record(pm, store, name)
-    state = store.plugin_state(name)
-    settings = dict(state.settings) if state else {}
-    for setting in record.settings:
-        if setting.secret:
-            logs.register_secret(settings.get(setting.name))
-    return Connection(plugin=name, settings=settings, transport=transport)
+    return Connection(plugin=name, settings=plugin_settings(pm, store, name), transport=transport)
 
 
 class Connector:
@@ -205,8 +255,7 @@ def enable_plugin(
     missing permissions are kept as warnings (R20) and returned in the report.
     """
     record = _connector_record(pm, store, name)
-    state = store.plugin_state(name)
-    validate_settings(name, record.settings, dict(state.settings) if state else {})
+    validate_settings(name, record.settings, plugin_settings(pm, store, name))
     if record.kind == "psa":
         others = [other for other in enabled_plugins(pm, store, "psa") if other != name]
         if others:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import platformdirs
 
+from psabridge.core import logs, plugins
 from psabridge.core.errors import StoreError
 from psabridge.core.models import (
     AlertTicket,
@@ -33,6 +34,8 @@ from psabridge.core.models import (
 )
 
 ENV_DB = "PSABRIDGE_DB"
+
+log = logs.get_logger(__name__)
 
 # The tables a store keeps. `plugins remove` purges a plugin's rows from all but the journal,
 # which is an append-only record of what was done on remote systems and is kept on purpose.
@@ -66,6 +69,10 @@ class LeaseLost(StoreError):
         self.lease = lease
         super().__init__(f"this process no longer holds {lease.name!r} (it stalled past its lease "
                          "and another took over); its change was not saved and will be redone")
+
+
+class StoreReadOnly(StoreError):
+    """The store can be read but not written (a read-only file system, an immutable file)."""
 
 
 class Store(Protocol):
@@ -137,16 +144,42 @@ def default_db_path() -> Path:
 
 
 def store_url(db: str | os.PathLike | None) -> str:
-    """Turn `--db`, `$PSABRIDGE_DB` or the default path into a store URL."""
-    db = db or os.environ.get(ENV_DB) or default_db_path()
+    """Turn `--db`, `$PSABRIDGE_DB` or the default path into a store URL.
+
+    An empty value is an error, not a way to ask for the default: a variable that was meant to
+    point at the service's store but came out empty must not quietly open another one. The
+    default store's folder is created here, on first use; a folder the admin named must exist
+    (a typo must not start a new, empty store)."""
+    if db is None:
+        db = os.environ.get(ENV_DB)
+    if db is not None and not str(db).strip():
+        # click ignores an empty variable, so an empty value from the variable arrives as None
+        # and an empty --db as "", but a blank one ("  ") arrives as itself: say which it was.
+        source = ENV_DB if os.environ.get(ENV_DB) == db else "--db"
+        raise StoreError(f"{source} is empty: give it the store's path (or URL), or leave it out "
+                         f"to use the default store {default_db_path()}")
+    if db is None:
+        db = default_db_path()
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = str(db)
     return text if "://" in text else f"sqlite://{Path(text).expanduser().resolve()}"
 
 
 def open_store(pm, url: str) -> Store:
-    """Ask the storage plugins for a store for `url`."""
+    """Ask the storage plugins for a store for `url`.
+
+    A store written before secrets were encrypted has its plaintext secrets encrypted here, once,
+    whatever engine keeps it. A read-only one is still opened for reading."""
     store = pm.hook.storage_open(url=url)
     if store is None:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"no storage plugin understands {scheme}:// URLs (try sqlite:///path)")
+    try:
+        plugins.seal_plaintext_secrets(pm, store)
+    except StoreReadOnly as exc:
+        log.warning("secrets in the store are in plaintext and stay so until it can be written",
+                    reason=str(exc))
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -42,7 +42,7 @@ from psabridge.core import logs, ticketing
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import Alert, PluginState
-from psabridge.core.plugins import Connector, connection_for
+from psabridge.core.plugins import Connector, connection_for, plugin_settings
 
 log = logs.get_logger(__name__)
 
@@ -89,10 +89,11 @@ class LiveBridge:
     def _connector(self, connector: Connector, state: PluginState | None) -> Connector:
         if state is None or not state.enabled:
             raise PluginDisabled(connector.name)
-        if dict(state.settings) == dict(connector.connection.settings):
+        pm, store = self._bridge.pm, self._bridge.store
+        # Compared as a connection is built from them: the store keeps secrets sealed.
+        if plugin_settings(pm, store, connector.name) == dict(connector.connection.settings):
             return connector
         log.info("plugin settings changed; connecting again", plugin=connector.name)
-        pm, store = self._bridge.pm, self._bridge.store
         return Connector(pm, connection_for(pm, store, connector.name,
                                             self._transports.get(connector.name)))
 

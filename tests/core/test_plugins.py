@@ -20,6 +20,7 @@ from psabridge.core.plugins import (
     disable_plugin,
     enable_plugin,
     list_plugins,
+    plugin_settings,
     remove_plugin,
 )
 from psabridge.core.store import PLUGIN_TABLES
@@ -159,7 +160,7 @@ def test_r3_disable_then_enable_keeps_settings_and_mappings_byte_for_byte(pm, st
     enable_plugin(pm, store, "connectwise", check=False)
     assert store.plugin_state("connectwise").enabled is True
     assert dump_tables(db_path) == before
-    assert dict(store.plugin_state("connectwise").settings) == CW_SETTINGS
+    assert plugin_settings(pm, store, "connectwise") == CW_SETTINGS
 
 
 def test_r4_remove_purges_exactly_that_plugins_rows_and_unmaps_its_configurations(

