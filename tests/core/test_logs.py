@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+from urllib.parse import quote, quote_plus
 
 from psabridge.core import logs
 
@@ -31,3 +33,25 @@ def test_secret_keys_and_registered_values_are_masked_in_json_logs():
     assert "ValueError: bad token ***" in json.loads(lines[1])["exception"]
     assert lines[2] == "WARNING httpx: sent Bearer ***"
     assert "tok-ABCDEF-123" not in stream.getvalue()
+
+
+def test_a_secret_is_masked_in_every_form_a_url_or_header_gives_it():
+    """Percent-encoded (as a callback URL carries it, and again when that URL is a query value
+    of its own), in lower-case hex as a proxy may rewrite it, and base64 as in a Basic header."""
+    secret = "wh+sec/ret=with&odd chars"
+    stream = io.StringIO()
+    logs.configure_logging(verbosity=2, fmt="console", stream=stream)
+    logs.register_secret(secret)
+    once = quote(secret, safe="")
+    forms = {
+        "raw": secret, "quote": once, "quote keeping /": quote(secret),
+        "quote_plus": quote_plus(secret), "lower-case hex": once.lower(),
+        "twice": quote(once, safe=""), "twice, plus": quote_plus(once),
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "url-safe base64, unpadded": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+    }
+    for name, form in forms.items():
+        logs.get_logger("t").debug("seen", where=f"https://cw/x?conditions=url%3D{form}%26id%3D1")
+        logging.getLogger("httpx").debug("HTTP Request: GET https://x/?a=%s", form)
+        assert form not in stream.getvalue(), name
+    assert stream.getvalue().count(logs.MASK) == 2 * len(forms)
