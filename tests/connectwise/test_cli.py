@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 
 from psabridge.cli import cli
+from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 
 
 def test_the_plugin_adds_connectwise_to_the_simulate_group():
@@ -19,7 +23,7 @@ def test_the_plugin_adds_connectwise_to_the_simulate_group():
     assert "--port" in result.output and "--companies" in result.output
 
 
-def test_it_serves_prints_the_settings_and_stops_on_ctrl_c():
+def test_it_serves_prints_the_settings_with_the_key_in_a_file_and_stops_on_ctrl_c():
     env = {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,sqlite"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from psabridge.cli import cli; cli()", "simulate", "connectwise",
@@ -36,8 +40,15 @@ def test_it_serves_prints_the_settings_and_stops_on_ctrl_c():
             lines.append(line.strip())
         url = lines[0].rsplit(" ", 1)[1]
         assert httpx.get(f"{url}/login/companyinfo/psabridge", timeout=5).json()["Codebase"] == "v2025_1/"
-        assert any("--public-key simPublicKey0001" in line for line in lines)
+        (configure,) = [shlex.split(line) for line in lines if "psabridge configure" in line]
+        assert configure[configure.index("--public-key") + 1] == "simPublicKey0001"
+        key_file = Path(configure[configure.index("--private-key-file") + 1])
+        private_key = ConnectWiseSimulator().options.private_key
+        assert key_file.read_text() == private_key + "\n"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert "--private-key" not in configure and not any(private_key in line for line in lines)
     finally:
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0 and "Stopped." in out
+    assert not key_file.exists()  # removed with the simulator
