@@ -1,9 +1,11 @@
 """structlog set up once, with secrets taken out of every event before it is rendered.
 
-Two nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have their
-value replaced, and every secret value the process has seen (`register_secret`) is masked wherever
-it appears, inside any string, exception text included. Connectors register the secrets they read
-from settings and the tokens they receive.
+Three nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have
+their value replaced; every secret value the process has seen (`register_secret`) is masked
+wherever it appears, inside any string, exception text included; and in any URL, the value of a
+query parameter named like a secret (`?token=...`) is masked, so that a process that never knew
+the secret (a simulator delivering a callback to a URL carrying one) does not log it either.
+Connectors register the secrets they read from settings and the tokens they receive.
 
 A secret is masked in each form it can be written in, not only as it is: a secret that travels in a
 URL shows up percent-encoded (and encoded twice when that URL is itself a query value, as when the
@@ -63,12 +65,21 @@ def register_secret(value: str | None) -> None:
             _secrets = tuple(sorted(set(_secrets) | written_forms(value), key=len, reverse=True))
 
 
+# `?token=VALUE` or `&api_key=VALUE` in a URL: the parameter's name, then its value up to the
+# next parameter, fragment, space or quote.
+SECRET_QUERY_PARAMETER = re.compile(
+    r"(?P<name>[?&;][\w.-]*(?:secret|password|passwd|token|signature|api[_-]?key)=)[^&#\s\"'<>]+",
+    re.IGNORECASE,
+)
+
+
 def redact_text(text: str) -> str:
-    """Mask every registered secret in `text`."""
+    """Mask every registered secret in `text`, and the value of every secret-named query
+    parameter."""
     for secret in _secrets:  # a tuple, replaced whole: safe to read while another thread registers
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return SECRET_QUERY_PARAMETER.sub(lambda m: m.group("name") + MASK, text)
 
 
 def redact(value: Any, key: str = "") -> Any:

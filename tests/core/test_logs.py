@@ -55,3 +55,21 @@ def test_a_secret_is_masked_in_every_form_a_url_or_header_gives_it():
         logging.getLogger("httpx").debug("HTTP Request: GET https://x/?a=%s", form)
         assert form not in stream.getvalue(), name
     assert stream.getvalue().count(logs.MASK) == 2 * len(forms)
+
+
+def test_a_secret_named_query_parameter_is_masked_even_when_its_value_was_never_registered():
+    """A process that never knew the secret (a simulator POSTing a callback to a URL carrying
+    one) logs that URL without it."""
+    stream = io.StringIO()
+    logs.configure_logging(verbosity=2, fmt="json", stream=stream)
+    logging.getLogger("httpx").info(
+        'HTTP Request: POST http://127.0.0.1:8787/hooks/psa?token=never%2Bseen%26x&recordId=42 '
+        '"HTTP/1.1 200 OK"')
+    logs.get_logger("t").info("asked", url="https://x/cb?a=1&API_KEY=k3y-never-seen#top",
+                              note="a token=word in prose stays")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ('INFO httpx: HTTP Request: POST http://127.0.0.1:8787/hooks/psa?token=***'
+                        '&recordId=42 "HTTP/1.1 200 OK"')
+    event = json.loads(lines[1])
+    assert event["url"] == "https://x/cb?a=1&API_KEY=***#top"
+    assert event["note"] == "a token=word in prose stays"
