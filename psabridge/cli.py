@@ -168,7 +168,8 @@ def plugins_remove(app: App, name: str, yes: bool):
 
 
 def _in_a_sentence(label: str) -> str:
-    """"Private key" -> "private key", but "API secret key" stays as it is."""
+    """A setting's label as it reads inside a sentence: `Private key` becomes `private key`, and
+    `API secret key` stays as it is."""
     return label if label[1:2].isupper() else label[:1].lower() + label[1:]
 
 
@@ -260,11 +261,12 @@ def _configure_command(app: App, name: str) -> click.Command:
         }
         click.echo(f"Saved settings for {name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
-    secret_names = " and ".join(_in_a_sentence(s.label) for s in secrets)
     help_text = f"Configure the {record.title} connector."
     if secrets:
-        help_text += (f" The {secret_names} is never taken from the command line: it is asked for "
-                      "with hidden input, or read from its environment variable or a file.")
+        names = ", ".join(_in_a_sentence(s.label) for s in secrets)
+        help_text += (f" Secrets ({names}) are never taken from the command line, where `ps` and "
+                      "the shell's history would show them: each is asked for with hidden input, "
+                      "or read from its environment variable or a file.")
     return click.Command(name, params=params, callback=configure, help=help_text)
 
 
