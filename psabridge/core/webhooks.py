@@ -195,8 +195,9 @@ class AlertWebhook:
 
 def presented_tokens(request: Request) -> list[str]:
     """Every token the request presents: `Authorization: Bearer`, `X-Psabridge-Token`, and the
-    `token` query parameter, both decoded (as `callback_url` encodes it) and as written (a URL
-    typed by hand with a base64 secret, whose `+` a decoder would read as a space)."""
+    `token` query parameter, percent-decoded (as `callback_url` encodes it) and as written (a
+    secret holding a `%`, typed into a URL by hand). A `+` stays a `+`: a secret has no spaces
+    for it to stand for, and a base64 secret typed by hand is full of them."""
     tokens = []
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
