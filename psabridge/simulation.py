@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import socket
 import tempfile
 import threading
@@ -260,3 +261,24 @@ def configure_command(plugin: str, settings: dict[str, str],
                 file.write(value + "\n")
             words += [f"{flag}-file", str(path)]
         yield shlex.join(words)
+
+
+@contextmanager
+def stopping_on_terminate() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP stop the process as Ctrl-C does (KeyboardInterrupt),
+    so that a simulator stopped by a service manager, `kill` or a closed terminal removes its key
+    files as it does on Ctrl-C. The previous handlers are put back afterwards. Signals can only
+    be handled in the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

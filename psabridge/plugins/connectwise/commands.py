@@ -7,7 +7,7 @@ import threading
 import click
 
 from psabridge.plugins.connectwise import SETTINGS
-from psabridge.simulation import Faults, configure_command
+from psabridge.simulation import Faults, configure_command, stopping_on_terminate
 
 
 @click.command("connectwise")
@@ -30,7 +30,7 @@ def simulate_connectwise(port, host, seed, companies, configurations, latency, e
     sim = ConnectWiseSimulator(seed=seed, companies=companies, configurations_per_company=configurations,
                                faults=faults)
     secrets = [setting.name for setting in SETTINGS if setting.secret]
-    with sim.serve(host, port) as server, \
+    with stopping_on_terminate(), sim.serve(host, port) as server, \
             configure_command("connectwise", sim.settings(server.url), secrets) as command:
         click.echo(f"ConnectWise Manage simulator at {server.url}")
         click.echo("Configure the connector with:")

@@ -7,7 +7,7 @@ import time
 import click
 
 from psabridge.plugins.rmm_datto import SETTINGS
-from psabridge.simulation import Faults, configure_command
+from psabridge.simulation import Faults, configure_command, stopping_on_terminate
 
 
 @click.command("datto")
@@ -27,7 +27,7 @@ def simulate_datto(host: str, port: int, seed: int, sites: int, error_rate: floa
     simulator = DattoSimulator(seed=seed, faults=Faults(error_rate=error_rate, latency=latency,
                                                         seed=seed), companies=sites)
     secrets = [setting.name for setting in SETTINGS if setting.secret]
-    with simulator.serve(host, port) as server, \
+    with stopping_on_terminate(), simulator.serve(host, port) as server, \
             configure_command("datto", simulator.settings(server.url), secrets) as command:
         click.echo(f"Datto RMM simulator listening on {server.url} (Ctrl-C to stop)")
         click.echo(f"{len(simulator.sites)} sites, {len(simulator.devices)} devices, "
