@@ -15,18 +15,13 @@ counts requests per endpoint, which is what the benchmarks report.
 from __future__ import annotations
 
 import collections
-import os
 import random
 import re
-import shlex
-import signal
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal
 
 import attrs
@@ -236,49 +231,3 @@ def serve(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer
         yield running
     finally:
         running.shutdown()
-
-
-@contextmanager
-def configure_command(plugin: str, settings: dict[str, str],
-                      secret_settings: Iterable[str]) -> Iterator[str]:
-    """The `psabridge configure PLUGIN` command line for a simulator's `settings`, with each of
-    `secret_settings` written to a file of its own and named by `--NAME-file PATH`.
-
-    A printed command line carrying the key would teach typing keys where `ps` and the shell's
-    history keep them, and `configure` refuses them there. The files are private (a 0700 folder,
-    0600 files) and removed when the block ends, that is when the simulator stops.
-    """
-    secret_settings = set(secret_settings)
-    with tempfile.TemporaryDirectory(prefix=f"psabridge-simulate-{plugin}-") as folder:
-        words = ["psabridge", "configure", plugin]
-        for name, value in settings.items():
-            flag = "--" + name.replace("_", "-")
-            if name not in secret_settings:
-                words += [flag, value]
-                continue
-            path = Path(folder) / name.replace("_", "-")
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-                file.write(value + "\n")
-            words += [f"{flag}-file", str(path)]
-        yield shlex.join(words)
-
-
-@contextmanager
-def stopping_on_terminate() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP stop the process as Ctrl-C does (KeyboardInterrupt),
-    so that a simulator stopped by a service manager, `kill` or a closed terminal removes its key
-    files as it does on Ctrl-C. The previous handlers are put back afterwards. Signals can only
-    be handled in the main thread; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

@@ -7,7 +7,8 @@ import threading
 import click
 
 from psabridge.plugins.connectwise import SETTINGS
-from psabridge.simulation import Faults, configure_command, stopping_on_terminate
+from psabridge.simulation import Faults
+from psabridge.simulator_commands import configure_command, stopping_on_terminate
 
 
 @click.command("connectwise")

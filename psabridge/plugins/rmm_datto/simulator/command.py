@@ -7,7 +7,8 @@ import time
 import click
 
 from psabridge.plugins.rmm_datto import SETTINGS
-from psabridge.simulation import Faults, configure_command, stopping_on_terminate
+from psabridge.simulation import Faults
+from psabridge.simulator_commands import configure_command, stopping_on_terminate
 
 
 @click.command("datto")
