@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import click
 import pluggy
+from click.core import ParameterSource
 from tabulate import tabulate
 
 from psabridge import __version__
@@ -21,6 +22,7 @@ from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import CompanyFilters, Setting
+from psabridge.core.settings import setting_envvar
 from psabridge.core.store import Store, open_store, store_url
 
 log = logs.get_logger(__name__)
@@ -166,11 +168,72 @@ def plugins_remove(app: App, name: str, yes: bool):
 # -- configure ------------------------------------------------------------------------------
 
 
+def _in_a_sentence(label: str) -> str:
+    """A setting's label as it reads inside a sentence: `Private key` becomes `private key`, and
+    `API secret key` stays as it is."""
+    return label if label[1:2].isupper() else label[:1].lower() + label[1:]
+
+
+def _refuse_on_the_command_line(alternatives: str):
+    """A click callback for a secret's option: the value may come from its environment variable,
+    never from the command line, where `ps` and the shell's history would show it."""
+
+    def refuse(ctx: click.Context, param: click.Parameter, value):
+        if value is not None and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+            flag = param.opts[0]
+            raise click.UsageError(f"{flag} would show in `ps` and shell history; {alternatives}",
+                                   ctx=ctx)
+        return value
+
+    return refuse
+
+
+def secret_options(name: str, envvar: str, label: str, alternatives: str) -> list[click.Option]:
+    """The options of a secret: `--NAME-file PATH` (or env `ENVVAR_FILE`), and a hidden `--NAME`
+    that exists to take the value from `envvar` and to refuse it on the command line, saying
+    what to do instead (`alternatives`)."""
+    flag = "--" + name.replace("_", "-")
+    return [
+        click.Option([flag, name], envvar=envvar, hidden=True,
+                     callback=_refuse_on_the_command_line(alternatives)),
+        click.Option([f"{flag}-file", f"{name}_file"], envvar=f"{envvar}_FILE", metavar="PATH",
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help=f"Read the {label} from PATH (one trailing newline is dropped); or set "
+                          f"{envvar}."),
+    ]
+
+
+def secret_value(values: dict, name: str, envvar: str, label: str) -> str | None:
+    """The secret `name` as given by its environment variable or its file, taking both options
+    out of `values`; None when neither was given."""
+    from_env, path = values.pop(name, None), values.pop(f"{name}_file", None)
+    if path is None:
+        return from_env
+    if from_env is not None:
+        raise click.UsageError(f"the {label} is given twice, in {envvar} and in "
+                               f"--{name.replace('_', '-')}-file; give it once")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"cannot read the {label} from {path}: {exc}") from None
+    secret = text.removesuffix("\n").removesuffix("\r")  # the newline an editor or echo adds
+    if not secret:
+        raise click.UsageError(f"{path} is empty; it should hold the {label}")
+    return secret
+
+
 def _configure_command(app: App, name: str) -> click.Command:
     record = plugins_lib.plugin_record(app.pm, name)
     params = []
+    secrets = [s for s in record.settings if s.secret]
     for setting in record.settings:
-        envvar = f"PSABRIDGE_{name.upper()}_{setting.name.upper()}"
+        envvar = setting_envvar(name, setting.name)
+        if setting.secret:
+            flag = "--" + setting.name.replace("_", "-")
+            params += secret_options(
+                setting.name, envvar, _in_a_sentence(setting.label),
+                f"set {envvar} or run without it to be prompted, or {flag}-file PATH")
+            continue
         help_text = f"{setting.label}. {setting.help} (env {envvar})"
         params.append(click.Option(
             ["--" + setting.name.replace("_", "-"), setting.name], envvar=envvar, help=help_text,
@@ -187,6 +250,10 @@ def _configure_command(app: App, name: str) -> click.Command:
             return None
 
     def configure(**values):
+        for setting in secrets:
+            values[setting.name] = secret_value(values, setting.name,
+                                                setting_envvar(name, setting.name),
+                                                _in_a_sentence(setting.label))
         saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_secret)
         shown = {
             s.name: ("(set)" if saved.get(s.name) else "(not set)") if s.secret
@@ -195,8 +262,13 @@ def _configure_command(app: App, name: str) -> click.Command:
         }
         click.echo(f"Saved settings for {name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
-    return click.Command(name, params=params, callback=configure,
-                         help=f"Configure the {record.title} connector.")
+    help_text = f"Configure the {record.title} connector."
+    if secrets:
+        names = ", ".join(_in_a_sentence(s.label) for s in secrets)
+        help_text += (f" Secrets ({names}) are never taken from the command line, where `ps` and "
+                      "the shell's history would show them: each is asked for with hidden input, "
+                      "or read from its environment variable or a file.")
+    return click.Command(name, params=params, callback=configure, help=help_text)
 
 
 class ConfigureGroup(click.Group):
@@ -216,7 +288,7 @@ class ConfigureGroup(click.Group):
 
 @cli.group(cls=ConfigureGroup)
 def configure():
-    """Set a connector's settings (secrets from a hidden prompt or environment variable)."""
+    """Set a connector's settings (secrets from a hidden prompt, an environment variable or a file)."""
 
 
 # -- mapping (R5-R20) ------------------------------------------------------------------------
@@ -642,29 +714,41 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
         click.echo("Stopped.")
 
 
-@cli.command("serve")
+WEBHOOK_SECRET_ENV = "PSABRIDGE_WEBHOOK_SECRET"
+
+
+@cli.command("serve", params=secret_options("secret", WEBHOOK_SECRET_ENV, "webhook secret",
+                                            f"set {WEBHOOK_SECRET_ENV} or --secret-file PATH"))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8787, show_default=True)
-@click.option("--secret", envvar="PSABRIDGE_WEBHOOK_SECRET", required=True,
-              help="Shared secret the callers put in ?token= (env PSABRIDGE_WEBHOOK_SECRET).")
 @click.option("--public-url", metavar="URL",
               help="The address the PSA reaches this server at; when given, the PSA's ticket "
                    "callback is registered there (idempotent).")
 @pass_app
-def serve_command(app: App, host, port, secret, public_url):
+def serve_command(app: App, host, port, public_url, **secret_given):
     """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm).
+
+    The webhook secret comes from PSABRIDGE_WEBHOOK_SECRET or --secret-file, never from the
+    command line. Senders present it in an `Authorization: Bearer` or `X-Psabridge-Token`
+    header, or as `?token=` in the URL (percent-encoded).
 
     Serves the PSA and RMM enabled when it starts. While either is disabled, their events are
     answered 202 and ignored; once it is enabled again, they are handled again.
     """
+    secret = secret_value(secret_given, "secret", WEBHOOK_SECRET_ENV, "webhook secret")
+    if not secret:
+        raise click.UsageError(f"no webhook secret: set {WEBHOOK_SECRET_ENV} or --secret-file PATH "
+                               "(at least 16 characters, e.g. from `openssl rand -hex 32`)")
+    webhooks.check_secret(secret)  # before any connection is made
     bridge = app.bridge()
     hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
     if public_url:
         # The PSA appends the record id to the URL, so the token must not be last.
         callback = webhooks.callback_url(public_url, secret)
         bridge.psa.call("psa_register_ticket_callback", url=callback)
-        click.echo(f"Registered the {bridge.psa.name} ticket callback at {public_url}/hooks/psa")
-    click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa?token=..., /hooks/rmm?token=...)")
+        click.echo(f"Registered the {bridge.psa.name} ticket callback at "
+                   f"{public_url.rstrip('/')}/hooks/psa")
+    click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa, /hooks/rmm)")
     webhooks.serve(hooks, host, port)
 
 

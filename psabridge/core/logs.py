@@ -1,19 +1,27 @@
 """structlog set up once, with secrets taken out of every event before it is rendered.
 
-Two nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have their
-value replaced, and every secret value the process has seen (`register_secret`) is masked wherever
-it appears, inside any string, exception text included. Connectors register the secrets they read
-from settings and the tokens they receive.
+Three nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have
+their value replaced; every secret value the process has seen (`register_secret`) is masked
+wherever it appears, inside any string, exception text included; and in any URL, the value of a
+query parameter named like a secret (`?token=...`) is masked, so that a process that never knew
+the secret (a simulator delivering a callback to a URL carrying one) does not log it either.
+Connectors register the secrets they read from settings and the tokens they receive.
+
+A secret is masked in each form it can be written in, not only as it is: a secret that travels in a
+URL shows up percent-encoded (and encoded twice when that URL is itself a query value, as when the
+ConnectWise connector looks its callback up by URL), and one in a Basic header base64-encoded.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -23,24 +31,55 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 
-_secrets: set[str] = set()
+_secrets: tuple[str, ...] = ()  # every form of every registered secret, longest first
 _lock = threading.Lock()
 
 
+def _percent_encodings(value: str) -> set[str]:
+    """`value` percent-encoded as URLs and forms do it: every reserved character (`quote` with
+    nothing safe), `/` left alone (`quote`'s default), spaces as `+` (`quote_plus`); with
+    upper-case hex digits, as encoders write them, and lower-case, as some proxies rewrite them."""
+    encoded = {quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")}
+    lower = {re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), form) for form in encoded}
+    return encoded | lower
+
+
+def written_forms(value: str) -> set[str]:
+    """Each way `value` can be written in a log line: as is, percent-encoded once or twice, and
+    base64 (standard and URL-safe, with and without padding)."""
+    once = _percent_encodings(value)
+    twice = set().union(*(_percent_encodings(form) for form in once - {value}))
+    raw = value.encode()
+    b64 = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    return {value} | once | twice | b64 | {form.rstrip("=") for form in b64}
+
+
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so that it is masked wherever it shows up from now on."""
+    """Remember a secret value so that it is masked, in any of its `written_forms`, wherever it
+    shows up from now on."""
+    global _secrets
     # Very short values would mask ordinary words; no real key or token is this short.
     if value and len(value) >= 6:
         with _lock:
-            _secrets.add(value)
+            # Longest first, so that a secret containing another is masked whole.
+            _secrets = tuple(sorted(set(_secrets) | written_forms(value), key=len, reverse=True))
+
+
+# `?token=VALUE` or `&api_key=VALUE` in a URL: the parameter's name, then its value up to the
+# next parameter, fragment, space or quote.
+SECRET_QUERY_PARAMETER = re.compile(
+    r"(?P<name>[?&;][\w.-]*(?:secret|password|passwd|token|signature|api[_-]?key)=)[^&#\s\"'<>]+",
+    re.IGNORECASE,
+)
 
 
 def redact_text(text: str) -> str:
-    """Mask every registered secret in `text`."""
-    for secret in sorted(_secrets, key=len, reverse=True):
+    """Mask every registered secret in `text`, and the value of every secret-named query
+    parameter."""
+    for secret in _secrets:  # a tuple, replaced whole: safe to read while another thread registers
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return SECRET_QUERY_PARAMETER.sub(lambda m: m.group("name") + MASK, text)
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -23,15 +23,29 @@ def url_problem(value: str) -> str | None:
     return None
 
 
-def settings_problems(declared: Iterable[Setting], values: Mapping[str, str]) -> dict[str, str]:
+def setting_envvar(plugin: str, name: str) -> str:
+    """The environment variable `psabridge configure PLUGIN` reads setting `name` from."""
+    return f"PSABRIDGE_{plugin.upper()}_{name.upper()}"
+
+
+def _how_to_set(plugin: str, setting: Setting) -> str:
+    option = "--" + setting.name.replace("_", "-")
+    if not setting.secret:
+        return f"set it with {option}"
+    # Never as a flag: `ps` and the shell's history would show it.
+    return (f"run `psabridge configure {plugin}` to be asked for it, or set "
+            f"{setting_envvar(plugin, setting.name)} or {option}-file PATH")
+
+
+def settings_problems(declared: Iterable[Setting], values: Mapping[str, str],
+                      plugin: str = "PLUGIN") -> dict[str, str]:
     """Return one message per invalid setting, keyed by the setting's name (empty when valid)."""
     problems: dict[str, str] = {}
     for setting in declared:
         value = (values.get(setting.name) or "").strip()
         if not value:
             if setting.required:
-                option = "--" + setting.name.replace("_", "-")
-                problems[setting.name] = f"{setting.label} is required; set it with {option}"
+                problems[setting.name] = f"{setting.label} is required; {_how_to_set(plugin, setting)}"
             continue
         if setting.kind == "url" and (problem := url_problem(value)):
             problems[setting.name] = problem
@@ -40,7 +54,7 @@ def settings_problems(declared: Iterable[Setting], values: Mapping[str, str]) ->
 
 def validate_settings(plugin: str, declared: Iterable[Setting], values: Mapping[str, str]) -> None:
     """Raise SettingsError naming every invalid field, or return quietly."""
-    if problems := settings_problems(declared, values):
+    if problems := settings_problems(declared, values, plugin):
         raise SettingsError(plugin, problems)
 
 

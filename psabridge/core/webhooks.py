@@ -5,9 +5,23 @@ A callback is only a hint: its body says which record changed, and the handler r
 record through the connector before acting. So a forged or stale body can at worst make us look
 at a record, and the webhook and the polling path, seeing the same event, do the same thing once.
 
-Authentication is a shared secret in the URL's `token` query parameter, compared in constant
-time: ConnectWise lets the callback URL carry it, and Datto RMM webhooks have no signature of
-their own (API-NOTES: not established). Bodies are bounded.
+Authentication is a shared secret, compared in constant time, that a sender presents in a header
+(`Authorization: Bearer SECRET` or `X-Psabridge-Token: SECRET`) where it can set one, or else in
+the URL's `token` query parameter. A header keeps the secret out of proxy access logs, which
+record URLs; but a ConnectWise callback is only a URL (CW sets no header of ours), and whether a
+Datto RMM webhook may carry custom headers is not established (API-NOTES §7), so the query token
+stays. In a URL it is percent-encoded (`callback_url`) and compared decoded, and every form of it
+is known to the log redaction.
+
+Neither sender signs with a secret of ours. ConnectWise does sign its callbacks
+(`x-content-signature`: base64 HMAC-SHA256 of the body, keyed with the SHA-256 of a signing key
+that must be fetched, per callback, from a `key_url` named inside the body), but checking that
+takes an authenticated API call to a URL the body itself gives, and the simulator does not sign;
+it is not checked here. Datto RMM webhooks carry no signature at all (API-NOTES §7).
+
+Bodies are bounded in size and in nesting depth, and each must have its sender's shape (a
+ticket callback's `Type` and a positive `ID`; an alert webhook's `alertUid`, a short identifier):
+anything else is answered 400 with the reason, before anything is looked up or changed.
 
 An event processed before is refused as a replay (409). What makes two deliveries the same event
 is the event's identity, never the body's bytes: Datto's raise and resolve bodies can be
@@ -30,10 +44,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
+import attrs
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -47,10 +64,166 @@ from psabridge.core.plugins import Connector, connection_for, plugin_settings
 log = logs.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
+# Both senders' bodies are flat: a ConnectWise callback nests one object (`Metadata`; its `Entity`
+# is a string), a Datto RMM template what the admin writes. json.loads recurses once per level,
+# so a 30,000-deep body would exhaust the stack: the depth is checked before parsing.
+MAX_DEPTH = 32
+# A Datto alert uid and a ConnectWise message id are GUIDs (36 characters).
+MAX_IDENTIFIER = 128
+TOKEN_HEADER = "X-Psabridge-Token"
+MIN_SECRET_LENGTH = 16
 
 
 def _json(code: int, **body) -> Response:
     return Response(json.dumps(body), code, content_type="application/json")
+
+
+class BadSecret(PsabridgeError, ValueError):
+    """The webhook secret is too short, or has characters a URL or a header would change."""
+
+
+class InvalidEvent(ValueError):
+    """A body that is not what its sender sends; the message says why (answered 400)."""
+
+
+# -- what a request presents, and what its body says -------------------------------------------
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text `body` nests arrays and objects more than `limit` levels deep.
+
+    Counts brackets outside strings, in one pass that stops at the first level too deep. An
+    unterminated string runs to the end of the body (json.loads refuses it afterwards), so no
+    input makes the scan start over: it stays linear."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(body):
+        text = token.group()
+        if text in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif text in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def parse_body(body: bytes) -> dict:
+    """The body as a JSON object; InvalidEvent says why it is not one."""
+    if nests_deeper_than(body, MAX_DEPTH):
+        raise InvalidEvent(f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and too-long integers included
+        raise InvalidEvent("the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("the body is not a JSON object")
+    return payload
+
+
+_NOT_IN_IDENTIFIERS = re.compile(r"[\s/\\?#%]")
+
+
+def identifier(value: Any, name: str) -> str:
+    """`value` as an identifier the handlers can put in an API path: a non-empty string of at
+    most MAX_IDENTIFIER printable characters, none of them a space or one of `/ \\ ? # %` (which
+    would change what the API path means)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{name} must be a non-empty string")
+    if len(value) > MAX_IDENTIFIER:
+        raise InvalidEvent(f"{name} is longer than {MAX_IDENTIFIER} characters")
+    if not value.isprintable() or _NOT_IN_IDENTIFIERS.search(value):
+        raise InvalidEvent(f"{name} must not contain control characters, spaces, or / \\ ? # %")
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def positive_id(value: Any, name: str) -> str:
+    """A record id as a PSA sends it, a positive integer or a string of digits, as a string."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return str(value)
+    raise InvalidEvent(f"{name} must be a positive integer (or a string of digits)")
+
+
+@attrs.frozen
+class TicketCallback:
+    """What a PSA ticket callback says: which ticket changed, and which event this delivery is
+    (its MessageId, or for a callback without one, its body)."""
+
+    ticket_id: str
+    event: str
+
+    @classmethod
+    def from_payload(cls, payload: dict, body: bytes) -> TicketCallback | None:
+        """The callback in `payload`, None when it is not about a ticket; InvalidEvent when it
+        is not shaped as ConnectWise sends it:
+        {"MessageId": "...", "Type": "ticket", "Action": "updated", "ID": 123, ...}."""
+        kind = payload.get("Type")
+        if not isinstance(kind, str):
+            raise InvalidEvent('Type must be a string, e.g. "ticket"')
+        if kind.lower() != "ticket":
+            return None
+        ticket_id = positive_id(payload.get("ID"), "ID")
+        message_id = payload.get("MessageId")
+        if message_id in (None, ""):
+            return cls(ticket_id, f"psa:{hashlib.sha256(body).hexdigest()}")
+        return cls(ticket_id, f"psa:{identifier(message_id, 'MessageId')}")
+
+
+@attrs.frozen
+class AlertWebhook:
+    """What an RMM alert webhook says: the alert, and whether it was raised or resolved if the
+    body says so (see `stated_alert_state`)."""
+
+    alert_uid: str
+    stated_state: str | None
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> AlertWebhook:
+        """The webhook in `payload`, a body template carrying at least
+        {"alertUid": "[alert_uid]"}; InvalidEvent when it does not."""
+        uid = payload.get("alertUid", payload.get("alert_uid"))
+        if uid is None or uid == "":
+            raise InvalidEvent('no alertUid in the body; use the template {"alertUid": "[alert_uid]"}')
+        return cls(identifier(uid, "alertUid"), stated_alert_state(payload))
+
+
+def presented_tokens(request: Request) -> list[str]:
+    """Every token the request presents: `Authorization: Bearer`, `X-Psabridge-Token`, and the
+    `token` query parameter, percent-decoded (as `callback_url` encodes it) and as written (a
+    secret holding a `%`, typed into a URL by hand). A `+` stays a `+`: a secret has no spaces
+    for it to stand for, and a base64 secret typed by hand is full of them."""
+    tokens = []
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        tokens.append(credentials.strip())
+    if header := request.headers.get(TOKEN_HEADER, "").strip():
+        tokens.append(header)
+    query = request.environ.get("QUERY_STRING", "")
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if unquote(name) == "token" and value:
+            tokens += [unquote(value), value]
+    return tokens
+
+
+def check_secret(secret: str) -> None:
+    """Refuse a webhook secret that is short or that a URL or a header would change."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise BadSecret(f"the webhook secret must be at least {MIN_SECRET_LENGTH} characters; "
+                        "make one with: openssl rand -hex 32")
+    if not (secret.isascii() and secret.isprintable()) or any(c.isspace() for c in secret):
+        raise BadSecret("the webhook secret must be printable ASCII without spaces, as it travels "
+                        "in URLs and headers; make one with: openssl rand -hex 32")
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 class PluginDisabled(PsabridgeError):
@@ -116,18 +289,17 @@ def stated_alert_state(payload: dict) -> str | None:
 
 
 class WebhookApp:
-    """WSGI app: POST /hooks/psa?token=... (ticket callbacks), POST /hooks/rmm?token=... (alerts).
+    """WSGI app: POST /hooks/psa (ticket callbacks), POST /hooks/rmm (alert webhooks), GET /health.
 
     `bridge_factory` gives the bridge for each event (a LiveBridge in `serve`); when it raises
     PluginDisabled, the event is answered 202 and ignored.
     """
 
     def __init__(self, bridge_factory: Callable[[], Bridge], secret: str, max_body: int = MAX_BODY):
-        if len(secret) < 16:
-            raise ValueError("the webhook secret must be at least 16 characters")
-        logs.register_secret(secret)
+        check_secret(secret)
+        logs.register_secret(secret)  # with its percent-encoded and base64 forms
         self.bridge_factory = bridge_factory
-        self.secret = secret.encode()
+        self._secret_digest = _digest(secret)
         self.max_body = max_body
         self.urls = Map([
             Rule("/hooks/psa", endpoint="psa", methods=["POST"]),
@@ -136,9 +308,9 @@ class WebhookApp:
         ])
 
     def __call__(self, environ, start_response):
-        request = Request(environ)
         endpoint = None
         try:
+            request = Request(environ)
             endpoint, _ = self.urls.bind_to_environ(environ).match()
             response = self.dispatch(endpoint, request)
         except HTTPException as exc:
@@ -149,11 +321,18 @@ class WebhookApp:
             response = _json(500, error="the event could not be processed; deliver it again")
         return response(environ, start_response)
 
+    def authenticated(self, request: Request) -> bool:
+        """Whether any token the request presents is the secret. Digests of equal length are
+        compared, each in constant time, and every token is compared: the time taken tells
+        neither which token came close nor the secret's length."""
+        matches = [hmac.compare_digest(_digest(token), self._secret_digest)
+                   for token in presented_tokens(request)]
+        return any(matches)
+
     def dispatch(self, endpoint: str, request: Request) -> Response:
         if endpoint == "health":
             return _json(200, status="ok")
-        token = request.args.get("token", "").encode()
-        if not hmac.compare_digest(token, self.secret):
+        if not self.authenticated(request):
             log.warning("webhook refused: bad or missing token", endpoint=endpoint,
                         remote=request.remote_addr)
             return _json(401, error="missing or wrong token")
@@ -163,18 +342,26 @@ class WebhookApp:
         if len(body) > self.max_body:
             return _json(413, error=f"body over {self.max_body} bytes")
         try:
-            payload = json.loads(body)
-            if not isinstance(payload, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            return _json(400, error="the body is not a JSON object")
+            payload = parse_body(body)
+            event = (TicketCallback.from_payload(payload, body) if endpoint == "psa"
+                     else AlertWebhook.from_payload(payload))
+        except InvalidEvent as exc:
+            log.warning("webhook refused: not the body its sender sends", endpoint=endpoint,
+                        reason=str(exc))
+            return _json(400, error=str(exc))
+        if event is None:
+            return _json(202, status="ignored", reason="not a ticket")
         try:
             bridge = self.bridge_factory()
         except PluginDisabled as exc:
             return _json(202, status="ignored", reason=str(exc))
-        if endpoint == "psa":
-            return self.on_psa_callback(bridge, payload, body)
-        return self.on_rmm_webhook(bridge, payload)
+        if isinstance(event, TicketCallback):
+            response = self.handle_once(bridge, event.event,
+                                        lambda: self.ticket_changed(bridge, event.ticket_id))
+        else:
+            response = self.on_alert_webhook(bridge, event)
+        log.info("webhook handled", endpoint=endpoint, status=response.status_code)
+        return response
 
     def handle_once(self, bridge: Bridge, event: str, handle: Callable[[], Response]) -> Response:
         """Handle `event` unless it was processed before, and remember it once it is.
@@ -188,16 +375,6 @@ class WebhookApp:
             bridge.store.remember_message(event)
         return response
 
-    def on_psa_callback(self, bridge: Bridge, payload: dict, body: bytes) -> Response:
-        """ConnectWise: {"MessageId": "...", "Type": "ticket", "Action": "updated", "ID": 123, ...}."""
-        if str(payload.get("Type", "")).lower() != "ticket":
-            return _json(202, status="ignored", reason="not a ticket")
-        ticket_id = str(payload.get("ID", ""))
-        if not ticket_id:
-            return _json(400, error="no ID in the callback")
-        event = f"psa:{payload.get('MessageId') or hashlib.sha256(body).hexdigest()}"
-        return self.handle_once(bridge, event, lambda: self.ticket_changed(bridge, ticket_id))
-
     def ticket_changed(self, bridge: Bridge, ticket_id: str) -> Response:
         ticket = bridge.psa.call("psa_get_ticket", ticket_id=ticket_id)
         if ticket is None:
@@ -205,16 +382,13 @@ class WebhookApp:
         resolved = ticketing.resolve_for_ticket(bridge, ticket)
         return _json(200, status="ok", alerts_resolved=len(resolved))
 
-    def on_rmm_webhook(self, bridge: Bridge, payload: dict) -> Response:
-        """Datto RMM: a webhook body template carrying at least {"alertUid": "[alert_uid]"}."""
-        alert_uid = str(payload.get("alertUid") or payload.get("alert_uid") or "")
-        if not alert_uid:
-            return _json(400, error='no alertUid in the body; use the template {"alertUid": "[alert_uid]"}')
-        alert = bridge.rmm.call("rmm_get_alert", alert_uid=alert_uid)
+    def on_alert_webhook(self, bridge: Bridge, webhook: AlertWebhook) -> Response:
+        alert = bridge.rmm.call("rmm_get_alert", alert_uid=webhook.alert_uid)
         if alert is None:
             return _json(202, status="ignored", reason="alert not found")
-        state = stated_alert_state(payload) or ("resolved" if alert.resolved else "raised")
-        return self.handle_once(bridge, f"rmm:{alert_uid}:{state}", lambda: self.alert_changed(bridge, alert))
+        state = webhook.stated_state or ("resolved" if alert.resolved else "raised")
+        return self.handle_once(bridge, f"rmm:{webhook.alert_uid}:{state}",
+                                lambda: self.alert_changed(bridge, alert))
 
     def alert_changed(self, bridge: Bridge, alert: Alert) -> Response:
         if alert.resolved:
@@ -228,14 +402,21 @@ class WebhookApp:
 
 
 def callback_url(public_url: str, secret: str) -> str:
-    """The ticket callback URL to register with the PSA. ConnectWise appends the record id to a
-    URL ending in `=`, so `recordId=` comes after the token, never the token last."""
-    return f"{public_url.rstrip('/')}/hooks/psa?token={secret}&recordId="
+    """The ticket callback URL to register with the PSA.
+
+    The token is percent-encoded: written as it is, a `+` in it would be read back as a space and
+    an `&` as the end of the token. ConnectWise appends the record id to a URL ending in `=`, so
+    `recordId=` comes after the token, never the token last."""
+    return f"{public_url.rstrip('/')}/hooks/psa?token={quote(secret, safe='')}&recordId="
 
 
 def serve(app: WebhookApp, host: str, port: int, threads: int = 4) -> None:
-    """Serve with waitress, a production WSGI server (blocks until interrupted)."""
+    """Serve with waitress, a production WSGI server (blocks until interrupted).
+
+    waitress writes no access log, and its own messages name a request by its path, never its
+    query string, so a token in the URL stays out of them; an error's traceback goes to our log
+    (redacted), never to the client."""
     import waitress
 
     waitress.serve(app, host=host, port=port, threads=threads, ident="psabridge",
-                   max_request_body_size=app.max_body)
+                   max_request_body_size=app.max_body, expose_tracebacks=False)

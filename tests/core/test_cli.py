@@ -43,7 +43,7 @@ def test_plugins_list_shows_name_kind_version_enabled(run):
 
 def test_configure_enable_disable_remove_round_trip(run):
     result = run("configure", "connectwise", "--url", "https://cw.example.com", "--company",
-                 "acme", "--public-key", "pub", "--private-key", SENTINEL)
+                 "acme", "--public-key", "pub", input=SENTINEL + "\n")
     assert result.exit_code == 0, result.output
     assert "private_key=(set)" in result.output
     assert run("plugins", "enable", "connectwise", "--skip-check").exit_code == 0
@@ -73,7 +73,8 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(run):
 
 
 def test_private_key_appears_in_no_output_log_or_exception(pm, db_path, capsys):
-    """The sentinel key goes in through a flag, the environment and a prompt; it never comes out."""
+    """The sentinel key goes in through a file, the environment and a prompt, and is refused as
+    a flag; it never comes out."""
     leaky = OtherPsa(fail_with=RuntimeError(f"connection refused for key {SENTINEL}"))
     pm.register(leaky, name="otherpsa")
     runner = CliRunner()
@@ -86,9 +87,12 @@ def test_private_key_appears_in_no_output_log_or_exception(pm, db_path, capsys):
         outputs.append(repr(result.exception))
         return result
 
+    key_file = db_path.parent / "private-key"
+    key_file.write_text(SENTINEL + "\n")
     invoke("configure", "connectwise", "--url", "https://cw.example.com", "--company", "acme",
-           "--public-key", "pub", "--private-key", SENTINEL)
+           "--public-key", "pub", "--private-key-file", str(key_file))
     invoke("configure", "connectwise", env={"PSABRIDGE_CONNECTWISE_PRIVATE_KEY": SENTINEL})
+    invoke("configure", "connectwise", "--private-key", SENTINEL)
     invoke("configure", "otherpsa", "--url", "https://o.example.com", input=SENTINEL + "\n")
     invoke("plugins", "enable", "connectwise", "--skip-check")
     invoke("plugins", "list", "--json")
@@ -137,3 +141,93 @@ def test_load_plugins_env_var_limits_what_is_loaded(monkeypatch):
     monkeypatch.setenv("PSABRIDGE_LOAD_PLUGINS", "sqlite")
     pm = make_plugin_manager()
     assert [name for name, _ in pm.list_name_plugin()] == ["sqlite"]
+
+
+# -- secrets never from the command line -------------------------------------------------------
+
+
+def stored_settings(pm, db_path, name: str) -> dict | None:
+    from psabridge.core.store import open_store
+
+    store = open_store(pm, f"sqlite://{db_path}")
+    try:
+        state = store.plugin_state(name)
+        return dict(state.settings) if state else None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("plugin", "url", "flag", "envvar"), [
+    ("connectwise", "--url", "--private-key", "PSABRIDGE_CONNECTWISE_PRIVATE_KEY"),
+    ("datto", "--api-url", "--api-secret", "PSABRIDGE_DATTO_API_SECRET"),
+])
+def test_a_secret_given_as_a_flag_is_refused_with_the_alternatives_and_nothing_is_saved(
+        run, pm, db_path, plugin, url, flag, envvar):
+    for argv in ([flag, SENTINEL], [f"{flag}={SENTINEL}"]):
+        result = run("configure", plugin, url, "https://x.example.com", *argv)
+        assert result.exit_code == 2, result.output
+        assert (f"{flag} would show in `ps` and shell history; set {envvar} or run without it to "
+                f"be prompted, or {flag}-file PATH") in result.output
+        assert SENTINEL not in result.output
+    assert stored_settings(pm, db_path, plugin) is None
+
+
+def test_a_secret_is_read_from_its_file_without_the_trailing_newline(run, pm, db_path, tmp_path):
+    key_file = tmp_path / "private-key"
+    for written in (SENTINEL + "\n", SENTINEL + "\r\n", SENTINEL):
+        key_file.write_bytes(written.encode())
+        result = run("configure", "connectwise", "--private-key-file", str(key_file))
+        assert result.exit_code == 0, result.output
+        assert stored_settings(pm, db_path, "connectwise")["private_key"] == SENTINEL
+
+
+def test_a_secret_file_is_named_by_its_environment_variable_too(pm, db_path, tmp_path):
+    key_file = tmp_path / "api-secret"
+    key_file.write_text(SENTINEL + "\n")
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "configure", "datto"], obj=App(pm=pm),
+                                env={"PSABRIDGE_DATTO_API_SECRET_FILE": str(key_file)})
+    assert result.exit_code == 0, result.output
+    assert stored_settings(pm, db_path, "datto")["api_secret"] == SENTINEL
+
+
+def test_a_secret_given_twice_or_from_an_empty_or_missing_file_is_refused(run, pm, db_path, tmp_path):
+    key_file, empty = tmp_path / "private-key", tmp_path / "empty"
+    key_file.write_text(SENTINEL)
+    empty.write_text("\n")
+    twice = CliRunner().invoke(
+        cli, ["--db", str(db_path), "configure", "connectwise", "--private-key-file", str(key_file)],
+        obj=App(pm=pm), env={"PSABRIDGE_CONNECTWISE_PRIVATE_KEY": "other-key-value"})
+    assert twice.exit_code == 2
+    assert ("the private key is given twice, in PSABRIDGE_CONNECTWISE_PRIVATE_KEY and in "
+            "--private-key-file; give it once") in twice.output
+    emptied = run("configure", "connectwise", "--private-key-file", str(empty))
+    assert emptied.exit_code == 2 and "is empty; it should hold the private key" in emptied.output
+    missing = run("configure", "connectwise", "--private-key-file", str(tmp_path / "nope"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert stored_settings(pm, db_path, "connectwise") is None
+
+
+def test_help_offers_the_file_and_the_environment_never_the_secret_flag(run):
+    shown = run("configure", "connectwise", "--help").output
+    assert "--private-key-file PATH" in shown and "PSABRIDGE_CONNECTWISE_PRIVATE_KEY" in shown
+    assert "--private-key " not in shown and "--private-key\n" not in shown
+    served = run("serve", "--help").output
+    assert "--secret-file PATH" in served and "PSABRIDGE_WEBHOOK_SECRET" in served
+    assert "--secret " not in served
+
+
+def test_serve_refuses_its_secret_as_a_flag_and_needs_one_from_the_environment_or_a_file(
+        run, pm, db_path, tmp_path):
+    refused = run("serve", "--secret", "a-long-enough-webhook-secret")
+    assert refused.exit_code == 2
+    assert ("--secret would show in `ps` and shell history; set PSABRIDGE_WEBHOOK_SECRET or "
+            "--secret-file PATH") in refused.output
+    assert "a-long-enough-webhook-secret" not in refused.output
+    missing = run("serve")
+    assert missing.exit_code == 2
+    assert "no webhook secret: set PSABRIDGE_WEBHOOK_SECRET or --secret-file PATH" in missing.output
+    short = tmp_path / "short"
+    short.write_text("too-short\n")
+    weak = run("serve", "--secret-file", str(short))
+    assert weak.exit_code == 1 and "at least 16 characters" in weak.output
+    assert "too-short" not in weak.output

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+from urllib.parse import quote, quote_plus
 
 from psabridge.core import logs
 
@@ -31,3 +33,43 @@ def test_secret_keys_and_registered_values_are_masked_in_json_logs():
     assert "ValueError: bad token ***" in json.loads(lines[1])["exception"]
     assert lines[2] == "WARNING httpx: sent Bearer ***"
     assert "tok-ABCDEF-123" not in stream.getvalue()
+
+
+def test_a_secret_is_masked_in_every_form_a_url_or_header_gives_it():
+    """Percent-encoded (as a callback URL carries it, and again when that URL is a query value
+    of its own), in lower-case hex as a proxy may rewrite it, and base64 as in a Basic header."""
+    secret = "wh+sec/ret=with&odd chars"
+    stream = io.StringIO()
+    logs.configure_logging(verbosity=2, fmt="console", stream=stream)
+    logs.register_secret(secret)
+    once = quote(secret, safe="")
+    forms = {
+        "raw": secret, "quote": once, "quote keeping /": quote(secret),
+        "quote_plus": quote_plus(secret), "lower-case hex": once.lower(),
+        "twice": quote(once, safe=""), "twice, plus": quote_plus(once),
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "url-safe base64, unpadded": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+    }
+    for name, form in forms.items():
+        logs.get_logger("t").debug("seen", where=f"https://cw/x?conditions=url%3D{form}%26id%3D1")
+        logging.getLogger("httpx").debug("HTTP Request: GET https://x/?a=%s", form)
+        assert form not in stream.getvalue(), name
+    assert stream.getvalue().count(logs.MASK) == 2 * len(forms)
+
+
+def test_a_secret_named_query_parameter_is_masked_even_when_its_value_was_never_registered():
+    """A process that never knew the secret (a simulator POSTing a callback to a URL carrying
+    one) logs that URL without it."""
+    stream = io.StringIO()
+    logs.configure_logging(verbosity=2, fmt="json", stream=stream)
+    logging.getLogger("httpx").info(
+        'HTTP Request: POST http://127.0.0.1:8787/hooks/psa?token=never%2Bseen%26x&recordId=42 '
+        '"HTTP/1.1 200 OK"')
+    logs.get_logger("t").info("asked", url="https://x/cb?a=1&API_KEY=k3y-never-seen#top",
+                              note="a token=word in prose stays")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ('INFO httpx: HTTP Request: POST http://127.0.0.1:8787/hooks/psa?token=***'
+                        '&recordId=42 "HTTP/1.1 200 OK"')
+    event = json.loads(lines[1])
+    assert event["url"] == "https://x/cb?a=1&API_KEY=***#top"
+    assert event["note"] == "a token=word in prose stays"

@@ -109,7 +109,9 @@ def test_r2_a_refused_connection_stops_enable_and_missing_permissions_become_war
         ("url", "", "url: ConnectWise URL is required; set it with --url"),
         ("company", "", "company: Company is required; set it with --company"),
         ("public_key", "", "public_key: Public key is required; set it with --public-key"),
-        ("private_key", "", "private_key: Private key is required; set it with --private-key"),
+        ("private_key", "", "private_key: Private key is required; run `psabridge configure "
+                            "connectwise` to be asked for it, or set PSABRIDGE_CONNECTWISE_PRIVATE_KEY "
+                            "or --private-key-file PATH"),
     ],
 )
 def test_r2_each_invalid_setting_is_reported_by_field(pm, store, field, value, expected):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
 from werkzeug.test import Client
@@ -12,7 +14,15 @@ from werkzeug.test import Client
 from psabridge.core import sync, ticketing
 from psabridge.core.errors import RemoteError
 from psabridge.core.plugins import configure_plugin, disable_plugin, enable_plugin
-from psabridge.core.webhooks import LiveBridge, PluginDisabled, WebhookApp, stated_alert_state
+from psabridge.core.webhooks import (
+    BadSecret,
+    LiveBridge,
+    PluginDisabled,
+    WebhookApp,
+    callback_url,
+    nests_deeper_than,
+    stated_alert_state,
+)
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -182,7 +192,100 @@ def test_the_live_bridge_keeps_its_connectors_until_their_settings_change(pm, st
 
 
 def test_the_callback_url_carries_the_token_before_the_record_id_the_psa_appends():
-    from psabridge.core.webhooks import callback_url
-
     assert callback_url("https://bridge.example.com/", SECRET) == (
         f"https://bridge.example.com/hooks/psa?token={SECRET}&recordId=")
+
+
+ODD_SECRET = "wh+sec/ret=with&more-0123"  # what `openssl rand -base64` and humans produce
+
+
+def test_the_callback_url_percent_encodes_a_token_that_a_url_would_change():
+    url = callback_url("https://bridge.example.com", ODD_SECRET)
+    assert url == ("https://bridge.example.com/hooks/psa"
+                   "?token=wh%2Bsec%2Fret%3Dwith%26more-0123&recordId=")
+    query = parse_qs(urlsplit(url + "4711").query)  # as the PSA appends the record id
+    assert query == {"token": [ODD_SECRET], "recordId": ["4711"]}
+
+
+def refuse_lookups():
+    pytest.fail("the request got past authentication and validation: something was looked up")
+
+
+def test_the_token_is_accepted_from_a_header_or_the_query_decoded_or_as_written():
+    client = Client(WebhookApp(refuse_lookups, ODD_SECRET))
+    bad_body = {"alertUid": ""}  # past authentication, a 400; refused by it, a 401
+
+    def status(path="/hooks/rmm", **headers):
+        return client.post(path, json=bad_body, headers=headers).status_code
+
+    assert status(Authorization=f"Bearer {ODD_SECRET}") == 400
+    assert status(Authorization=f"bearer  {ODD_SECRET} ") == 400
+    assert status(**{"X-Psabridge-Token": ODD_SECRET}) == 400
+    assert status(f"/hooks/rmm?token={quote(ODD_SECRET, safe='')}") == 400
+    assert status(f"/hooks/rmm?token={quote_plus(ODD_SECRET)}") == 400
+    base64_secret = "k2V+9/aZ0qw8xYb1L3mN7p=="  # a URL typed by hand with a base64 secret
+    typed = Client(WebhookApp(refuse_lookups, base64_secret))
+    assert typed.post(f"/hooks/rmm?token={base64_secret}", json=bad_body).status_code == 400
+
+    assert status(Authorization=f"Basic {ODD_SECRET}") == 401  # not a bearer token
+    assert status(Authorization=f"Bearer {ODD_SECRET[:-1]}") == 401
+    assert status(**{"X-Psabridge-Token": ODD_SECRET + "x"}) == 401
+    assert status(f"/hooks/rmm?token={ODD_SECRET}") == 401  # its & ends the token early
+    assert status(f"/hooks/rmm?tok={quote(ODD_SECRET, safe='')}") == 401
+    assert status() == 401
+
+
+@pytest.mark.parametrize("secret", ["short-secret", "sixteen chars ok?", "tab\tin-the-secret-0123",
+                                    "non-ascii-sécret-0123456"])
+def test_a_secret_a_url_or_header_would_change_is_refused(secret):
+    with pytest.raises(BadSecret, match="openssl rand -hex 32"):
+        WebhookApp(refuse_lookups, secret)
+
+
+DEEP = b"[" * 30_000 + b"]" * 30_000
+
+
+@pytest.mark.parametrize(("path", "body", "reason"), [
+    ("/hooks/psa", {"Type": "ticket", "ID": "abc"}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": 1.5}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": {}}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": 0}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": -5}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": True}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket", "ID": "12" * 20}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": "ticket"}, "ID must be a positive integer"),
+    ("/hooks/psa", {"Type": ["ticket"], "ID": 1}, "Type must be a string"),
+    ("/hooks/psa", {"ID": 1}, "Type must be a string"),
+    ("/hooks/psa", {"Type": "ticket", "ID": 1, "MessageId": {"a": 1}}, "MessageId must be"),
+    ("/hooks/rmm", {"alertUid": "abc\x00def"}, "alertUid must not contain control characters"),
+    ("/hooks/rmm", {"alertUid": "../../account/sites"}, "alertUid must not contain"),
+    ("/hooks/rmm", {"alertUid": "a" * 129}, "alertUid is longer than 128 characters"),
+    ("/hooks/rmm", {"alertUid": 42}, "alertUid must be a non-empty string"),
+    ("/hooks/rmm", {"alertUid": ["x"]}, "alertUid must be a non-empty string"),
+    ("/hooks/rmm", {"alertUid": "\ud800"}, "alertUid must not contain control characters"),
+    ("/hooks/rmm", {"nothing": 1}, "no alertUid in the body"),
+    ("/hooks/rmm", DEEP, "the body nests deeper than 32 levels"),
+    ("/hooks/psa", b'{"Type": "ticket", "ID": 1, "x": ' + DEEP + b"}", "nests deeper than 32"),
+    ("/hooks/rmm", b'{"alertUid": "' + b"[" * 40_000 + b'"}', "alertUid is longer"),
+    ("/hooks/rmm", b"{not json", "the body is not JSON"),
+    ("/hooks/rmm", b"\xff\xfe{}", "the body is not JSON"),
+    ("/hooks/rmm", b'{"alertUid": ' + b"9" * 5000 + b"}", "the body is not JSON"),
+    ("/hooks/rmm", b"[1, 2]", "the body is not a JSON object"),
+    ("/hooks/psa", b"", "the body is not JSON"),
+])
+def test_a_body_not_shaped_as_its_sender_sends_it_is_answered_400_with_the_reason(path, body, reason):
+    client = Client(WebhookApp(refuse_lookups, SECRET, max_body=64 * 1024))
+    answer = post(client, path, body)
+    assert answer.status_code == 400, answer.text
+    assert reason in answer.json["error"]
+
+
+def test_depth_is_counted_outside_strings_and_the_count_stays_linear():
+    assert not nests_deeper_than(b'{"a": "[[[[[[[[[[", "b": [[1]]}', 3)
+    assert not nests_deeper_than(b'{"a": "\\"[[[[", "b": [1]}', 2)  # an escaped quote
+    assert nests_deeper_than(b"[" * 5 + b'"' + b"[" * 10, 4)
+    started = time.monotonic()
+    # Every quote after the first is escaped: a scanner that tried each one as the start of a
+    # string would read to the end 30,000 times.
+    assert not nests_deeper_than(b'"' + b'\\"' * 30_000, 1)
+    assert time.monotonic() - started < 0.5

@@ -12,6 +12,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
+from werkzeug.test import Client
+
+from psabridge.cli import App, cli
+from psabridge.core import webhooks
 
 SECRET = "serve-webhook-secret-0123456789"
 
@@ -97,3 +102,28 @@ def test_serve_ignores_events_while_the_psa_is_disabled_and_handles_them_once_en
 
     # The server kept its connections across the events: one codebase look-up, one token.
     assert logins() == (logins_before[0] + 1, logins_before[1] + 1)
+
+
+@pytest.mark.parametrize("sims", ["in-process"], indirect=True)
+def test_serve_reads_its_secret_from_a_file_and_registers_the_callback_url_encoded(
+        e2e, sims, pm, db_path, tmp_path, monkeypatch):
+    secret = "serve+file/secret=with&odd-0123"
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(secret + "\n")
+    served = {}
+    monkeypatch.setattr(webhooks, "serve", lambda app, host, port: served.update(app=app))
+    result = CliRunner().invoke(
+        cli, ["--db", str(db_path), "serve", "--secret-file", str(secret_file),
+              "--public-url", "https://bridge.example.com/"],
+        obj=App(pm=pm, transports=sims.transports))
+    assert result.exit_code == 0, result.output
+    assert "callback at https://bridge.example.com/hooks/psa\n" in result.output
+    (entry,) = sims.cw.db.callbacks.values()
+    assert entry["url"] == ("https://bridge.example.com/hooks/psa"
+                            "?token=serve%2Bfile%2Fsecret%3Dwith%26odd-0123&recordId=")
+    no_alert = {"alertUid": ""}  # answered 400 once authenticated, 401 before
+    hooks = Client(served["app"])
+    assert hooks.post("/hooks/rmm", json=no_alert, headers={"Authorization": f"Bearer {secret}"}
+                      ).status_code == 400
+    assert hooks.post("/hooks/rmm", json=no_alert).status_code == 401
+    assert secret not in result.output

@@ -5,17 +5,23 @@ replay is told from a real event by what the event is, not by its bytes."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import io
+import json
+import sqlite3
 import threading
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
 import waitress
 from waitress import wasyncore
 
-from psabridge.core import sync
-from psabridge.core.webhooks import LiveBridge, WebhookApp
+from psabridge.core import logs, sync
+from psabridge.core.webhooks import LiveBridge, WebhookApp, callback_url
 from psabridge.simulation import ScriptedFault
 
 SECRET = "e2e-webhook-secret-0123456789"
@@ -36,26 +42,36 @@ class Hooks:
         return f"{self.url}/hooks/psa?token={SECRET}"
 
 
-@pytest.fixture
-def hooks(desk) -> Iterator[Hooks]:
-    """`psabridge serve`'s app under waitress, as `webhooks.serve` configures it, on a free
-    loopback port; stopped at teardown."""
-    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET, max_body=MAX_BODY)
+@contextlib.contextmanager
+def waitress_serving(app: WebhookApp) -> Iterator[str]:
+    """`app` under waitress, as `webhooks.serve` configures it, on a free loopback port; its URL.
+    Stopped when the block ends."""
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="psabridge",
-                                    max_request_body_size=app.max_body, asyncore_loop_timeout=0.05)
+                                    max_request_body_size=app.max_body, expose_tracebacks=False,
+                                    asyncore_loop_timeout=0.05)
     thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
     thread.start()
-    client = Hooks(f"http://127.0.0.1:{server.effective_port}")
     try:
-        yield client
+        yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        client.http.close()
         # Close the sockets from the server's own loop (closing them from here races its
         # select); with its map empty the loop returns, then the worker threads are stopped.
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(timeout=5)
         server.task_dispatcher.shutdown()
         assert not thread.is_alive()
+
+
+@pytest.fixture
+def hooks(desk) -> Iterator[Hooks]:
+    """`psabridge serve`'s app under waitress on loopback, with a small body limit."""
+    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET, max_body=MAX_BODY)
+    with waitress_serving(app) as url:
+        client = Hooks(url)
+        try:
+            yield client
+        finally:
+            client.http.close()
 
 
 def deliveries_to_us(desk, hooks: Hooks, count: int) -> list[dict]:
@@ -187,3 +203,112 @@ def test_a_replay_of_a_processed_event_is_refused_and_changes_nothing(desk, hook
         replay = hooks.post(path, body)
         assert replay.status_code == 409 and replay.json() == {"error": "replayed message"}
     assert desk.sims.writes() == writes and desk.sims.cw.db.tickets == tickets
+
+
+def store_contents(db_path) -> dict[str, list]:
+    """Every row of every table of the store file."""
+    conn = sqlite3.connect(db_path)
+    try:
+        tables = [name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")]
+        return {table: sorted(map(repr, conn.execute(f"select * from [{table}]"))) for table in tables}
+    finally:
+        conn.close()
+
+
+DEEP = b"[" * 30_000 + b"]" * 30_000  # 60,000 bytes: under the 64 KiB limit
+
+
+@pytest.mark.parametrize("sims", ["loopback"], indirect=True)
+def test_hostile_bodies_with_a_valid_token_are_answered_400_and_change_nothing(desk, db_path):
+    """What used to crash the handler (500 or a traceback): a callback ID of "abc", 1.5 or {};
+    an alertUid with a NUL; JSON nested 30,000 deep. Sent over loopback to waitress with the
+    right token, each is answered 400 with the reason, and neither the store nor either
+    simulator sees anything: not a write, not even a read."""
+    desk.enable()
+    alert = desk.raise_alert(desk.devices[0])
+    ticket_id = 1  # a real ticket's id, were the ID read as one
+    hostile = [
+        ("/hooks/psa", {"MessageId": "m-1", "Type": "ticket", "Action": "updated", "ID": "abc"},
+         "ID must be a positive integer"),
+        ("/hooks/psa", {"MessageId": "m-2", "Type": "ticket", "Action": "updated", "ID": 1.5},
+         "ID must be a positive integer"),
+        ("/hooks/psa", {"MessageId": "m-3", "Type": "ticket", "Action": "updated", "ID": {}},
+         "ID must be a positive integer"),
+        ("/hooks/psa", {"MessageId": "m-4", "Type": {"ticket": True}, "ID": ticket_id},
+         "Type must be a string"),
+        ("/hooks/rmm", {"alertUid": alert + "\x00"}, "alertUid must not contain control characters"),
+        ("/hooks/rmm", {"alertUid": "\x00"}, "alertUid must not contain control characters"),
+        ("/hooks/rmm", b'{"alertUid": "' + alert.encode() + b'", "x": ' + DEEP + b"}",
+         "the body nests deeper than 32 levels"),
+        ("/hooks/psa", b'{"Type": "ticket", "ID": 1, "Entity": ' + DEEP + b"}",
+         "the body nests deeper than 32 levels"),
+        ("/hooks/rmm", DEEP, "the body nests deeper than 32 levels"),
+    ]
+    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET)  # the 64 KiB limit
+    stored, requests = store_contents(db_path), desk.sims.request_counts()
+    tickets, alerts = copy.deepcopy(desk.sims.cw.db.tickets), copy.deepcopy(desk.sims.datto.alerts)
+    with waitress_serving(app) as url, httpx.Client(timeout=10) as http:
+        for path, body, reason in hostile:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            assert len(content) < app.max_body
+            answer = http.post(f"{url}{path}", content=content,
+                               headers={"X-Psabridge-Token": SECRET, "Content-Type": "application/json"})
+            assert (answer.status_code, answer.headers["content-type"]) == (400, "application/json"), (
+                path, content[:80], answer.text)
+            assert reason in answer.json()["error"], answer.text
+            assert "Traceback" not in answer.text
+        assert http.get(f"{url}/health").json() == {"status": "ok"}  # still serving
+    assert store_contents(db_path) == stored
+    assert desk.sims.request_counts() == requests
+    assert desk.sims.cw.db.tickets == tickets and desk.sims.datto.alerts == alerts
+
+
+@pytest.fixture
+def verbose_log() -> Iterator[io.StringIO]:
+    """Everything psabridge logs at -vv, as JSON lines, in a string; the usual set-up after."""
+    stream = io.StringIO()
+    logs.configure_logging(2, "json", stream)
+    yield stream
+    logs.configure_logging()
+
+
+ODD_SECRET = "cw+call/back=secret&more-0123"
+
+
+def every_written_form(secret: str) -> dict[str, str]:
+    once = quote(secret, safe="")
+    return {"raw": secret, "quote": once, "quote keeping /": quote(secret),
+            "quote_plus": quote_plus(secret), "lower-case hex": once.lower(),
+            "encoded twice": quote(once, safe=""), "encoded twice, plus": quote_plus(once),
+            "base64": base64.b64encode(secret.encode()).decode(),
+            "url-safe base64": base64.urlsafe_b64encode(secret.encode()).decode()}
+
+
+@pytest.mark.parametrize("sims", ["loopback"], indirect=True)
+def test_a_secret_with_url_characters_works_in_the_callback_url_and_no_form_of_it_is_logged(
+        desk, verbose_log):
+    """`+ / = &` in the secret: `serve --public-url` registers the callback URL with the token
+    percent-encoded; the ConnectWise simulator POSTs each callback to that URL as CW does (the
+    record id appended); every one is accepted, and the -vv log (httpx's request lines
+    included, where the connector looks its callback up by URL) shows the secret in no form."""
+    app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), ODD_SECRET)
+    with waitress_serving(app) as url:
+        desk.enable()
+        registered = callback_url(url, ODD_SECRET)  # what serve --public-url registers
+        desk.bridge.psa.call("psa_register_ticket_callback", url=registered)
+        assert desk.bridge.psa.call("psa_register_ticket_callback", url=registered)  # found again
+        alert = desk.raise_alert(desk.devices[0])
+        raised = httpx.post(f"{url}/hooks/rmm", json={"alertUid": alert},
+                            headers={"Authorization": f"Bearer {ODD_SECRET}"}, timeout=10)
+        assert raised.status_code == 200 and raised.json()["state"] == "open"
+        ticket = desk.ticket_for(alert)
+        desk.close_in_cw(ticket, "Closed (Auto)")  # CW calls back: the alert is resolved
+        mine = deliveries_to_us(desk, Hooks(url), 2)
+    assert [(d["payload"]["Action"], d["status"]) for d in mine] == [("added", 200), ("updated", 200)]
+    assert mine[1]["url"] == registered + str(ticket["id"])
+    assert desk.alert(alert)["resolved"] and desk.alert(alert)["resolvedBy"] == "api-user"
+
+    log = verbose_log.getvalue()
+    assert "system/callbacks?conditions=" in log and "webhook handled" in log  # -vv did log
+    for name, form in every_written_form(ODD_SECRET).items():
+        assert form not in log, f"the secret, {name}, is in the -vv log"

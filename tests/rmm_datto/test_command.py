@@ -1,12 +1,17 @@
-"""`psabridge simulate datto` serves the simulator and says how to configure the connector."""
+"""`psabridge simulate datto` serves the simulator and says how to configure the connector,
+with the secret in a file rather than on the command line it prints."""
 
 from __future__ import annotations
+
+import shlex
+import stat
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 
 from psabridge.cli import cli
-from psabridge.plugins.rmm_datto.simulator import command
+from psabridge.plugins.rmm_datto.simulator import DattoSimulator, command
 
 
 def test_simulate_datto_is_added_to_the_simulate_group():
@@ -20,6 +25,11 @@ def test_simulate_datto_serves_until_interrupted_and_prints_the_settings(monkeyp
     def interrupt_after_a_request(sleep=None):
         url = next(line.split()[-4] for line in seen["echo"] if "listening on" in line)
         seen["status"] = httpx.get(f"{url}/api/v2/system/status").json()["status"]
+        configure = next(line for line in seen["echo"] if "psabridge configure datto" in line)
+        seen["secret file"] = Path(shlex.split(configure)[shlex.split(configure).index(
+            "--api-secret-file") + 1])
+        seen["secret"] = seen["secret file"].read_text()
+        seen["mode"] = stat.S_IMODE(seen["secret file"].stat().st_mode)
 
     echoed: list[str] = []
     seen["echo"] = echoed
@@ -29,7 +39,11 @@ def test_simulate_datto_serves_until_interrupted_and_prints_the_settings(monkeyp
     assert result.exit_code == 0, result.output
     assert seen["status"] == "OK"
     configure = next(line for line in echoed if "psabridge configure datto" in line)
-    assert "--api-url http://127.0.0.1:" in configure and "--api-secret" in configure
+    assert "--api-url http://127.0.0.1:" in configure and "--api-key SIM" in configure
+    secret = DattoSimulator(seed=3).api_secret
+    assert seen["secret"] == secret + "\n" and seen["mode"] == 0o600
+    assert not any(secret in line for line in echoed)  # the file is named, not the secret
+    assert not seen["secret file"].exists()  # removed when the simulator stopped
     assert echoed[-1] == "Stopped."
 
 

@@ -6,7 +6,9 @@ import threading
 
 import click
 
+from psabridge.plugins.connectwise import SETTINGS
 from psabridge.simulation import Faults
+from psabridge.simulator_commands import configure_command, stopping_on_terminate
 
 
 @click.command("connectwise")
@@ -28,15 +30,13 @@ def simulate_connectwise(port, host, seed, companies, configurations, latency, e
                     drop_rate=drop_rate, seed=seed)
     sim = ConnectWiseSimulator(seed=seed, companies=companies, configurations_per_company=configurations,
                                faults=faults)
-    with sim.serve(host, port) as server:
+    secrets = [setting.name for setting in SETTINGS if setting.secret]
+    with stopping_on_terminate(), sim.serve(host, port) as server, \
+            configure_command("connectwise", sim.settings(server.url), secrets) as command:
         click.echo(f"ConnectWise Manage simulator at {server.url}")
         click.echo("Configure the connector with:")
-        settings = sim.settings(server.url)
-        click.echo("  psabridge configure connectwise " + " ".join(
-            f"--{key.replace('_', '-')} {value}" for key, value in settings.items()
-            if key != "private_key"))
-        click.echo(f"  and the private key (prompted, or PSABRIDGE_CONNECTWISE_PRIVATE_KEY): "
-                   f"{settings['private_key']}  (a simulator key, not a secret)")
+        click.echo(f"  {command}")
+        click.echo("  (the private key waits in that file until the simulator stops)")
         click.echo("Press Ctrl-C to stop.")
         try:
             threading.Event().wait()

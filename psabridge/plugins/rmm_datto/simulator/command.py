@@ -6,7 +6,9 @@ import time
 
 import click
 
+from psabridge.plugins.rmm_datto import SETTINGS
 from psabridge.simulation import Faults
+from psabridge.simulator_commands import configure_command, stopping_on_terminate
 
 
 @click.command("datto")
@@ -25,14 +27,15 @@ def simulate_datto(host: str, port: int, seed: int, sites: int, error_rate: floa
 
     simulator = DattoSimulator(seed=seed, faults=Faults(error_rate=error_rate, latency=latency,
                                                         seed=seed), companies=sites)
-    with simulator.serve(host, port) as server:
-        settings = simulator.settings(server.url)
+    secrets = [setting.name for setting in SETTINGS if setting.secret]
+    with stopping_on_terminate(), simulator.serve(host, port) as server, \
+            configure_command("datto", simulator.settings(server.url), secrets) as command:
         click.echo(f"Datto RMM simulator listening on {server.url} (Ctrl-C to stop)")
         click.echo(f"{len(simulator.sites)} sites, {len(simulator.devices)} devices, "
                    f"{len(simulator.alerts)} alerts")
         click.echo("Configure the connector with:")
-        click.echo("  psabridge configure datto " + " ".join(
-            f"--{name.replace('_', '-')} {value}" for name, value in settings.items()))
+        click.echo(f"  {command}")
+        click.echo("  (the API secret key waits in that file until the simulator stops)")
         _wait_for_interrupt()
     click.echo("Stopped.")
 
