@@ -15,6 +15,9 @@ docs/architecture.md ("Coordination") explains the design; in short:
   leases covering it are still this holder's with a third of their ttl to spare (by the
   holder's monotonic clock, counted from the last renewal it *sent*): no retry outlives the
   claim it runs under.
+* While a remote write is unanswered, its leases are marked *in flight* (`mark_in_flight`):
+  nobody takes them over, even from a dead holder, until the remote system can no longer act
+  on it, so a successor never looks for a ticket that is still being made.
 """
 
 from __future__ import annotations
@@ -224,6 +227,19 @@ def ensure_held(spare: float | None = None) -> None:
     before every remote write and every retry, so none is made by a holder that was replaced."""
     for held in _held.get():
         held.check(spare)
+
+
+def mark_in_flight(seconds: float | None) -> None:
+    """Record that a remote write is in flight under the leases held here, and may be acted on
+    by the remote system for up to `seconds` (None: it was answered, nothing is in flight).
+
+    Until then no other process takes those leases over, not even from a holder that died:
+    it would otherwise look for what the write made before the remote system has made it."""
+    by_store: dict[int, tuple[Store, list[Lease]]] = {}
+    for held in _held.get():
+        by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
+    for store, leases in by_store.values():
+        store.mark_in_flight(leases, seconds)
 
 
 def holds(name: str) -> bool:

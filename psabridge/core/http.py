@@ -37,32 +37,38 @@ log = logs.get_logger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # change nothing on the server
 
 DEADLINE_ENV = "PSABRIDGE_HTTP_DEADLINE"
+IN_FLIGHT_ENV = "PSABRIDGE_IN_FLIGHT_WINDOW"
 
 
-def _deadline_from_environment(default: float = 60.0) -> float:
-    """Seconds one attempt may take, connecting included, until the last byte of the answer.
-
-    The default is twice the connectors' per-read timeout (30 s): a slow but working API
-    finishes well within it. A value that is not a positive number is ignored, with a warning,
-    rather than stopping every command.
-    """
-    raw = os.environ.get(DEADLINE_ENV, "").strip()
+def _seconds_from_environment(name: str, default: float, zero_allowed: bool = False) -> float:
+    """A number of seconds from the environment. A value that is not a positive number (or 0,
+    where that means "none") is ignored, with a warning, rather than stopping every command."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         seconds = float(raw)
     except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        log.warning(f"{DEADLINE_ENV} must be a number of seconds above 0; using {default:g}",
+        seconds = -1.0
+    if not (0 < seconds < float("inf") or (zero_allowed and seconds == 0)):
+        lowest = "0 or more" if zero_allowed else "above 0"
+        log.warning(f"{name} must be a number of seconds {lowest}; using {default:g}",
                     value=raw[:50])
         return default
     return seconds
 
 
-DEADLINE = _deadline_from_environment()
+# Seconds one attempt may take, connecting included, until the last byte of the answer. The
+# default is twice the connectors' per-read timeout (30 s): a slow but working API finishes
+# well within it.
+DEADLINE = _seconds_from_environment(DEADLINE_ENV, 60.0)
+# How long a write whose answer never came may still be acted on by the remote system: the
+# attempt's own deadline, and as long again for a server that queued it. Until then no other
+# holder takes over the leases it was sent under (docs/architecture.md, "In flight").
+IN_FLIGHT_WINDOW = _seconds_from_environment(IN_FLIGHT_ENV, 2 * DEADLINE, zero_allowed=True)
 
 
 @attrs.frozen
@@ -77,6 +83,7 @@ class RetryPolicy:
     # Per attempt: a retry gets a deadline of its own, and `attempts` with the waits between
     # them bound the whole call.
     deadline: float = DEADLINE
+    in_flight_window: float = IN_FLIGHT_WINDOW
 
 
 # -- Retry-After ---------------------------------------------------------------------------------
@@ -314,19 +321,32 @@ def send(
         retry_error_callback=lambda state: state.outcome.result(),
     )
 
+    writes = request.method not in SAFE_METHODS
+
     def attempt() -> httpx.Response:
         coordination.ensure_held()  # no retry outlives the lease it runs under
+        if writes:  # until it is answered, the remote system may act on it
+            coordination.mark_in_flight(policy.in_flight_window)
         deadline = _Deadline(policy.deadline)
         token = _attempt_deadline.set(deadline)
         try:
-            return client.send(request)  # the body too is read here, within the deadline
+            response = client.send(request)  # the body too is read here, within the deadline
         except httpx.TimeoutException as exc:
+            never_left = isinstance(exc, httpx.ConnectTimeout)
+            if writes and never_left:
+                coordination.mark_in_flight(None)
             if not deadline.passed():
                 raise
-            raise DeadlineExceeded(request, policy.deadline,
-                                   connected=not isinstance(exc, httpx.ConnectTimeout)) from exc
+            raise DeadlineExceeded(request, policy.deadline, connected=not never_left) from exc
+        except httpx.ConnectError:
+            if writes:  # it never left: nothing of it is in flight
+                coordination.mark_in_flight(None)
+            raise
         finally:
             _attempt_deadline.reset(token)
+        if writes:  # answered: the remote system has done with it
+            coordination.mark_in_flight(None)
+        return response
 
     return retrying(attempt)
 

@@ -4,7 +4,8 @@
 
 It takes lease NAME on the SQLite store at DB, prints `holding TOKEN`, then obeys lines on its
 standard input: `commit VALUE` writes a cursor under the lease and prints `committed` or `lost`;
-`quit` releases the lease and exits. With --clock-offset the process's clock is moved that many
+`in-flight SECONDS` marks a remote write in flight under it and prints `marked`; `quit`
+releases the lease and exits. With --clock-offset the process's clock is moved that many
 seconds (time-machine), as on a host whose clock is off.
 """
 
@@ -44,6 +45,9 @@ def main() -> None:
                     print("lost", flush=True)
                 else:
                     print("committed", flush=True)
+            elif command == "in-flight":
+                coordination.mark_in_flight(float(value))
+                print("marked", flush=True)
             elif command == "quit":
                 break
     store.close()

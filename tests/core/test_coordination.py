@@ -108,6 +108,27 @@ def test_the_lease_of_a_process_killed_on_this_host_is_taken_over_at_once(store,
         assert held.lease.token > killed.token
 
 
+def test_a_killed_holders_unanswered_write_is_waited_out_before_its_lease_is_taken_over(
+        store, db_path, holders):
+    killed = holders(db_path, "alert:x", ttl=3600)
+    assert killed.ask("in-flight 1.5") == "marked"  # a ticket POST sent, no answer yet
+    killed.process.send_signal(signal.SIGKILL)
+    killed.process.wait()
+    with coordination.try_hold(store, "alert:x") as held:
+        assert held is None  # the PSA may still act on that POST: not yet
+    with coordination.hold(store, "alert:x", wait=20) as held:  # once the window has passed
+        assert held.lease.token > killed.token
+
+
+def test_an_answered_write_leaves_nothing_in_flight(store):
+    with coordination.hold(store, "alert:x", ttl=30) as held:
+        coordination.mark_in_flight(3600)
+        assert store.lease_holder("alert:x").expires_in > 3000
+        coordination.mark_in_flight(None)  # the answer came
+        assert store.lease_holder("alert:x").expires_in <= 30
+    assert store.lease_holder("alert:x") is None and held.lease.token
+
+
 @pytest.mark.parametrize("offset", [3600.0, -3600.0])
 def test_a_lease_lasts_its_ttl_by_the_stores_clock_whatever_the_holders_clock_says(
         store, db_path, holders, offset):

@@ -68,9 +68,11 @@ def pause_until(moment: float) -> None:
 
 def psabridge_env(db: Path, lock_ttl: float, claim_ttl: float, **extra: str) -> dict[str, str]:
     """The environment of a psabridge process on the store `db`: its plugins loaded by name,
-    and the sync lock and alert claims expiring after seconds instead of 15 and 1 minutes."""
+    the sync lock and alert claims expiring after seconds instead of a minute, and an unanswered
+    write waited out for as long as a claim instead of two minutes."""
     env = {**os.environ, "PSABRIDGE_DB": str(db), "PSABRIDGE_LOAD_PLUGINS": PLUGINS,
            "PSABRIDGE_LOCK_TTL": f"{lock_ttl:g}", "PSABRIDGE_CLAIM_TTL": f"{claim_ttl:g}",
+           "PSABRIDGE_IN_FLIGHT_WINDOW": f"{claim_ttl:g}",
            "PSABRIDGE_WEBHOOK_SECRET": WEBHOOK_SECRET, **extra}
     # A warnings filter meant for the test run (e.g. "error") would make the child's own
     # deprecation warnings fatal: the child runs as it would on a customer's host.

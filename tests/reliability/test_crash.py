@@ -4,8 +4,8 @@ The test process serves both simulators on loopback and sets up the store file a
 would; each `python -m psabridge sync` is a real process on that store, killed with kill -9 at a
 seeded random moment of its run (a little latency on every request spreads a run over about a
 second, so the kills land among the remote writes). A killed pass leaves the sync lock and an
-alert's claim held: PSABRIDGE_LOCK_TTL and PSABRIDGE_CLAIM_TTL make them expire in a second
-instead of 15 minutes and 1 minute. Finally sync runs until a pass does nothing, and the
+alert's claim held: PSABRIDGE_LOCK_TTL, PSABRIDGE_CLAIM_TTL and PSABRIDGE_IN_FLIGHT_WINDOW make
+them (and a killed process's unanswered write) expire in a second instead of minutes. Finally sync runs until a pass does nothing, and the
 invariants of the convergence test must hold.
 """
 
@@ -84,7 +84,8 @@ def run_crashes(tmp_path, seed: int, kills: int) -> dict:
         w.inject(latency=0.01)
         raise_alerts(w, 12, rng, repeats=2)
         env = {**os.environ, "PSABRIDGE_DB": str(db), "PSABRIDGE_LOCK_TTL": TTL,
-               "PSABRIDGE_CLAIM_TTL": TTL, "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite"}
+               "PSABRIDGE_CLAIM_TTL": TTL, "PSABRIDGE_IN_FLIGHT_WINDOW": TTL,
+               "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite"}
         env.pop("PYTHONWARNINGS", None)
         first = kills * 3 // 5
         moments = _kill_at_random(env, rng, first, longest=2.5)

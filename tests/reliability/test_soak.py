@@ -74,6 +74,8 @@ WATCHER_CLOCK_AHEAD = 600.0  # seconds
 # What a killed process held (the sync lock, an alert's claim) frees after this many seconds.
 # A process that is alive must keep what it holds however long its retries take.
 EXPIRY = "10"
+# A killed process\'s unanswered write keeps its alert taken this long (the product: 2 min).
+IN_FLIGHT_WINDOW = "3"
 SOAK_FAULTS = dict(error_rate=0.10, throttle_rate=0.05, retry_after=1, retry_after_max=90,
                    drop_rate=0.02)
 NO_FAULTS = dict(error_rate=0.0, throttle_rate=0.0, drop_rate=0.0)
@@ -209,7 +211,8 @@ class Soak:
         psa, rmm = w.bridge.pair
         self.mapped_sites = sorted(m.site_uid for m in w.store.company_mappings(psa, rmm))
         self.env = psabridge_env(log_dir / "state.db", PSABRIDGE_WEBHOOK_SECRET=SECRET,
-                                 PSABRIDGE_LOCK_TTL=EXPIRY, PSABRIDGE_CLAIM_TTL=EXPIRY)
+                                 PSABRIDGE_LOCK_TTL=EXPIRY, PSABRIDGE_CLAIM_TTL=EXPIRY,
+                                 PSABRIDGE_IN_FLIGHT_WINDOW=IN_FLIGHT_WINDOW)
         self.watcher = Process("watcher", ["-v", "sync", "--watch", "--interval", "2", "--json"],
                                self.env, log_dir, clock_offset=WATCHER_CLOCK_AHEAD)
         self.url_of: dict[str, str] = {}

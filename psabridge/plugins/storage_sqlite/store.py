@@ -112,7 +112,8 @@ def _v4(db: sqlite_utils.Database) -> None:
                     token integer primary key autoincrement,
                     name text not null unique,
                     owner text not null,
-                    expires_at real not null)""")
+                    expires_at real not null,
+                    quiet_until real not null default 0)""")
     db.execute("""create table outbox (
                     id integer primary key autoincrement,
                     key text not null unique,
@@ -599,11 +600,13 @@ class SQLiteStore:
 
     def acquire_lease(self, name: str, owner: str, ttl: float,
                       replacing: str | None = None) -> Lease | None:
-        """Grant `name` to `owner` for `ttl` seconds if it is free, expired, or held by
-        `replacing` (a holder the caller knows is dead); None when someone else holds it."""
+        """Grant `name` to `owner` for `ttl` seconds if it is free, or held by `replacing` (a
+        holder the caller knows is dead): None while someone else holds it, or while a write
+        sent under it may still be acted on (`mark_in_flight`)."""
         with self.transaction(fenced=False):
-            self.db.execute(f"delete from leases where name = ? and (expires_at <= {self._NOW} "
-                            "or owner = ?)", (name, replacing or ""))
+            self.db.execute(
+                f"""delete from leases where name = ? and quiet_until <= {self._NOW}
+                    and (expires_at <= {self._NOW} or owner = ?)""", (name, replacing or ""))
             try:
                 cursor = self.db.execute(
                     f"insert into leases (name, owner, expires_at) values (?, ?, {self._NOW} + ?)",
@@ -620,12 +623,25 @@ class SQLiteStore:
         return cursor.rowcount == 1
 
     def release_lease(self, lease: Lease) -> None:
-        self._write("delete from leases where name = ? and token = ?", (lease.name, lease.token),
-                    fenced=False)
+        """Give the lease up; one with a write still in flight stays taken until it lands."""
+        with self.transaction(fenced=False):
+            self.db.execute(f"delete from leases where name = ? and token = ? "
+                            f"and quiet_until <= {self._NOW}", (lease.name, lease.token))
+            self.db.execute("update leases set expires_at = 0 where name = ? and token = ?",
+                            (lease.name, lease.token))
+
+    def mark_in_flight(self, leases: list[Lease], seconds: float | None) -> None:
+        tokens = [lease.token for lease in leases]
+        if not tokens:
+            return
+        quiet_until = f"{self._NOW} + ?" if seconds is not None else "0"
+        self._write(f"update leases set quiet_until = {quiet_until} "
+                    f"where token in ({', '.join('?' * len(tokens))})",
+                    ((seconds,) if seconds is not None else ()) + tuple(tokens), fenced=False)
 
     def lease_holder(self, name: str) -> LeaseHolder | None:
-        row = self.db.execute(f"select owner, token, expires_at - {self._NOW} from leases "
-                              "where name = ?", (name,)).fetchone()
+        row = self.db.execute(f"select owner, token, max(expires_at, quiet_until) - {self._NOW} "
+                              "from leases where name = ?", (name,)).fetchone()
         return LeaseHolder(name, row[0], row[1], row[2]) if row else None
 
     def enqueue(self, item: OutboxItem) -> OutboxItem:
