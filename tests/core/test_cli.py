@@ -146,6 +146,18 @@ def test_load_plugins_env_var_limits_what_is_loaded(monkeypatch):
 # -- secrets never from the command line -------------------------------------------------------
 
 
+def settings_in_use(pm, db_path, name: str) -> dict:
+    """The settings as a connection gets them: secrets unsealed."""
+    from psabridge.core.plugins import plugin_settings
+    from psabridge.core.store import open_store
+
+    store = open_store(pm, f"sqlite://{db_path}")
+    try:
+        return plugin_settings(pm, store, name)
+    finally:
+        store.close()
+
+
 def stored_settings(pm, db_path, name: str) -> dict | None:
     from psabridge.core.store import open_store
 
@@ -178,7 +190,7 @@ def test_a_secret_is_read_from_its_file_without_the_trailing_newline(run, pm, db
         key_file.write_bytes(written.encode())
         result = run("configure", "connectwise", "--private-key-file", str(key_file))
         assert result.exit_code == 0, result.output
-        assert stored_settings(pm, db_path, "connectwise")["private_key"] == SENTINEL
+        assert settings_in_use(pm, db_path, "connectwise")["private_key"] == SENTINEL
 
 
 def test_a_secret_file_is_named_by_its_environment_variable_too(pm, db_path, tmp_path):
@@ -187,7 +199,7 @@ def test_a_secret_file_is_named_by_its_environment_variable_too(pm, db_path, tmp
     result = CliRunner().invoke(cli, ["--db", str(db_path), "configure", "datto"], obj=App(pm=pm),
                                 env={"PSABRIDGE_DATTO_API_SECRET_FILE": str(key_file)})
     assert result.exit_code == 0, result.output
-    assert stored_settings(pm, db_path, "datto")["api_secret"] == SENTINEL
+    assert settings_in_use(pm, db_path, "datto")["api_secret"] == SENTINEL
 
 
 def test_a_secret_given_twice_or_from_an_empty_or_missing_file_is_refused(run, pm, db_path, tmp_path):

@@ -59,6 +59,11 @@ def error_of(result) -> str:
     return result.stderr.strip()
 
 
+# Secrets come from the environment (or a prompt, or a file), never a flag.
+CW_KEY = {"PSABRIDGE_CONNECTWISE_PRIVATE_KEY": CW_SECRET}
+DATTO_KEY = {"PSABRIDGE_DATTO_API_SECRET": DATTO_SECRET}
+
+
 def key_id(key: str) -> str:
     return secrets.SecretKey.parse(key, "test").id
 
@@ -66,7 +71,7 @@ def key_id(key: str) -> str:
 def test_a_secret_is_sealed_with_a_private_key_file_made_on_first_need(run, pm, db_path):
     key_file = secrets.key_file_path()
     assert not key_file.exists()
-    result = run("configure", "connectwise", *CW_OPTIONS, "--private-key", CW_SECRET)
+    result = run("configure", "connectwise", *CW_OPTIONS, env=CW_KEY)
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
@@ -78,7 +83,7 @@ def test_a_secret_is_sealed_with_a_private_key_file_made_on_first_need(run, pm, 
 
 
 def test_a_key_file_open_to_other_users_is_refused_with_the_chmod_that_fixes_it(run, db_path):
-    assert run("configure", "connectwise", *CW_OPTIONS, "--private-key", CW_SECRET).exit_code == 0
+    assert run("configure", "connectwise", *CW_OPTIONS, env=CW_KEY).exit_code == 0
     key_file = secrets.key_file_path()
     key_file.chmod(0o640)
     before = dump_tables(db_path)
@@ -91,8 +96,8 @@ def test_a_key_file_open_to_other_users_is_refused_with_the_chmod_that_fixes_it(
 
 def test_the_key_in_the_environment_takes_precedence_and_another_key_is_named(run, pm, db_path):
     old_key = Fernet.generate_key().decode()
-    configured = run("configure", "connectwise", *CW_OPTIONS, "--private-key", CW_SECRET,
-                     env={"PSABRIDGE_SECRET_KEY": old_key})
+    configured = run("configure", "connectwise", *CW_OPTIONS,
+                     env={"PSABRIDGE_SECRET_KEY": old_key, **CW_KEY})
     assert configured.exit_code == 0, configured.output
     key_file = secrets.key_file_path()
     assert not key_file.exists()  # the environment's key was used: no key file was made
@@ -107,7 +112,7 @@ def test_the_key_in_the_environment_takes_precedence_and_another_key_is_named(ru
         "set PSABRIDGE_SECRET_KEY to the key it was encrypted with (the key file of the machine "
         "the store comes from), or set it again with `psabridge configure connectwise`")
     # Moved to a machine with a key of its own (made here by configuring another connector).
-    assert run("configure", "datto", "--api-key", "k", "--api-secret", DATTO_SECRET).exit_code == 0
+    assert run("configure", "datto", "--api-key", "k", env=DATTO_KEY).exit_code == 0
     after_datto = dump_tables(db_path)
     new_id = key_id(key_file.read_text())
     assert error_of(run("plugins", "enable", "connectwise", "--skip-check")) == (
@@ -126,8 +131,8 @@ def test_the_key_in_the_environment_takes_precedence_and_another_key_is_named(ru
 
 def test_configuring_again_replaces_a_secret_sealed_with_another_key(run, pm, db_path):
     old_key = Fernet.generate_key().decode()
-    assert run("configure", "connectwise", *CW_OPTIONS, "--private-key", CW_SECRET,
-               env={"PSABRIDGE_SECRET_KEY": old_key}).exit_code == 0
+    assert run("configure", "connectwise", *CW_OPTIONS,
+               env={"PSABRIDGE_SECRET_KEY": old_key, **CW_KEY}).exit_code == 0
     # The second way out: configure again; the secret that cannot be opened is asked for.
     again = run("configure", "connectwise", "--company", "acme2", input="new-private-key-77\n")
     assert again.exit_code == 0, again.output
@@ -139,8 +144,8 @@ def test_configuring_again_replaces_a_secret_sealed_with_another_key(run, pm, db
 
 
 def test_a_malformed_key_in_the_environment_is_refused_and_nothing_is_saved(run, db_path):
-    result = run("configure", "connectwise", *CW_OPTIONS, "--private-key", CW_SECRET,
-                 env={"PSABRIDGE_SECRET_KEY": "not-a-key"})
+    result = run("configure", "connectwise", *CW_OPTIONS,
+                 env={"PSABRIDGE_SECRET_KEY": "not-a-key", **CW_KEY})
     assert error_of(result) == (
         "Error: PSABRIDGE_SECRET_KEY does not hold a valid key: a key is 32 random bytes in "
         "URL-safe base64 (44 characters); make one with `openssl rand -base64 32 | tr '+/' '-_'`")
@@ -159,9 +164,9 @@ def test_secrets_may_be_references_read_each_time_a_connection_is_built(
     secret_file = tmp_path / "datto.secret"
     secret_file.write_text(DATTO_SECRET + "\n")
     assert run("configure", "connectwise", *CW_OPTIONS,
-               "--private-key", "env:CW_TEST_PRIVATE_KEY").exit_code == 0
+               env={"PSABRIDGE_CONNECTWISE_PRIVATE_KEY": "env:CW_TEST_PRIVATE_KEY"}).exit_code == 0
     assert run("configure", "datto", "--api-url", "https://merlot-api.centrastage.net",
-               "--api-key", "k", "--api-secret", f"file:{secret_file}").exit_code == 0
+               "--api-key", "k", env={"PSABRIDGE_DATTO_API_SECRET": f"file:{secret_file}"}).exit_code == 0
     # The references are stored as written, never what they point to.
     assert stored_settings(db_path, "connectwise")["private_key"] == "env:CW_TEST_PRIVATE_KEY"
     assert stored_settings(db_path, "datto")["api_secret"] == f"file:{secret_file}"
@@ -194,7 +199,8 @@ def test_secrets_may_be_references_read_each_time_a_connection_is_built(
                        "env:CW_PRIVATE_KEY"),
 ])
 def test_a_malformed_reference_is_refused_when_configured(run, db_path, reference, problem):
-    result = run("configure", "datto", "--api-key", "k", "--api-secret", reference)
+    result = run("configure", "datto", "--api-key", "k",
+                 env={"PSABRIDGE_DATTO_API_SECRET": reference})
     assert error_of(result) == f"Error: invalid settings for datto: api_secret: {problem}"
     assert dump_tables(db_path)["plugins"] == []
 
