@@ -81,5 +81,7 @@ class _TrickleHandler(socketserver.StreamRequestHandler):
 
 
 def _head(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    # One answer per connection, said so: a client that kept a quick answer's connection for
+    # the call under test would meet a closed socket instead of the trickle.
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body))
