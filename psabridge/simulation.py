@@ -9,8 +9,8 @@ A simulator is a WSGI application (werkzeug). The same app is reached two ways:
 `FaultInjector` wraps an app and, per request, may add latency, answer 5xx or 429 with
 Retry-After, send a malformed body, or drop the connection, either at random rates (seeded, so a
 run can be repeated) or from a script of faults aimed at a method and path, each served a given
-number of times (or every time); a scripted fault may also hold one request, or its answer. It also counts requests per endpoint, which is what the
-benchmarks report.
+number of times (or every time); a scripted fault may also hold one request, or its answer. It
+also counts requests per endpoint, which is what the benchmarks report.
 """
 
 from __future__ import annotations

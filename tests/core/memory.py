@@ -13,9 +13,8 @@ import itertools
 import threading
 import time
 
-import time_machine
-
 import attrs
+import time_machine
 
 from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl

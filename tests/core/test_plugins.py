@@ -8,12 +8,12 @@ import pytest
 
 from psabridge.core.errors import PluginError, SettingsError
 from psabridge.core.models import (
-    OutboxItem,
     CompanySiteMapping,
     ConnectionReport,
     DeviceMapping,
     DeviceTypeMapping,
     JournalEntry,
+    OutboxItem,
 )
 from psabridge.core.plugins import (
     configure_plugin,

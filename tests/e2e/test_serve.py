@@ -64,7 +64,8 @@ def served(db_path, tmp_path) -> Iterator[str]:
 
 
 def run(db, *args: str) -> None:
-    result = subprocess.run(psabridge(db, *args), env=environment(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(psabridge(db, *args), env=environment(), capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 

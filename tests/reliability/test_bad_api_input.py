@@ -57,7 +57,7 @@ def test_malformed_alerts_fail_that_step_of_the_pass_which_says_so_and_writes_no
     result = run_cli(w, "sync")
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert errors == [f"Error: alerts: Datto RMM answered GET /api/v2/account/alerts/open with a "
+    assert errors == ["Error: alerts: Datto RMM answered GET /api/v2/account/alerts/open with a "
                       "body that is not JSON"], result.output
     assert store_tables(w) == before
 

@@ -5,8 +5,8 @@ would; each `python -m psabridge sync` is a real process on that store, killed w
 seeded random moment of its run (a little latency on every request spreads a run over about a
 second, so the kills land among the remote writes). A killed pass leaves the sync lock and an
 alert's claim held: PSABRIDGE_LOCK_TTL, PSABRIDGE_CLAIM_TTL and PSABRIDGE_IN_FLIGHT_WINDOW make
-them (and a killed process's unanswered write) expire in a second instead of minutes. Finally sync runs until a pass does nothing, and the
-invariants of the convergence test must hold.
+them (and a killed process's unanswered write) expire in a second instead of minutes. Finally
+sync runs until a pass does nothing, and the invariants of the convergence test must hold.
 """
 
 from __future__ import annotations
