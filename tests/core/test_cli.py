@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from psabridge.cli import App, cli
 from psabridge.core.plugins import make_plugin_manager
 from tests.core.fakes import OtherPsa
+from tests.core.test_secrets import settings_in_use
 
 SENTINEL = "PRIVKEY-SENTINEL-4242"
 
@@ -144,18 +145,6 @@ def test_load_plugins_env_var_limits_what_is_loaded(monkeypatch):
 
 
 # -- secrets never from the command line -------------------------------------------------------
-
-
-def settings_in_use(pm, db_path, name: str) -> dict:
-    """The settings as a connection gets them: secrets unsealed."""
-    from psabridge.core.plugins import plugin_settings
-    from psabridge.core.store import open_store
-
-    store = open_store(pm, f"sqlite://{db_path}")
-    try:
-        return plugin_settings(pm, store, name)
-    finally:
-        store.close()
 
 
 def stored_settings(pm, db_path, name: str) -> dict | None:
