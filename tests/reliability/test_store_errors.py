@@ -221,6 +221,17 @@ def test_a_store_path_that_is_a_folder_is_not_called_damaged(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_store_path_that_is_not_a_regular_file_is_refused_and_left_as_it_was(tmp_path):
+    """A pipe here; /dev/null in the report that found it, whose mode psabridge then changed."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o666)
+    os.chmod(pipe, 0o666)
+    assert error_line(psabridge("--db", str(pipe), "plugins", "list")) == (
+        f"Error: the store {pipe} is not a regular file: point --db (or PSABRIDGE_DB) at a file "
+        "psabridge may create and keep")
+    assert stat.S_IMODE(pipe.stat().st_mode) == 0o666 and sorted(tmp_path.iterdir()) == [pipe]
+
+
 @pytest.mark.parametrize("args, env, source", [
     (["--db", ""], {}, "--db"),
     ([], {"PSABRIDGE_DB": ""}, "PSABRIDGE_DB"),

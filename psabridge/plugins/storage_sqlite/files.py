@@ -34,6 +34,9 @@ def refuse_unusable_path(path: Path) -> None:
     if path.is_dir():
         raise StoreError(f"the store {path} is a folder, not a file: point --db (or "
                          f"PSABRIDGE_DB) at a file, such as {path / 'psabridge.db'}")
+    if path.exists() and not path.is_file():  # a device (/dev/null), a pipe, a socket
+        raise StoreError(f"the store {path} is not a regular file: point --db (or PSABRIDGE_DB) "
+                         "at a file psabridge may create and keep")
     folder = next(folder for folder in path.parents if folder.exists())
     if not folder.is_dir():
         raise StoreError(f"--db {path}: its folder {folder} is a file, not a folder")
@@ -83,8 +86,8 @@ def keep_private(path: Path) -> None:
         except FileNotFoundError:
             continue
         mode = stat.S_IMODE(info.st_mode)
-        if not mode & 0o077:
-            continue
+        if not mode & 0o077 or not stat.S_ISREG(info.st_mode):
+            continue  # private already; or not a file of ours at all (refused when opened)
         if info.st_uid == os.geteuid():
             try:
                 file.chmod(0o600)
