@@ -36,6 +36,7 @@ import attrs
 from psabridge.core import logs
 from psabridge.core.errors import PsabridgeError, StoreError
 from psabridge.core.models import Lease, LeaseHolder
+from psabridge.core.settings import seconds_from_environment
 from psabridge.core.store import LeaseLost, Store, _held_fences
 
 log = logs.get_logger(__name__)
@@ -44,10 +45,10 @@ log = logs.get_logger(__name__)
 # or one outbox item. A live holder renews its lease, so the ttl only bounds how long a holder
 # that died on *another* host blocks the work (one on this host is detected at once). The
 # environment variables shorten them for tests that kill processes on purpose.
-LOCK_TTL = float(os.environ.get("PSABRIDGE_LOCK_TTL") or 60.0)
-CLAIM_TTL = float(os.environ.get("PSABRIDGE_CLAIM_TTL") or 60.0)
+LOCK_TTL = seconds_from_environment("PSABRIDGE_LOCK_TTL", 60.0)
+CLAIM_TTL = seconds_from_environment("PSABRIDGE_CLAIM_TTL", 60.0)
 # How long an admin's mapping command waits for a sync pass's mapping step to finish.
-LOCK_WAIT = float(os.environ.get("PSABRIDGE_LOCK_WAIT") or 30.0)
+LOCK_WAIT = seconds_from_environment("PSABRIDGE_LOCK_WAIT", 30.0, zero_allowed=True)
 
 
 class Busy(PsabridgeError):
@@ -57,7 +58,13 @@ class Busy(PsabridgeError):
         self.name = name
         self.holder = holder
         who = describe_owner(holder.owner) if holder else "another process"
-        super().__init__(f"{what} (by {who}); try again when it has finished")
+        if holder is not None and holder_is_gone(holder.owner):
+            super().__init__(
+                f"{what}: {who} has ended, but a write it sent got no answer and may still be "
+                f"acted on; psabridge waits that out ({max(holder.expires_in, 0):.0f} s more), "
+                "then looks for what it made: try again then")
+        else:
+            super().__init__(f"{what} (by {who}); try again when it has finished")
 
 
 def _process_start(pid: int | str) -> str:
@@ -110,6 +117,8 @@ class Held:
     lease: Lease
     store: Store = attrs.field(repr=False)
     valid_until: float  # by time.monotonic(): the lease cannot have run out before then
+    guards_writes: bool = True  # its remote writes keep it taken while in flight
+    unanswered: bool = False  # a write made under it got no answer: it stays in flight
     lost: bool = False
     _stop: threading.Event = attrs.field(factory=threading.Event, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, repr=False)
@@ -155,7 +164,8 @@ _held: contextvars.ContextVar[tuple[Held, ...]] = contextvars.ContextVar(
     "psabridge_held_leases", default=())
 
 
-def _acquire(store: Store, name: str, ttl: float) -> tuple[Held | None, LeaseHolder | None]:
+def _acquire(store: Store, name: str, ttl: float,
+             guards_writes: bool = True) -> tuple[Held | None, LeaseHolder | None]:
     owner = _owner()
     sent = time.monotonic()
     lease = store.acquire_lease(name, owner, ttl)
@@ -168,7 +178,7 @@ def _acquire(store: Store, name: str, ttl: float) -> tuple[Held | None, LeaseHol
             lease = store.acquire_lease(name, owner, ttl, replacing=holder.owner)
     if lease is None:
         return None, holder
-    return Held(lease, store, valid_until=sent + ttl), None
+    return Held(lease, store, valid_until=sent + ttl, guards_writes=guards_writes), None
 
 
 @contextmanager
@@ -185,10 +195,13 @@ def try_hold(store: Store, name: str, ttl: float = CLAIM_TTL) -> Iterator[Held |
 
 @contextmanager
 def hold(store: Store, name: str, ttl: float = LOCK_TTL, wait: float = 0.0,
-         what: str = "this work", reentrant: bool = False) -> Iterator[Held]:
+         what: str = "this work", reentrant: bool = False,
+         guards_writes: bool = True) -> Iterator[Held]:
     """Hold lease `name` for the block, waiting up to `wait` seconds for its holder to finish;
     raise Busy, naming the holder, if it does not. `what` says what the lease protects. With
-    `reentrant`, code already holding `name` (in this thread) holds it again for free."""
+    `reentrant`, code already holding `name` (in this thread) holds it again for free. A lease
+    that does not `guards_writes` (one pass at a time, say) is not kept taken by the remote
+    writes made under it: the leases of the things written are."""
     if reentrant:
         for held in _held.get():
             if held.lease.name == name and held.store is store:
@@ -197,7 +210,7 @@ def hold(store: Store, name: str, ttl: float = LOCK_TTL, wait: float = 0.0,
     deadline = time.monotonic() + wait
     pause = 0.05
     while True:
-        held, holder = _acquire(store, name, ttl)
+        held, holder = _acquire(store, name, ttl, guards_writes)
         if held is not None:
             break
         left = deadline - time.monotonic()
@@ -231,15 +244,24 @@ def ensure_held(spare: float | None = None) -> None:
 
 def mark_in_flight(seconds: float | None) -> None:
     """Record that a remote write is in flight under the leases held here, and may be acted on
-    by the remote system for up to `seconds` (None: it was answered, nothing is in flight).
+    by the remote system for up to `seconds` (None: it was answered, nothing is in flight, unless
+    an earlier write under the same lease got no answer).
 
     Until then no other process takes those leases over, not even from a holder that died:
     it would otherwise look for what the write made before the remote system has made it."""
     by_store: dict[int, tuple[Store, list[Lease]]] = {}
     for held in _held.get():
-        by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
+        if held.guards_writes and not (seconds is None and held.unanswered):
+            by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
     for store, leases in by_store.values():
         store.mark_in_flight(leases, seconds)
+
+
+def mark_unanswered() -> None:
+    """A write got no answer: the leases held here stay in flight for its whole window, even if
+    later writes under them are answered."""
+    for held in _held.get():
+        held.unanswered = True
 
 
 def holds(name: str) -> bool:

@@ -32,6 +32,7 @@ import httpx
 import tenacity
 
 from psabridge.core import coordination, logs
+from psabridge.core.settings import seconds_from_environment
 
 log = logs.get_logger(__name__)
 
@@ -43,32 +44,14 @@ DEADLINE_ENV = "PSABRIDGE_HTTP_DEADLINE"
 IN_FLIGHT_ENV = "PSABRIDGE_IN_FLIGHT_WINDOW"
 
 
-def _seconds_from_environment(name: str, default: float, zero_allowed: bool = False) -> float:
-    """A number of seconds from the environment. A value that is not a positive number (or 0,
-    where that means "none") is ignored, with a warning, rather than stopping every command."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not (0 < seconds < float("inf") or (zero_allowed and seconds == 0)):
-        lowest = "0 or more" if zero_allowed else "above 0"
-        log.warning(f"{name} must be a number of seconds {lowest}; using {default:g}",
-                    value=raw[:50])
-        return default
-    return seconds
-
-
 # Seconds one attempt may take, connecting included, until the last byte of the answer. The
 # default is twice the connectors' per-read timeout (30 s): a slow but working API finishes
 # well within it.
-DEADLINE = _seconds_from_environment(DEADLINE_ENV, 60.0)
+DEADLINE = seconds_from_environment(DEADLINE_ENV, 60.0)
 # How long a write whose answer never came may still be acted on by the remote system: the
 # attempt's own deadline, and as long again for a server that queued it. Until then no other
 # holder takes over the leases it was sent under (docs/architecture.md, "In flight").
-IN_FLIGHT_WINDOW = _seconds_from_environment(IN_FLIGHT_ENV, 2 * DEADLINE, zero_allowed=True)
+IN_FLIGHT_WINDOW = seconds_from_environment(IN_FLIGHT_ENV, 2 * DEADLINE, zero_allowed=True)
 
 
 @attrs.frozen
@@ -333,22 +316,33 @@ def send(
             response = client.send(request)  # the body too is read here, within the deadline
         except httpx.TimeoutException as exc:
             never_left = isinstance(exc, httpx.ConnectTimeout)
-            if writes and never_left:
-                coordination.mark_in_flight(None)
+            if writes:
+                _settle_in_flight(answered=never_left)
             if not deadline.passed():
                 raise
             raise DeadlineExceeded(request, policy.deadline, connected=not never_left) from exc
         except httpx.ConnectError:
             if writes:  # it never left: nothing of it is in flight
-                coordination.mark_in_flight(None)
+                _settle_in_flight(answered=True)
+            raise
+        except httpx.TransportError:
+            if writes:  # sent, and the answer lost: the remote system may still act on it
+                _settle_in_flight(answered=False)
             raise
         finally:
             _attempt_deadline.reset(token)
         if writes:  # answered: the remote system has done with it
-            coordination.mark_in_flight(None)
+            _settle_in_flight(answered=True)
         return response
 
     return retrying(attempt)
+
+
+def _settle_in_flight(answered: bool) -> None:
+    if answered:
+        coordination.mark_in_flight(None)
+    else:
+        coordination.mark_unanswered()
 
 
 def remote_text(value: Any, limit: int = 200) -> str:

@@ -1,12 +1,35 @@
-"""Validation of a connector's settings against its declared `Setting`s (R2)."""
+"""Settings: a connector's, validated against its declared `Setting`s, and psabridge's own
+tuning knobs read from the environment."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from psabridge.core.errors import SettingsError
 from psabridge.core.models import Setting
+
+
+def seconds_from_environment(name: str, default: float, zero_allowed: bool = False) -> float:
+    """A number of seconds from the environment variable `name`. A value that is not a positive
+    number (or 0, where that means "none") is ignored, with a warning, rather than stopping
+    every command before it has said anything."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not (0 < seconds < float("inf") or (zero_allowed and seconds == 0)):
+        lowest = "0 or more" if zero_allowed else "above 0"
+        # Read at import, before logging is set up: straight to stderr, never into the output.
+        print(f"Warning: {name}={raw[:50]!r} ignored: it must be a number of seconds {lowest}; "
+              f"using {default:g}", file=sys.stderr)
+        return default
+    return seconds
 
 
 def url_problem(value: str) -> str | None:

@@ -60,7 +60,10 @@ class PassReport:
 @contextmanager
 def sync_lock(bridge: Bridge) -> Iterator[coordination.Held]:
     try:
-        with coordination.hold(bridge.store, LOCK, what="a sync pass") as held:
+        # The pass's lease only keeps passes apart; what it writes is guarded by the claims on
+        # each alert and the mapping lease, so an unanswered write does not hold up the next pass.
+        with coordination.hold(bridge.store, LOCK, what="a sync pass",
+                               guards_writes=False) as held:
             yield held
     except coordination.Busy as busy:
         raise SyncBusy(busy.name, busy.holder, "another psabridge sync is running on this store") \

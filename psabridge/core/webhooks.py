@@ -193,22 +193,23 @@ class AlertWebhook:
         return cls(identifier(uid, "alertUid"), stated_alert_state(payload))
 
 
-def presented_tokens(request: Request) -> list[str]:
-    """Every token the request presents: `Authorization: Bearer`, `X-Psabridge-Token`, and the
-    `token` query parameter, percent-decoded (as `callback_url` encodes it) and as written (a
-    secret holding a `%`, typed into a URL by hand). A `+` stays a `+`: a secret has no spaces
-    for it to stand for, and a base64 secret typed by hand is full of them."""
-    tokens = []
+def presented_tokens(request: Request) -> list[tuple[str, ...]]:
+    """Every token the request presents, each with the ways it may be read: `Authorization:
+    Bearer`, `X-Psabridge-Token`, and the `token` query parameter, percent-decoded (as
+    `callback_url` encodes it) and as written (a secret holding a `%`, typed into a URL by
+    hand). A `+` stays a `+`: a secret has no spaces for it to stand for, and a base64 secret
+    typed by hand is full of them."""
+    tokens: list[tuple[str, ...]] = []
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
-        tokens.append(credentials.strip())
+        tokens.append((credentials.strip(),))
     if header := request.headers.get(TOKEN_HEADER, "").strip():
-        tokens.append(header)
+        tokens.append((header,))
     query = request.environ.get("QUERY_STRING", "")
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
         if unquote(name) == "token" and value:
-            tokens += [unquote(value), value]
+            tokens.append((unquote(value), value))
     return tokens
 
 
@@ -322,12 +323,14 @@ class WebhookApp:
         return response(environ, start_response)
 
     def authenticated(self, request: Request) -> bool:
-        """Whether any token the request presents is the secret. Digests of equal length are
-        compared, each in constant time, and every token is compared: the time taken tells
-        neither which token came close nor the secret's length."""
-        matches = [hmac.compare_digest(_digest(token), self._secret_digest)
-                   for token in presented_tokens(request)]
-        return any(matches)
+        """Whether the one token the request presents is the secret. A request presenting several
+        is refused: it could otherwise try a thousand guesses at once. Digests of equal length
+        are compared, each in constant time, and every form is compared: the time taken tells
+        neither which form came close nor the secret's length."""
+        presented = presented_tokens(request)
+        matches = [hmac.compare_digest(_digest(form), self._secret_digest)
+                   for forms in presented for form in forms]
+        return len(presented) == 1 and any(matches)
 
     def dispatch(self, endpoint: str, request: Request) -> Response:
         if endpoint == "health":

@@ -129,6 +129,19 @@ def test_an_answered_write_leaves_nothing_in_flight(store):
     assert store.lease_holder("alert:x") is None and held.lease.token
 
 
+def test_a_write_without_an_answer_keeps_its_lease_in_flight_whatever_is_answered_after(store):
+    with coordination.hold(store, "mapping:x", ttl=30), \
+            coordination.hold(store, "sync", ttl=30, guards_writes=False):
+        coordination.mark_in_flight(3600)  # a configuration POST: its answer is lost
+        coordination.mark_unanswered()
+        coordination.mark_in_flight(3600)  # the next device's POST, answered
+        coordination.mark_in_flight(None)
+        assert store.lease_holder("mapping:x").expires_in > 3000
+        assert store.lease_holder("sync").expires_in <= 30  # a pass lease guards no write
+    assert store.lease_holder("mapping:x") is not None  # kept taken until the window passes
+    assert store.lease_holder("sync") is None
+
+
 @pytest.mark.parametrize("offset", [3600.0, -3600.0])
 def test_a_lease_lasts_its_ttl_by_the_stores_clock_whatever_the_holders_clock_says(
         store, db_path, holders, offset):

@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from psabridge.core import http
+from psabridge.core.settings import seconds_from_environment
 from psabridge.core.http import RetryPolicy, send
 from tests.trickler import HANG_GUARD, Trickler
 
@@ -196,7 +197,7 @@ class _QuickHandler(socketserver.StreamRequestHandler):
                                                 ("inf", 60.0), ("nan", 60.0)])
 def test_the_deadline_setting_takes_positive_seconds_and_ignores_the_rest(monkeypatch, value, seconds):
     monkeypatch.setenv(http.DEADLINE_ENV, value)
-    assert http._seconds_from_environment(http.DEADLINE_ENV, 60.0) == seconds
+    assert seconds_from_environment(http.DEADLINE_ENV, 60.0) == seconds
 
 
 def test_remote_words_are_quoted_as_one_printable_line_of_bounded_length():

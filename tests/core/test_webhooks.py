@@ -233,6 +233,11 @@ def test_the_token_is_accepted_from_a_header_or_the_query_decoded_or_as_written(
     assert status(f"/hooks/rmm?token={ODD_SECRET}") == 401  # its & ends the token early
     assert status(f"/hooks/rmm?tok={quote(ODD_SECRET, safe='')}") == 401
     assert status() == 401
+    # One token a request: several would let a caller try many guesses at once.
+    right = quote(ODD_SECRET, safe="")
+    assert status(f"/hooks/rmm?token=guess&token={right}") == 401
+    assert status(f"/hooks/rmm?token={right}&token=guess") == 401
+    assert status(f"/hooks/rmm?token={right}", Authorization="Bearer guess") == 401
 
 
 @pytest.mark.parametrize("secret", ["short-secret", "sixteen chars ok?", "tab\tin-the-secret-0123",
