@@ -568,9 +568,21 @@ def ticketing_show(app: App, as_json):
         click.echo(f"{problem.severity.capitalize()}: {problem.message}", err=True)
 
 
+REPEAT_MINUTES_MAX = 7 * 24 * 60
+
+
+def _priority_pair(text: str) -> tuple[str, str]:
+    rmm_priority, _, psa_priority = text.partition("=")
+    if not rmm_priority.strip() or not psa_priority.strip():
+        raise click.BadParameter(f"{text!r} is not RMM=PSA_ID, e.g. Critical=1",
+                                 param_hint="--priority")
+    return rmm_priority.strip(), psa_priority.strip()
+
+
 @ticketing_group.command("set")
 @click.option("--source", help="PSA ticket source id (applies to tickets created afterwards).")
 @click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_ID",
+              callback=lambda ctx, param, values: [_priority_pair(v) for v in values],
               help="Map an RMM priority to a PSA priority id, e.g. Critical=1 (repeatable).")
 @click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
               help="Which origin's attributes to set.")
@@ -579,8 +591,8 @@ def ticketing_show(app: App, as_json):
 @click.option("--subtype", help="Subtype id for --origin.")
 @click.option("--open-status", help="Open status id for --origin.")
 @click.option("--closed-status", help="Closed status id for --origin.")
-@click.option("--repeat-minutes", type=click.IntRange(min=0),
-              help="Repeating-alert window in minutes (0 turns detection off).")
+@click.option("--repeat-minutes", type=click.IntRange(min=0, max=REPEAT_MINUTES_MAX),
+              help="Repeating-alert window in minutes, at most a week (0 turns detection off).")
 @pass_app
 def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype, open_status,
                   closed_status, repeat_minutes):
@@ -591,7 +603,7 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
     if source:
         changes["source_id"] = source
     if priorities:
-        changes["priorities"] = {**settings.priorities, **dict(p.split("=", 1) for p in priorities)}
+        changes["priorities"] = {**settings.priorities, **dict(priorities)}
     if repeat_minutes is not None:
         changes["repeat_minutes"] = repeat_minutes or None
     given = {"board_id": board, "type_id": type_id, "subtype_id": subtype,
@@ -681,7 +693,8 @@ def _report_rows(report: sync.PassReport) -> list[dict]:
 @cli.command("sync")
 @click.option("--once", "mode", flag_value="once", default=True, help="One pass (the default).")
 @click.option("--watch", "mode", flag_value="watch", help="Repeat until interrupted.")
-@click.option("--interval", type=click.FloatRange(min=1), default=60, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=1, max=24 * 3600), default=60,
+              show_default=True,
               help="Seconds between passes with --watch.")
 @dry_run_option
 @json_option
@@ -720,7 +733,7 @@ WEBHOOK_SECRET_ENV = "PSABRIDGE_WEBHOOK_SECRET"
 @cli.command("serve", params=secret_options("secret", WEBHOOK_SECRET_ENV, "webhook secret",
                                             f"set {WEBHOOK_SECRET_ENV} or --secret-file PATH"))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
 @click.option("--public-url", metavar="URL",
               help="The address the PSA reaches this server at; when given, the PSA's ticket "
                    "callback is registered there (idempotent).")
@@ -748,8 +761,9 @@ def serve_command(app: App, host, port, public_url, **secret_given):
         bridge.psa.call("psa_register_ticket_callback", url=callback)
         click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                    f"{public_url.rstrip('/')}/hooks/psa")
+    server = webhooks.listen(hooks, host, port)
     click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa, /hooks/rmm)")
-    webhooks.serve(hooks, host, port)
+    server.run()
 
 
 @cli.command("demo")

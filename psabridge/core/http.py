@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import email.utils
-import os
 import random
 import re
 import time

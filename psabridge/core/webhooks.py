@@ -413,13 +413,21 @@ def callback_url(public_url: str, secret: str) -> str:
     return f"{public_url.rstrip('/')}/hooks/psa?token={quote(secret, safe='')}&recordId="
 
 
-def serve(app: WebhookApp, host: str, port: int, threads: int = 4) -> None:
-    """Serve with waitress, a production WSGI server (blocks until interrupted).
+def listen(app: WebhookApp, host: str, port: int, threads: int = 4):
+    """A waitress server (a production WSGI server) bound to `host`:`port`; `.run()` serves
+    until interrupted. Binding here, before anything says "listening", turns a taken port or a
+    bad address into one clear error.
 
     waitress writes no access log, and its own messages name a request by its path, never its
     query string, so a token in the URL stays out of them; an error's traceback goes to our log
     (redacted), never to the client."""
-    import waitress
+    import waitress.server
 
-    waitress.serve(app, host=host, port=port, threads=threads, ident="psabridge",
-                   max_request_body_size=app.max_body, expose_tracebacks=False)
+    try:
+        return waitress.server.create_server(
+            app, host=host, port=port, threads=threads, ident="psabridge",
+            max_request_body_size=app.max_body, expose_tracebacks=False)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PsabridgeError(f"cannot listen on {host}:{port}: {reason.rstrip('.').lower()}; "
+                             "choose another --port or --host") from None

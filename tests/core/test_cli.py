@@ -232,3 +232,16 @@ def test_serve_refuses_its_secret_as_a_flag_and_needs_one_from_the_environment_o
     weak = run("serve", "--secret-file", str(short))
     assert weak.exit_code == 1 and "at least 16 characters" in weak.output
     assert "too-short" not in weak.output
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--priority", "Critical"], "'Critical' is not RMM=PSA_ID, e.g. Critical=1"),
+    (["--priority", "=5"], "'=5' is not RMM=PSA_ID"),
+    (["--repeat-minutes", "99999999999999999999"], "is not in the range 0<=x<=10080"),
+])
+def test_ticket_settings_out_of_shape_are_refused_before_anything_is_saved(pm, db_path, args,
+                                                                           complaint):
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "ticketing", "set", *args],
+                                obj=App(pm=pm))
+    assert result.exit_code == 2 and complaint in result.output
+    assert "Traceback" not in result.output and not db_path.exists()

@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from psabridge.core import http
-from psabridge.core.settings import seconds_from_environment
 from psabridge.core.http import RetryPolicy, send
+from psabridge.core.settings import seconds_from_environment
 from tests.trickler import HANG_GUARD, Trickler
 
 URL = "https://api.example.com/things"

@@ -294,3 +294,21 @@ def test_depth_is_counted_outside_strings_and_the_count_stays_linear():
     # string would read to the end 30,000 times.
     assert not nests_deeper_than(b'"' + b'\\"' * 30_000, 1)
     assert time.monotonic() - started < 0.5
+
+
+def test_a_taken_port_or_a_bad_address_is_one_clear_error_before_listening_is_announced():
+    import socket
+
+    from psabridge.core.errors import PsabridgeError
+    from psabridge.core.webhooks import listen
+
+    app = WebhookApp(refuse_lookups, ODD_SECRET)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PsabridgeError, match=f"cannot listen on 127.0.0.1:{port}: address "
+                                                 "already in use; choose another --port"):
+            listen(app, "127.0.0.1", port)
+    with pytest.raises(PsabridgeError, match="cannot listen on 999.1.1.1:8787: "):
+        listen(app, "999.1.1.1", 8787)
