@@ -254,13 +254,26 @@ def _configure_command(app: App, name: str) -> click.Command:
             values[setting.name] = secret_value(values, setting.name,
                                                 setting_envvar(name, setting.name),
                                                 _in_a_sentence(setting.label))
-        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_secret)
+        asked: set[str] = set()
+
+        def ask_and_note(setting: Setting) -> str | None:
+            asked.add(setting.name)
+            return ask_secret(setting)
+
+        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_and_note)
+        kept = [s for s in secrets if saved.get(s.name) and not values.get(s.name)
+                and s.name not in asked]
         shown = {
-            s.name: ("(set)" if saved.get(s.name) else "(not set)") if s.secret
-            else saved.get(s.name, "(not set)")
+            s.name: ("(kept)" if s in kept else "(set)" if saved.get(s.name) else "(not set)")
+            if s.secret else saved.get(s.name, "(not set)")
             for s in record.settings
         }
         click.echo(f"Saved settings for {name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        for setting in kept:  # a stored secret is not asked for again: say how to replace it
+            flag = "--" + setting.name.replace("_", "-")
+            click.echo(f"The stored {_in_a_sentence(setting.label)} was kept; to replace it, set "
+                       f"{setting_envvar(name, setting.name)} or give {flag}-file PATH.",
+                       err=True)
 
     help_text = f"Configure the {record.title} connector."
     if secrets:

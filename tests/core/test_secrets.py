@@ -241,3 +241,13 @@ def test_an_old_stores_plaintext_secrets_are_sealed_in_place_when_it_is_opened(p
             ("connectwise", True), ("datto", False)]
     finally:
         store.close()
+
+
+def test_configuring_again_without_the_secret_keeps_it_and_says_how_to_replace_it(run, pm, db_path):
+    assert run("configure", "connectwise", *CW_OPTIONS, env=CW_KEY).exit_code == 0
+    again = run("configure", "connectwise", "--company", "acme2", input="ignored-line\n")
+    assert again.exit_code == 0 and "private_key=(kept)" in again.stdout
+    assert again.stderr.strip() == (
+        "The stored private key was kept; to replace it, set PSABRIDGE_CONNECTWISE_PRIVATE_KEY "
+        "or give --private-key-file PATH.")
+    assert settings_in_use(pm, db_path, "connectwise")["private_key"] == CW_SECRET
