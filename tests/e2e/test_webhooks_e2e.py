@@ -44,7 +44,7 @@ class Hooks:
 
 @contextlib.contextmanager
 def waitress_serving(app: WebhookApp) -> Iterator[str]:
-    """`app` under waitress, as `webhooks.serve` configures it, on a free loopback port; its URL.
+    """`app` under waitress, as `webhooks.listen` configures it, on a free loopback port; its URL.
     Stopped when the block ends."""
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="psabridge",
                                     max_request_body_size=app.max_body, expose_tracebacks=False,

@@ -84,7 +84,7 @@ SETTLE_SECONDS = 150
 FINAL_SYNC_SECONDS = 90
 # How many remote writes a process may have in flight when it dies: one for a sync or an
 # admin command, one per worker thread for serve.
-SERVE_THREADS = inspect.signature(webhooks.serve).parameters["threads"].default
+SERVE_THREADS = inspect.signature(webhooks.listen).parameters["threads"].default
 
 # One webhook event, serialised three ways (a sender's retry, or a second sender).
 BODY_FORMS = (
