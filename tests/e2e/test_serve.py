@@ -112,7 +112,14 @@ def test_serve_reads_its_secret_from_a_file_and_registers_the_callback_url_encod
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(secret + "\n")
     served = {}
-    monkeypatch.setattr(webhooks, "serve", lambda app, host, port: served.update(app=app))
+    class NotServing:  # what `serve` would run, kept instead of run
+        def __init__(self, app):
+            served.update(app=app)
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(webhooks, "listen", lambda app, host, port: NotServing(app))
     result = CliRunner().invoke(
         cli, ["--db", str(db_path), "serve", "--secret-file", str(secret_file),
               "--public-url", "https://bridge.example.com/"],
