@@ -262,7 +262,3 @@ def mark_unanswered() -> None:
     later writes under them are answered."""
     for held in _held.get():
         held.unanswered = True
-
-
-def holds(name: str) -> bool:
-    return any(held.lease.name == name for held in _held.get())
