@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from psabridge.core import logs
+from psabridge.core import http, logs
 from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
@@ -54,15 +54,17 @@ def client(connection) -> httpx.Client:
     if "toypsa.client" not in connection.state:
         api_key = connection.settings["api_key"]
         logs.register_secret(api_key)  # masked wherever it might show up in a log line
-        connection.state["toypsa.client"] = httpx.Client(
+        connection.state["toypsa.client"] = http.new_client(
             base_url=connection.settings["url"], transport=connection.transport, timeout=30,
             headers={"Authorization": f"Bearer {api_key}"})
     return connection.state["toypsa.client"]
 
 
 def request(connection, method: str, path: str, **kwargs):
+    # core.http.send retries what is safe to retry and keeps to psabridge's leases.
+    toypsa = client(connection)
     try:
-        response = client(connection).request(method, path, **kwargs)
+        response = http.send(toypsa, toypsa.build_request(method, path, **kwargs))
     except httpx.TransportError as exc:
         raise ToyPsaError(f"cannot reach ToyPSA at the configured url: {type(exc).__name__}") from None
     if response.status_code == 401:
