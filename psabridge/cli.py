@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from tabulate import tabulate
 
 from psabridge import __version__
-from psabridge.core import logs, mapping, sync, ticketing, webhooks
+from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
@@ -545,6 +545,124 @@ def warnings_list(app: App, as_json):
 def warnings_clear(app: App, plugin):
     """Remove warnings; devices they held back are tried again by automatic mapping."""
     click.echo(f"Cleared {app.store.clear_warnings(plugin)} warnings.")
+
+
+# -- look-ups: the ids the other commands ask for -------------------------------------------
+
+
+def _print_lookup(rows: list[dict], as_json: bool) -> None:
+    """A look-up's rows: as they are with --json; in the table, lists read as `a, b`."""
+    if not as_json:
+        rows = [{k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+                for row in rows]
+    _print_table(rows, as_json)
+
+
+board_option = click.option("--board", metavar="BOARD", help="Only this board (its id or name).")
+
+
+@cli.group("psa")
+def psa_group():
+    """Look up the PSA's ids: boards, statuses, types, priorities, sources, companies..."""
+
+
+@psa_group.command("boards")
+@json_option
+@pass_app
+def psa_boards(app: App, as_json):
+    """Service boards, and whether tickets can be created on each (and why not)."""
+    _print_lookup(lookups.boards(app.bridge()), as_json)
+
+
+@psa_group.command("statuses")
+@board_option
+@json_option
+@pass_app
+def psa_statuses(app: App, board, as_json):
+    """Board statuses (for --open-status and --closed-status of `ticketing set`)."""
+    _print_lookup(lookups.statuses(app.bridge(), board), as_json)
+
+
+@psa_group.command("types")
+@board_option
+@json_option
+@pass_app
+def psa_types(app: App, board, as_json):
+    """Ticket types of each board (for --type of `ticketing set`)."""
+    _print_lookup(lookups.ticket_types(app.bridge(), board), as_json)
+
+
+@psa_group.command("subtypes")
+@board_option
+@json_option
+@pass_app
+def psa_subtypes(app: App, board, as_json):
+    """Ticket subtypes of each board (for --subtype of `ticketing set`)."""
+    _print_lookup(lookups.ticket_subtypes(app.bridge(), board), as_json)
+
+
+@psa_group.command("priorities")
+@json_option
+@pass_app
+def psa_priorities(app: App, as_json):
+    """Ticket priorities (for --priority RMM=PSA_ID of `ticketing set`)."""
+    _print_lookup(lookups.priorities(app.bridge()), as_json)
+
+
+@psa_group.command("sources")
+@json_option
+@pass_app
+def psa_sources(app: App, as_json):
+    """Ticket sources (for --source of `ticketing set`)."""
+    _print_lookup(lookups.sources(app.bridge()), as_json)
+
+
+@psa_group.command("companies")
+@click.option("--search", help="Only companies whose name contains this.")
+@json_option
+@pass_app
+def psa_companies(app: App, search, as_json):
+    """Companies, of every type and status (ids for `companies map`)."""
+    _print_lookup(lookups.companies(app.bridge(), search), as_json)
+
+
+@psa_group.command("configurations")
+@click.option("--company", "company_id", required=True, metavar="ID", help="The company's id.")
+@json_option
+@pass_app
+def psa_configurations(app: App, company_id, as_json):
+    """A company's configurations (ids for `devices map UID=CONFIG_ID`)."""
+    _print_lookup(lookups.configurations(app.bridge(), company_id), as_json)
+
+
+@cli.group("rmm")
+def rmm_group():
+    """Look up the RMM's ids: sites, devices, monitors."""
+
+
+@rmm_group.command("sites")
+@json_option
+@pass_app
+def rmm_sites(app: App, as_json):
+    """Sites (uids for `companies map ID=SITE_UID`)."""
+    _print_lookup(lookups.sites(app.bridge()), as_json)
+
+
+@rmm_group.command("devices")
+@click.option("--site", "site_uid", metavar="UID", help="Only the devices of this site.")
+@json_option
+@pass_app
+def rmm_devices(app: App, site_uid, as_json):
+    """Devices (uids for `devices map` and `tickets create`)."""
+    _print_lookup(lookups.devices(app.bridge(), site_uid), as_json)
+
+
+@rmm_group.command("monitors")
+@json_option
+@pass_app
+def rmm_monitors(app: App, as_json):
+    """Monitors with open alerts now (names for `ticketing monitor`)."""
+    _print_lookup(lookups.monitors(app.bridge()), as_json)
 
 
 # -- tickets and the running integration (R21-R30) --------------------------------------------

@@ -118,6 +118,15 @@ def psa_match_configurations(
 
 
 @hookspec(firstresult=True)
+def psa_list_configurations(connection: Connection, company_id: str) -> Iterator[Configuration]:
+    """Yield every configuration of `company_id`, active or not, ordered by name.
+
+    Optional: only the look-up `psabridge psa configurations --company ID` calls it, for an
+    admin choosing a configuration id by hand; without it that look-up says it is unsupported.
+    """
+
+
+@hookspec(firstresult=True)
 def psa_get_configurations(connection: Connection, ids: Sequence[str]) -> list[Configuration]:
     """Return the configurations with these ids; ids that no longer exist are left out (R19)."""
 

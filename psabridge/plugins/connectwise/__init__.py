@@ -21,6 +21,7 @@ from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered wit
     psa_get_ticket,
     psa_list_companies,
     psa_list_configuration_types,
+    psa_list_configurations,
     psa_match_configurations,
     psa_register_ticket_callback,
     psa_ticket_options,

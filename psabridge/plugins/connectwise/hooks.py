@@ -231,6 +231,14 @@ def _records_where_in(client: ConnectWiseClient, path: str, field: str, values: 
 
 
 @hookimpl
+def psa_list_configurations(connection: Connection, company_id: str) -> Iterator[Configuration]:
+    client = client_for(connection)
+    for record in client.iter_list("company/configurations", cond.eq("company/id", int(company_id)),
+                                   order_by="name asc"):
+        yield convert.configuration_from(record)
+
+
+@hookimpl
 def psa_get_configurations(connection: Connection, ids: Sequence[str]) -> list[Configuration]:
     client = client_for(connection)
     records = _records_where_in(client, "company/configurations", "id", [int(i) for i in ids])

@@ -1,0 +1,201 @@
+"""The look-up commands (`psabridge psa ...`, `psabridge rmm ...`) against both simulators,
+in-process: each lists the simulator's own records, with their ids, as a table or as JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from psabridge.cli import App, cli
+from psabridge.core.plugins import configure_plugin, enable_plugin
+from psabridge.plugins.rmm_datto.wire import monitor_identity
+from tests.e2e.conftest import make_sims
+
+
+@pytest.fixture
+def sims():
+    return make_sims(companies=4)
+
+
+@pytest.fixture
+def run(pm, store, db_path, sims):
+    cw, datto = sims
+    transports = {"connectwise": cw.transport(), "datto": datto.transport()}
+    configure_plugin(pm, store, "connectwise", cw.settings("http://connectwise.simulator"))
+    configure_plugin(pm, store, "datto", datto.settings("http://datto.simulator"))
+    enable_plugin(pm, store, "connectwise", transport=transports["connectwise"])
+    enable_plugin(pm, store, "datto", transport=transports["datto"])
+
+    def invoke(*args, ok=True):
+        result = CliRunner().invoke(cli, ["--db", str(db_path), *args],
+                                    obj=App(pm=pm, transports=transports))
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return invoke
+
+
+def as_json(run, *args) -> list[dict]:
+    rows = json.loads(run(*args, "--json").output)
+    assert isinstance(rows, list)
+    return rows
+
+
+def table(run, *args) -> str:
+    out = run(*args).output
+    assert not out.lstrip().startswith("["), out  # a table, not JSON
+    return out
+
+
+def no_rule_codes(text: str) -> None:
+    assert not re.search(r"\bR\d+\b", text), text
+
+
+def test_psa_boards_lists_every_board_and_says_which_cannot_take_tickets(run, sims):
+    cw, _ = sims
+    rows = as_json(run, "psa", "boards")
+    assert {r["id"]: r["name"] for r in rows} == {str(b["id"]): b["name"]
+                                                   for b in cw.db.boards.values()}
+    for row in rows:
+        assert set(row) >= {"id", "name", "has_default_team", "default_status_id", "usable", "why"}
+        board_id = int(row["id"])
+        team, status = cw.db.default_team(board_id), cw.db.default_status(board_id)
+        assert row["has_default_team"] == (team is not None)
+        assert row["default_status_id"] == (str(status["id"]) if status else None)
+        assert row["usable"] == (team is not None and status is not None)
+        assert bool(row["why"]) == (not row["usable"])
+        no_rule_codes(row["why"])
+    (unusable,) = [r for r in rows if not r["usable"]]
+    assert unusable["name"] == "Projects Intake" and "default team" in unusable["why"]
+    out = table(run, "psa", "boards")
+    assert "Help Desk" in out and "usable" in out
+
+
+def test_psa_statuses_of_one_board_by_id_or_name(run, sims):
+    cw, _ = sims
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    expected = {str(s["id"]): (s["name"], bool(s.get("closedStatus")))
+                for s in cw.db.statuses_of(help_desk["id"])}
+    rows = as_json(run, "psa", "statuses", "--board", str(help_desk["id"]))
+    assert {r["id"]: (r["name"], r["closed"]) for r in rows} == expected
+    assert all(set(r) >= {"id", "name", "board_id", "board", "closed", "default"} for r in rows)
+    assert {r["board_id"] for r in rows} == {str(help_desk["id"])}
+    assert as_json(run, "psa", "statuses", "--board", "help desk") == rows
+    everything = as_json(run, "psa", "statuses")
+    assert len(everything) == len(cw.db.board_statuses)
+    assert "Waiting on Client" in table(run, "psa", "statuses", "--board", "Help Desk")
+    unknown = run("psa", "statuses", "--board", "Nope", ok=False)
+    assert unknown.exit_code == 1 and "psabridge psa boards" in unknown.output
+    assert "Traceback" not in unknown.output
+
+
+def test_psa_types_per_board(run, sims):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    rows = as_json(run, "psa", "types", "--board", str(alerts["id"]))
+    assert {r["id"]: r["name"] for r in rows} == {
+        str(t["id"]): t["name"] for t in cw.db.board_types.values() if t["board"]["id"] == alerts["id"]}
+    assert all(set(r) >= {"id", "name", "board_id", "board"} and r["board"] == "RMM Alerts"
+               for r in rows)
+    assert len(as_json(run, "psa", "types")) == len(cw.db.board_types)
+    assert "Service Request" in table(run, "psa", "types")
+
+
+def test_psa_subtypes_per_board(run, sims):
+    cw, _ = sims
+    desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    rows = as_json(run, "psa", "subtypes", "--board", "Help Desk")
+    assert {r["id"]: r["name"] for r in rows} == {
+        str(t["id"]): t["name"] for t in cw.db.board_subtypes.values() if t["board"]["id"] == desk["id"]}
+    assert all(set(r) >= {"id", "name", "board_id", "board"} for r in rows)
+    assert "Hardware" in table(run, "psa", "subtypes", "--board", "Help Desk")
+
+
+def test_psa_priorities(run, sims):
+    cw, _ = sims
+    rows = as_json(run, "psa", "priorities")
+    assert {r["id"]: r["name"] for r in rows} == {str(p["id"]): p["name"]
+                                                   for p in cw.db.priorities.values()}
+    assert all(set(r) == {"id", "name"} for r in rows)
+    assert "Priority 1 - Emergency Response" in table(run, "psa", "priorities")
+
+
+def test_psa_sources(run, sims):
+    cw, _ = sims
+    rows = as_json(run, "psa", "sources")
+    assert {r["id"]: r["name"] for r in rows} == {str(s["id"]): s["name"]
+                                                   for s in cw.db.sources.values()}
+    assert all(set(r) == {"id", "name"} for r in rows)
+    assert "Monitoring" in table(run, "psa", "sources")
+
+
+def test_psa_companies_with_and_without_search(run, sims):
+    cw, _ = sims
+    live = {str(c["id"]): c for c in cw.db.companies.values() if not c.get("deletedFlag")}
+    rows = as_json(run, "psa", "companies")
+    assert {r["id"]: r["name"] for r in rows} == {i: c["name"] for i, c in live.items()}
+    assert all(set(r) >= {"id", "identifier", "name", "status", "types"} for r in rows)
+    assert all(isinstance(r["types"], list) for r in rows)
+    some = rows[0]["name"]
+    word = some.split()[0]
+    found = as_json(run, "psa", "companies", "--search", word)
+    assert some in {r["name"] for r in found}
+    assert all(word.casefold() in r["name"].casefold() for r in found)
+    assert some in table(run, "psa", "companies")
+
+
+def test_psa_configurations_of_a_company(run, sims):
+    cw, _ = sims
+    company = next(c for c in cw.db.companies.values()
+                   if any(k["company"]["id"] == c["id"] for k in cw.db.configurations.values()))
+    rows = as_json(run, "psa", "configurations", "--company", str(company["id"]))
+    assert {r["id"]: r["name"] for r in rows} == {
+        str(k["id"]): k["name"] for k in cw.db.configurations.values()
+        if k["company"]["id"] == company["id"]}
+    assert rows and all(set(r) >= {"id", "name", "type_id", "type", "status", "active",
+                                   "serial_number", "management_link"} for r in rows)
+    assert rows[0]["name"] in table(run, "psa", "configurations", "--company", str(company["id"]))
+    missing = run("psa", "configurations", ok=False)
+    assert missing.exit_code == 2 and "--company" in missing.output
+
+
+def test_rmm_sites(run, sims):
+    _, datto = sims
+    rows = as_json(run, "rmm", "sites")
+    assert {r["uid"]: r["name"] for r in rows} == {u: s["name"] for u, s in datto.sites.items()}
+    assert all(set(r) >= {"uid", "id", "name", "system"} for r in rows)
+    assert any(r["system"] for r in rows)  # the RMM's own site for deleted devices
+    assert next(iter(datto.sites.values()))["name"] in table(run, "rmm", "sites")
+
+
+def test_rmm_devices_of_one_site_and_all(run, sims):
+    _, datto = sims
+    site_uid = next(d["siteUid"] for d in datto.devices.values() if not d["deleted"])
+    rows = as_json(run, "rmm", "devices", "--site", site_uid)
+    assert {r["uid"]: r["hostname"] for r in rows} == {
+        u: d["hostname"] for u, d in datto.devices.items() if d["siteUid"] == site_uid}
+    assert rows and all(set(r) >= {"uid", "id", "hostname", "site_uid", "device_type",
+                                   "last_audit", "deleted"} for r in rows)
+    assert {r["site_uid"] for r in rows} == {site_uid}
+    everything = as_json(run, "rmm", "devices")
+    assert {r["uid"] for r in rows} < {r["uid"] for r in everything}
+    assert rows[0]["hostname"] in table(run, "rmm", "devices", "--site", site_uid)
+
+
+def test_rmm_monitors_are_the_monitors_of_open_alerts(run, sims):
+    _, datto = sims
+    open_alerts = [a for a in datto.alerts.values() if not a.get("resolved")]
+    assert open_alerts, "the simulator seeds open alerts"
+    rows = as_json(run, "rmm", "monitors")
+    expected: dict[str, int] = {}
+    for alert in open_alerts:
+        name = monitor_identity(alert.get("alertContext"))
+        expected[name] = expected.get(name, 0) + 1
+    assert {r["monitor"]: r["open_alerts"] for r in rows} == expected
+    assert all(set(r) >= {"monitor", "open_alerts", "devices", "priorities", "creates_ticket",
+                          "example"} for r in rows)
+    assert rows[0]["monitor"] in table(run, "rmm", "monitors")
