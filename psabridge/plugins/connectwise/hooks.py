@@ -232,6 +232,8 @@ def _records_where_in(client: ConnectWiseClient, path: str, field: str, values: 
 
 @hookimpl
 def psa_list_configurations(connection: Connection, company_id: str) -> Iterator[Configuration]:
+    if not str(company_id).isdigit():
+        return  # ConnectWise ids are numbers: no company has this one
     client = client_for(connection)
     for record in client.iter_list("company/configurations", cond.eq("company/id", int(company_id)),
                                    order_by="name asc"):
