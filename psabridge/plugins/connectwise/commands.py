@@ -33,12 +33,12 @@ def simulate_connectwise(port, host, seed, companies, configurations, latency, e
     secrets = [setting.name for setting in SETTINGS if setting.secret]
     with stopping_on_terminate(), sim.serve(host, port) as server, \
             configure_command("connectwise", sim.settings(server.url), secrets) as command:
-        click.echo(f"ConnectWise Manage simulator at {server.url}")
-        click.echo("Configure the connector with:")
-        click.echo(f"  {command}")
-        click.echo("  (the private key waits in that file until the simulator stops)")
-        click.echo("Press Ctrl-C to stop.")
-        try:
+        try:  # a stop that comes as soon as the lines below are read is a clean stop too
+            click.echo(f"ConnectWise Manage simulator at {server.url}")
+            click.echo("Configure the connector with:")
+            click.echo(f"  {command}")
+            click.echo("  (the private key waits in that file until the simulator stops)")
+            click.echo("Press Ctrl-C to stop.")
             threading.Event().wait()
         except KeyboardInterrupt:
             click.echo("Stopped.")

@@ -30,13 +30,16 @@ def simulate_datto(host: str, port: int, seed: int, sites: int, error_rate: floa
     secrets = [setting.name for setting in SETTINGS if setting.secret]
     with stopping_on_terminate(), simulator.serve(host, port) as server, \
             configure_command("datto", simulator.settings(server.url), secrets) as command:
-        click.echo(f"Datto RMM simulator listening on {server.url} (Ctrl-C to stop)")
-        click.echo(f"{len(simulator.sites)} sites, {len(simulator.devices)} devices, "
-                   f"{len(simulator.alerts)} alerts")
-        click.echo("Configure the connector with:")
-        click.echo(f"  {command}")
-        click.echo("  (the API secret key waits in that file until the simulator stops)")
-        _wait_for_interrupt()
+        try:  # a stop that comes as soon as the lines below are read is a clean stop too
+            click.echo(f"Datto RMM simulator listening on {server.url} (Ctrl-C to stop)")
+            click.echo(f"{len(simulator.sites)} sites, {len(simulator.devices)} devices, "
+                       f"{len(simulator.alerts)} alerts")
+            click.echo("Configure the connector with:")
+            click.echo(f"  {command}")
+            click.echo("  (the API secret key waits in that file until the simulator stops)")
+            _wait_for_interrupt()
+        except KeyboardInterrupt:
+            pass
     click.echo("Stopped.")
 
 
