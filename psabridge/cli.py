@@ -304,7 +304,7 @@ def configure():
     """Set a connector's settings (secrets from a hidden prompt, an environment variable or a file)."""
 
 
-# -- mapping (R5-R20) ------------------------------------------------------------------------
+# -- mapping ----------------------------------------------------------------------------------
 
 dry_run_option = click.option("--dry-run", is_flag=True,
                               help="Print the plan: what would be created or changed; change nothing.")
@@ -527,7 +527,7 @@ def devices_map_now(app: App, dry_run):
 
 @cli.group()
 def warnings():
-    """Problems that stopped a creation (R20)."""
+    """Problems that stopped a creation."""
 
 
 @warnings.command("list")
@@ -665,7 +665,7 @@ def rmm_monitors(app: App, as_json):
     _print_lookup(lookups.monitors(app.bridge()), as_json)
 
 
-# -- tickets and the running integration (R21-R30) --------------------------------------------
+# -- tickets and the running integration ------------------------------------------------------
 
 
 @cli.group("ticketing")
@@ -757,7 +757,7 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
 @click.option("--tickets/--no-tickets", default=True, help="Whether this monitor creates tickets.")
 @pass_app
 def ticketing_monitor(app: App, monitor, tickets):
-    """Override ticket creation for one monitor (R23)."""
+    """Override ticket creation for one monitor."""
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     override = ticketing.MonitorOverride(create_tickets=tickets)
@@ -806,7 +806,7 @@ def tickets_list(app: App, as_json):
 @click.option("--request-id", help="Makes a retried command create the ticket once.")
 @pass_app
 def tickets_create(app: App, device_uid, summary, description, request_id):
-    """Create a manual ticket for a mapped device (R25)."""
+    """Create a manual ticket for a mapped device."""
     bridge = app.bridge()
     device = next((d for d in bridge.rmm.call("rmm_list_devices", site_uid=None) if d.uid == device_uid),
                   None)

@@ -97,7 +97,7 @@ def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
 
 def _known_assets(demo: Demo, rng: random.Random) -> None:
     """Give ConnectWise configurations for about a third of the devices, as an MSP that tracked
-    its assets by hand would have (same serial, or same name), so the R13 cascade finds some."""
+    its assets by hand would have (same serial, or same name), so the matching cascade finds some."""
     company_by_name = {normalise_name(c["name"]): c for c in demo.cw.db.companies.values()}
     site_names = {s["uid"]: s["name"] for s in demo.datto.sites.values()}
     for device in list(demo.datto.devices.values()):
@@ -178,14 +178,14 @@ def _set_up_ticketing(demo: Demo) -> None:
     demo.echo(f"Board {board.name}, open status {opening}, closed status {closed.name}; repeating "
               "alerts within 60 minutes join the open ticket.")
     if unusable:
-        demo.echo(f"Not offered (R24, no default team or status): {', '.join(unusable)}")
+        demo.echo(f"Not offered (no default team or status): {', '.join(unusable)}")
     ticketing.set_ticketing_enabled(demo.bridge, True)
 
 
 def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     bridge, datto = demo.bridge, demo.datto
     mapped = [m.device_uid for m in bridge.store.device_mappings(*bridge.pair)]
-    # Alerts already in the account when ticketing was switched on make no tickets (R27).
+    # Alerts already in the account when ticketing was switched on make no tickets.
     existing = sum(not a["resolved"] for a in datto.alerts.values())
     demo.section("Alerts raised in Datto RMM -> tickets in ConnectWise")
     raised = []

@@ -23,8 +23,8 @@ log = logs.get_logger(__name__)
 
 # Integration options, per PSA plugin, with their defaults.
 OPTION_DEFAULTS: dict[str, Any] = {
-    "auto_map": False,  # R16: off until the admin has checked the matching
-    "site_threshold": 85.0,  # minimum score for a suggested site (R6)
+    "auto_map": False,  # Off until the admin has checked the matching
+    "site_threshold": 85.0,  # minimum score for a suggested site
 }
 
 

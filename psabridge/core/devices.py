@@ -39,7 +39,7 @@ def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]
     """Return the details of `devices`, calling `rmm_device_details` only where the audit changed.
 
     `connector` is a `psabridge.core.plugins.Connector` bound to the RMM plugin named `rmm`.
-    A device never audited (`last_audit` None) has no details to read and is skipped (R11).
+    A device never audited (`last_audit` None) has no details to read and is skipped.
     A device whose cached audit time equals its `last_audit` reuses the cached details; any other
     is read through the hook and saved under its new audit time. A device whose read fails is
     left out of `details` and put in `failed`; the others are read all the same.

@@ -8,7 +8,8 @@ function below. It is registered through the `psabridge` entry-point group::
         mypsa = mypsa_plugin
 
 and becomes the plugin named `mypsa`. Implement only the hooks you need; core/ reports a clear
-"does not support" error when it needs one you left out.
+"does not support" error when it needs one you left out. The behaviour the hooks serve (the
+matching cascade, repeating alerts, the round trip, ...) is described in docs/behaviour.md.
 
 Remote hooks receive a :class:`~psabridge.core.models.Connection` carrying the plugin's settings and
 an optional httpx transport (tests mount a simulator there). They are called on one plugin at a
@@ -57,7 +58,7 @@ def connector_info() -> ConnectorInfo:
     """Say what kind of connector this is ("psa" or "rmm"), its title, and its settings.
 
     The settings drive `psabridge configure NAME`, their validation when the plugin is enabled
-    (required fields, R2's URL rules) and the redaction of secrets from every log line.
+    (required fields, the URL rules) and the redaction of secrets from every log line.
     """
 
 
@@ -83,7 +84,7 @@ def storage_open(url: str):
 
 @hookspec(firstresult=True)
 def psa_check_connection(connection: Connection) -> ConnectionReport:
-    """Test the settings against the PSA and report missing API permissions (R2).
+    """Test the settings against the PSA and report missing API permissions.
 
     Return `ok=False` with a `detail` naming the setting at fault when the PSA cannot be reached
     or refuses the credentials; list every missing permission in `missing_permissions`.
@@ -92,7 +93,7 @@ def psa_check_connection(connection: Connection) -> ConnectionReport:
 
 @hookspec(firstresult=True)
 def psa_list_companies(connection: Connection, filters: CompanyFilters) -> Iterator[Company]:
-    """Yield the PSA's companies that pass `filters` (type, status, search), with all types (R5, R7).
+    """Yield the PSA's companies that pass `filters` (type, status, search), with all types.
 
     Filter on the server where the API can; core/ re-checks, so an approximate filter is safe.
     """
@@ -100,14 +101,14 @@ def psa_list_companies(connection: Connection, filters: CompanyFilters) -> Itera
 
 @hookspec(firstresult=True)
 def psa_list_configuration_types(connection: Connection) -> list[ConfigurationType]:
-    """Return every configuration type, flagging those with required questions (R10)."""
+    """Return every configuration type, flagging those with required questions."""
 
 
 @hookspec(firstresult=True)
 def psa_match_configurations(
     connection: Connection, company_id: str, devices: Sequence[Device], details: dict
 ) -> dict[str, list[Configuration]]:
-    """Find the configurations of `company_id` that could be each device's (R13).
+    """Find the configurations of `company_id` that could be each device's.
 
     `details` maps device uid to its :class:`DeviceDetails`. Return, for each device uid, every
     configuration of the company whose management link equals the device's URL, or whose serial
@@ -128,39 +129,40 @@ def psa_list_configurations(connection: Connection, company_id: str) -> Iterator
 
 @hookspec(firstresult=True)
 def psa_get_configurations(connection: Connection, ids: Sequence[str]) -> list[Configuration]:
-    """Return the configurations with these ids; ids that no longer exist are left out (R19)."""
+    """Return the configurations with these ids; ids that no longer exist are left out."""
 
 
 @hookspec(firstresult=True)
 def psa_create_configuration(connection: Connection, configuration: Configuration) -> Configuration:
-    """Create `configuration` (its `id` is None) and return it as stored, with its new id (R15)."""
+    """Create `configuration` (its `id` is None) and return it as stored, with its new id."""
 
 
 @hookspec(firstresult=True)
 def psa_update_configuration(
     connection: Connection, configuration_id: str, changes: ConfigurationChanges
 ) -> Configuration:
-    """Apply `changes` to one configuration and return it as stored (R15 warranty, R18, R29)."""
+    """Apply `changes` to one configuration and return it as stored: the device link, the
+    expiration date from the warranty, or Inactive for a device deleted in the RMM."""
 
 
 @hookspec(firstresult=True)
 def psa_unmap_configurations(connection: Connection, configuration_ids: Sequence[str]) -> None:
-    """Remove the RMM's link from these configurations, leaving them Active (R17, R4).
+    """Remove the RMM's link from these configurations, leaving them Active.
 
     Called by unmap and by `plugins remove`. Ids that no longer exist must be skipped, not fail:
-    a configuration deleted in the PSA is still mapped until unmapped (R19).
+    a configuration deleted in the PSA is still mapped until unmapped.
     """
 
 
 @hookspec(firstresult=True)
 def psa_ticket_options(connection: Connection) -> TicketOptions:
-    """Return boards (with default team and status, R24), statuses, types, subtypes, priorities
-    and sources, for validating ticket settings (R21, R22)."""
+    """Return boards (with default team and status), statuses, types, subtypes, priorities
+    and sources, for validating ticket settings."""
 
 
 @hookspec(firstresult=True)
 def psa_create_ticket(connection: Connection, draft: TicketDraft) -> Ticket:
-    """Create a ticket with the configuration attached and the RMM links on it (R29).
+    """Create a ticket with the configuration attached and the RMM links on it.
 
     Store `draft.marker` on the ticket where `psa_find_ticket` can search for it: if the answer
     to this call is lost, core/ looks for the marker before creating again (exactly once).
@@ -177,7 +179,7 @@ def psa_attach_configuration(connection: Connection, ticket_id: str, configurati
     """Attach a configuration to a ticket; attaching one already attached changes nothing.
 
     Optional. Core calls it when it adopts a ticket found by its marker: a create whose answer
-    was lost may have stopped before attaching the configuration (R29)."""
+    was lost may have stopped before attaching the configuration."""
 
 
 @hookspec(firstresult=True)
@@ -187,17 +189,17 @@ def psa_get_ticket(connection: Connection, ticket_id: str) -> Ticket | None:
 
 @hookspec(firstresult=True)
 def psa_add_ticket_note(connection: Connection, ticket_id: str, text: str) -> None:
-    """Add a note to a ticket (a repeating alert, R26)."""
+    """Add a note to a ticket (a repeating alert)."""
 
 
 @hookspec(firstresult=True)
 def psa_close_ticket(connection: Connection, ticket_id: str, closed_status_id: str) -> Ticket:
-    """Close a ticket by moving it to `closed_status_id`, a closed status of its board (R28)."""
+    """Close a ticket by moving it to `closed_status_id`, a closed status of its board."""
 
 
 @hookspec(firstresult=True)
 def psa_changed_tickets(connection: Connection, since: dt.datetime | None) -> Iterator[Ticket]:
-    """Yield tickets changed after `since` (all of them when None), oldest change first (R28)."""
+    """Yield tickets changed after `since` (all of them when None), oldest change first."""
 
 
 @hookspec(firstresult=True)
@@ -215,7 +217,7 @@ def psa_unregister_ticket_callback(connection: Connection, url: str) -> None:
 
 @hookspec(firstresult=True)
 def rmm_check_connection(connection: Connection) -> ConnectionReport:
-    """Test the settings against the RMM (R2's equivalent for the RMM side)."""
+    """Test the settings against the RMM, as `psa_check_connection` does for the PSA."""
 
 
 @hookspec(firstresult=True)
@@ -225,21 +227,21 @@ def rmm_list_sites(connection: Connection) -> Iterator[Site]:
 
 @hookspec(firstresult=True)
 def rmm_create_site(connection: Connection, name: str) -> Site:
-    """Create a site called `name` and return it (R6 "Create New")."""
+    """Create a site called `name` and return it ("Create New")."""
 
 
 @hookspec(firstresult=True)
 def rmm_list_devices(connection: Connection, site_uid: str | None) -> Iterator[Device]:
     """Yield the devices of one site, or of the whole account when `site_uid` is None.
 
-    Include deleted devices with `deleted=True` where the API shows them (R18), and the last
-    audit time so core/ can tell unaudited devices (R11) and skip unchanged audits.
+    Include deleted devices with `deleted=True` where the API shows them, and the last
+    audit time so core/ can tell unaudited devices and skip unchanged audits.
     """
 
 
 @hookspec(firstresult=True)
 def rmm_device_details(connection: Connection, device: Device) -> DeviceDetails:
-    """Read serial number, manufacturer and model from the device's audit (R13, R15).
+    """Read serial number, manufacturer and model from the device's audit.
 
     core/ calls this only for devices whose `last_audit` changed since it last asked.
     """
@@ -259,22 +261,22 @@ def rmm_get_alert(connection: Connection, alert_uid: str) -> Alert | None:
 
 @hookspec(firstresult=True)
 def rmm_resolve_alert(connection: Connection, alert_uid: str) -> None:
-    """Resolve an alert (R28). Resolving an already resolved alert must not fail."""
+    """Resolve an alert. Resolving an already resolved alert must not fail."""
 
 
 @hookspec(firstresult=True)
 def rmm_device_url(connection: Connection, device: Device) -> str:
-    """Return the URL of the device's page in the RMM (R29 "Manage Device", "RMM Device")."""
+    """Return the URL of the device's page in the RMM ("Manage Device", "RMM Device")."""
 
 
 @hookspec(firstresult=True)
 def rmm_alert_url(connection: Connection, alert: Alert) -> str:
-    """Return the URL of the alert's page in the RMM (R29 "RMM Alert")."""
+    """Return the URL of the alert's page in the RMM ("RMM Alert")."""
 
 
 @hookspec(firstresult=True)
 def rmm_site_url(connection: Connection, site: Site) -> str:
-    """Return the URL of the site's page in the RMM (R8)."""
+    """Return the URL of the site's page in the RMM."""
 
 
 # -- events the engine fires; any plugin may listen ------------------------------------------

@@ -1,5 +1,5 @@
 """The mapping engine: companies to sites, device types to configuration types, devices to
-configurations (R5-R20), connector-neutral: it talks to the PSA and the RMM only through hooks.
+configurations, connector-neutral: it talks to the PSA and the RMM only through hooks.
 
 Each mapping command first builds a `Plan`, the exact list of changes it would make; `--dry-run`
 prints it and stops, otherwise `apply` carries it out. A command run twice plans nothing the
@@ -124,7 +124,7 @@ def _transient(error: PsabridgeError) -> bool:
 
 def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
     """Carry out a plan. What was held back, and a change that fails for a lasting reason,
-    become warnings (R20); the rest go on."""
+    become warnings; the rest go on."""
     known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
     for subject, why in plan.held:
         if (subject, why) not in known:
@@ -137,7 +137,7 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
             change.run()
         except PsabridgeError as exc:
             message = f"{change.action} for {change.subject} failed: {exc}"
-            # A stored warning holds a device back from automatic mapping until cleared (R20);
+            # A stored warning holds a device back from automatic mapping until cleared;
             # a passing failure (5xx, throttled, no answer) is only retried by the next pass.
             if not _transient(exc):
                 bridge.store.add_warning(bridge.psa.name, change.subject, message)
@@ -148,18 +148,18 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
     return Outcome(done, failed)
 
 
-# -- companies and sites (R5-R8) ------------------------------------------------------------
+# -- companies and sites --------------------------------------------------------------------
 
 
 @attrs.frozen
 class CompanyRow:
-    """One line of the companies table: a company under one of its types (R7)."""
+    """One line of the companies table: a company under one of its types."""
 
     company: Company
     company_type: str
-    suggestion: SiteSuggestion | None = None  # for unmapped companies (R6)
+    suggestion: SiteSuggestion | None = None  # for unmapped companies
     mapping: CompanySiteMapping | None = None  # for mapped companies
-    site_url: str | None = None  # R8
+    site_url: str | None = None  # link to the site in the RMM
 
 
 def _company_passes(company: Company, filters: CompanyFilters) -> bool:
@@ -185,8 +185,8 @@ def load_companies(
     bridge: Bridge, view: MappingView = "unmapped", filters: CompanyFilters | None = None,
     sites: list[Site] | None = None,
 ) -> list[CompanyRow]:
-    """The companies table (R5): filtered, one row per type (R7), with suggestions (R6) for
-    unmapped companies and the mapped site with its link (R8) for mapped ones.
+    """The companies table: filtered, one row per type, with suggestions for
+    unmapped companies and the mapped site with its link for mapped ones.
 
     `sites` are the RMM's sites when the caller has just read them (not read again)."""
     psa, rmm = bridge.pair
@@ -230,7 +230,7 @@ def plan_company_mappings(
     company_types: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan mapping companies to sites. `choices` maps a company id to a site uid, to NEW
-    ("Create New" with the company's name, R6) or to None (take the suggestion); `choices`
+    ("Create New" with the company's name) or to None (take the suggestion); `choices`
     None means every unmapped company by its suggestion (`companies map --suggested`)."""
     psa, rmm = bridge.pair
     plan = Plan()
@@ -292,7 +292,7 @@ def _save_company_mapping(bridge: Bridge, company: Company, site: Site, company_
     bridge.store.save_company_mapping(
         CompanySiteMapping(psa, rmm, company.id, company.name, site.uid, site.name, company_type))
     bridge.pm.hook.on_site_mapped(psa=psa, rmm=rmm, company=company, site=site)
-    if bridge.option("auto_map"):  # R16: a newly mapped site triggers automatic mapping
+    if bridge.option("auto_map"):  # A newly mapped site triggers automatic mapping
         apply(bridge, plan_automatic_mapping(bridge, site_uids={site.uid}))
 
 
@@ -302,7 +302,7 @@ def unmap_companies(bridge: Bridge, company_ids: Iterable[str]) -> list[str]:
     return [cid for cid in company_ids if bridge.store.delete_company_mapping(psa, rmm, cid)]
 
 
-# -- device types and configuration types (R9, R10) -----------------------------------------
+# -- device types and configuration types ---------------------------------------------------
 
 
 @attrs.frozen
@@ -314,12 +314,12 @@ class DeviceTypeRow:
 
     @property
     def flagged(self) -> bool:
-        """R10: this type cannot be used to create configurations."""
+        """This type cannot be used to create configurations."""
         return bool(self.configuration_type and self.configuration_type.has_required_questions)
 
 
 def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None) -> list[DeviceTypeRow]:
-    """Every RMM device type with its mapped or suggested configuration type (R9, R10)."""
+    """Every RMM device type with its mapped or suggested configuration type."""
     psa, rmm = bridge.pair
     types = bridge.configuration_types()
     by_id = {t.id: t for t in types}
@@ -343,7 +343,7 @@ def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None)
 def map_device_type(bridge: Bridge, device_type: str, configuration_type: str | None) -> DeviceTypeMapping:
     """Map a device type to a configuration type (id or exact name; None = the suggestion).
 
-    Applies to configurations created from now on only (R9)."""
+    Applies to configurations created from now on only."""
     psa, rmm = bridge.pair
     types = bridge.configuration_types()
     if configuration_type is None:
@@ -360,7 +360,7 @@ def map_device_type(bridge: Bridge, device_type: str, configuration_type: str | 
     return mapping
 
 
-# -- devices and configurations (R11-R19) ---------------------------------------------------
+# -- devices and configurations -------------------------------------------------------------
 
 DeviceState = Literal["unaudited", "unmapped", "mapped", "moved", "outside"]
 
@@ -372,7 +372,7 @@ class DeviceRow:
     company_id: str | None = None
     company_name: str = ""
     mapping: DeviceMapping | None = None
-    match: Match | None = None  # the proposal for an unmapped, audited device (R13)
+    match: Match | None = None  # the proposal for an unmapped, audited device
     problem: str = ""  # why an unmapped, audited device has no proposal this time
 
 
@@ -396,7 +396,7 @@ class Estate:
     def state_of(self, device: Device) -> DeviceState:
         mapping = self.device_mappings.get(device.uid)
         if mapping is not None:
-            # R12: mapped only while the device is in the site linked to the mapped company.
+            # Mapped only while the device is in the site linked to the mapped company.
             linked = self.site_company.get(device.site_uid)
             return "mapped" if linked and linked.company_id == mapping.company_id else "moved"
         if device.site_uid not in self.site_company:
@@ -434,7 +434,7 @@ class Readings:
 
 def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
                   to_match: list[Device]) -> Readings:
-    """The details of `devices` and the R13 proposals for `to_match` (some of `devices`), with
+    """The details of `devices` and the proposals for `to_match` (some of `devices`), with
     one candidates query batch per company. A device whose details cannot be read, or whose
     company's candidates cannot, is in `unreadable` instead; the others are read all the same."""
     refresh = device_details(bridge, devices)
@@ -481,7 +481,7 @@ def _unreadable_candidates(company: CompanySiteMapping, error: PsabridgeError) -
 
 
 def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceRow]:
-    """The devices table (R11, R12): unmapped devices with their proposals (or why there is
+    """The devices table: unmapped devices with their proposals (or why there is
     none this time), or mapped ones."""
     estate = Estate.read(bridge)
     rows, to_match = [], []
@@ -507,7 +507,7 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
 
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
     """Plan mapping devices: `choices` maps a device uid to a configuration id (a manual choice
-    that overrides the cascade), NEW, or None (take the R13 proposal)."""
+    that overrides the cascade), NEW, or None (take the proposal)."""
     estate = Estate.read(bridge)
     devices = {d.uid: d for d in estate.devices}
     plan = Plan()
@@ -536,8 +536,8 @@ def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> P
 
 def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None,
                            estate: Estate | None = None) -> Plan:
-    """Plan R16's automatic mapping: every unmapped, audited device of the mapped sites (or of
-    `site_uids`) by its proposal. Devices with an open warning wait until it is cleared (R20)."""
+    """Plan automatic mapping: every unmapped, audited device of the mapped sites (or of
+    `site_uids`) by its proposal. Devices with an open warning wait until it is cleared."""
     estate = estate or Estate.read(bridge)
     waiting = {w.subject for w in bridge.store.warnings(bridge.psa.name)}
     devices = [
@@ -587,7 +587,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             configuration = readings.proposals[device.uid].configuration
             holder = taken.get(configuration.id) if configuration else None
             if holder and holder != device.uid:
-                # R14: another device of this run took the proposed configuration first (the
+                # Another device of this run took the proposed configuration first (the
                 # cascade could not tell them apart): this one gets a configuration of its own.
                 configuration = None
         elif choice == NEW:
@@ -608,7 +608,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
             plan.add("map device", subject, f"configuration {configuration.name} ({configuration.id})",
                      _map_existing(bridge, device, company_id, configuration))
             continue
-        # No configuration: create one, if the device type allows it (R10, R15, R20).
+        # No configuration: create one, if the device type allows it.
         type_mapping = type_map.get(device.device_type)
         if type_mapping is None:
             plan.skip(subject, f"no configuration type is mapped for device type "
@@ -632,7 +632,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
 
 def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
                          config_type: ConfigurationType, details: DeviceDetails) -> Configuration:
-    """R15: type, status, manufacturer, model, serial; the warranty date as the expiration date."""
+    """Type, status, manufacturer, model, serial; the warranty date as the expiration date."""
     return Configuration(
         name=device.hostname, company_id=company_id, type_id=config_type.id,
         type_name=config_type.name, serial_number=details.serial_number,
@@ -680,8 +680,8 @@ def _sent_or_raise(bridge: Bridge, key: str) -> None:
 def _link_changes(
     bridge: Bridge, device: Device, configuration: Configuration
 ) -> ConfigurationChanges | None:
-    """What mapping writes on an existing configuration: the Manage Device link (R29) and the
-    warranty date, only into an empty expiration date (R15). None when nothing changes."""
+    """What mapping writes on an existing configuration: the Manage Device link and the
+    warranty date, only into an empty expiration date. None when nothing changes."""
     url = device_url(bridge, device)
     expiration = (device.warranty_date
                   if device.warranty_date and configuration.expiration_date is None else None)
@@ -697,7 +697,7 @@ def _save_device_mapping(bridge: Bridge, device: Device, company_id: str, config
 
 
 def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
-    """Plan R17's unmap: clear the link on the configuration (it stays Active), forget the mapping."""
+    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping."""
     psa, rmm = bridge.pair
     mappings = {m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)}
     plan = Plan()
@@ -720,10 +720,10 @@ def _unmap(bridge: Bridge, mapping: DeviceMapping) -> None:
 
 
 def plan_deleted_devices(bridge: Bridge, estate: Estate | None = None) -> Plan:
-    """R18: a mapped device deleted in the RMM is unmapped and its configuration set Inactive.
+    """A mapped device deleted in the RMM is unmapped and its configuration set Inactive.
 
     A device counts as deleted when the RMM flags it so or when it is missing from a complete
-    account listing. (R19 is the other direction: a configuration deleted in the PSA leaves
+    account listing. (The other direction: a configuration deleted in the PSA leaves
     the device mapped, so nothing here looks at the PSA.)
     """
     estate = estate or Estate.read(bridge)
@@ -752,7 +752,7 @@ def _deactivate(bridge: Bridge, mapping: DeviceMapping) -> None:
 
 
 def map_now(bridge: Bridge) -> Plan:
-    """R16's Map Now button: only there while automatic mapping is on."""
+    """The Map Now button: only there while automatic mapping is on."""
     if not bridge.option("auto_map"):
         raise MappingError("automatic mapping is off; turn it on with `psabridge devices auto on`")
     return plan_automatic_mapping(bridge)

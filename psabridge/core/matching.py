@@ -1,5 +1,5 @@
-"""The matching rules: which site suits a company (R6), which configuration type suits a device
-type (R9), and which configuration is a device's (the R13 cascade).
+"""The matching rules: which site suits a company, which configuration type suits a device
+type, and which configuration is a device's (the matching cascade).
 
 Everything here is pure: data in, proposals out, no hooks and no store. Names are compared after
 `normalise_name`, so "Acme Corp." and "ACME Corporation" are the same company and "Smith & Sons
@@ -39,7 +39,7 @@ def normalise_name(name: str) -> str:
     return " ".join(words)
 
 
-# -- companies to sites (R6) --------------------------------------------------------------
+# -- companies to sites -------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -88,7 +88,7 @@ def suggest_sites(
     return suggestions
 
 
-# -- device types to configuration types (R9, R10) ----------------------------------------
+# -- device types to configuration types --------------------------------------------------
 
 # RMM device categories and the words PSAs commonly use for them.
 TYPE_ALIASES = {
@@ -112,7 +112,7 @@ def suggest_configuration_type(
 ) -> TypeSuggestion:
     """The configuration type whose name best fits `device_type`, or none above `threshold`.
 
-    Types with required questions (R10) and inactive types are never suggested: they cannot be
+    Types with required questions and inactive types are never suggested: they cannot be
     used to create configurations, so proposing one would only produce warnings later.
     """
     usable = [t for t in types if not t.has_required_questions and not t.inactive]
@@ -128,7 +128,7 @@ def suggest_configuration_type(
     return TypeSuggestion(chosen, score) if chosen and score >= threshold else TypeSuggestion(None, 0.0)
 
 
-# -- devices to configurations (R13, R14) -------------------------------------------------
+# -- devices to configurations ------------------------------------------------------------
 
 MatchStep = Literal["link", "serial", "name", "manufacturer", "model", "none", "manual"]
 
@@ -170,15 +170,15 @@ def match_configuration(
     candidates: Iterable[Configuration],
     taken: dict[str, str] | None = None,
 ) -> Match:
-    """Run the R13 cascade over `candidates` (configurations of the device's company).
+    """Run the matching cascade over `candidates` (configurations of the device's company).
 
     1. a configuration whose Manage Device link is this device's URL is the match;
     2. otherwise each of serial number, configuration name, manufacturer and model number
        narrows the pool: one left is the match, several go on to the next step, and a step
        that matches none of the pool leaves it as it was (it could not tell them apart);
     3. several left after the model number step: no match.
-    Configurations mapped to another device (`taken`: configuration id -> device uid) are out
-    (R14), and so are those whose serial number contradicts the device's: a different serial is
+    Configurations mapped to another device (`taken`: configuration id -> device uid) are out,
+    and so are those whose serial number contradicts the device's: a different serial is
     different hardware, whatever the name says.
     """
     taken = taken or {}

@@ -26,7 +26,7 @@ PluginKind = Literal["psa", "rmm", "storage", "extension"]
 class Setting:
     """One value an admin gives a connector (`psabridge configure NAME --<name> ...`).
 
-    `kind="url"` applies the R2 URL rules (protocol present, no `www.`). A `secret` setting is
+    `kind="url"` applies the URL rules (protocol present, no `www.`). A `secret` setting is
     read from a hidden prompt or an environment variable, never echoed, and redacted from logs.
     """
 
@@ -64,7 +64,7 @@ class Connection:
 
 @attrs.frozen
 class ConnectionReport:
-    """Outcome of a connection test. `missing_permissions` lists what the API user lacks (R2)."""
+    """Outcome of a connection test. `missing_permissions` lists what the API user lacks."""
 
     ok: bool
     detail: str = ""
@@ -86,7 +86,7 @@ class Company:
 
 @attrs.frozen
 class CompanyFilters:
-    """R5 filters a PSA can apply server-side. `None` means "any"."""
+    """Company filters a PSA can apply server-side. `None` means "any"."""
 
     type: str | None = None
     status: str | None = None
@@ -97,7 +97,7 @@ class CompanyFilters:
 class ConfigurationType:
     id: str
     name: str
-    has_required_questions: bool = False  # R10: never used to create a configuration
+    has_required_questions: bool = False  # Never used to create a configuration
     inactive: bool = False
 
 
@@ -115,7 +115,7 @@ class Configuration:
     serial_number: str | None = None
     manufacturer: str | None = None
     model_number: str | None = None
-    management_link: str | None = None  # R29: the "Manage Device" link back to the RMM
+    management_link: str | None = None  # The "Manage Device" link back to the RMM
     expiration_date: dt.date | None = None
 
 
@@ -133,8 +133,8 @@ class ConfigurationChanges:
 class Board:
     id: str
     name: str
-    has_default_team: bool = False  # R24
-    default_status_id: str | None = None  # R24
+    has_default_team: bool = False
+    default_status_id: str | None = None
     inactive: bool = False
 
 
@@ -182,8 +182,8 @@ class TicketDraft:
     priority_id: str | None = None
     source_id: str | None = None
     configuration_id: str | None = None
-    device_url: str | None = None  # R29
-    alert_url: str | None = None  # R29
+    device_url: str | None = None
+    alert_url: str | None = None
 
 
 @attrs.frozen
@@ -208,7 +208,7 @@ class Site:
     uid: str
     name: str
     id: str | None = None
-    url: str | None = None  # R8: link to the site in the RMM
+    url: str | None = None  # Link to the site in the RMM
     system: bool = False  # e.g. Datto's "Deleted Devices" site: never offered for mapping
 
 
@@ -220,14 +220,14 @@ class Device:
     device_type: str = ""
     id: str | None = None
     url: str | None = None
-    last_audit: dt.datetime | None = None  # None: not audited yet, cannot be mapped (R11)
-    deleted: bool = False  # R18
-    warranty_date: dt.date | None = None  # R15
+    last_audit: dt.datetime | None = None  # None: not audited yet, cannot be mapped
+    deleted: bool = False
+    warranty_date: dt.date | None = None  # becomes an empty expiration date
 
 
 @attrs.frozen
 class DeviceDetails:
-    """Hardware identity read from the RMM's audit (R13, R15)."""
+    """Hardware identity read from the RMM's audit."""
 
     serial_number: str | None = None
     manufacturer: str | None = None
@@ -240,13 +240,13 @@ class Alert:
     priority: str
     device_uid: str
     site_uid: str
-    monitor: str  # stable identity of the monitor that raised it (R23, R26)
+    monitor: str  # stable identity of the monitor that raised it
     message: str = ""
     diagnostics: str = ""
     raised_at: dt.datetime | None = None
     resolved: bool = False
     resolved_at: dt.datetime | None = None
-    creates_ticket: bool = True  # R23: the monitor's own "New Ticket" switch
+    creates_ticket: bool = True  # The monitor's own "New Ticket" switch
     device_name: str = ""
     site_name: str = ""
 

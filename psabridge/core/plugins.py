@@ -132,7 +132,7 @@ def configure_plugin(
     """Merge `values` (None = leave as is) into the plugin's stored settings and save them.
 
     URLs and `env:`/`file:` references are checked now; completeness is checked when the plugin
-    is enabled (R2). A secret that is neither given nor stored (or stored, but sealed with a key
+    is enabled. A secret that is neither given nor stored (or stored, but sealed with a key
     this installation does not have) is asked for with `ask_secret` (a hidden prompt in the CLI),
     after the given values passed their checks. Returns the settings as saved: secrets sealed.
     """
@@ -233,7 +233,7 @@ class Connector:
         return _call_on(self.pm, self._plugin, hook, connection=self.connection, **kwargs)
 
 
-# -- enable / disable / remove (R1-R4) -----------------------------------------------------
+# -- enable / disable / remove -------------------------------------------------------------
 
 
 def enabled_plugins(pm: pluggy.PluginManager, store: Store, kind: str) -> list[str]:
@@ -249,10 +249,10 @@ def enabled_plugins(pm: pluggy.PluginManager, store: Store, kind: str) -> list[s
 def enable_plugin(
     pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None
 ) -> ConnectionReport | None:
-    """Enable a connector after validating its settings (R2) and the one-PSA rule (R1).
+    """Enable a connector after validating its settings and the one-PSA rule.
 
     With `check`, the connection is tested first: a refused connection stops the enable, and
-    missing permissions are kept as warnings (R20) and returned in the report.
+    missing permissions are kept as warnings and returned in the report.
     """
     record = _connector_record(pm, store, name)
     validate_settings(name, record.settings, plugin_settings(pm, store, name))
@@ -279,7 +279,7 @@ def enable_plugin(
 
 
 def disable_plugin(pm: pluggy.PluginManager, store: Store, name: str) -> None:
-    """Disable a connector; its settings and mappings stay as they are (R3)."""
+    """Disable a connector; its settings and mappings stay as they are."""
     _connector_record(pm, store, name)
     store.set_enabled(name, False)
     log.info("plugin disabled", plugin=name)
@@ -288,7 +288,7 @@ def disable_plugin(pm: pluggy.PluginManager, store: Store, name: str) -> None:
 def remove_plugin(
     pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
 ) -> dict[str, int]:
-    """Unmap the plugin's devices on the PSA side, then purge all its rows from the store (R4).
+    """Unmap the plugin's devices on the PSA side, then purge all its rows from the store.
 
     The remote unmapping comes first: if it fails, the store still lists what to unmap and a
     rerun finishes the job. Configurations stay Active. Returns rows deleted per table.

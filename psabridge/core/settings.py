@@ -33,7 +33,7 @@ def seconds_from_environment(name: str, default: float, zero_allowed: bool = Fal
 
 
 def url_problem(value: str) -> str | None:
-    """Say what is wrong with a service URL under R2's rules, or None if it is fine."""
+    """Say what is wrong with a service URL under the URL rules, or None if it is fine."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https"):
         bare = value.strip().split("://")[-1].removeprefix("www.")

@@ -1,4 +1,4 @@
-"""Alerts to tickets and back (R21-R30), connector-neutral.
+"""Alerts to tickets and back, connector-neutral.
 
 Exactly once: before the PSA is asked to create a ticket, the alert's row is written as
 `pending` with a marker unique to the alert, and the PSA stores that marker on the ticket. If
@@ -47,12 +47,12 @@ class TicketingError(PsabridgeError):
     """A ticket cannot be created or closed as asked."""
 
 
-# -- settings (R21-R24, R27, R30) ------------------------------------------------------------
+# -- settings --------------------------------------------------------------------------------
 
 
 @attrs.frozen
 class TicketAttributes:
-    """Where a ticket goes and how it opens and closes (R22), by PSA ids."""
+    """Where a ticket goes and how it opens and closes, by PSA ids."""
 
     board_id: str | None = None
     type_id: str | None = None
@@ -63,7 +63,7 @@ class TicketAttributes:
 
 @attrs.frozen
 class MonitorOverride:
-    """R23: a monitor may turn tickets off, or send them elsewhere."""
+    """A monitor may turn tickets off, or send them elsewhere."""
 
     create_tickets: bool = True
     attributes: TicketAttributes | None = None
@@ -73,11 +73,11 @@ class MonitorOverride:
 class TicketSettings:
     enabled: bool = False
     enabled_at: dt.datetime | None = None  # when ticketing was last turned on (for people)
-    source_id: str | None = None  # R30: read at creation time, so a change applies from then on
+    source_id: str | None = None  # Read at creation time, so a change applies from then on
     priorities: dict[str, str] = attrs.field(factory=dict)  # RMM priority -> PSA priority id
     attributes: dict[str, TicketAttributes] = attrs.field(factory=dict)  # origin -> attributes
     monitors: dict[str, MonitorOverride] = attrs.field(factory=dict)
-    repeat_minutes: int | None = None  # R26: None = repeating-alert detection off
+    repeat_minutes: int | None = None  # None = repeating-alert detection off
 
     def attributes_for(self, origin: Origin, monitor: str = "") -> TicketAttributes:
         override = self.monitors.get(monitor)
@@ -99,7 +99,7 @@ def save_ticket_settings(bridge: Bridge, settings: TicketSettings) -> None:
 
 
 def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None = None) -> TicketSettings:
-    """R27: turning ticketing off keeps every setting; on again, tickets start from that moment.
+    """Turning ticketing off keeps every setting; on again, tickets start from that moment.
 
     "From that moment" is decided by what is open in the RMM when ticketing is turned on, not
     by comparing the RMM's alert times with our clock: those clocks differ (skew, and Datto
@@ -131,7 +131,7 @@ class Problem:
 def check_ticket_settings(
     bridge: Bridge, settings: TicketSettings, options: TicketOptions | None = None
 ) -> list[Problem]:
-    """Validate settings against the PSA's ticket options (R21, R22, R24)."""
+    """Validate settings against the PSA's ticket options."""
     options = options or bridge.psa.call("psa_ticket_options")
     boards = {b.id: b for b in options.boards}
     statuses = {s.id: s for s in options.statuses}
@@ -156,7 +156,7 @@ def check_ticket_settings(
         if board is None:
             error(f"{where}: board {attributes.board_id} does not exist in the PSA")
             continue
-        if not board.has_default_team or not board.default_status_id:  # R24
+        if not board.has_default_team or not board.default_status_id:
             missing = " and ".join(x for x, ok in (("default team", board.has_default_team),
                                                   ("default status", board.default_status_id)) if not ok)
             error(f"{where}: board {board.name} has no {missing}; set one in the PSA or ticket "
@@ -181,7 +181,7 @@ def check_ticket_settings(
     return problems
 
 
-# -- alerts to tickets (R21-R26, R29) --------------------------------------------------------
+# -- alerts to tickets -----------------------------------------------------------------------
 
 
 def alert_marker(bridge: Bridge, alert_uid: str) -> str:
@@ -244,7 +244,7 @@ def _claim(bridge: Bridge, key: str) -> Iterator[bool]:
 def ticket_for_alert(
     bridge: Bridge, alert: Alert, context: TicketContext | None = None
 ) -> AlertTicket | None:
-    """Give an open alert its ticket, exactly once: create one, join a repeat (R26), or skip.
+    """Give an open alert its ticket, exactly once: create one, join a repeat, or skip.
 
     Returns None when another process is handling this alert right now."""
     with _claim(bridge, alert.uid) as claimed:
@@ -297,7 +297,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
 
 
 def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> AlertTicket | None:
-    """R26: within the window, the same monitor on the same device adds to an open ticket."""
+    """Within the window, the same monitor on the same device adds to an open ticket."""
     psa, rmm = bridge.pair
     raised = alert.raised_at or utcnow()
     since = raised - dt.timedelta(minutes=settings.repeat_minutes)
@@ -374,7 +374,7 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
 
 def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
     """Take over a ticket found by the row's marker: created, but its answer lost. The create
-    may have stopped before attaching the device's configuration (R29): attach it now."""
+    may have stopped before attaching the device's configuration: attach it now."""
     log.info("adopted ticket after interruption", alert=row.alert_uid, ticket=found.id)
     psa, rmm = bridge.pair
     configuration_id = next((m.configuration_id for m in bridge.store.device_mappings(psa, rmm)
@@ -389,7 +389,7 @@ def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
 
 def create_manual_ticket(bridge: Bridge, device: Device, summary: str, description: str = "",
                          request_id: str | None = None) -> AlertTicket:
-    """R25: a manual ticket, only for a device mapped to a configuration. `request_id` makes a
+    """A manual ticket, only for a device mapped to a configuration. `request_id` makes a
     retried request idempotent (the CLI derives one from the arguments)."""
     psa, rmm = bridge.pair
     context = TicketContext.read(bridge)
@@ -416,7 +416,7 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
                               context.settings, device)
 
 
-# -- the round trip (R28) ------------------------------------------------------------------
+# -- the round trip --------------------------------------------------------------------------
 
 
 def close_for_resolved_alert(bridge: Bridge, alert_uid: str) -> AlertTicket | None:

@@ -104,7 +104,7 @@ def stored_marker(marker: str) -> str:
 
 
 def ticket_description(text: str, device_url: str | None, alert_url: str | None) -> str:
-    """The ticket's initial description with the RMM links (R29) as their own lines, unless
+    """The ticket's initial description with the RMM links as their own lines, unless
     the text already carries them (core's description does): each link appears once."""
     lines = [text.rstrip()] if text else []
     present = set(text.splitlines()) if text else set()

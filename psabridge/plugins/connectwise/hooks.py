@@ -37,7 +37,7 @@ from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, Per
 log = logs.get_logger(__name__)
 
 CALLBACK_DESCRIPTION = "psabridge ticket callback"
-INACTIVE_STATUS = "Inactive"  # R18: the configuration status a deleted device's record gets
+INACTIVE_STATUS = "Inactive"  # The configuration status a deleted device's record gets
 CHANGED_TICKETS_PAGE = 1000
 
 
@@ -45,7 +45,7 @@ def client_for(connection: Connection) -> ConnectWiseClient:
     return ConnectWiseClient.for_connection(connection)
 
 
-# -- connection (R2) ---------------------------------------------------------------------------
+# -- connection --------------------------------------------------------------------------------
 
 
 @hookimpl
@@ -110,7 +110,7 @@ def _probe_inquire_levels(client: ConnectWiseClient) -> list[str]:
     return missing
 
 
-# -- companies (R5, R7) ------------------------------------------------------------------------
+# -- companies ---------------------------------------------------------------------------------
 
 
 @hookimpl
@@ -139,7 +139,7 @@ def _passes(company: Company, filters: CompanyFilters) -> bool:
     return not filters.type or filters.type.casefold() in (t.casefold() for t in company.types)
 
 
-# -- configuration types (R10) -----------------------------------------------------------------
+# -- configuration types -----------------------------------------------------------------------
 
 
 @hookimpl
@@ -156,7 +156,7 @@ def psa_list_configuration_types(connection: Connection) -> list[ConfigurationTy
     return types
 
 
-# -- configurations (R13, R15, R17, R18, R19, R29) ---------------------------------------------
+# -- configurations ----------------------------------------------------------------------------
 
 
 @hookimpl
@@ -374,11 +374,11 @@ def psa_unmap_configurations(connection: Connection, configuration_ids: Sequence
     for configuration_id in configuration_ids:
         try:
             client.patch(f"company/configurations/{int(configuration_id)}", clear)
-        except NotFound:  # deleted in the PSA (R19): nothing left to unmap
+        except NotFound:  # deleted in the PSA: nothing left to unmap
             log.info("configuration already gone", configuration_id=configuration_id)
 
 
-# -- ticket options (R21, R22, R24) ------------------------------------------------------------
+# -- ticket options ----------------------------------------------------------------------------
 
 
 @hookimpl
@@ -416,7 +416,7 @@ def _named(record: dict, board_id: int | None = None) -> Named:
                  board_id=str(board_id) if board_id is not None else None)
 
 
-# -- tickets (R26, R28, R29) -------------------------------------------------------------------
+# -- tickets -----------------------------------------------------------------------------------
 
 
 @hookimpl
@@ -444,7 +444,7 @@ def psa_create_ticket(connection: Connection, draft: TicketDraft) -> Ticket:
 def _attach(client: ConnectWiseClient, ticket_id: int, configuration_id: str) -> bool:
     try:
         client.post(f"service/tickets/{ticket_id}/configurations", {"id": int(configuration_id)})
-    except NotFound:  # the configuration was deleted in the PSA (R19): the ticket still counts
+    except NotFound:  # the configuration was deleted in the PSA: the ticket still counts
         log.warning("configuration not attached: it no longer exists", ticket=ticket_id,
                     configuration_id=configuration_id)
         return False
@@ -544,7 +544,7 @@ def _after(cursor: tuple[str, int]) -> str:
     return cond.any_of(cond.compare("lastUpdated", ">", stamp), same_second_later_id)
 
 
-# -- callbacks (R28) ---------------------------------------------------------------------------
+# -- callbacks ---------------------------------------------------------------------------------
 
 
 @hookimpl

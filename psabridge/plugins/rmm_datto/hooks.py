@@ -22,7 +22,7 @@ log = logs.get_logger(__name__)
 
 # uid -> deviceClass of the devices listed during this run; the audit endpoint depends on it.
 CLASSES_KEY = "datto.device_classes"
-# uid -> portalUrl of the devices seen during this run: the link R29 puts on tickets.
+# uid -> portalUrl of the devices seen during this run: the link tickets carry.
 URLS_KEY = "datto.device_urls"
 AUDIT_PATHS = {"device": "device", "printer": "printer", "esxihost": "esxihost"}
 PLATFORM_HOST = re.compile(r"^(?P<platform>[a-z0-9]+)-api\.centrastage\.net$", re.IGNORECASE)

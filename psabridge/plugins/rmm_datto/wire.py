@@ -169,7 +169,8 @@ def monitor_identity(context: Mapping[str, Any] | None) -> str:
     Datto gives alerts no monitor uid, so the monitor is named by what it watches: the context's
     `@class` plus the class's identifying fields, e.g. `eventlog_ctx:logName=System;code=7036;
     source=Service Control Manager` or `perf_disk_usage_ctx:diskName=C:`. An unknown class is
-    named by its class alone. Together with the device this is what R23/R26 key on.
+    named by its class alone. Together with the device this is what
+    monitor overrides and repeating alerts key on.
     """
     context = context or {}
     kind = context_class(context)

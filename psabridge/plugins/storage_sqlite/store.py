@@ -61,7 +61,7 @@ def _v1(db: sqlite_utils.Database) -> None:
          "site_uid": str, "mapped_at": str},
         pk=("psa", "rmm", "device_uid"),
     )
-    # R14: one device per configuration, enforced by the database, not only by the engine.
+    # One device per configuration, enforced by the database, not only by the engine.
     db["device_configurations"].create_index(["psa", "configuration_id"], unique=True)
     db["alert_tickets"].create(
         {"psa": str, "rmm": str, "alert_uid": str, "ticket_id": str, "state": str, "monitor": str,
@@ -87,7 +87,7 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 def _v2(db: sqlite_utils.Database) -> None:
     # Integration options (automatic mapping, ticketing...) kept per PSA plugin, so that
-    # disable keeps them (R3, R27) and remove purges them (R4).
+    # disable keeps them and remove purges them.
     db["options"].create({"plugin": str, "name": str, "value": str}, pk=("plugin", "name"))
 
 

@@ -63,7 +63,7 @@ class Options:
     enforce_role: bool = True  # 403 when the member's role lacks what the endpoint needs
     system_reads_allowed: bool = True  # may the member read /system/members and role settings?
     # Unverified: whether CW refuses a ticket on a board without a default team. True is the
-    # stricter world in which R24's warning matters.
+    # stricter world in which the warning about boards without a default team matters.
     require_default_team: bool = True
     callback_timeout: float = 2.0
 

@@ -96,7 +96,7 @@ BOARDS = (
                              ("Closed", True, False))),
     ("RMM Alerts", "NOC", (("New (Alert)", False, True), ("Assigned", False, False),
                            ("Resolved", True, False), ("Closed (Auto)", True, False))),
-    # R24: no default team, so ticket creation on it is reported before it fails.
+    # No default team, so ticket creation on it is reported before it fails.
     ("Projects Intake", None, (("Submitted", False, True), ("Accepted", False, False),
                                ("Done", True, False))),
 )

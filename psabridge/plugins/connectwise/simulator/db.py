@@ -231,7 +231,7 @@ class Database:
             if rng.random() < 0.15:
                 fields["status"] = "Inactive"
             self.add_configuration(company, name, kind, **fields)
-        # The R13 cascade needs ambiguity: a duplicate name, and a serial shared by two records.
+        # The matching cascade needs ambiguity: a duplicate name, and a serial shared by two records.
         existing = [c for c in self.configurations.values() if c["company"]["id"] == company["id"]]
         if existing:
             twin = rng.choice(existing)

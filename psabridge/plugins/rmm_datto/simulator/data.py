@@ -419,7 +419,7 @@ def _add_alerts(builder: _Builder, count: int) -> None:
         builder.estate.alerts.append(alert)
     if not builder.estate.alerts:
         return  # an estate asked for with no alerts has nothing to repeat either
-    # The same monitor firing again on the same device (R26's repeating alert).
+    # The same monitor firing again on the same device (a repeating alert).
     first = builder.estate.alerts[0]
     repeat = make_alert(builder.ids, _device_of(builder, first), first["alertContext"],
                         first["priority"], now - 30_000)
