@@ -216,8 +216,9 @@ class MemoryRmm:
         self.alerts: dict[str, Alert] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
-
-    alert_url_gate: threading.Event | None = None
+        # when set, the next alert URL asked for waits for it: an RMM slow to answer, once
+        self.alert_url_gate: threading.Event | None = None
+        self.alert_url_held = threading.Event()  # set once the gate holds its caller
 
     def raise_alert(self, device: Device, monitor="disk C:", priority="High", **fields) -> Alert:
         alert = Alert(uid=fields.pop("uid", f"alert-{next(self._ids)}"), priority=priority,
@@ -279,8 +280,10 @@ class MemoryRmm:
 
     @hookimpl
     def rmm_alert_url(self, connection, alert):
-        if self.alert_url_gate is not None:  # an RMM slow to say where its alert is
-            self.alert_url_gate.wait(timeout=30)
+        gate, self.alert_url_gate = self.alert_url_gate, None
+        if gate is not None:
+            self.alert_url_held.set()
+            gate.wait(timeout=30)
         return f"https://rmm.example.com/alert/{alert.uid}"
 
     @hookimpl

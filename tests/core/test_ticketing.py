@@ -219,18 +219,13 @@ def test_an_alert_and_its_repeat_handled_at_once_open_one_ticket(bridge, psa, rm
     rmm.alert_url_gate = gate = threading.Event()
     handling = threading.Thread(target=ticketing.ticket_for_alert, args=(bridge, first))
     handling.start()
-    coordination_wait(lambda: bridge.store.lease_holder(f"alert:{psa_name(bridge)}:{first.uid}"))
-    rmm.alert_url_gate = None
+    assert rmm.alert_url_held.wait(timeout=10)
     assert ticketing.ticket_for_alert(bridge, repeat) is None  # in hand elsewhere: later
     gate.set()
     handling.join()
     joined = ticketing.ticket_for_alert(bridge, repeat)
     assert joined.note == "repeat" and len(psa.tickets) == 1
     assert joined.ticket_id == bridge.store.alert_ticket(*bridge.pair, first.uid).ticket_id
-
-
-def psa_name(bridge):  # noqa: F811
-    return bridge.psa.name
 
 
 def coordination_wait(condition, deadline: float = 10.0) -> None:
