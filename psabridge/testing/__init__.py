@@ -10,11 +10,17 @@ provides one fixture describing the connector and how to seed its simulator or s
         def psa_under_test(self):
             return PsaUnderTest(plugin=my_psa, name="mypsa", settings={...}, ...)
 
+It needs pytest, which the `test` extra installs: ``pip install 'psabridge[test]'``.
+
 See docs/writing-a-connector.md. The checks live in :mod:`.psa` and :mod:`.rmm`; what they are
 given, in :mod:`.harness`.
 """
 
-import pytest
+try:
+    import pytest
+except ModuleNotFoundError as missing:  # the kit is a test tool: say which extra brings it
+    raise ModuleNotFoundError("psabridge.testing needs pytest: pip install 'psabridge[test]'",
+                              name=missing.name) from missing
 
 # The checks are plain asserts: have pytest explain them as it does in your own test files.
 pytest.register_assert_rewrite("psabridge.testing.harness", "psabridge.testing.psa",
