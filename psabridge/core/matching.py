@@ -43,10 +43,35 @@ def normalise_name(name: str) -> str:
 
 
 @attrs.frozen
+class SiteCandidate:
+    """A site and how closely its name resembles a company's (0-100)."""
+
+    site_uid: str
+    site_name: str
+    score: float
+
+
+@attrs.frozen
 class SiteSuggestion:
+    """The site proposed for a company, why, and the next best site the admin may prefer."""
+
     site_uid: str | None  # None: nothing close enough, propose "Create New"
     site_name: str
     score: float
+    reason: str = ""
+    runner_up: SiteCandidate | None = None
+
+
+def explain_site_match(company_name: str, site_name: str, score: float) -> str:
+    """Why a site was proposed for a company, in words an admin can check at a glance."""
+    if company_name.casefold().split() == site_name.casefold().split():
+        return "same name"
+    company, site = normalise_name(company_name), normalise_name(site_name)
+    if company == site:
+        return "same name once case, punctuation, '&' and legal suffixes are set aside"
+    if sorted(company.split()) == sorted(site.split()):
+        return "same words in another order"
+    return f"similar names (score {score:.0f} of 100)"
 
 
 def suggest_sites(
@@ -55,36 +80,63 @@ def suggest_sites(
     threshold: float = DEFAULT_SITE_THRESHOLD,
     candidates_per_company: int = 3,
 ) -> dict[str, SiteSuggestion]:
-    """Suggest one site per company, each site at most once.
+    """Suggest one site per company, each site at most once, with the reason and the runner-up.
 
     `companies` and `sites` are (id, name) pairs; sites already mapped must be left out by the
     caller. Pairs are assigned best score first, so when "Acme" and "Acme West" both resemble
     the site "Acme", the closer one gets it and the other falls back to its next candidate or
-    to "Create New" with its own name.
+    to "Create New" with its own name. The runner-up is the closest other site, whatever its
+    score, so that an admin who rejects a suggestion sees the next choice.
     """
     site_names = [normalise_name(name) for _, name in sites]
     pairs: list[tuple[float, float, int, int]] = []
+    closest: dict[int, list[tuple[float, int]]] = {}
     for c_index, (_, company_name) in enumerate(companies):
-        for _, score, s_index in process.extract(
+        found = process.extract(
             normalise_name(company_name), site_names, scorer=fuzz.token_sort_ratio,
-            processor=None, limit=candidates_per_company, score_cutoff=threshold,
-        ):
+            processor=None, limit=candidates_per_company + 1,
+        )
+        closest[c_index] = [(score, s_index) for _, score, s_index in found]
+        for _, score, s_index in found:
+            if score < threshold:
+                continue
             # "Redwood Inc." and "Redwood Corp." normalise alike: the names as written break
             # the tie, so the site "REDWOOD INC." goes to "Redwood Inc.".
             as_written = fuzz.ratio(company_name.casefold(), sites[s_index][1].casefold())
             pairs.append((score, as_written, c_index, s_index))
     # Highest score first; then as written; then the earlier company and site (stable results).
     pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
-    suggestions: dict[str, SiteSuggestion] = {}
+    chosen: dict[int, tuple[float, int]] = {}
     used_sites: set[int] = set()
     for score, _, c_index, s_index in pairs:
-        company_id = companies[c_index][0]
-        if company_id in suggestions or s_index in used_sites:
+        if c_index in chosen or s_index in used_sites:
             continue
         used_sites.add(s_index)
-        suggestions[company_id] = SiteSuggestion(sites[s_index][0], sites[s_index][1], score)
-    for company_id, company_name in companies:
-        suggestions.setdefault(company_id, SiteSuggestion(None, company_name, 0.0))
+        chosen[c_index] = (score, s_index)
+
+    def candidate(score: float, s_index: int) -> SiteCandidate:
+        return SiteCandidate(sites[s_index][0], sites[s_index][1], score)
+
+    suggestions: dict[str, SiteSuggestion] = {}
+    for c_index, (company_id, company_name) in enumerate(companies):
+        if c_index in chosen:
+            score, s_index = chosen[c_index]
+            others = [c for c in closest[c_index] if c[1] != s_index]
+            suggestions[company_id] = SiteSuggestion(
+                sites[s_index][0], sites[s_index][1], score,
+                reason=explain_site_match(company_name, sites[s_index][1], score),
+                runner_up=candidate(*others[0]) if others else None)
+            continue
+        best = closest[c_index][0] if closest[c_index] else None
+        if best is None:
+            reason = "no sites to compare with"
+        elif best[0] >= threshold:
+            reason = (f"its closest site, {sites[best[1]][1]!r}, suits another company better")
+        else:
+            reason = f"no site scores {threshold:.0f} or more"
+        suggestions[company_id] = SiteSuggestion(
+            None, company_name, 0.0, reason=reason,
+            runner_up=candidate(*best) if best else None)
     return suggestions
 
 

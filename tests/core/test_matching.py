@@ -137,3 +137,32 @@ def test_no_candidates_at_all():
     m = match_configuration(device(), DETAILS, URL, [])
     assert (m.configuration, m.step, m.create_name) == (None, "none", "PC-01")
     assert "no configuration of the company" in m.reason
+
+
+def test_a_suggestion_says_why_and_names_the_runner_up():
+    suggestions = suggest_sites(
+        [("1", "Acme Corp."), ("2", "Globex"), ("3", "Initech")],
+        [("s1", "ACME Corporation"), ("s2", "Globex West"), ("s3", "Globex"), ("s4", "Umbrella")],
+    )
+    acme, globex, initech = suggestions["1"], suggestions["2"], suggestions["3"]
+    assert (acme.site_uid, acme.reason) == (
+        "s1", "same name once case, punctuation, '&' and legal suffixes are set aside")
+    assert (globex.site_uid, globex.reason) == ("s3", "same name")
+    assert globex.runner_up.site_uid == "s2" and globex.runner_up.score < globex.score
+    # Nothing close: Create New, and the closest site is still offered as the next choice.
+    assert initech.site_uid is None
+    assert initech.reason == "no site scores 85 or more"
+    assert initech.runner_up is not None and initech.runner_up.score < 85
+
+
+def test_a_company_whose_site_went_to_a_closer_company_is_told_so():
+    suggestions = suggest_sites([("1", "Acme"), ("2", "Acme.")], [("s1", "Acme")])
+    assert suggestions["1"].site_uid == "s1"
+    assert suggestions["2"].site_uid is None
+    assert suggestions["2"].reason == "its closest site, 'Acme', suits another company better"
+    assert suggestions["2"].runner_up.site_uid == "s1"
+
+
+def test_word_order_is_a_reason_of_its_own():
+    suggestion = suggest_sites([("1", "Smith and Jones")], [("s1", "Jones & Smith")])["1"]
+    assert (suggestion.site_uid, suggestion.reason) == ("s1", "same words in another order")
