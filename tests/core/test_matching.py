@@ -141,18 +141,21 @@ def test_no_candidates_at_all():
 
 def test_a_suggestion_says_why_and_names_the_runner_up():
     suggestions = suggest_sites(
-        [("1", "Acme Corp."), ("2", "Globex"), ("3", "Initech")],
-        [("s1", "ACME Corporation"), ("s2", "Globex West"), ("s3", "Globex"), ("s4", "Umbrella")],
+        [("1", "Acme Corp."), ("2", "Globex"), ("3", "Initech"), ("4", "Harbor Dental")],
+        [("s1", "ACME Corporation"), ("s2", "Globex West"), ("s3", "Globex"), ("s4", "Umbrella"),
+         ("s5", "Harbor Family Dental")],
     )
-    acme, globex, initech = suggestions["1"], suggestions["2"], suggestions["3"]
+    acme, globex, initech, harbor = (suggestions[k] for k in "1234")
     assert (acme.site_uid, acme.reason) == (
-        "s1", "same name once case, punctuation, '&' and legal suffixes are set aside")
+        "s1", "same name once case, punctuation, abbreviations, '&' and legal forms are set aside")
     assert (globex.site_uid, globex.reason) == ("s3", "same name")
     assert globex.runner_up.site_uid == "s2" and globex.runner_up.score < globex.score
-    # Nothing close: Create New, and the closest site is still offered as the next choice.
-    assert initech.site_uid is None
-    assert initech.reason == "no site scores 85 or more"
-    assert initech.runner_up is not None and initech.runner_up.score < 85
+    # Nothing close: Create New, and nothing to offer instead.
+    assert (initech.site_uid, initech.reason, initech.runner_up) == (
+        None, "no site has a name close to it", None)
+    # Something close but not enough: Create New, and the closest site is offered as the next choice.
+    assert (harbor.site_uid, harbor.reason) == (None, "no site scores 85 or more")
+    assert harbor.runner_up.site_uid == "s5" and harbor.runner_up.score < 85
 
 
 def test_a_company_whose_site_went_to_a_closer_company_is_told_so():
@@ -166,3 +169,51 @@ def test_a_company_whose_site_went_to_a_closer_company_is_told_so():
 def test_word_order_is_a_reason_of_its_own():
     suggestion = suggest_sites([("1", "Smith and Jones")], [("s1", "Jones & Smith")])["1"]
     assert (suggestion.site_uid, suggestion.reason) == ("s1", "same words in another order")
+
+
+@pytest.mark.parametrize(("company", "site"), [
+    ("Harbor Dental", "Harbor Dental - Main Office"),  # a tag on one side only
+    ("Harbor Dental (HQ)", "Harbor Dental - Head Office"),  # one place, written two ways
+    ("Harbor Dental - Downtown", "HARBOR DENTAL DOWNTOWN"),
+    ("Pioneer International Trading Group", "The Pioneer Intl Trading Co."),
+    ("Montgomery Pediatrics", "Montogmery Pediatrics"),  # one typo
+    ("Bright Path Bakery", "Harris Holdings LLC dba Bright Path Bakery"),
+    ("Harris Holdings LLC d/b/a Bright Path Bakery", "Bright Path Bakery Inc."),
+    ("Skyline Corp.", "Skyline Corpooration"),  # a typo in the legal form
+    ("Smith & Sons LLC", "Smith and Sons"),
+])
+def test_names_written_differently_are_matched(company, site):
+    suggestion = suggest_sites([("1", company)], [("s1", site), ("s2", "Umbrella Health")])["1"]
+    assert suggestion.site_uid == "s1", suggestion
+
+
+def test_branches_of_one_business_are_not_crossed():
+    suggestions = suggest_sites(
+        [("1", "Harbor Dental - Downtown"), ("2", "Harbor Dental - Uptown")],
+        [("s1", "Harbor Dental (Uptown)"), ("s2", "Harbor Dental Downtown")],
+    )
+    assert (suggestions["1"].site_uid, suggestions["2"].site_uid) == ("s2", "s1")
+
+
+def test_a_lone_branch_of_another_place_is_not_suggested():
+    suggestion = suggest_sites([("1", "Harbor Dental - Downtown")], [("s1", "Harbor Dental - Uptown")])
+    assert suggestion["1"].site_uid is None
+
+
+def test_a_legal_form_alone_is_not_a_perfect_match_but_the_same_form_wins():
+    alone = suggest_sites([("1", "Stonebridge Inc.")], [("s1", "Stonebridge LLP")])["1"]
+    assert alone.site_uid == "s1" and alone.score < 100
+    assert "legal forms differ (inc, llp)" in alone.reason
+    both = suggest_sites([("1", "Stonebridge Inc."), ("2", "Stonebridge LLP")],
+                         [("s1", "STONEBRIDGE LLP"), ("s2", "Stonebridge Incorporated")])
+    assert (both["1"].site_uid, both["2"].site_uid) == ("s2", "s1")
+    assert both["1"].score == 100
+
+
+def test_another_surname_with_the_same_trade_is_another_business():
+    suggestions = suggest_sites(
+        [("1", "Boyd Electric"), ("2", "Walton Property Management")],
+        [("s1", "Byrd Electric LLC"), ("s2", "Watson Property Management"),
+         *((f"x{i}", f"Filler{i} Electric") for i in range(5))],
+    )
+    assert (suggestions["1"].site_uid, suggestions["2"].site_uid) == (None, None)

@@ -17,7 +17,7 @@ from psabridge.plugins.rmm_datto import wire
 NORTHWIND = "Northwind Corp."  # CW company and Datto site of the same name (seed 3)
 JACKSON = "Jackson Pharmacy"
 MULTI_TYPE = "Lakeside Marketing P.C."  # types Managed Services and Client
-NO_SITE = "Redwood Corp."  # Inactive, two types, no site resembles it
+NO_SITE = "Redwood Corp."  # Inactive, two types; its site carries a location tag
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -108,11 +108,15 @@ def test_r5_companies_load_filtered_by_mapping_type_status_and_search(e2e, sims)
 
 def test_r6_sites_suggested_by_similarity_else_create_new_site_in_the_rmm(e2e, sims):
     rows = {r.company.name: r.suggestion for r in mapping.load_companies(e2e)}
-    # Real naming survives: a typo, a change of case, a different legal suffix.
+    # Real naming survives: a typo, a change of case, a different legal suffix, a location tag.
     assert rows["Oakwood Construction"].site_name == "Okawood Construction"
     assert 85 <= rows["Oakwood Construction"].score < 100
     assert rows["Nelson Plumbing LLC"].site_name == "nelson plumbing llc"
     assert rows["Walker, Miller & Partners"].site_name == "Walker, Miller & Partners LLP"
+    assert rows[NO_SITE].site_name == "Redwood - Downtown"
+    # The RMM's site for it becomes another client's: nothing resembles the company any more.
+    sims.datto.site_named("Redwood - Downtown")["name"] = "Birchwood Veterinary"
+    rows = {r.company.name: r.suggestion for r in mapping.load_companies(e2e)}
     assert rows[NO_SITE].site_uid is None and rows[NO_SITE].site_name == NO_SITE  # Create New
 
     sites_before = set(sims.datto.sites)
@@ -488,7 +492,8 @@ def test_every_mapping_command_twice_writes_nothing_the_second_time_and_dry_runs
         assert remote_state(e2e, sims) == after
         return outcome
 
-    # companies map --suggested (Redwood Corp. has no site: one is created)
+    # companies map --suggested (Redwood Corp.'s site is renamed away: a site is created for it)
+    sims.datto.site_named("Redwood - Downtown")["name"] = "Birchwood Veterinary"
     suggested = {r.company.id: None for r in mapping.load_companies(e2e)}
     run_twice(lambda: mapping.plan_company_mappings(e2e, suggested))
     assert sims.datto.counts["PUT /api/v2/site"] == 1
