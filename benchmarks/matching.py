@@ -1,8 +1,9 @@
 """How well and how fast companies are matched to sites: first-suggestion quality on realistic
 name distortions, and the CPU a large estate costs.
 
-    python benchmarks/matching.py                       # 5,000 companies x ~5,000 sites
-    python benchmarks/matching.py --companies 500 --difflib   # also difflib, as a yardstick
+    python benchmarks/matching.py                 # the checked-in set: 5,125 companies x 5,458 sites
+    python benchmarks/matching.py --generate --companies 1000 --seed 2 --show-wrong 10
+    python benchmarks/matching.py --generate --write-set benchmarks/data/matching_set.csv
 
 It makes `--companies` distinct client names, then the RMM's sites the way MSPs' two systems drift
 apart: each site is its company's name put through one to three distortions (case, punctuation,
@@ -11,15 +12,19 @@ a DBA name on either side). Some companies have no site (the right answer is "Cr
 sites belong to no company, and some companies are branches of one business ("Harbor Dental -
 Downtown", "Harbor Dental - Uptown") whose sites must not be crossed.
 
-It prints, for `matching.suggest_sites`: the CPU seconds (process time) of one call, the share of
-companies whose first suggestion is right (their site, or Create New when they have none), wrong
-(another site), or missed (Create New although their site exists), and the same per distortion.
-Targets (the performance issue): under 1 s CPU at 5k x 5k, >= 98 % right, < 0.5 % wrong.
+The set graded by default is checked in (benchmarks/data/matching_set.csv, written by
+`--write-set` from seed 1), so a change of the generator does not move the figures. It prints,
+for `matching.suggest_sites` and for difflib's `get_close_matches` as a yardstick: the CPU
+seconds (process time) of one call, the share of companies whose first suggestion is right (their
+site, or Create New when they have none), wrong (another site), or missed (Create New although
+their site exists), and the same per distortion. Targets: under 1 s CPU at 5k x 5k, at least
+98 % right, under 0.5 % wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import random
 import re
@@ -217,6 +222,36 @@ def make_estate(seed: int, n_companies: int):
     return company_rows, sites, truth, kinds
 
 
+SET_PATH = Path(__file__).resolve().parent / "data" / "matching_set.csv"
+
+
+def write_set(path: Path, companies, sites, truth, kinds) -> None:
+    """The estate as a file: one row per company (with its site and distortions) and per site."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        out = csv.writer(file)
+        out.writerow(["kind", "id", "name", "site_id", "distortions"])
+        for company_id, name in companies:
+            out.writerow(["company", company_id, name, truth[company_id] or "",
+                          "+".join(kinds.get(company_id, ()))])
+        for site_id, name in sites:
+            out.writerow(["site", site_id, name, "", ""])
+
+
+def read_set(path: Path):
+    companies, sites, truth, kinds = [], [], {}, {}
+    with path.open(newline="") as file:
+        for row in csv.DictReader(file):
+            if row["kind"] == "company":
+                companies.append((row["id"], row["name"]))
+                truth[row["id"]] = row["site_id"] or None
+                if row["distortions"]:
+                    kinds[row["id"]] = tuple(row["distortions"].split("+"))
+            else:
+                sites.append((row["id"], row["name"]))
+    return companies, sites, truth, kinds
+
+
 def difflib_suggestions(companies, sites, threshold=0.85):
     keys = [name.casefold() for _, name in sites]
     out = {}
@@ -246,15 +281,30 @@ def grade(suggested: dict[str, str | None], truth, kinds) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--companies", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--difflib", action="store_true", help="also grade difflib (slow)")
+    parser.add_argument("--set", type=Path, default=SET_PATH,
+                        help="the checked-in estate to grade (default: %(default)s)")
+    parser.add_argument("--generate", action="store_true",
+                        help="grade a freshly generated estate instead of the checked-in one")
+    parser.add_argument("--write-set", type=Path, metavar="PATH",
+                        help="write the generated estate to PATH (how the checked-in set was made)")
+    parser.add_argument("--companies", type=int, default=5000, help="with --generate")
+    parser.add_argument("--seed", type=int, default=1, help="with --generate")
+    parser.add_argument("--no-difflib", dest="difflib", action="store_false",
+                        help="skip the difflib yardstick (about a minute at full size)")
     parser.add_argument("--show-wrong", type=int, default=0, metavar="N",
                         help="print N wrong or missed suggestions")
     args = parser.parse_args()
-    companies, sites, truth, kinds = make_estate(args.seed, args.companies)
+    if args.generate or args.write_set:
+        companies, sites, truth, kinds = make_estate(args.seed, args.companies)
+        source = f"generated, seed {args.seed}"
+        if args.write_set:
+            write_set(args.write_set, companies, sites, truth, kinds)
+            print(f"wrote {args.write_set}")
+    else:
+        companies, sites, truth, kinds = read_set(args.set)
+        source = args.set.relative_to(Path.cwd()) if args.set.is_relative_to(Path.cwd()) else args.set
     print(f"{len(companies)} companies x {len(sites)} sites "
-          f"(threshold {DEFAULT_SITE_THRESHOLD:.0f}, seed {args.seed})")
+          f"(threshold {DEFAULT_SITE_THRESHOLD:.0f}; {source})")
     started = time.process_time()
     suggestions = suggest_sites(companies, sites)
     cpu = time.process_time() - started

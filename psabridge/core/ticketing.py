@@ -208,7 +208,10 @@ def _summary(alert: Alert, hostname: str) -> str:
 
 @attrs.define
 class TicketContext:
-    """Looked up once per pass: device mappings, site companies, settings."""
+    """What deciding an alert's ticket reads besides the alert: the settings, and which company
+    a site is mapped to and which configuration a device is. A pass over many alerts reads the
+    mappings once (`read`); a single alert from a webhook looks up only its own two rows
+    (`for_alert`), so its cost does not grow with the estate."""
 
     settings: TicketSettings
     configuration_of: dict[str, str]  # device uid -> configuration id
@@ -222,6 +225,17 @@ class TicketContext:
             configuration_of={m.device_uid: m.configuration_id
                               for m in bridge.store.device_mappings(psa, rmm)},
             company_of_site={m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)},
+        )
+
+    @classmethod
+    def for_alert(cls, bridge: Bridge, alert: Alert) -> TicketContext:
+        psa, rmm = bridge.pair
+        company = bridge.store.company_mapping_of_site(psa, rmm, alert.site_uid) if alert.site_uid else None
+        device = bridge.store.device_mapping(psa, rmm, alert.device_uid) if alert.device_uid else None
+        return cls(
+            settings=ticket_settings(bridge),
+            configuration_of={device.device_uid: device.configuration_id} if device else {},
+            company_of_site={company.site_uid: company.company_id} if company else {},
         )
 
 
@@ -264,7 +278,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
             return _adopt(bridge, row, found)
         if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
-    context = context or TicketContext.read(bridge)
+    context = context or TicketContext.for_alert(bridge, alert)
     settings = context.settings
     bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
 
@@ -377,8 +391,8 @@ def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
     may have stopped before attaching the device's configuration: attach it now."""
     log.info("adopted ticket after interruption", alert=row.alert_uid, ticket=found.id)
     psa, rmm = bridge.pair
-    configuration_id = next((m.configuration_id for m in bridge.store.device_mappings(psa, rmm)
-                             if m.device_uid == row.device_uid), None)
+    mapping = bridge.store.device_mapping(psa, rmm, row.device_uid) if row.device_uid else None
+    configuration_id = mapping.configuration_id if mapping else None
     if (configuration_id and configuration_id not in found.configuration_ids
             and bridge.psa.supports("psa_attach_configuration")):
         bridge.write(bridge.psa, "attach_configuration", found.id,

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from psabridge.core.errors import StoreError
-from psabridge.core.models import DeviceMapping, JournalEntry
+from psabridge.core.models import CompanySiteMapping, DeviceMapping, JournalEntry
 from psabridge.core.store import open_store, store_url
 from psabridge.plugins.storage_sqlite.store import SCHEMA_VERSION
 
@@ -57,6 +57,29 @@ def test_r14_one_device_per_configuration_is_enforced_by_the_schema(store):
     # Re-mapping the same device to another configuration replaces its row (one per device).
     store.save_device_mapping(DeviceMapping("connectwise", "datto", "d1", "cfg2", "c1", "s1"))
     assert [m.configuration_id for m in store.device_mappings("connectwise", "datto")] == ["cfg2"]
+
+
+def test_one_alert_looks_up_its_own_mappings_through_an_index(store):
+    """A webhook's alert costs the same at 100 and at 20,000 mapped devices: its device's and its
+    site's rows are found through an index, never by reading the pair's whole table."""
+    for n in range(50):
+        store.save_company_mapping(CompanySiteMapping("connectwise", "datto", f"c{n}", f"Co {n}",
+                                                      f"s{n}", f"Site {n}", "Client"))
+        store.save_device_mapping(DeviceMapping("connectwise", "datto", f"d{n}", f"cfg{n}", f"c{n}",
+                                                f"s{n}"))
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    device = store.device_mapping("connectwise", "datto", "d7")
+    company = store.company_mapping_of_site("connectwise", "datto", "s9")
+    store.db.conn.set_trace_callback(None)
+    assert (device.configuration_id, company.company_id) == ("cfg7", "c9")
+    assert store.device_mapping("connectwise", "datto", "nope") is None
+    assert store.company_mapping_of_site("autotask", "datto", "s9") is None
+    selects = [sql for sql in statements if sql.lstrip().lower().startswith("select")]
+    assert len(selects) == 2
+    for sql in selects:
+        plan = " ".join(row[-1] for row in store.db.execute(f"explain query plan {sql}"))
+        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
 
 
 def test_unknown_store_url_scheme_is_a_clear_error(pm):

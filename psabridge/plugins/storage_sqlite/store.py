@@ -454,6 +454,9 @@ class SQLiteStore:
     def company_mappings(self, psa: str, rmm: str) -> list[CompanySiteMapping]:
         return self._rows(CompanySiteMapping, "company_sites", psa, rmm, "company_name")
 
+    def company_mapping_of_site(self, psa: str, rmm: str, site_uid: str) -> CompanySiteMapping | None:
+        return self._row(CompanySiteMapping, "company_sites", psa, rmm, site_uid=site_uid)
+
     def save_device_type_mapping(self, mapping: DeviceTypeMapping) -> None:
         self._write(
             """insert or replace into device_types
@@ -490,11 +493,25 @@ class SQLiteStore:
     def device_mappings(self, psa: str, rmm: str) -> list[DeviceMapping]:
         return self._rows(DeviceMapping, "device_configurations", psa, rmm, "device_uid")
 
+    def device_mapping(self, psa: str, rmm: str, device_uid: str) -> DeviceMapping | None:
+        return self._row(DeviceMapping, "device_configurations", psa, rmm, device_uid=device_uid)
+
     def device_mappings_of(self, plugin: str) -> list[DeviceMapping]:
         rows = self.db["device_configurations"].rows_where(
             "psa = ? or rmm = ?", [plugin, plugin], order_by="device_uid"
         )
         return [_structure(DeviceMapping, row) for row in rows]
+
+    def _row(self, cls, table: str, psa: str, rmm: str, **key: str):
+        """One row by a unique key of the pair's (an index serves each: one lookup, whatever
+        the estate's size)."""
+        [(column, value)] = key.items()
+        cursor = self.db.execute(f"select * from [{table}] where psa = ? and rmm = ? and [{column}] = ?",
+                                 (psa, rmm, value))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return _structure(cls, dict(zip([c[0] for c in cursor.description], row, strict=True)))
 
     def _rows(self, cls, table: str, psa: str, rmm: str, order_by: str):
         rows = self.db[table].rows_where("psa = ? and rmm = ?", [psa, rmm], order_by=order_by)
