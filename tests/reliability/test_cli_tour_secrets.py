@@ -265,7 +265,7 @@ def walk_the_tour(tour: Tour) -> dict[str, str]:
 
     tour.run("sync", "--dry-run")
     watch = tour.start("sync", "--watch", "--interval", "1")
-    watch.wait_for("pass finished", timeout=60)
+    watch.wait_for("pass_finished", timeout=60)
     tour.look_at(watch)
     tour.run("tickets", "list")
     tour.run("warnings", "list")
