@@ -19,6 +19,7 @@ import logging
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -132,8 +133,15 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
         exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.warn` as a log event (logging.captureWarnings's job, but set again by every
+    configure_logging, where captureWarnings takes effect once a process)."""
+    get_logger("py.warnings").warning(str(message), category=category.__name__,
+                                      location=f"{filename}:{lineno}")
+
+
 def _tidy_foreign(logger, method_name, event_dict):
-    """A library's message as one line's worth: `warnings.warn` records end in a newline."""
+    """A library's message without the newline some end with."""
     if not event_dict.get("_from_structlog") and isinstance(event_dict.get("event"), str):
         event_dict["event"] = event_dict["event"].rstrip()
     return event_dict
@@ -200,7 +208,7 @@ def configure_logging(verbosity: int = 0, fmt: str = "auto", stream=None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.captureWarnings(True)  # warnings.warn: a record of logger py.warnings
+    warnings.showwarning = _log_warning
     if threading.excepthook is threading.__excepthook__:  # not when a test runner has its own
         threading.excepthook = _log_uncaught_in_thread
 
