@@ -150,7 +150,7 @@ def _send(bridge: Bridge, connector: Connector, item: OutboxItem, result: Draine
                                      f"{exc}")
             bridge.store.outbox_done(item)
         result.given_up.append(f"{what}: {exc}")
-        log.warning("follow-up write given up; see `psabridge warnings list`",
+        log.warning("follow-up write given up",
                     action=item.action, target=item.target, attempts=attempts, error=str(exc))
         return
     bridge.store.outbox_done(item)
