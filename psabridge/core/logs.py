@@ -1,5 +1,9 @@
 """structlog set up once, with secrets taken out of every event before it is rendered.
 
+Every line on stderr is rendered by structlog, psabridge's events and other libraries' records
+(httpx, httpcore, waitress, werkzeug, `warnings.warn`) alike: with `--log-format json`, each
+line is one JSON object with `timestamp`, `level`, `logger` and `event` first.
+
 Three nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have
 their value replaced; every secret value the process has seen (`register_secret`) is masked
 wherever it appears, inside any string, exception text included; and in any URL, the value of a

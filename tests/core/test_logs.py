@@ -89,7 +89,7 @@ def test_every_record_psabridge_s_or_a_library_s_is_one_json_line_of_the_same_sh
     logs.get_logger("psabridge.core.sync").info("pass_finished", tickets_created=2)
     logging.getLogger("httpx").info("HTTP Request: GET https://api.example/x?key=%s",
                                     "hx-secret-value-42")
-    logging.getLogger("werkzeug").debug("chatter %d", 3)
+    logging.getLogger("httpcore.connection").debug("connect_tcp.started port=%d", 443)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         logs.configure_logging(verbosity=2, fmt="json", stream=stream)  # inside pytest's own hook
@@ -103,7 +103,7 @@ def test_every_record_psabridge_s_or_a_library_s_is_one_json_line_of_the_same_sh
     assert [(line["logger"], line["level"], line["event"]) for line in lines] == [
         ("psabridge.core.sync", "info", "pass_finished"),
         ("httpx", "info", "HTTP Request: GET https://api.example/x?key=***"),
-        ("werkzeug", "debug", "chatter 3"),
+        ("httpcore.connection", "debug", "connect_tcp.started port=443"),
         ("py.warnings", "warning", "an old way of doing it"),
         ("waitress", "error", "task failed"),
     ]
