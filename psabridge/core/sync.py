@@ -146,7 +146,7 @@ def _mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None
         with mapping.mapping_lease(bridge, wait=0):
             _apply_mapping_triggers(bridge, report, dry_run)
     except coordination.Busy as busy:
-        log.info("mapping left to the command that is running", detail=str(busy))
+        log.info("mapping_left_to_a_running_command", detail=str(busy))
 
 
 def _apply_mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:

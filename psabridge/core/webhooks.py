@@ -316,7 +316,7 @@ class WebhookApp:
                                         lambda: self.ticket_changed(bridge, event.ticket_id))
         else:
             response = self.on_alert_webhook(bridge, event)
-        log.info("webhook handled", endpoint=endpoint, status=response.status_code)
+        log.info("webhook_handled", endpoint=endpoint, status=response.status_code)
         return response
 
     def handle_once(self, bridge: Bridge, event: str, handle: Callable[[], Response]) -> Response:
