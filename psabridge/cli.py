@@ -844,7 +844,10 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
             return
         _print_table(_report_rows(report), False)
         for error in report.errors:
-            click.echo(f"Error: {error}", err=True)
+            if logs.rendering() == "json":  # stderr carries nothing but JSON lines then
+                log.error("pass_error", error=error)
+            else:
+                click.echo(f"Error: {logs.redact_text(error)}", err=True)
 
     if mode == "once" or dry_run:
         report = sync.run_pass(app.bridge(), dry_run=dry_run)
@@ -853,7 +856,7 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
             raise click.exceptions.Exit(1)
         return
     try:
-        sync.watch(app.bridge, interval, show)
+        sync.watch(sync.live_bridge(app.bridge(), app.transports), interval, show)
     except KeyboardInterrupt:
         click.echo("Stopped.")
 

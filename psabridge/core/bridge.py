@@ -6,6 +6,7 @@ Every engine function (mapping, ticketing, sync) takes a `Bridge`. Remote writes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -13,9 +14,9 @@ import attrs
 import pluggy
 
 from psabridge.core import coordination, logs
-from psabridge.core.errors import PluginError
-from psabridge.core.models import CompanyFilters, JournalEntry
-from psabridge.core.plugins import Connector, connection_for, enabled_plugins
+from psabridge.core.errors import PluginError, PsabridgeError
+from psabridge.core.models import CompanyFilters, JournalEntry, PluginState
+from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
 from psabridge.core.store import Store
 
 T = TypeVar("T")
@@ -57,6 +58,12 @@ class Bridge:
                                  if not c.deleted}
         return self._company_ids
 
+    def with_fresh_reads(self) -> Bridge:
+        """This bridge's connectors (their HTTP clients, tokens and caches), without the reads
+        it keeps for one run: the next pass of `sync --watch` must see a company deleted since
+        the last, or a configuration type added."""
+        return Bridge(pm=self.pm, store=self.store, psa=self.psa, rmm=self.rmm)
+
     def option(self, name: str) -> Any:
         value = self.store.option(self.psa.name, name)
         return OPTION_DEFAULTS[name] if value is None else value
@@ -85,6 +92,23 @@ class Bridge:
         return result
 
 
+def _enabled_connector(pm: pluggy.PluginManager, store: Store, kind: str,
+                       transports: Mapping[str, Any]) -> Connector:
+    names = enabled_plugins(pm, store, kind)
+    if not names:
+        raise PluginError(
+            f"no {kind.upper()} plugin is enabled; configure one with `psabridge configure "
+            f"NAME ...` and enable it with `psabridge plugins enable NAME`"
+        )
+    if len(names) > 1:
+        raise PluginError(
+            f"several RMM plugins are enabled ({', '.join(names)}); psabridge maps one RMM "
+            "to the PSA at a time: disable all but one"
+        )
+    name = names[0]
+    return Connector(pm, connection_for(pm, store, name, transports.get(name)))
+
+
 def open_bridge(
     pm: pluggy.PluginManager, store: Store, transports: Mapping[str, Any] | None = None
 ) -> Bridge:
@@ -93,19 +117,62 @@ def open_bridge(
     `transports` maps a plugin name to an httpx transport (a simulator mounted in-process).
     """
     transports = transports or {}
-    connectors = {}
-    for kind in ("psa", "rmm"):
-        names = enabled_plugins(pm, store, kind)
-        if not names:
-            raise PluginError(
-                f"no {kind.upper()} plugin is enabled; configure one with `psabridge configure "
-                f"NAME ...` and enable it with `psabridge plugins enable NAME`"
-            )
-        if len(names) > 1:
-            raise PluginError(
-                f"several RMM plugins are enabled ({', '.join(names)}); psabridge maps one RMM "
-                "to the PSA at a time: disable all but one"
-            )
-        name = names[0]
-        connectors[kind] = Connector(pm, connection_for(pm, store, name, transports.get(name)))
-    return Bridge(pm=pm, store=store, psa=connectors["psa"], rmm=connectors["rmm"])
+    return Bridge(pm=pm, store=store, psa=_enabled_connector(pm, store, "psa", transports),
+                  rmm=_enabled_connector(pm, store, "rmm", transports))
+
+
+class PluginDisabled(PsabridgeError):
+    """The PSA or RMM an event is for has been disabled since `serve` started."""
+
+    def __init__(self, plugin: str):
+        super().__init__(f"{plugin} is disabled")
+        self.plugin = plugin
+
+
+class LiveBridge:
+    """The bridge a long-running command (`serve`, `sync --watch`) works with, as `plugins
+    enable/disable/configure` left it; each call costs one store read, the plugins' states.
+
+    A connector is kept as long as its plugin is enabled with the same settings, and with it its
+    HTTP client, the tokens it holds and what it has looked up once (ConnectWise's codebase); a
+    failed call does not replace it. A plugin whose settings were changed is connected anew.
+
+    While a plugin of the bridge is disabled (or removed), asking for the bridge raises
+    PluginDisabled; once it is enabled again, the bridge is given again. With `switch` (`sync
+    --watch`), another plugin of its kind enabled in its place is taken up instead: the PSA or
+    RMM is whichever is enabled now, as for a `sync --once` started now. `serve` does not
+    switch: it serves the PSA and RMM it started with, whose callbacks it was set up to receive.
+    """
+
+    def __init__(self, bridge: Bridge, transports: Mapping[str, Any] | None = None,
+                 switch: bool = False):
+        self._bridge = bridge
+        self._transports = transports or {}  # plugin name -> httpx transport, as for open_bridge
+        self._switch = switch
+        self._lock = threading.Lock()  # waitress handles events on several threads
+
+    def __call__(self) -> Bridge:
+        states = {state.name: state for state in self._bridge.store.plugin_states()}
+        with self._lock:
+            bridge = self._bridge
+            psa = self._connector("psa", bridge.psa, states.get(bridge.psa.name))
+            rmm = self._connector("rmm", bridge.rmm, states.get(bridge.rmm.name))
+            if psa is not bridge.psa or rmm is not bridge.rmm:
+                self._bridge = Bridge(pm=bridge.pm, store=bridge.store, psa=psa, rmm=rmm)
+            return self._bridge
+
+    def _connector(self, kind: str, connector: Connector, state: PluginState | None) -> Connector:
+        pm, store = self._bridge.pm, self._bridge.store
+        if state is None or not state.enabled:
+            if not self._switch:
+                raise PluginDisabled(connector.name)
+            # Raises PluginError, saying what to do, when none (or several RMMs) is enabled.
+            taken_up = _enabled_connector(pm, store, kind, self._transports)
+            log.info("plugin_switched", kind=kind, previous=connector.name, plugin=taken_up.name)
+            return taken_up
+        # Compared as a connection is built from them: the store keeps secrets sealed.
+        if plugin_settings(pm, store, connector.name) == dict(connector.connection.settings):
+            return connector
+        log.info("plugin_reconnected", plugin=connector.name, reason="settings changed")
+        return Connector(pm, connection_for(pm, store, connector.name,
+                                            self._transports.get(connector.name)))

@@ -66,6 +66,6 @@ def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]
         store.save_device_details(rmm, device.uid, device.last_audit, details)
         result.details[device.uid] = details
         result.fetched += 1
-    log.info("device details refreshed", rmm=rmm, fetched=result.fetched, cached=result.cached,
+    log.info("device_details_refreshed", rmm=rmm, fetched=result.fetched, cached=result.cached,
              unaudited=result.unaudited, failed=len(result.failed))
     return result

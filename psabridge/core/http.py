@@ -288,7 +288,7 @@ def send(
                   else f"HTTP {outcome.result().status_code}")
         if not outcome.failed:
             outcome.result().close()
-        log.info("retrying request", method=request.method, url=_where(request), reason=reason,
+        log.info("retrying_request", method=request.method, url=_where(request), reason=reason,
                  attempt=state.attempt_number, delay=round(state.upcoming_sleep, 3))
 
     retrying = tenacity.Retrying(

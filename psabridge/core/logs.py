@@ -1,5 +1,9 @@
 """structlog set up once, with secrets taken out of every event before it is rendered.
 
+Every line on stderr is rendered by structlog, psabridge's events and other libraries' records
+(httpx, httpcore, waitress, werkzeug, `warnings.warn`) alike: with `--log-format json`, each
+line is one JSON object with `timestamp`, `level`, `logger` and `event` first.
+
 Three nets catch secrets: keys that name one (`private_key`, `authorization`, `token`...) have
 their value replaced; every secret value the process has seen (`register_secret`) is masked
 wherever it appears, inside any string, exception text included; and in any URL, the value of a
@@ -19,6 +23,7 @@ import logging
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -101,48 +106,115 @@ def _redact_event(logger, method_name, event_dict):
     return {k: redact(v, k) for k, v in event_dict.items()}
 
 
-class _RedactingFormatter(logging.Formatter):
-    """For stdlib records (httpx, werkzeug): masks secrets in the final line, traceback included."""
+_rendering = "console"  # what configure_logging chose, for commands that must match it
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+
+def rendering() -> str:
+    """"json" or "console": how log lines are written now."""
+    return _rendering
+
+
+class _ForeignRecordFilter(logging.Filter):
+    """Libraries log at info what psabridge shows only at -vv (httpx's request lines, werkzeug's
+    and waitress's chatter): below -vv, their records must be warnings to pass. psabridge's own
+    events have been filtered by level already."""
+
+    def __init__(self, verbosity: int):
+        super().__init__()
+        self.verbosity = verbosity
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (self.verbosity >= 2 or record.levelno >= logging.WARNING
+                or hasattr(record, "_logger"))  # set on records made by structlog
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    # Instead of a bare traceback on stderr, which no log reader would parse.
+    if args.exc_type is SystemExit:
+        return
+    get_logger("psabridge").error(
+        "uncaught_exception", thread=getattr(args.thread, "name", None),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.warn` as a log event (logging.captureWarnings's job, but set again by every
+    configure_logging, where captureWarnings takes effect once a process)."""
+    get_logger("py.warnings").warning(str(message), category=category.__name__,
+                                      location=f"{filename}:{lineno}")
+
+
+def _tidy_foreign(logger, method_name, event_dict):
+    """A library's message without the newline some end with."""
+    if not event_dict.get("_from_structlog") and isinstance(event_dict.get("event"), str):
+        event_dict["event"] = event_dict["event"].rstrip()
+    return event_dict
+
+
+def _leading_fields_first(logger, method_name, event_dict):
+    """timestamp, level, logger and event first, so that a JSON line reads from its start."""
+    first = {k: event_dict.pop(k) for k in ("timestamp", "level", "logger", "event")
+             if k in event_dict}
+    return first | event_dict
 
 
 def configure_logging(verbosity: int = 0, fmt: str = "auto", stream=None) -> None:
     """Configure structlog and the stdlib root logger. `fmt` is "console", "json" or "auto".
 
     "auto" renders for people on a terminal and JSON otherwise. Verbosity 0 shows warnings,
-    1 info, 2 debug (including httpx's request lines, which carry no credentials).
+    1 psabridge's info events, 2 debug, other libraries' included (httpx's request lines, which
+    carry no credentials).
+
+    Every record, psabridge's (structlog) and any library's (stdlib logging, warnings.warn), goes
+    through one stdlib handler and structlog's ProcessorFormatter: one format, one lock (lines of
+    several threads never interleave), and the same secret masking for all.
     """
+    global _rendering
     stream = stream or sys.stderr
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    _rendering = fmt
+    # Added to psabridge's events as they are made, and to other libraries' records as they
+    # are formatted.
     shared = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        _redact_event,
     ]
     renderer = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(default=str)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            _tidy_foreign,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.StackInfoRenderer(),
+            _redact_event,
+            _leading_fields_first,
+            renderer,
+        ],
+    )
     handler = logging.StreamHandler(stream)
-    # Libraries that set their own logger's level (werkzeug sets INFO) must not talk past -v.
-    handler.setLevel(level if verbosity >= 2 else logging.WARNING)
-    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
+    handler.addFilter(_ForeignRecordFilter(verbosity))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level if verbosity >= 2 else logging.WARNING)
+    root.setLevel(level)
+    warnings.showwarning = _log_warning
+    if threading.excepthook is threading.__excepthook__:  # not when a test runner has its own
+        threading.excepthook = _log_uncaught_in_thread
 
 
 def get_logger(name: str | None = None):

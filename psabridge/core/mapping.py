@@ -647,6 +647,8 @@ def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Cal
                                lambda: bridge.psa.call("psa_create_configuration", configuration=draft),
                                name=draft.name)
         _save_device_mapping(bridge, device, created.company_id, created.id)
+        log.info("configuration_created", device_uid=device.uid, configuration_id=created.id,
+                 company_id=created.company_id, name=created.name)
         bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,
                                                 configuration=created)
 
@@ -663,6 +665,8 @@ def _map_existing(bridge: Bridge, device: Device, company_id: str,
                 link = outbox.enqueue(bridge, bridge.psa, "update_configuration",
                                       f"configuration:{configuration.id}", configuration.id,
                                       changes=changes)
+        log.info("configuration_linked", device_uid=device.uid, configuration_id=configuration.id,
+                 company_id=company_id)
         if changes is not None:
             _sent_or_raise(bridge, link.key)
 

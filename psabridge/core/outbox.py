@@ -61,6 +61,17 @@ def _unmap_configuration(bridge: Bridge, item: OutboxItem) -> None:
     bridge.psa.call("psa_unmap_configurations", configuration_ids=[item.target])
 
 
+# The info event a sent item is logged with, and the item's fields it names: the alert's uid and
+# the ticket's id (payloads queued before these fields were added lack them: logged as None).
+SENT_EVENTS: dict[str, tuple[str, Callable[[OutboxItem], dict]]] = {
+    "add_ticket_note": ("ticket_noted", lambda item: {
+        "ticket_id": item.target, "alert_uid": item.payload.get("alert")}),
+    "close_ticket": ("ticket_closed", lambda item: {
+        "ticket_id": item.target, "alert_uid": item.payload.get("alert")}),
+    "resolve_alert": ("alert_resolved", lambda item: {
+        "alert_uid": item.target, "ticket_id": item.payload.get("ticket")}),
+}
+
 ACTIONS: dict[str, Callable[[Bridge, OutboxItem], None]] = {
     "add_ticket_note": _add_ticket_note,
     "close_ticket": _close_ticket,
@@ -139,6 +150,11 @@ def _send(bridge: Bridge, connector: Connector, item: OutboxItem, result: Draine
                                      f"{exc}")
             bridge.store.outbox_done(item)
         result.given_up.append(f"{what}: {exc}")
+        log.warning("follow-up write given up",
+                    action=item.action, target=item.target, attempts=attempts, error=str(exc))
         return
     bridge.store.outbox_done(item)
     result.done += 1
+    if item.action in SENT_EVENTS:
+        event, fields = SENT_EVENTS[item.action]
+        log.info(event, plugin=item.plugin, **fields(item))

@@ -163,7 +163,7 @@ def configure_plugin(
     merged = {**stored, **normalise_settings(record.settings, given)}
     saved = secrets.seal_settings(merged, _secret_names(record))
     store.save_settings(name, saved)
-    log.info("plugin configured", plugin=name, fields=sorted(given))
+    log.info("plugin_configured", plugin=name, fields=sorted(given))
     return saved
 
 
@@ -274,7 +274,7 @@ def enable_plugin(
         for permission in report.missing_permissions:
             store.add_warning(name, "permissions", f"the API user lacks {permission}")
     store.set_enabled(name, True)
-    log.info("plugin enabled", plugin=name)
+    log.info("plugin_enabled", plugin=name)
     return report
 
 
@@ -282,7 +282,7 @@ def disable_plugin(pm: pluggy.PluginManager, store: Store, name: str) -> None:
     """Disable a connector; its settings and mappings stay as they are."""
     _connector_record(pm, store, name)
     store.set_enabled(name, False)
-    log.info("plugin disabled", plugin=name)
+    log.info("plugin_disabled", plugin=name)
 
 
 def remove_plugin(
@@ -309,5 +309,5 @@ def remove_plugin(
                          {"reason": f"remove {name}"})
         )
     deleted = store.purge_plugin(name)
-    log.info("plugin removed", plugin=name, kind=record.kind, deleted=deleted)
+    log.info("plugin_removed", plugin=name, kind=record.kind, deleted=deleted)
     return deleted

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import attrs
 
 from psabridge.core import coordination, logs, mapping, outbox, ticketing
-from psabridge.core.bridge import Bridge
+from psabridge.core.bridge import Bridge, LiveBridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.store import LeaseLost
 
@@ -131,7 +131,7 @@ def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
         _guarded(report, "resolved alerts", lambda: _resolved_alerts(bridge, report))
         _guarded(report, "closed tickets", lambda: _closed_tickets(bridge, report))
         _guarded(report, "follow-up writes", lambda: _follow_ups(bridge, report))
-    log.info("pass finished", seconds=round(time.monotonic() - started, 3),
+    log.info("pass_finished", duration_seconds=round(time.monotonic() - started, 3),
              **{k: v for k, v in attrs.asdict(report).items() if isinstance(v, int)},
              errors=len(report.errors))
     return report
@@ -146,7 +146,7 @@ def _mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None
         with mapping.mapping_lease(bridge, wait=0):
             _apply_mapping_triggers(bridge, report, dry_run)
     except coordination.Busy as busy:
-        log.info("mapping left to the command that is running", detail=str(busy))
+        log.info("mapping_left_to_a_running_command", detail=str(busy))
 
 
 def _apply_mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:
@@ -241,10 +241,21 @@ def watch(bridge_factory: Callable[[], Bridge], interval: float,
           on_pass: Callable[[PassReport], None], stop: Callable[[], bool] = lambda: False,
           sleep: Callable[[float], None] = time.sleep) -> None:
     """Run passes every `interval` seconds until `stop()` says so; a failed pass is logged and
-    the next one tries again."""
+    the next one tries again.
+
+    `bridge_factory` gives each pass its bridge: a `LiveBridge` (as `sync --watch` uses) keeps
+    the connectors, and so their connections, tokens and caches, from pass to pass, failed
+    passes included, and follows the plugins enabled and disabled meanwhile. What a bridge reads
+    once per run (the PSA's companies and configuration types) is read again each pass.
+    """
     while not stop():
         try:
-            on_pass(run_pass(bridge_factory()))
+            on_pass(run_pass(bridge_factory().with_fresh_reads()))
         except PsabridgeError as exc:
             log.warning("sync pass failed", error=str(exc))
         sleep(interval)
+
+
+def live_bridge(bridge: Bridge, transports=None) -> LiveBridge:
+    """The bridge factory of `sync --watch`, starting from `bridge`: see `watch`."""
+    return LiveBridge(bridge, transports, switch=True)

@@ -330,7 +330,7 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
             monitor=alert.monitor, device_uid=alert.device_uid, ticket_id=ticket.id,
             opened_at=alert.raised_at, note="repeat"))
         note = outbox.enqueue(bridge, bridge.psa, "add_ticket_note", f"note:{alert.uid}",
-                              ticket.id, text=text)
+                              ticket.id, text=text, alert=alert.uid)
     outbox.drain(bridge, [note.key])
     return row
 
@@ -353,7 +353,7 @@ def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) ->
                 continue
             found = bridge.psa.call("psa_find_ticket", marker=current.marker)
             if found is not None:
-                log.info("adopted ticket after interruption", alert=current.alert_uid, ticket=found.id)
+                log.info("ticket_adopted", alert_uid=current.alert_uid, ticket_id=found.id)
                 bridge.store.save_alert_ticket(attrs.evolve(current, state="open", ticket_id=found.id))
     return True
 
@@ -382,6 +382,8 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
     ticket = bridge.write(bridge.psa, "create_ticket", marker,
                           lambda: bridge.psa.call("psa_create_ticket", draft=draft), alert=alert.uid)
     saved = bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=ticket.id))
+    log.info("ticket_created", alert_uid=alert.uid, device_uid=alert.device_uid,
+             ticket_id=ticket.id, company_id=company_id, origin=origin)
     bridge.pm.hook.on_ticket_created(psa=psa, alert=alert if origin == "alert" else None, ticket=ticket)
     return saved
 
@@ -389,7 +391,7 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
 def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
     """Take over a ticket found by the row's marker: created, but its answer lost. The create
     may have stopped before attaching the device's configuration: attach it now."""
-    log.info("adopted ticket after interruption", alert=row.alert_uid, ticket=found.id)
+    log.info("ticket_adopted", alert_uid=row.alert_uid, ticket_id=found.id)
     psa, rmm = bridge.pair
     mapping = bridge.store.device_mapping(psa, rmm, row.device_uid) if row.device_uid else None
     configuration_id = mapping.configuration_id if mapping else None

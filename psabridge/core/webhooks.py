@@ -45,8 +45,7 @@ import hashlib
 import hmac
 import json
 import re
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -56,10 +55,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from psabridge.core import logs, ticketing
-from psabridge.core.bridge import Bridge
+from psabridge.core.bridge import Bridge, LiveBridge, PluginDisabled  # noqa: F401 - serve's
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import Alert, PluginState
-from psabridge.core.plugins import Connector, connection_for, plugin_settings
+from psabridge.core.models import Alert
 
 log = logs.get_logger(__name__)
 
@@ -227,51 +225,6 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-class PluginDisabled(PsabridgeError):
-    """The PSA or RMM an event is for has been disabled since `serve` started."""
-
-    def __init__(self, plugin: str):
-        super().__init__(f"{plugin} is disabled")
-        self.plugin = plugin
-
-
-class LiveBridge:
-    """The bridge each event is handled with, as `plugins enable/disable/configure` left it.
-
-    It serves the PSA and RMM of the bridge it starts from. Each event costs one store read, the
-    plugins' states: while either plugin is disabled (or removed), asking for the bridge raises
-    PluginDisabled; once enabled again, events are handled again. A plugin whose settings were
-    changed is connected anew; otherwise its connector is reused, and with it the HTTP client
-    and the tokens it holds.
-    """
-
-    def __init__(self, bridge: Bridge, transports: Mapping[str, Any] | None = None):
-        self._bridge = bridge
-        self._transports = transports or {}  # plugin name -> httpx transport, as for open_bridge
-        self._lock = threading.Lock()  # waitress handles events on several threads
-
-    def __call__(self) -> Bridge:
-        states = {state.name: state for state in self._bridge.store.plugin_states()}
-        with self._lock:
-            bridge = self._bridge
-            psa = self._connector(bridge.psa, states.get(bridge.psa.name))
-            rmm = self._connector(bridge.rmm, states.get(bridge.rmm.name))
-            if psa is not bridge.psa or rmm is not bridge.rmm:
-                self._bridge = Bridge(pm=bridge.pm, store=bridge.store, psa=psa, rmm=rmm)
-            return self._bridge
-
-    def _connector(self, connector: Connector, state: PluginState | None) -> Connector:
-        if state is None or not state.enabled:
-            raise PluginDisabled(connector.name)
-        pm, store = self._bridge.pm, self._bridge.store
-        # Compared as a connection is built from them: the store keeps secrets sealed.
-        if plugin_settings(pm, store, connector.name) == dict(connector.connection.settings):
-            return connector
-        log.info("plugin settings changed; connecting again", plugin=connector.name)
-        return Connector(pm, connection_for(pm, store, connector.name,
-                                            self._transports.get(connector.name)))
-
-
 def stated_alert_state(payload: dict) -> str | None:
     """The alert's state as a Datto RMM webhook body says it: "raised", "resolved" or None.
 
@@ -363,7 +316,7 @@ class WebhookApp:
                                         lambda: self.ticket_changed(bridge, event.ticket_id))
         else:
             response = self.on_alert_webhook(bridge, event)
-        log.info("webhook handled", endpoint=endpoint, status=response.status_code)
+        log.info("webhook_handled", endpoint=endpoint, status=response.status_code)
         return response
 
     def handle_once(self, bridge: Bridge, event: str, handle: Callable[[], Response]) -> Response:

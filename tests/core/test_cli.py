@@ -104,7 +104,7 @@ def test_private_key_appears_in_no_output_log_or_exception(pm, db_path, capsys):
     assert failed.exit_code == 1 and "connection refused for key ***" in failed.output
     captured = capsys.readouterr()
     everything = "\n".join([*outputs, captured.out, captured.err])
-    assert "plugin configured" in everything  # the logs were captured, not silent
+    assert "plugin_configured" in everything  # the logs were captured, not silent
     assert SENTINEL not in everything
     pm.unregister(leaky)
 

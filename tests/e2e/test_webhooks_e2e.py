@@ -309,6 +309,6 @@ def test_a_secret_with_url_characters_works_in_the_callback_url_and_no_form_of_i
     assert desk.alert(alert)["resolved"] and desk.alert(alert)["resolvedBy"] == "api-user"
 
     log = verbose_log.getvalue()
-    assert "system/callbacks?conditions=" in log and "webhook handled" in log  # -vv did log
+    assert "system/callbacks?conditions=" in log and "webhook_handled" in log  # -vv did log
     for name, form in every_written_form(ODD_SECRET).items():
         assert form not in log, f"the secret, {name}, is in the -vv log"

@@ -8,6 +8,8 @@ becomes a warning instead of configurations created under a company that is gone
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -54,11 +56,19 @@ def test_malformed_json_stops_the_command_with_one_line_and_writes_nothing(w, si
 def test_malformed_alerts_fail_that_step_of_the_pass_which_says_so_and_writes_nothing(w):
     before = store_tables(w)
     w.faults[1].add(ScriptedFault("malformed", method="GET", path="alerts/open"))
-    result = run_cli(w, "sync")
+    result = run_cli(w, "--log-format", "console", "sync")
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert errors == ["Error: alerts: Datto RMM answered GET /api/v2/account/alerts/open with a "
                       "body that is not JSON"], result.output
+    assert store_tables(w) == before
+    # With JSON logs, the error is a log event like every other line on stderr.
+    w.faults[1].add(ScriptedFault("malformed", method="GET", path="alerts/open"))
+    result = run_cli(w, "--log-format", "json", "sync")
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["error"] for e in events if e["event"] == "pass_error"] == [
+        "alerts: Datto RMM answered GET /api/v2/account/alerts/open with a body that is not JSON"]
     assert store_tables(w) == before
 
 

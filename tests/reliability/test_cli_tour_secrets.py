@@ -184,7 +184,7 @@ def test_the_readme_tour_shows_no_secret_to_ps_or_in_any_output(tmp_path, log_fo
 
     shown_to_ps = [text for what, text in tour.seen if what.startswith("ps:")]
     assert len(shown_to_ps) >= 40 and all("-m psabridge" in text for text in shown_to_ps)
-    assert any("webhook handled" in text for _, text in tour.seen)  # -vv really logged
+    assert any("webhook_handled" in text for _, text in tour.seen)  # -vv really logged
     leaks = [f"{name} ({form}) in {what}" for name, secret in secrets.items()
              for form, written in written_forms(secret).items()
              for what, text in tour.seen if written in text]
@@ -248,7 +248,7 @@ def walk_the_tour(tour: Tour) -> dict[str, str]:
     serve.wait_for("Listening on")
     tour.look_at(serve)
     tour.run("tickets", "create", device, "Printer out of toner")  # ConnectWise calls back
-    serve.wait_for("webhook handled")
+    serve.wait_for("webhook_handled")
     tour.run("sync", "--once")
     alerts = json.loads(tour.run("tickets", "list", "--json").stdout)
     alert = alerts[0]["alert"]
@@ -265,7 +265,7 @@ def walk_the_tour(tour: Tour) -> dict[str, str]:
 
     tour.run("sync", "--dry-run")
     watch = tour.start("sync", "--watch", "--interval", "1")
-    watch.wait_for("pass finished", timeout=60)
+    watch.wait_for("pass_finished", timeout=60)
     tour.look_at(watch)
     tour.run("tickets", "list")
     tour.run("warnings", "list")

@@ -34,7 +34,7 @@ def test_no_secret_in_a_verbose_demo_run_nor_in_the_store(tmp_path):
     sentinels = {"cw private key": cw.options.private_key, "datto secret": datto.api_secret}
     assert all(len(s) >= 8 for s in sentinels.values())
     output = result.stdout + result.stderr
-    assert "retrying request" in output or "plugin enabled" in output  # -vv really logged
+    assert "retrying_request" in output or "plugin_enabled" in output  # -vv really logged
     conn = sqlite3.connect(db)
     journal_and_warnings = "\n".join(
         str(row) for table in ("journal", "warnings", "alert_tickets", "options")

@@ -375,7 +375,7 @@ def psa_unmap_configurations(connection: Connection, configuration_ids: Sequence
         try:
             client.patch(f"company/configurations/{int(configuration_id)}", clear)
         except NotFound:  # deleted in the PSA: nothing left to unmap
-            log.info("configuration already gone", configuration_id=configuration_id)
+            log.info("configuration_already_gone", configuration_id=configuration_id)
 
 
 # -- ticket options ----------------------------------------------------------------------------

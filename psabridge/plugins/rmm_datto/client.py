@@ -195,7 +195,7 @@ class TokenSource:
         lifetime = float(body.get("expires_in") or 3600)
         margin = min(self._options.refresh_margin, lifetime * 0.25)
         self.grants += 1
-        log.info("datto token granted", expires_in=lifetime)
+        log.info("datto_token_granted", expires_in=lifetime)
         return _Token(value, self._options.clock() + lifetime - margin)
 
 

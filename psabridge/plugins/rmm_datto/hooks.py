@@ -144,7 +144,7 @@ def rmm_resolve_alert(connection: Connection, alert_uid: str) -> None:
         current = rmm_get_alert(connection, alert_uid)
         if current is not None and not current.resolved:
             raise
-        log.info("alert already resolved or gone", alert=alert_uid, status=refusal.status)
+        log.info("alert_already_resolved_or_gone", alert=alert_uid, status=refusal.status)
 
 
 # -- links ---------------------------------------------------------------------------------------
