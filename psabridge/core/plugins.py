@@ -247,12 +247,14 @@ def enabled_plugins(pm: pluggy.PluginManager, store: Store, kind: str) -> list[s
 
 
 def enable_plugin(
-    pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None
+    pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None,
+    dry_run: bool = False,
 ) -> ConnectionReport | None:
     """Enable a connector after validating its settings and the one-PSA rule.
 
     With `check`, the connection is tested first: a refused connection stops the enable, and
-    missing permissions are kept as warnings and returned in the report.
+    missing permissions are kept as warnings and returned in the report. A dry run validates
+    and stops there: it tests no connection and changes nothing.
     """
     record = _connector_record(pm, store, name)
     validate_settings(name, record.settings, plugin_settings(pm, store, name))
@@ -264,6 +266,8 @@ def enable_plugin(
                 f"cannot enable {name}: the PSA plugin {other} is enabled and only one PSA can be "
                 f"enabled at a time; disable it first with `psabridge plugins disable {other}`"
             )
+    if dry_run:
+        return None
     report = None
     hook = f"{record.kind}_check_connection"
     connector = Connector(pm, connection_for(pm, store, name, transport))

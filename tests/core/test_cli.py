@@ -235,8 +235,8 @@ def test_serve_refuses_its_secret_as_a_flag_and_needs_one_from_the_environment_o
 
 
 @pytest.mark.parametrize("args, complaint", [
-    (["--priority", "Critical"], "'Critical' is not RMM=PSA_ID, e.g. Critical=1"),
-    (["--priority", "=5"], "'=5' is not RMM=PSA_ID"),
+    (["--priority", "Critical"], "'Critical' is not RMM=PSA_PRIORITY, e.g. Critical=1"),
+    (["--priority", "=5"], "'=5' is not RMM=PSA_PRIORITY"),
     (["--repeat-minutes", "99999999999999999999"], "is not in the range 0<=x<=10080"),
 ])
 def test_ticket_settings_out_of_shape_are_refused_before_anything_is_saved(pm, db_path, args,
