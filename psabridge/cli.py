@@ -146,7 +146,7 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     A dry run checks the settings and the one-PSA rule, but not the connection."""
     with output.spinner(f"Testing the connection to {name}"):
         report = plugins_lib.enable_plugin(app.pm, app.store, name, check=not skip_check,
-                                           dry_run=dry_run)
+                                           transport=app.transports.get(name), dry_run=dry_run)
     missing = list(report.missing_permissions) if report else []
     for permission in missing:
         output.warn(f"Warning: the API user lacks {permission}")
@@ -190,7 +190,9 @@ def plugins_remove(app: App, name: str, yes: bool, dry_run: bool, as_json: bool)
             f"Remove every setting, mapping and link of {name} and unmap its devices?", abort=True,
             err=True)
     with output.spinner(f"Removing {name}"):
-        deleted = plugins_lib.remove_plugin(app.pm, app.store, name)
+        psas = plugins_lib.enabled_plugins(app.pm, app.store, "psa")
+        deleted = plugins_lib.remove_plugin(app.pm, app.store, name,
+                                            transport=app.transports.get(psas[0]) if psas else None)
     summary = ", ".join(f"{table} {count}" for table, count in deleted.items() if count)
     report = _changes("remove plugin", name, False, f"deleted: {summary or 'nothing stored'}",
                       plugin=name)
@@ -802,7 +804,7 @@ def warnings():
 @pass_app
 def warnings_list(app: App, plugin, as_json):
     """Warnings: what could not be done, for which subject, since when."""
-    rows = [{"warning_id": w.id, "plugin": w.plugin, "subject": w.subject, "message": w.message,
+    rows = [{"warning_id": str(w.id), "plugin": w.plugin, "subject": w.subject, "message": w.message,
              "created_at": w.created_at.isoformat() if w.created_at else None}
             for w in app.store.warnings(plugin)]
     _print_table(rows, as_json)
@@ -819,7 +821,7 @@ def warnings_clear(app: App, plugin, dry_run, as_json):
     cleared = len(present) if dry_run else app.store.clear_warnings(plugin)
     result = output.PLANNED if dry_run else output.DONE
     report = output.Report([output.ChangeResult("clear warning", w.subject, result, w.message,
-                                                {"warning_id": w.id, "plugin": w.plugin})
+                                                {"warning_id": str(w.id), "plugin": w.plugin})
                             for w in present], dry_run)
     output.show_report(report, as_json, done_text=f"Cleared {cleared} warnings.")
 

@@ -88,7 +88,7 @@ def fit_widths(headers: Sequence[str], naturals: Sequence[int], width: int,
     importance); the room left is shared out, the narrowest wants served first."""
     floors = [n if f else min(n, max(FLOOR, min(len(h), HEADER_FLOOR),
                                       WRAP_FLOOR if h in WRAPPED else 0))
-              for h, n, f in zip(headers, naturals, fixed)]
+              for h, n, f in zip(headers, naturals, fixed, strict=True)]
     shown, used = 0, -GAP
     for floor in floors:
         if shown and used + GAP + floor > width:
@@ -119,7 +119,7 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     widths = fit_widths(names, naturals, console.width, [_is_id_column(n) for n in names])
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False,
                  padding=(0, GAP // 2), collapse_padding=True)
-    shown = [(name, width) for name, width in zip(names, widths) if width is not None]
+    shown = [(name, width) for name, width in zip(names, widths, strict=True) if width is not None]
     for name, width in shown:
         wrap = name in WRAPPED
         grid.add_column(name, width=width, no_wrap=not wrap,
@@ -127,7 +127,7 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     for index in range(len(rows)):
         grid.add_row(*(texts[name][index] for name, _ in shown))
     console.print(grid)
-    hidden = [name for name, width in zip(names, widths) if width is None]
+    hidden = [name for name, width in zip(names, widths, strict=True) if width is None]
     if hidden:
         click.echo(f"({len(hidden)} more column{'s' * (len(hidden) != 1)} than the terminal has "
                    f"room for: {', '.join(hidden)}; widen it or use --json)")
