@@ -817,6 +817,8 @@ def warnings_list(app: App, plugin, as_json):
 @pass_app
 def warnings_clear(app: App, plugin, dry_run, as_json):
     """Remove warnings; devices they held back are tried again by automatic mapping."""
+    if plugin:
+        plugins_lib.plugin_record(app.pm, plugin)  # a misspelt name clears nothing: say so
     present = app.store.warnings(plugin)
     cleared = len(present) if dry_run else app.store.clear_warnings(plugin)
     result = output.PLANNED if dry_run else output.DONE
