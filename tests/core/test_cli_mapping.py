@@ -16,8 +16,9 @@ from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fi
 
 @pytest.fixture
 def run(pm, db_path, bridge):  # noqa: F811 - the bridge fixture enables the memory plugins
-    def invoke(*args, code=0):
-        result = CliRunner().invoke(cli, ["--db", str(db_path), *args], obj=App(pm=pm))
+    def invoke(*args, code=0, input=None):
+        result = CliRunner().invoke(cli, ["--db", str(db_path), *args], obj=App(pm=pm),
+                                    input=input)
         assert result.exit_code == code, result.output
         return result.output
 
@@ -87,3 +88,59 @@ def test_devices_map_all_maps_the_rest_and_reports_a_device_it_could_not_read(ru
 
     del rmm.unreadable[flaky.uid]
     assert "Done: 1 change, 0 failed, 0 skipped." in run("devices", "map", "--all")
+
+
+def test_companies_load_says_why_each_site_is_suggested_and_which_comes_next(run):
+    rows = {r["company"]: r["suggestion"] for r in json.loads(run("companies", "load", "--json"))}
+    assert rows["Acme Corp."]["reason"] == ("same name once case, punctuation, '&' and legal "
+                                            "suffixes are set aside")
+    assert rows["Acme Corp."]["runner_up"]["site_uid"] == "s-smith"
+    initech = rows["Initech"]
+    assert initech["create_new"] and initech["site_uid"] is None
+    assert initech["reason"] == "no site scores 85 or more"
+    assert initech["runner_up"]["site_uid"] in ("s-acme", "s-smith")
+    table = run("companies", "load")
+    assert "reason" in table and "runner_up" in table and "no site scores 85 or more" in table
+    assert "Create New Initech" in table
+
+
+def test_companies_map_takes_names_and_a_choice_per_company(run, rmm):  # noqa: F811
+    plan = json.loads(run("companies", "map", "acme corp.=ACME Corporation", "INITECH=new",
+                          "--dry-run", "--json"))
+    assert [c["ids"] for c in plan["changes"]] == [
+        {"company_id": "1", "site_uid": "s-acme"}, {"company_id": "3", "site_uid": None}]
+    plan = json.loads(run("companies", "map", "Smith & Sons LLC=runner-up", "--dry-run", "--json"))
+    assert [c["ids"] for c in plan["changes"]] == [{"company_id": "2", "site_uid": "s-acme"}]
+    # Both to the ACME site: refused before anything is done, a site maps to one company.
+    refused = run("companies", "map", "Acme Corp.=s-acme", "Smith & Sons LLC=runner-up", code=1)
+    assert "site ACME Corporation is already mapped to another company in this request" in refused
+    assert json.loads(run("companies", "load", "--mapping", "mapped", "--json")) == []
+
+    run("companies", "map", "--suggested", "--skip", "Initech")
+    mapped = json.loads(run("companies", "load", "--mapping", "mapped", "--json"))
+    assert {r["company_id"]: r["site_uid"] for r in mapped} == {"1": "s-acme", "2": "s-smith"}
+    assert rmm.calls["create_site"] == 0
+
+
+def test_companies_map_review_asks_row_by_row(run, rmm):  # noqa: F811
+    # Acme: skipped; Smith: a site by name, after a name the RMM does not have; Initech: new.
+    out = run("companies", "map", "--review", input="s\nNowhere\nACME Corporation\nn\n")
+    assert "the RMM has no site with id or name 'Nowhere'" in out
+    mapped = json.loads(run("companies", "load", "--mapping", "mapped", "--json"))
+    assert {r["company"]: r["site"] for r in mapped} == {"Smith & Sons LLC": "ACME Corporation",
+                                                         "Initech": "Initech"}
+    assert rmm.calls["create_site"] == 1
+
+    # The runner-up, by its letter: Acme's closest free site is now Smith's.
+    run("companies", "map", "--review", input="r\n")
+    mapped = json.loads(run("companies", "load", "--mapping", "mapped", "--json"))
+    assert {r["company"]: r["site_uid"] for r in mapped}["Acme Corp."] == "s-smith"
+
+
+def test_devices_auto_without_an_argument_says_whether_it_is_on(run):
+    assert run("devices", "auto") == "Automatic mapping is off.\n"
+    assert json.loads(run("devices", "auto", "--json")) == {"auto_map": False}
+    run("devices", "auto", "on")
+    assert json.loads(run("devices", "auto", "--json")) == {"auto_map": True}
+    again = json.loads(run("devices", "auto", "on", "--json"))
+    assert [c["result"] for c in again["changes"]] == ["unchanged"] and again["complete"]
