@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -129,8 +130,9 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     console.print(grid)
     hidden = [name for name, width in zip(names, widths, strict=True) if width is None]
     if hidden:
-        click.echo(f"({len(hidden)} more column{'s' * (len(hidden) != 1)} than the terminal has "
-                   f"room for: {', '.join(hidden)}; widen it or use --json)")
+        note = (f"({len(hidden)} more column{'s' * (len(hidden) != 1)} than the terminal has "
+                f"room for: {', '.join(hidden)}; widen it or use --json)")
+        click.echo(textwrap.fill(note, width=console.width))
 
 
 def emit_json(data: Any) -> None:
