@@ -414,16 +414,18 @@ def _company_row(row: mapping.CompanyRow) -> dict:
 
 
 def _company_table_row(line: dict) -> dict:
-    suggestion = line["suggestion"]
-    if suggestion is None:
-        return {"company_id": line["company_id"], "company": line["company"], "type": line["type"],
-                "status": line["status"], "site": line["site"], "site_uid": line["site_uid"]}
-    runner_up = suggestion["runner_up"]
+    """One table row for mapped and unmapped companies alike: the site is the mapped one, or
+    the suggestion."""
+    suggestion = line["suggestion"] or {}
+    runner_up = suggestion.get("runner_up")
+    site = line["site"] if line["mapped"] else (
+        ("Create New " if suggestion["create_new"] else "") + suggestion["site"])
     return {"company_id": line["company_id"], "company": line["company"],
-            "suggested": ("Create New " if suggestion["create_new"] else "") + suggestion["site"],
-            "score": suggestion["score"], "reason": suggestion["reason"],
+            "mapped": line["mapped"], "site": site, "score": suggestion.get("score"),
+            "reason": suggestion.get("reason", ""),
             "runner_up": f"{runner_up['site']} ({runner_up['score']:.0f})" if runner_up else "",
-            "type": line["type"], "site_uid": suggestion["site_uid"], "status": line["status"]}
+            "type": line["type"], "site_uid": line["site_uid"] or suggestion.get("site_uid"),
+            "status": line["status"], "site_url": line["site_url"]}
 
 
 @companies.command("load")
@@ -441,7 +443,9 @@ def companies_load(app: App, view, company_type, status, search, as_json):
     if as_json:
         output.emit_json(rows)
     else:
-        output.table([_company_table_row(line) for line in rows])
+        shown = [_company_table_row(line) for line in rows]
+        columns = [k for k in dict.fromkeys(k for row in shown for k in row) if k != "site_url"]
+        output.table(shown, columns=columns, links={"site": "site_url"})
 
 
 RUNNER_UP = "runner-up"
@@ -951,7 +955,10 @@ def rmm_sites(app: App, as_json):
     """Sites (for `companies map COMPANY=SITE`)."""
     with _asking("the RMM's sites"):
         rows = lookups.sites(app.bridge())
-    _print_lookup(rows, as_json, ["uid", "name", "system"])
+    if as_json or not rows:
+        _print_table(rows, as_json)
+        return
+    output.table(rows, columns=["uid", "name", "system", "id"], links={"name": "url"})
 
 
 @rmm_group.command("devices")

@@ -24,7 +24,9 @@ import click
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 # Columns that explain something, or hold a long key another command takes (a monitor's name):
 # wrapped, never cut.
@@ -107,13 +109,15 @@ def fit_widths(headers: Sequence[str], naturals: Sequence[int], width: int,
     return widths
 
 
-def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | None = None) -> None:
+def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | None = None,
+          links: dict[str, str] | None = None) -> None:
     """Print `rows` (dicts with the same keys) as a table that fits the terminal; columns are
-    in order of importance, and those that cannot fit are named below the table."""
+    in order of importance, and those that cannot fit are named below the table. `links` maps
+    a column to the key of each row's URL: on a terminal, its cells are links to it."""
     if not rows:
         click.echo(empty)
         return
-    names = list(columns or rows[0].keys())
+    names = list(columns or dict.fromkeys(key for row in rows for key in row))
     texts = {name: [_cell(row.get(name)) for row in rows] for name in names}
     naturals = [max([len(name), *map(len, texts[name])]) for name in names]
     console = stdout_console()
@@ -125,8 +129,11 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
         wrap = name in WRAPPED
         grid.add_column(name, width=width, no_wrap=not wrap,
                         overflow="fold" if wrap or _is_id_column(name) else "ellipsis")
-    for index in range(len(rows)):
-        grid.add_row(*(texts[name][index] for name, _ in shown))
+    links = links if console.is_terminal else {}
+    for index, row in enumerate(rows):
+        grid.add_row(*(Text(texts[name][index], style=Style(link=row[links[name]]))
+                       if name in (links or {}) and row.get(links[name]) else texts[name][index]
+                       for name, _ in shown))
     console.print(grid)
     hidden = [name for name, width in zip(names, widths, strict=True) if width is None]
     if hidden:

@@ -285,3 +285,15 @@ def test_without_a_terminal_or_columns_rows_are_not_cut(run, sims, monkeypatch):
     out = table(run, "rmm", "monitors")
     assert all(row["monitor"] in out and row["example"] in out
                for row in as_json(run, "rmm", "monitors"))
+
+
+def test_on_a_terminal_site_names_link_to_the_rmm(monkeypatch, capsys):
+    from psabridge import output
+
+    monkeypatch.setattr(output, "_stream_is_tty", lambda stream: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    output.table([{"uid": "s-1", "name": "Acme HQ", "url": "https://rmm.example.com/site/1"}],
+                 columns=["uid", "name"], links={"name": "url"})
+    out = capsys.readouterr().out
+    assert "\x1b]8;" in out and "https://rmm.example.com/site/1" in out  # an OSC 8 hyperlink
+    assert "\x1b[3" not in out  # NO_COLOR: no colours, links still
