@@ -283,7 +283,7 @@ def _configure_command(app: App, name: str) -> click.Command:
         except click.Abort:
             return None
 
-    def configure(**values):
+    def configure(dry_run: bool = False, **values):
         for setting in secrets:
             values[setting.name] = secret_value(values, setting.name,
                                                 setting_envvar(name, setting.name),
@@ -294,9 +294,15 @@ def _configure_command(app: App, name: str) -> click.Command:
             asked.add(setting.name)
             return ask_secret(setting)
 
-        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_and_note)
+        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_and_note,
+                                             dry_run=dry_run)
         kept = [s for s in secrets if saved.get(s.name) and not values.get(s.name)
                 and s.name not in asked]
+        if dry_run:
+            given = sorted(k for k, v in values.items() if v is not None)
+            click.echo(f"Would save {', '.join(given) or 'no setting'} for {name}; nothing "
+                       "saved (a dry run asks for no secret).")
+            return
         shown = {
             s.name: ("(kept)" if s in kept else "(set)" if saved.get(s.name) else "(not set)")
             if s.secret else saved.get(s.name, "(not set)")
@@ -315,6 +321,8 @@ def _configure_command(app: App, name: str) -> click.Command:
         help_text += (f" Secrets ({names}) are never taken from the command line, where `ps` and "
                       "the shell's history would show them: each is asked for with hidden input, "
                       "or read from its environment variable or a file.")
+    params.append(click.Option(["--dry-run"], is_flag=True,
+                               help="Check the values and say what would be saved; save nothing."))
     return click.Command(name, params=params, callback=configure, help=help_text)
 
 
@@ -534,7 +542,6 @@ def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_jso
     if suggested or review:
         unmapped = [r for r in rows.values() if r.mapping is None
                     and r.company.id not in named and r.company.id not in left_out]
-        unmapped = list({r.company.id: r for r in unmapped}.values())  # a row per type
         extra = (_review(unmapped, lambda text: lookups.site_uid(bridge, text, sites)) if review
                  else {r.company.id: None for r in unmapped})
         named = {**extra, **named}

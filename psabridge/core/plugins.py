@@ -128,8 +128,12 @@ def configure_plugin(
     name: str,
     values: Mapping[str, str | None],
     ask_secret: Callable[[Setting], str | None] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, str]:
     """Merge `values` (None = leave as is) into the plugin's stored settings and save them.
+
+    A dry run checks the values and returns what would be saved, secrets not sealed (nor
+    asked for), and saves nothing.
 
     URLs and `env:`/`file:` references are checked now; completeness is checked when the plugin
     is enabled. A secret that is neither given nor stored (or stored, but sealed with a key
@@ -157,10 +161,13 @@ def configure_plugin(
     stored = dict(state.settings) if state else {}
     for setting in record.settings:
         missing = not given.get(setting.name) and not _usable(stored.get(setting.name))
-        if setting.secret and missing and ask_secret and (answer := ask_secret(setting)):
+        if (setting.secret and missing and ask_secret and not dry_run
+                and (answer := ask_secret(setting))):
             logs.register_secret(answer)
             given[setting.name] = answer
     merged = {**stored, **normalise_settings(record.settings, given)}
+    if dry_run:
+        return merged
     saved = secrets.seal_settings(merged, _secret_names(record))
     store.save_settings(name, saved)
     log.info("plugin configured", plugin=name, fields=sorted(given))
