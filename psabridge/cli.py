@@ -1272,6 +1272,11 @@ def tickets_create(app: App, device, summary, description, request_id, dry_run, 
         found = lookups.device(bridge, device)
     uid = found.uid
     if dry_run:
+        # What a real run checks first, so that a dry run does not plan what cannot be done.
+        if uid not in {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}:
+            raise ticketing.TicketingError(
+                f"{found.hostname} is not mapped to a configuration; a manual ticket needs a "
+                "mapped device: map it with `psabridge devices map`")
         report = _changes("create ticket", found.hostname, True, summary, device_uid=uid,
                           ticket_id=None)
     else:

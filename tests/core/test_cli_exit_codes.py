@@ -201,3 +201,12 @@ def test_ticketing_set_with_an_unknown_board_saves_nothing_and_says_which_boards
     assert "no board with id or name '999'" in result.output
     assert "psabridge psa boards" in result.output
     assert store.option("connectwise", "ticketing") is None
+
+
+def test_a_dry_run_refuses_what_the_real_run_would_refuse(run, sims):  # noqa: F811
+    _, datto = sims
+    device = next(d for d in datto.devices.values() if not d["deleted"])
+    result = run("tickets", "create", device["uid"], "Printer out of toner", "--dry-run",
+                 ok=False)
+    assert result.exit_code == 1
+    assert "is not mapped to a configuration" in result.output
