@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import sys
 import tempfile
@@ -14,9 +13,8 @@ import attrs
 import click
 import pluggy
 from click.core import ParameterSource
-from tabulate import tabulate
 
-from psabridge import __version__
+from psabridge import __version__, output
 from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
@@ -77,14 +75,21 @@ class ErrorHandlingGroup(click.Group):
 
 def _print_table(rows: list[dict], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    elif rows:
-        click.echo(tabulate(rows, headers="keys"))
+        output.emit_json(rows)
     else:
-        click.echo("(none)")
+        output.table(rows)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Output JSON for scripts.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Output JSON for scripts (docs/cli-json.md describes it).")
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Show what would change; change nothing.")
+
+
+def _changes(action: str, subject: str, dry_run: bool, detail: str = "", **ids) -> output.Report:
+    """The report of a command that makes one change, and made it (or, dry, would make it)."""
+    result = output.PLANNED if dry_run else output.DONE
+    return output.Report([output.ChangeResult(action, subject, result, detail, ids)], dry_run)
 
 
 @click.group(cls=ErrorHandlingGroup)
@@ -132,37 +137,66 @@ def plugins_list(app: App, as_json: bool):
 @plugins.command("enable")
 @click.argument("name")
 @click.option("--skip-check", is_flag=True, help="Do not test the connection first.")
+@dry_run_option
+@json_option
 @pass_app
-def plugins_enable(app: App, name: str, skip_check: bool):
-    """Enable a connector (only one PSA at a time)."""
-    report = plugins_lib.enable_plugin(app.pm, app.store, name, check=not skip_check)
-    click.echo(f"Enabled {name}.")
-    for permission in report.missing_permissions if report else ():
-        click.echo(f"Warning: the API user lacks {permission}", err=True)
+def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json: bool):
+    """Enable a connector (only one PSA at a time).
+
+    A dry run checks the settings and the one-PSA rule, but not the connection."""
+    with output.spinner(f"Testing the connection to {name}"):
+        report = plugins_lib.enable_plugin(app.pm, app.store, name, check=not skip_check,
+                                           transport=app.transports.get(name), dry_run=dry_run)
+    missing = list(report.missing_permissions) if report else []
+    for permission in missing:
+        output.warn(f"Warning: the API user lacks {permission}")
+    detail = f"the API user lacks {', '.join(missing)}" if missing else ""
+    output.show_report(_changes("enable plugin", name, dry_run, detail, plugin=name), as_json,
+                       done_text=f"Enabled {name}.")
 
 
 @plugins.command("disable")
 @click.argument("name")
+@dry_run_option
+@json_option
 @pass_app
-def plugins_disable(app: App, name: str):
+def plugins_disable(app: App, name: str, dry_run: bool, as_json: bool):
     """Disable a connector; its settings and mappings are kept."""
-    plugins_lib.disable_plugin(app.pm, app.store, name)
-    click.echo(f"Disabled {name}; its settings and mappings are kept.")
+    plugins_lib.plugin_record(app.pm, name)  # an unknown name is an error, dry or not
+    if not dry_run:
+        plugins_lib.disable_plugin(app.pm, app.store, name)
+    output.show_report(_changes("disable plugin", name, dry_run,
+                                "its settings and mappings are kept", plugin=name),
+                       as_json, done_text=f"Disabled {name}; its settings and mappings are kept.")
 
 
 @plugins.command("remove")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@dry_run_option
+@json_option
 @pass_app
-def plugins_remove(app: App, name: str, yes: bool):
+def plugins_remove(app: App, name: str, yes: bool, dry_run: bool, as_json: bool):
     """Remove a connector's settings, mappings and links; unmap its configurations."""
+    plugins_lib.plugin_record(app.pm, name)
+    if dry_run:
+        mapped = len(app.store.device_mappings_of(name))
+        detail = (f"unmap {mapped} configuration{'s' * (mapped != 1)} in the PSA, then delete "
+                  "its settings, mappings, links and warnings")
+        output.show_report(_changes("remove plugin", name, True, detail, plugin=name), as_json)
+        return
     if not yes:
         click.confirm(
-            f"Remove every setting, mapping and link of {name} and unmap its devices?", abort=True
-        )
-    deleted = plugins_lib.remove_plugin(app.pm, app.store, name)
+            f"Remove every setting, mapping and link of {name} and unmap its devices?", abort=True,
+            err=True)
+    with output.spinner(f"Removing {name}"):
+        psas = plugins_lib.enabled_plugins(app.pm, app.store, "psa")
+        deleted = plugins_lib.remove_plugin(app.pm, app.store, name,
+                                            transport=app.transports.get(psas[0]) if psas else None)
     summary = ", ".join(f"{table} {count}" for table, count in deleted.items() if count)
-    click.echo(f"Removed {name} ({summary or 'nothing stored'}).")
+    report = _changes("remove plugin", name, False, f"deleted: {summary or 'nothing stored'}",
+                      plugin=name)
+    output.show_report(report, as_json, done_text=f"Removed {name} ({summary or 'nothing stored'}).")
 
 
 # -- configure ------------------------------------------------------------------------------
@@ -249,7 +283,7 @@ def _configure_command(app: App, name: str) -> click.Command:
         except click.Abort:
             return None
 
-    def configure(**values):
+    def configure(dry_run: bool = False, **values):
         for setting in secrets:
             values[setting.name] = secret_value(values, setting.name,
                                                 setting_envvar(name, setting.name),
@@ -260,9 +294,15 @@ def _configure_command(app: App, name: str) -> click.Command:
             asked.add(setting.name)
             return ask_secret(setting)
 
-        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_and_note)
+        saved = plugins_lib.configure_plugin(app.pm, app.store, name, values, ask_and_note,
+                                             dry_run=dry_run)
         kept = [s for s in secrets if saved.get(s.name) and not values.get(s.name)
                 and s.name not in asked]
+        if dry_run:
+            given = sorted(k for k, v in values.items() if v is not None)
+            click.echo(f"Would save {', '.join(given) or 'no setting'} for {name}; nothing "
+                       "saved (a dry run asks for no secret).")
+            return
         shown = {
             s.name: ("(kept)" if s in kept else "(set)" if saved.get(s.name) else "(not set)")
             if s.secret else saved.get(s.name, "(not set)")
@@ -281,6 +321,8 @@ def _configure_command(app: App, name: str) -> click.Command:
         help_text += (f" Secrets ({names}) are never taken from the command line, where `ps` and "
                       "the shell's history would show them: each is asked for with hidden input, "
                       "or read from its environment variable or a file.")
+    params.append(click.Option(["--dry-run"], is_flag=True,
+                               help="Check the values and say what would be saved; save nothing."))
     return click.Command(name, params=params, callback=configure, help=help_text)
 
 
@@ -306,13 +348,10 @@ def configure():
 
 # -- mapping ----------------------------------------------------------------------------------
 
-dry_run_option = click.option("--dry-run", is_flag=True,
-                              help="Print the plan: what would be created or changed; change nothing.")
-
 
 def _split_choice(text: str) -> tuple[str, str | None]:
     key, _, value = text.partition("=")
-    return key, (value or None)
+    return key.strip(), (value.strip() or None)
 
 
 def _changing_mappings(bridge: Bridge, dry_run: bool = False):
@@ -321,29 +360,38 @@ def _changing_mappings(bridge: Bridge, dry_run: bool = False):
     return contextlib.nullcontext() if dry_run else mapping.mapping_lease(bridge)
 
 
-def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False) -> None:
-    rows = [{"action": c.action, "subject": c.subject, "detail": c.detail} for c in plan.changes]
-    skipped = [{"subject": s, "why": why} for s, why in plan.skipped]
-    if dry_run:
-        if as_json:
-            click.echo(json.dumps({"plan": rows, "skipped": skipped}, indent=2))
+def _plan_results(plan: mapping.Plan, outcome: mapping.Outcome | None) -> list[output.ChangeResult]:
+    failed = {id(change): error for change, error in outcome.failed} if outcome else {}
+    results = []
+    for change in plan.changes:
+        if outcome is None:
+            result, error = output.PLANNED, None
+        elif id(change) in failed:
+            result, error = output.FAILED, failed[id(change)]
         else:
-            click.echo(f"Plan ({len(rows)} change{'s' * (len(rows) != 1)}, nothing done):")
-            _print_table(rows, False)
-        for item in skipped if not as_json else ():
-            click.echo(f"Skipped {item['subject']}: {item['why']}", err=True)
-        return
-    with click.progressbar(length=len(plan.changes), label="Applying",
-                           file=None if sys.stderr.isatty() else io.StringIO()) as bar:
-        outcome = mapping.apply(bridge, plan, progress=lambda change: bar.update(1))
-    for change, error in outcome.failed:
-        click.echo(f"Failed: {change.action} for {change.subject}: {error}", err=True)
+            result, error = output.DONE, None
+        results.append(output.ChangeResult(change.action, change.subject, result, change.detail,
+                                           dict(change.ids), error))
     for subject, why in plan.skipped:
-        click.echo(f"Skipped {subject}: {why}", err=True)
-    click.echo(f"Done: {len(outcome.done)} change{'s' * (len(outcome.done) != 1)}, "
-               f"{len(outcome.failed)} failed, {len(plan.skipped)} skipped.")
-    if outcome.failed:
-        raise click.exceptions.Exit(1)
+        results.append(output.ChangeResult("skip", subject, output.SKIPPED, "",
+                                           dict(plan.skipped_ids.get(subject, {})), why))
+    return results
+
+
+def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False,
+              unchanged: list[output.ChangeResult] = ()) -> None:
+    """Show a plan (dry run) or apply it, then report each change; exit 1 when a change failed
+    or something asked for was left out."""
+    outcome = None
+    if not dry_run:
+        with output.progress("Applying", len(plan.changes)) as step:
+            outcome = mapping.apply(bridge, plan, progress=lambda change: step())
+    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run)
+    output.show_report(report, as_json)
+
+
+def _planning(what: str = "Planning"):
+    return output.spinner(f"{what}: reading the PSA and the RMM")
 
 
 @cli.group()
@@ -355,6 +403,39 @@ mapping_view = click.option("--mapping", "view", type=click.Choice(["unmapped", 
                             default="unmapped", show_default=True)
 
 
+def _company_row(row: mapping.CompanyRow) -> dict:
+    line = {"company_id": row.company.id, "company": row.company.name,
+            "identifier": row.company.identifier, "type": row.company_type,
+            "status": row.company.status, "mapped": row.mapping is not None}
+    if row.mapping:
+        return line | {"site_uid": row.mapping.site_uid, "site": row.mapping.site_name,
+                       "site_url": row.site_url, "suggestion": None}
+    suggestion = row.suggestion
+    runner_up = suggestion.runner_up
+    return line | {"site_uid": None, "site": None, "site_url": None, "suggestion": {
+        "site_uid": suggestion.site_uid, "site": suggestion.site_name,
+        "create_new": suggestion.site_uid is None, "score": round(suggestion.score, 1),
+        "reason": suggestion.reason,
+        "runner_up": None if runner_up is None else {
+            "site_uid": runner_up.site_uid, "site": runner_up.site_name,
+            "score": round(runner_up.score, 1)}}}
+
+
+def _company_table_row(line: dict) -> dict:
+    """One table row for mapped and unmapped companies alike: the site is the mapped one, or
+    the suggestion."""
+    suggestion = line["suggestion"] or {}
+    runner_up = suggestion.get("runner_up")
+    site = line["site"] if line["mapped"] else (
+        ("Create New " if suggestion["create_new"] else "") + suggestion["site"])
+    return {"company_id": line["company_id"], "company": line["company"],
+            "mapped": line["mapped"], "site": site, "score": suggestion.get("score"),
+            "reason": suggestion.get("reason", ""),
+            "runner_up": f"{runner_up['site']} ({runner_up['score']:.0f})" if runner_up else "",
+            "type": line["type"], "site_uid": line["site_uid"] or suggestion.get("site_uid"),
+            "status": line["status"], "site_url": line["site_url"]}
+
+
 @companies.command("load")
 @mapping_view
 @click.option("--type", "company_type", help="Only companies of this type.")
@@ -363,49 +444,156 @@ mapping_view = click.option("--mapping", "view", type=click.Choice(["unmapped", 
 @json_option
 @pass_app
 def companies_load(app: App, view, company_type, status, search, as_json):
-    """List companies with the suggested site and its score, or their mapped site."""
+    """List companies with the suggested site, why, and the runner-up; or their mapped site."""
     filters = CompanyFilters(type=company_type, status=status, search=search)
-    rows = []
-    for row in mapping.load_companies(app.bridge(), view, filters):
-        line = {"id": row.company.id, "company": row.company.name, "type": row.company_type,
-                "status": row.company.status}
-        if row.mapping:
-            line |= {"site": row.mapping.site_name, "site_uid": row.mapping.site_uid,
-                     "link": row.site_url}
-        else:
-            suggestion = row.suggestion
-            line |= {"suggested site": suggestion.site_name if suggestion.site_uid
-                     else f"Create New: {suggestion.site_name}",
-                     "site_uid": suggestion.site_uid, "score": round(suggestion.score, 1)}
-        rows.append(line)
-    _print_table(rows, as_json)
+    with output.spinner("Reading companies from the PSA and sites from the RMM"):
+        rows = [_company_row(row) for row in mapping.load_companies(app.bridge(), view, filters)]
+    if as_json:
+        output.emit_json(rows)
+    else:
+        shown = [_company_table_row(line) for line in rows]
+        columns = [k for k in dict.fromkeys(k for row in shown for k in row) if k != "site_url"]
+        output.table(shown, columns=columns, links={"site": "site_url"})
+
+
+RUNNER_UP = "runner-up"
+SKIP = "skip"
+
+
+def _site_choice(bridge: Bridge, row: mapping.CompanyRow | None, choice: str | None,
+                 sites: list[dict]) -> str | None:
+    """A choice for one company as `plan_company_mappings` takes it: None (the suggestion),
+    NEW, or a site uid (given by uid, id or name, or as `runner-up`)."""
+    if choice is None:
+        return None
+    if choice.casefold() == mapping.NEW:
+        return mapping.NEW
+    if choice.casefold() == RUNNER_UP:
+        runner_up = row.suggestion.runner_up if row and row.suggestion else None
+        if runner_up is None:
+            name = row.company.name if row else "this company"
+            raise click.ClickException(f"{name} has no runner-up site; name a site instead")
+        return runner_up.site_uid
+    return lookups.site_uid(bridge, choice, sites)
+
+
+def _review(rows: list[mapping.CompanyRow], site_uid) -> dict[str, str | None]:
+    """Ask, company by company, what to do with its suggestion; `site_uid` resolves a site's
+    name or uid (an unknown one is asked again)."""
+    choices: dict[str, str | None] = {}
+    for row in rows:
+        suggestion = row.suggestion
+        runner_up = suggestion.runner_up
+        proposed = (f"site {suggestion.site_name!r} (score {suggestion.score:.0f})"
+                    if suggestion.site_uid else f"Create New {suggestion.site_name!r}")
+        click.echo(f"\n{row.company.name} ({row.company.id}): {proposed}; {suggestion.reason}",
+                   err=True)
+        options = "[a]ccept, [n]ew site, [s]kip, or a site's name or uid"
+        if runner_up:
+            click.echo(f"  runner-up: {runner_up.site_name!r} (score {runner_up.score:.0f})",
+                       err=True)
+            options = "[a]ccept, [r]unner-up, [n]ew site, [s]kip, or a site's name or uid"
+        while True:
+            answer = click.prompt(f"  {options}", default="a", err=True).strip()
+            key = answer.casefold()
+            if key in ("a", "accept"):
+                choices[row.company.id] = None
+            elif key in ("r", RUNNER_UP) and runner_up:
+                choices[row.company.id] = runner_up.site_uid
+            elif key in ("n", mapping.NEW):
+                choices[row.company.id] = mapping.NEW
+            elif key not in ("s", SKIP):
+                try:
+                    choices[row.company.id] = site_uid(answer)
+                except lookups.NotFound as exc:
+                    click.echo(f"  {exc}", err=True)
+                    continue
+            break
+    return choices
 
 
 @companies.command("map")
 @click.argument("choices", nargs=-1)
-@click.option("--suggested", is_flag=True, help="Map every unmapped company to its suggestion.")
+@click.option("--suggested", is_flag=True,
+              help="Every unmapped company to its suggestion (except those named or --skip).")
+@click.option("--review", is_flag=True,
+              help="Ask company by company: accept, runner-up, new site, skip, or another site.")
+@click.option("--skip", "skipped", multiple=True, metavar="COMPANY",
+              help="Leave this company out of --suggested or --review (repeatable).")
 @dry_run_option
 @json_option
 @pass_app
-def companies_map(app: App, choices, suggested, dry_run, as_json):
-    """Map companies: ID (its suggestion), ID=SITE_UID, or ID=new (create a site)."""
+def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_json):
+    """Map companies: COMPANY (its suggestion), COMPANY=SITE, COMPANY=runner-up or COMPANY=new.
+
+    COMPANY is an id, identifier or name; SITE a site's uid, id or name. With --suggested the
+    companies not named take their suggestions."""
+    if not (choices or suggested or review):
+        raise click.UsageError("name companies to map (COMPANY, COMPANY=SITE, COMPANY=runner-up "
+                               "or COMPANY=new), or pass --suggested or --review")
     bridge = app.bridge()
-    chosen = None if suggested else dict(_split_choice(c) for c in choices)
-    if chosen == {}:
-        raise click.UsageError("name companies to map (ID, ID=SITE or ID=new) or pass --suggested")
+    with _planning("Reading companies and sites"):
+        psa_companies = lookups.companies(bridge)
+        sites = lookups.sites(bridge)
+        rows = {r.company.id: r for r in mapping.load_companies(bridge, "all")}
+        named = {lookups.company_id(bridge, key, psa_companies): value
+                 for key, value in map(_split_choice, choices)}
+        left_out = {lookups.company_id(bridge, name, psa_companies) for name in skipped}
+    if suggested or review:
+        unmapped = [r for r in rows.values() if r.mapping is None
+                    and r.company.id not in named and r.company.id not in left_out]
+        extra = (_review(unmapped, lambda text: lookups.site_uid(bridge, text, sites)) if review
+                 else {r.company.id: None for r in unmapped})
+        named = {**extra, **named}
+    wanted = {company: _site_choice(bridge, rows.get(company), choice, sites)
+              for company, choice in named.items()}
     with _changing_mappings(bridge, dry_run):
-        _run_plan(bridge, mapping.plan_company_mappings(bridge, chosen), dry_run, as_json)
+        with _planning():
+            plan = mapping.plan_company_mappings(bridge, wanted)
+        planned = {c.ids.get("company_id") for c in plan.changes}
+        unchanged = [output.ChangeResult("map company", f"{rows[c].company.name} ({c})",
+                                         output.UNCHANGED, f"already mapped to site "
+                                         f"{rows[c].mapping.site_name}",
+                                         {"company_id": c, "site_uid": rows[c].mapping.site_uid})
+                     for c in wanted if c not in planned and c in rows and rows[c].mapping]
+        _run_plan(bridge, plan, dry_run, as_json, unchanged)
+
+
+def _mapped_company_id(bridge: Bridge, text: str, mapped: list, psa_companies: list[dict]) -> str:
+    """A company to unmap: among the mapped ones (even if the PSA no longer lists it), else
+    among the PSA's companies."""
+    try:
+        return lookups.resolve("mapped company", text,
+                               [(m.company_id, m.company_name) for m in mapped],
+                               "`psabridge companies load --mapping mapped`", where="psabridge")
+    except lookups.Ambiguous:
+        raise
+    except lookups.NotFound:
+        return lookups.company_id(bridge, text, psa_companies)
 
 
 @companies.command("unmap")
-@click.argument("company_ids", nargs=-1, required=True)
+@click.argument("companies_given", metavar="COMPANY...", nargs=-1, required=True)
+@dry_run_option
+@json_option
 @pass_app
-def companies_unmap(app: App, company_ids):
-    """Remove company-site mappings (devices keep their configurations)."""
+def companies_unmap(app: App, companies_given, dry_run, as_json):
+    """Remove company-site mappings (devices keep their configurations); by id or name."""
     bridge = app.bridge()
-    with _changing_mappings(bridge):
-        removed = mapping.unmap_companies(bridge, company_ids)
-    click.echo(f"Unmapped {len(removed)} compan{'y' if len(removed) == 1 else 'ies'}.")
+    mapped = bridge.store.company_mappings(*bridge.pair)
+    psa_companies: list[dict] = []
+    ids = []
+    for text in companies_given:
+        if not psa_companies and text not in {m.company_id for m in mapped}:
+            psa_companies = lookups.companies(bridge)
+        ids.append(_mapped_company_id(bridge, text, mapped, psa_companies))
+    with _changing_mappings(bridge, dry_run):
+        plan = mapping.plan_company_unmaps(bridge, ids)
+        planned = {c.ids["company_id"] for c in plan.changes}
+        unchanged = [output.ChangeResult("unmap company", company_id, output.UNCHANGED,
+                                         "not mapped", {"company_id": company_id, "site_uid": None})
+                     for company_id in dict.fromkeys(ids) if company_id not in planned]
+        _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
 
 @cli.group("device-types")
@@ -419,15 +607,19 @@ def device_types():
 def device_types_list(app: App, as_json):
     """Each device type with its mapped or suggested configuration type."""
     rows = []
-    for row in mapping.load_device_types(app.bridge()):
+    with output.spinner("Reading device types and configuration types"):
+        loaded = mapping.load_device_types(app.bridge())
+    for row in loaded:
         chosen = row.configuration_type
         rows.append({
-            "device type": row.device_type,
-            "configuration type": chosen.name if chosen else "(none suitable)",
-            "id": chosen.id if chosen else None,
+            "device_type": row.device_type,
+            "configuration_type_id": chosen.id if chosen else None,
+            "configuration_type": chosen.name if chosen else None,
             "mapped": row.mapped,
             "score": None if row.score is None else round(row.score, 1),
-            "warning": "has required questions: cannot create configurations" if row.flagged else "",
+            "can_create": chosen is not None and not row.flagged,
+            "warning": "has required questions: cannot create configurations" if row.flagged
+            else "" if chosen else "no configuration type is similar enough: name one",
         })
     _print_table(rows, as_json)
 
@@ -435,20 +627,26 @@ def device_types_list(app: App, as_json):
 @device_types.command("map")
 @click.argument("choices", nargs=-1)
 @click.option("--suggested", is_flag=True, help="Map every unmapped device type to its suggestion.")
+@dry_run_option
+@json_option
 @pass_app
-def device_types_map(app: App, choices, suggested):
+def device_types_map(app: App, choices, suggested, dry_run, as_json):
     """Map device types: TYPE (its suggestion) or TYPE=CONFIGURATION_TYPE (id or name)."""
     bridge = app.bridge()
     chosen = dict(_split_choice(c) for c in choices)
-    if suggested:
-        chosen |= {r.device_type: None for r in mapping.load_device_types(bridge)
-                   if not r.mapped and r.configuration_type}
-    if not chosen:
+    if not (chosen or suggested):
         raise click.UsageError("name device types to map (TYPE or TYPE=CONFIG_TYPE) or pass --suggested")
-    with _changing_mappings(bridge):
-        for device_type, configuration_type in chosen.items():
-            saved = mapping.map_device_type(bridge, device_type, configuration_type)
-            click.echo(f"{device_type} -> {saved.configuration_type_name} ({saved.configuration_type_id})")
+    with _changing_mappings(bridge, dry_run):
+        with _planning():
+            if suggested:
+                chosen = {**{r.device_type: None for r in mapping.load_device_types(bridge)
+                             if not r.mapped and r.configuration_type}, **chosen}
+            plan = mapping.plan_device_type_mappings(bridge, chosen)
+        planned = {c.subject for c in plan.changes}
+        unchanged = [output.ChangeResult("map device type", t, output.UNCHANGED, "already mapped",
+                                         {"device_type": t, "configuration_type_id": None})
+                     for t in chosen if t not in planned]
+        _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
 
 @cli.group()
@@ -463,17 +661,50 @@ def devices():
 def devices_load(app: App, view, as_json):
     """List devices with the proposed configuration and why, or their mapping."""
     rows = []
-    for row in mapping.load_devices(app.bridge(), view):
+    with output.spinner("Reading devices and proposing configurations"):
+        loaded = mapping.load_devices(app.bridge(), view)
+    for row in loaded:
         match = row.match
+        proposed = match.configuration if match else None
         rows.append({
-            "uid": row.device.uid, "device": row.device.hostname, "type": row.device.device_type,
+            "device_uid": row.device.uid, "hostname": row.device.hostname,
+            "device_type": row.device.device_type, "company_id": row.company_id,
             "company": row.company_name, "state": row.state,
-            "configuration": (row.mapping.configuration_id if row.mapping else
-                              match.configuration.id if match and match.configuration else
-                              f"[{match.create_name}]" if match else ""),
-            "step": match.step if match else "", "reason": match.reason if match else "",
+            "configuration_id": (row.mapping.configuration_id if row.mapping else
+                                 proposed.id if proposed else None),
+            "configuration": proposed.name if proposed else None,
+            "create_new": None if row.mapping or not match else proposed is None,
+            "new_name": match.create_name if match and proposed is None else None,
+            "step": match.step if match else None, "reason": match.reason if match else "",
+            "problem": row.problem,
         })
-    _print_table(rows, as_json)
+    if as_json:
+        output.emit_json(rows)
+        return
+    output.table([{"device_uid": r["device_uid"], "hostname": r["hostname"],
+                   "type": r["device_type"], "company": r["company"], "state": r["state"],
+                   "configuration": r["configuration_id"] or (
+                       f"new [{r['new_name']}]" if r["new_name"] else ""),
+                   "step": r["step"], "reason": r["reason"] or r["problem"]} for r in rows])
+
+
+def _device_choices(bridge: Bridge, choices: tuple[str, ...]) -> dict[str, str | None]:
+    """DEVICE[=CONFIGURATION] choices with devices by uid, id or hostname, and configurations
+    by id or name among the configurations of the device's company."""
+    rmm_devices = lookups.devices(bridge)
+    by_uid = {d["uid"]: d for d in rmm_devices}
+    companies_of_sites = {m.site_uid: m.company_id
+                          for m in bridge.store.company_mappings(*bridge.pair)}
+    wanted: dict[str, str | None] = {}
+    for key, value in map(_split_choice, choices):
+        uid = lookups.device_uid(bridge, key, rmm_devices)
+        company = companies_of_sites.get(by_uid[uid]["site_uid"])
+        if value and value.casefold() == mapping.NEW:
+            value = mapping.NEW
+        elif value and company:
+            value = lookups.configuration_id(bridge, value, company)
+        wanted[uid] = value
+    return wanted
 
 
 @devices.command("map")
@@ -483,46 +714,94 @@ def devices_load(app: App, view, as_json):
 @json_option
 @pass_app
 def devices_map(app: App, choices, map_all, dry_run, as_json):
-    """Map devices: UID (its proposal), UID=CONFIG_ID (manual choice) or UID=new."""
+    """Map devices: DEVICE (its proposal), DEVICE=CONFIGURATION (your choice) or DEVICE=new.
+
+    DEVICE is a uid, id or hostname; CONFIGURATION an id or name."""
     bridge = app.bridge()
     if not (map_all or choices):
-        raise click.UsageError("name devices to map (UID, UID=CONFIG or UID=new) or pass --all")
+        raise click.UsageError("name devices to map (DEVICE, DEVICE=CONFIGURATION or DEVICE=new) "
+                               "or pass --all")
     with _changing_mappings(bridge, dry_run):
-        if map_all:
-            plan = mapping.plan_automatic_mapping(bridge)
-        else:
-            plan = mapping.plan_device_mappings(bridge, dict(_split_choice(c) for c in choices))
-        _run_plan(bridge, plan, dry_run, as_json)
+        with _planning():
+            if map_all:
+                plan = mapping.plan_automatic_mapping(bridge)
+                wanted = {}
+            else:
+                wanted = _device_choices(bridge, choices)
+                plan = mapping.plan_device_mappings(bridge, wanted)
+        touched = ({c.ids.get("device_uid") for c in plan.changes}
+                   | {ids.get("device_uid") for ids in plan.skipped_ids.values()})
+        unchanged = [output.ChangeResult("map device", uid, output.UNCHANGED, "already mapped",
+                                         {"device_uid": uid, "configuration_id": None})
+                     for uid in wanted if uid not in touched]
+        _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
 
 @devices.command("unmap")
-@click.argument("device_uids", nargs=-1, required=True)
+@click.argument("devices_given", metavar="DEVICE...", nargs=-1, required=True)
 @dry_run_option
+@json_option
 @pass_app
-def devices_unmap(app: App, device_uids, dry_run):
-    """Unmap devices; their configurations stay Active."""
+def devices_unmap(app: App, devices_given, dry_run, as_json):
+    """Unmap devices (by uid, id or hostname); their configurations stay Active."""
     bridge = app.bridge()
+    mapped = {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}
+    rmm_devices: list[dict] | None = None
+    uids = []
+    for text in devices_given:
+        if text in mapped:  # also a device the RMM no longer lists
+            uids.append(text)
+            continue
+        rmm_devices = lookups.devices(bridge) if rmm_devices is None else rmm_devices
+        uids.append(lookups.device_uid(bridge, text, rmm_devices))
     with _changing_mappings(bridge, dry_run):
-        _run_plan(bridge, mapping.unmap_devices(bridge, device_uids), dry_run)
+        plan = mapping.unmap_devices(bridge, uids)
+        planned = {c.ids["device_uid"] for c in plan.changes}
+        unchanged = [output.ChangeResult("unmap device", uid, output.UNCHANGED, "not mapped",
+                                         {"device_uid": uid, "configuration_id": None})
+                     for uid in dict.fromkeys(uids) if uid not in planned]
+        _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
 
 @devices.command("auto")
-@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("state", type=click.Choice(["on", "off"]), required=False)
+@dry_run_option
+@json_option
 @pass_app
-def devices_auto(app: App, state):
-    """Turn automatic mapping on or off (off by default)."""
-    app.bridge().set_option("auto_map", state == "on")
-    click.echo(f"Automatic mapping is {state}.")
+def devices_auto(app: App, state, dry_run, as_json):
+    """Turn automatic mapping on or off (off by default); without ON|OFF, show whether it is on."""
+    bridge = app.bridge()
+    current = bool(bridge.option("auto_map"))
+    if state is None:
+        if as_json:
+            output.emit_json({"auto_map": current})
+        else:
+            click.echo(f"Automatic mapping is {'on' if current else 'off'}.")
+        return
+    wanted = state == "on"
+    if wanted == current:
+        report = output.Report([output.ChangeResult(
+            "set automatic mapping", "automatic mapping", output.UNCHANGED, f"already {state}",
+            {"auto_map": wanted})], dry_run)
+    else:
+        if not dry_run:
+            bridge.set_option("auto_map", wanted)
+        report = _changes("set automatic mapping", "automatic mapping", dry_run, state,
+                          auto_map=wanted)
+    output.show_report(report, as_json, done_text=f"Automatic mapping is {state}.")
 
 
 @devices.command("map-now")
 @dry_run_option
+@json_option
 @pass_app
-def devices_map_now(app: App, dry_run):
+def devices_map_now(app: App, dry_run, as_json):
     """Run automatic mapping now (needs automatic mapping on)."""
     bridge = app.bridge()
     with _changing_mappings(bridge, dry_run):
-        _run_plan(bridge, mapping.map_now(bridge), dry_run)
+        with _planning():
+            plan = mapping.map_now(bridge)
+        _run_plan(bridge, plan, dry_run, as_json)
 
 
 @cli.group()
@@ -531,31 +810,49 @@ def warnings():
 
 
 @warnings.command("list")
+@click.option("--plugin", help="Only this plugin's warnings.")
 @json_option
 @pass_app
-def warnings_list(app: App, as_json):
-    rows = [{"id": w.id, "plugin": w.plugin, "subject": w.subject, "message": w.message,
-             "at": w.created_at.isoformat() if w.created_at else ""} for w in app.store.warnings()]
+def warnings_list(app: App, plugin, as_json):
+    """Warnings: what could not be done, for which subject, since when."""
+    rows = [{"warning_id": str(w.id), "plugin": w.plugin, "subject": w.subject, "message": w.message,
+             "created_at": w.created_at.isoformat() if w.created_at else None}
+            for w in app.store.warnings(plugin)]
     _print_table(rows, as_json)
 
 
 @warnings.command("clear")
 @click.option("--plugin", help="Only this plugin's warnings.")
+@dry_run_option
+@json_option
 @pass_app
-def warnings_clear(app: App, plugin):
+def warnings_clear(app: App, plugin, dry_run, as_json):
     """Remove warnings; devices they held back are tried again by automatic mapping."""
-    click.echo(f"Cleared {app.store.clear_warnings(plugin)} warnings.")
+    if plugin:
+        plugins_lib.plugin_record(app.pm, plugin)  # a misspelt name clears nothing: say so
+    present = app.store.warnings(plugin)
+    cleared = len(present) if dry_run else app.store.clear_warnings(plugin)
+    result = output.PLANNED if dry_run else output.DONE
+    report = output.Report([output.ChangeResult("clear warning", w.subject, result, w.message,
+                                                {"warning_id": str(w.id), "plugin": w.plugin})
+                            for w in present], dry_run)
+    output.show_report(report, as_json, done_text=f"Cleared {cleared} warnings.")
 
 
 # -- look-ups: the ids the other commands ask for -------------------------------------------
 
 
-def _print_lookup(rows: list[dict], as_json: bool) -> None:
-    """A look-up's rows: as they are with --json; in the table, lists read as `a, b`."""
-    if not as_json:
-        rows = [{k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
-                for row in rows]
-    _print_table(rows, as_json)
+def _print_lookup(rows: list[dict], as_json: bool, columns: list[str] | None = None) -> None:
+    """A look-up's rows; the table shows `columns` first (the most useful), then the rest."""
+    if as_json or not rows:
+        _print_table(rows, as_json)
+        return
+    first = columns or []
+    output.table(rows, columns=[*first, *(k for k in rows[0] if k not in first)])
+
+
+def _asking(what: str):
+    return output.spinner(f"Reading {what}")
 
 
 board_option = click.option("--board", metavar="BOARD", help="Only this board (its id or name).")
@@ -571,7 +868,9 @@ def psa_group():
 @pass_app
 def psa_boards(app: App, as_json):
     """Service boards, and whether tickets can be created on each (and why not)."""
-    _print_lookup(lookups.boards(app.bridge()), as_json)
+    with _asking("the PSA's boards"):
+        rows = lookups.boards(app.bridge())
+    _print_lookup(rows, as_json, ["id", "name", "usable", "why"])
 
 
 @psa_group.command("statuses")
@@ -580,7 +879,9 @@ def psa_boards(app: App, as_json):
 @pass_app
 def psa_statuses(app: App, board, as_json):
     """Board statuses (for --open-status and --closed-status of `ticketing set`)."""
-    _print_lookup(lookups.statuses(app.bridge(), board), as_json)
+    with _asking("the PSA's board statuses"):
+        rows = lookups.statuses(app.bridge(), board)
+    _print_lookup(rows, as_json, ["id", "name", "board_id", "board", "closed", "default"])
 
 
 @psa_group.command("types")
@@ -589,7 +890,9 @@ def psa_statuses(app: App, board, as_json):
 @pass_app
 def psa_types(app: App, board, as_json):
     """Ticket types of each board (for --type of `ticketing set`)."""
-    _print_lookup(lookups.ticket_types(app.bridge(), board), as_json)
+    with _asking("the PSA's ticket types"):
+        rows = lookups.ticket_types(app.bridge(), board)
+    _print_lookup(rows, as_json)
 
 
 @psa_group.command("subtypes")
@@ -598,15 +901,19 @@ def psa_types(app: App, board, as_json):
 @pass_app
 def psa_subtypes(app: App, board, as_json):
     """Ticket subtypes of each board (for --subtype of `ticketing set`)."""
-    _print_lookup(lookups.ticket_subtypes(app.bridge(), board), as_json)
+    with _asking("the PSA's ticket subtypes"):
+        rows = lookups.ticket_subtypes(app.bridge(), board)
+    _print_lookup(rows, as_json)
 
 
 @psa_group.command("priorities")
 @json_option
 @pass_app
 def psa_priorities(app: App, as_json):
-    """Ticket priorities (for --priority RMM=PSA_ID of `ticketing set`)."""
-    _print_lookup(lookups.priorities(app.bridge()), as_json)
+    """Ticket priorities (for --priority RMM=PSA_PRIORITY of `ticketing set`)."""
+    with _asking("the PSA's priorities"):
+        rows = lookups.priorities(app.bridge())
+    _print_lookup(rows, as_json)
 
 
 @psa_group.command("sources")
@@ -614,7 +921,9 @@ def psa_priorities(app: App, as_json):
 @pass_app
 def psa_sources(app: App, as_json):
     """Ticket sources (for --source of `ticketing set`)."""
-    _print_lookup(lookups.sources(app.bridge()), as_json)
+    with _asking("the PSA's ticket sources"):
+        rows = lookups.sources(app.bridge())
+    _print_lookup(rows, as_json)
 
 
 @psa_group.command("companies")
@@ -622,17 +931,23 @@ def psa_sources(app: App, as_json):
 @json_option
 @pass_app
 def psa_companies(app: App, search, as_json):
-    """Companies, of every type and status (ids for `companies map`)."""
-    _print_lookup(lookups.companies(app.bridge(), search), as_json)
+    """Companies, of every type and status (for `companies map`)."""
+    with _asking("the PSA's companies"):
+        rows = lookups.companies(app.bridge(), search)
+    _print_lookup(rows, as_json)
 
 
 @psa_group.command("configurations")
-@click.option("--company", "company_id", required=True, metavar="ID", help="The company's id.")
+@click.option("--company", required=True, metavar="COMPANY",
+              help="The company: its id, identifier or name.")
 @json_option
 @pass_app
-def psa_configurations(app: App, company_id, as_json):
-    """A company's configurations (ids for `devices map UID=CONFIG_ID`)."""
-    _print_lookup(lookups.configurations(app.bridge(), company_id), as_json)
+def psa_configurations(app: App, company, as_json):
+    """A company's configurations (for `devices map DEVICE=CONFIGURATION`)."""
+    bridge = app.bridge()
+    with _asking("the company's configurations"):
+        rows = lookups.configurations(bridge, lookups.company_id(bridge, company))
+    _print_lookup(rows, as_json)
 
 
 @cli.group("rmm")
@@ -644,17 +959,25 @@ def rmm_group():
 @json_option
 @pass_app
 def rmm_sites(app: App, as_json):
-    """Sites (uids for `companies map ID=SITE_UID`)."""
-    _print_lookup(lookups.sites(app.bridge()), as_json)
+    """Sites (for `companies map COMPANY=SITE`)."""
+    with _asking("the RMM's sites"):
+        rows = lookups.sites(app.bridge())
+    if as_json or not rows:
+        _print_table(rows, as_json)
+        return
+    output.table(rows, columns=["uid", "name", "system", "id"], links={"name": "url"})
 
 
 @rmm_group.command("devices")
-@click.option("--site", "site_uid", metavar="UID", help="Only the devices of this site.")
+@click.option("--site", metavar="SITE", help="Only the devices of this site (its uid, id or name).")
 @json_option
 @pass_app
-def rmm_devices(app: App, site_uid, as_json):
-    """Devices (uids for `devices map` and `tickets create`)."""
-    _print_lookup(lookups.devices(app.bridge(), site_uid), as_json)
+def rmm_devices(app: App, site, as_json):
+    """Devices (for `devices map` and `tickets create`)."""
+    bridge = app.bridge()
+    with _asking("the RMM's devices"):
+        rows = lookups.devices(bridge, lookups.site_uid(bridge, site) if site else None)
+    _print_lookup(rows, as_json)
 
 
 @rmm_group.command("monitors")
@@ -662,7 +985,9 @@ def rmm_devices(app: App, site_uid, as_json):
 @pass_app
 def rmm_monitors(app: App, as_json):
     """Monitors with open alerts now (names for `ticketing monitor`)."""
-    _print_lookup(lookups.monitors(app.bridge()), as_json)
+    with _asking("the RMM's open alerts"):
+        rows = lookups.monitors(app.bridge())
+    _print_lookup(rows, as_json, ["monitor", "open_alerts", "devices", "creates_ticket"])
 
 
 # -- tickets and the running integration ------------------------------------------------------
@@ -673,30 +998,75 @@ def ticketing_group():
     """Ticket settings: enable, source, priorities, attributes per origin, monitors, repeats."""
 
 
-def _ticket_settings_rows(settings: ticketing.TicketSettings) -> list[dict]:
-    rows = [{"setting": "enabled", "value": settings.enabled},
-            {"setting": "source", "value": settings.source_id},
-            {"setting": "repeat window (minutes)", "value": settings.repeat_minutes}]
-    rows += [{"setting": f"priority {k}", "value": v} for k, v in sorted(settings.priorities.items())]
-    for origin, a in sorted(settings.attributes.items()):
-        rows.append({"setting": f"origin {origin}", "value": (
-            f"board={a.board_id} type={a.type_id} subtype={a.subtype_id} "
-            f"open={a.open_status_id} closed={a.closed_status_id}")})
-    rows += [{"setting": f"monitor {m}", "value": f"tickets={'on' if o.create_tickets else 'off'}"}
-             for m, o in sorted(settings.monitors.items())]
+def _ticket_settings_json(settings: ticketing.TicketSettings,
+                          problems: list[ticketing.Problem]) -> dict:
+    def attributes(a: ticketing.TicketAttributes | None) -> dict | None:
+        return None if a is None else attrs.asdict(a)
+
+    return {
+        "enabled": settings.enabled,
+        "enabled_at": settings.enabled_at.isoformat() if settings.enabled_at else None,
+        "source_id": settings.source_id,
+        "repeat_minutes": settings.repeat_minutes,
+        "priorities": [{"rmm_priority": k, "psa_priority_id": v}
+                       for k, v in sorted(settings.priorities.items())],
+        "attributes": [{"origin": origin, **attributes(a)}
+                       for origin, a in sorted(settings.attributes.items())],
+        "monitors": [{"monitor": m, "create_tickets": o.create_tickets,
+                      "attributes": attributes(o.attributes)}
+                     for m, o in sorted(settings.monitors.items())],
+        "problems": [{"severity": p.severity, "message": p.message} for p in problems],
+    }
+
+
+def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
+    def named(value: str | None) -> str:
+        return "" if value is None else f"{value} ({names[value]})" if value in names else value
+
+    rows = [{"setting": "enabled", "value": "yes" if shown["enabled"] else "no"},
+            {"setting": "source", "value": named(shown["source_id"])},
+            {"setting": "repeat window (minutes)", "value": shown["repeat_minutes"] or "off"}]
+    rows += [{"setting": f"priority {p['rmm_priority']}", "value": named(p["psa_priority_id"])}
+             for p in shown["priorities"]]
+    for a in shown["attributes"]:
+        rows.append({"setting": f"origin {a['origin']}", "value": ", ".join(
+            f"{label}={named(a[key])}" for label, key in (
+                ("board", "board_id"), ("type", "type_id"), ("subtype", "subtype_id"),
+                ("open", "open_status_id"), ("closed", "closed_status_id")) if a[key])})
+    rows += [{"setting": f"monitor {m['monitor']}",
+              "value": f"tickets {'on' if m['create_tickets'] else 'off'}"}
+             for m in shown["monitors"]]
     return rows
+
+
+def _option_names(options) -> dict[str, str]:
+    """Names of the PSA's ids for the table; ids of different kinds may repeat, each kind
+    keeps its own name, so only the ids with one name are named."""
+    seen: dict[str, set[str]] = {}
+    for kind in (options.boards, options.statuses, options.types, options.subtypes,
+                 options.priorities, options.sources):
+        for item in kind:
+            seen.setdefault(item.id, set()).add(item.name)
+    return {id_: next(iter(names)) for id_, names in seen.items() if len(names) == 1}
 
 
 @ticketing_group.command("show")
 @json_option
 @pass_app
 def ticketing_show(app: App, as_json):
-    """Show the ticket settings and check them against the PSA."""
+    """Show whether ticketing is on, the ticket settings, and check them against the PSA."""
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
-    _print_table(_ticket_settings_rows(settings), as_json)
-    for problem in ticketing.check_ticket_settings(bridge, settings):
-        click.echo(f"{problem.severity.capitalize()}: {problem.message}", err=True)
+    with _asking("the PSA's ticket options"):
+        options = bridge.psa.call("psa_ticket_options")
+    problems = ticketing.check_ticket_settings(bridge, settings, options)
+    shown = _ticket_settings_json(settings, problems)
+    if as_json:
+        output.emit_json(shown)
+        return
+    output.table(_ticket_settings_rows(shown, _option_names(options)))
+    for problem in problems:
+        output.warn(f"{problem.severity.capitalize()}: {problem.message}")
 
 
 REPEAT_MINUTES_MAX = 7 * 24 * 60
@@ -705,81 +1075,169 @@ REPEAT_MINUTES_MAX = 7 * 24 * 60
 def _priority_pair(text: str) -> tuple[str, str]:
     rmm_priority, _, psa_priority = text.partition("=")
     if not rmm_priority.strip() or not psa_priority.strip():
-        raise click.BadParameter(f"{text!r} is not RMM=PSA_ID, e.g. Critical=1",
+        raise click.BadParameter(f"{text!r} is not RMM=PSA_PRIORITY, e.g. Critical=1",
                                  param_hint="--priority")
     return rmm_priority.strip(), psa_priority.strip()
 
 
+def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSettings,
+                     dry_run: bool) -> list[output.ChangeResult]:
+    """One change per setting that differs, with the new value's ids."""
+    result = output.PLANNED if dry_run else output.DONE
+    old, new = (_ticket_settings_json(s, []) for s in (before, after))
+    changes = []
+    for key in ("source_id", "repeat_minutes"):
+        if old[key] != new[key]:
+            changes.append(output.ChangeResult("set", key.removesuffix("_id"), result,
+                                               f"{old[key]} -> {new[key]}", {key: new[key]}))
+    for group, label in (("priorities", "rmm_priority"), ("attributes", "origin"),
+                         ("monitors", "monitor")):
+        was = {item[label]: item for item in old[group]}
+        for item in new[group]:
+            if was.get(item[label]) != item:
+                ids = {k: v for k, v in item.items() if k.endswith("_id")}
+                detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != label)
+                changes.append(output.ChangeResult("set", f"{group.removesuffix('s')} "
+                                                   f"{item[label]}", result, detail,
+                                                   {label: item[label], **ids}))
+    return changes
+
+
+def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
+                   after: ticketing.TicketSettings, dry_run: bool, as_json: bool,
+                   options=None, done_text: str = "Ticket settings saved.") -> None:
+    """Check the new settings against the PSA and save them, unless that would add an error
+    (then nothing is saved and the command exits 1)."""
+    with _asking("the PSA's ticket options"):
+        options = options or bridge.psa.call("psa_ticket_options")
+    known = {p.message for p in ticketing.check_ticket_settings(bridge, before, options)}
+    problems = ticketing.check_ticket_settings(bridge, after, options)
+    new_errors = [p.message for p in problems if p.severity == "error" and p.message not in known]
+    if new_errors:
+        raise click.ClickException("nothing saved: " + "; ".join(new_errors))
+    changes = _setting_changes(before, after, dry_run)
+    if not dry_run and changes:
+        ticketing.save_ticket_settings(bridge, after)
+    if not as_json:
+        for problem in problems:
+            output.warn(f"{problem.severity.capitalize()}: {problem.message}")
+    if not changes:
+        changes = [output.ChangeResult("set", "ticket settings", output.UNCHANGED,
+                                       "already as asked")]
+    output.show_report(output.Report(changes, dry_run), as_json, done_text=done_text)
+
+
 @ticketing_group.command("set")
-@click.option("--source", help="PSA ticket source id (applies to tickets created afterwards).")
-@click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_ID",
+@click.option("--source", help="PSA ticket source, id or name (for tickets created afterwards).")
+@click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_PRIORITY",
               callback=lambda ctx, param, values: [_priority_pair(v) for v in values],
-              help="Map an RMM priority to a PSA priority id, e.g. Critical=1 (repeatable).")
+              help="Map an RMM priority to a PSA priority (id or name), e.g. Critical=1 "
+                   "(repeatable).")
 @click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
               help="Which origin's attributes to set.")
-@click.option("--board", help="Board id for --origin.")
-@click.option("--type", "type_id", help="Type id for --origin.")
-@click.option("--subtype", help="Subtype id for --origin.")
-@click.option("--open-status", help="Open status id for --origin.")
-@click.option("--closed-status", help="Closed status id for --origin.")
+@click.option("--board", help="Board for --origin: its id or name.")
+@click.option("--type", "type_id", help="Ticket type for --origin: id or name.")
+@click.option("--subtype", help="Ticket subtype for --origin: id or name.")
+@click.option("--open-status", help="Open status for --origin: id or name.")
+@click.option("--closed-status", help="Closed status for --origin: id or name.")
 @click.option("--repeat-minutes", type=click.IntRange(min=0, max=REPEAT_MINUTES_MAX),
               help="Repeating-alert window in minutes, at most a week (0 turns detection off).")
+@dry_run_option
+@json_option
 @pass_app
 def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype, open_status,
-                  closed_status, repeat_minutes):
-    """Change ticket settings; what is not given stays as it is."""
-    bridge = app.bridge()
-    settings = ticketing.ticket_settings(bridge)
-    changes = {}
-    if source:
-        changes["source_id"] = source
-    if priorities:
-        changes["priorities"] = {**settings.priorities, **dict(priorities)}
-    if repeat_minutes is not None:
-        changes["repeat_minutes"] = repeat_minutes or None
+                  closed_status, repeat_minutes, dry_run, as_json):
+    """Change ticket settings; what is not given stays as it is.
+
+    Every value is checked against the PSA first: an unknown one, or settings that would not
+    work (a board that cannot take tickets, an open status that is closed...), save nothing
+    and exit 1."""
     given = {"board_id": board, "type_id": type_id, "subtype_id": subtype,
              "open_status_id": open_status, "closed_status_id": closed_status}
+    if any(given.values()) and not origin:
+        raise click.UsageError("--board/--type/--subtype/--*-status need --origin alert|manual")
+    bridge = app.bridge()
+    before = ticketing.ticket_settings(bridge)
+    with _asking("the PSA's ticket options"):
+        options = bridge.psa.call("psa_ticket_options")
+    changes: dict = {}
+    if source:
+        changes["source_id"] = lookups.source_id(bridge, source, options)
+    if priorities:
+        changes["priorities"] = {**before.priorities, **{
+            rmm: lookups.priority_id(bridge, psa, options) for rmm, psa in priorities}}
+    if repeat_minutes is not None:
+        changes["repeat_minutes"] = repeat_minutes or None
     if any(given.values()):
-        if not origin:
-            raise click.UsageError("--board/--type/--subtype/--*-status need --origin alert|manual")
-        current = settings.attributes.get(origin, ticketing.TicketAttributes())
-        updated = attrs.evolve(current, **{k: v for k, v in given.items() if v})
-        changes["attributes"] = {**settings.attributes, origin: updated}
-    settings = attrs.evolve(settings, **changes)
-    ticketing.save_ticket_settings(bridge, settings)
-    for problem in ticketing.check_ticket_settings(bridge, settings):
-        click.echo(f"{problem.severity.capitalize()}: {problem.message}", err=True)
-    click.echo("Ticket settings saved.")
+        current = before.attributes.get(origin, ticketing.TicketAttributes())
+        board_id = lookups.board_id(bridge, board, options) if board else current.board_id
+        if not board_id:
+            raise click.UsageError(f"origin {origin} has no board yet: give --board")
+        resolved = {"board_id": board_id}
+        for key, find in (("type_id", lookups.type_id), ("subtype_id", lookups.subtype_id),
+                          ("open_status_id", lookups.status_id),
+                          ("closed_status_id", lookups.status_id)):
+            if given[key]:
+                resolved[key] = find(bridge, given[key], board_id, options)
+        changes["attributes"] = {**before.attributes,
+                                 origin: attrs.evolve(current, **resolved)}
+    _save_settings(bridge, before, attrs.evolve(before, **changes), dry_run, as_json, options)
 
 
 @ticketing_group.command("monitor")
 @click.argument("monitor")
 @click.option("--tickets/--no-tickets", default=True, help="Whether this monitor creates tickets.")
+@dry_run_option
+@json_option
 @pass_app
-def ticketing_monitor(app: App, monitor, tickets):
-    """Override ticket creation for one monitor."""
+def ticketing_monitor(app: App, monitor, tickets, dry_run, as_json):
+    """Override ticket creation for one monitor (`psabridge rmm monitors` lists them)."""
+    bridge = app.bridge()
+    before = ticketing.ticket_settings(bridge)
+    current = before.monitors.get(monitor, ticketing.MonitorOverride())
+    override = attrs.evolve(current, create_tickets=tickets)
+    after = attrs.evolve(before, monitors={**before.monitors, monitor: override})
+    _save_settings(bridge, before, after, dry_run, as_json,
+                   done_text=f"Monitor {monitor}: tickets {'on' if tickets else 'off'}.")
+
+
+def _set_ticketing(app: App, enabled: bool, dry_run: bool, as_json: bool, done_text: str) -> None:
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
-    override = ticketing.MonitorOverride(create_tickets=tickets)
-    ticketing.save_ticket_settings(bridge, attrs.evolve(settings, monitors={**settings.monitors,
-                                                                            monitor: override}))
-    click.echo(f"Monitor {monitor}: tickets {'on' if tickets else 'off'}.")
+    state = "on" if enabled else "off"
+    if settings.enabled == enabled:
+        report = output.Report([output.ChangeResult(
+            "set ticketing", "ticketing", output.UNCHANGED, f"already {state}",
+            {"enabled": enabled})], dry_run)
+    else:
+        if dry_run and enabled:
+            problems = [p.message for p in ticketing.check_ticket_settings(bridge, settings)
+                        if p.severity == "error"]
+            if problems:
+                raise ticketing.TicketingError("cannot enable ticketing: " + "; ".join(problems))
+        elif not dry_run:
+            with output.spinner("Recording the alerts open now"):
+                ticketing.set_ticketing_enabled(bridge, enabled)
+        report = _changes("set ticketing", "ticketing", dry_run, state, enabled=enabled)
+    output.show_report(report, as_json, done_text=done_text)
 
 
 @ticketing_group.command("enable")
+@dry_run_option
+@json_option
 @pass_app
-def ticketing_enable(app: App):
+def ticketing_enable(app: App, dry_run, as_json):
     """Turn ticketing on: alerts raised from now on make tickets."""
-    ticketing.set_ticketing_enabled(app.bridge(), True)
-    click.echo("Ticketing is on.")
+    _set_ticketing(app, True, dry_run, as_json, "Ticketing is on.")
 
 
 @ticketing_group.command("disable")
+@dry_run_option
+@json_option
 @pass_app
-def ticketing_disable(app: App):
+def ticketing_disable(app: App, dry_run, as_json):
     """Turn ticketing off; every ticket setting is kept."""
-    ticketing.set_ticketing_enabled(app.bridge(), False)
-    click.echo("Ticketing is off; its settings are kept.")
+    _set_ticketing(app, False, dry_run, as_json, "Ticketing is off; its settings are kept.")
 
 
 @cli.group()
@@ -793,27 +1251,42 @@ def tickets():
 def tickets_list(app: App, as_json):
     """Each alert psabridge has seen and what became of it."""
     bridge = app.bridge()
-    rows = [{"alert": r.alert_uid, "state": r.state, "ticket": r.ticket_id, "monitor": r.monitor,
-             "device": r.device_uid, "origin": r.origin, "note": r.note}
+    rows = [{"alert_uid": r.alert_uid, "state": r.state, "ticket_id": r.ticket_id,
+             "monitor": r.monitor, "device_uid": r.device_uid, "origin": r.origin, "note": r.note}
             for r in bridge.store.alert_tickets(*bridge.pair)]
     _print_table(rows, as_json)
 
 
 @tickets.command("create")
-@click.argument("device_uid")
+@click.argument("device")
 @click.argument("summary")
 @click.option("--description", default="")
 @click.option("--request-id", help="Makes a retried command create the ticket once.")
+@dry_run_option
+@json_option
 @pass_app
-def tickets_create(app: App, device_uid, summary, description, request_id):
-    """Create a manual ticket for a mapped device."""
+def tickets_create(app: App, device, summary, description, request_id, dry_run, as_json):
+    """Create a manual ticket for a mapped device (DEVICE: its uid, id or hostname)."""
     bridge = app.bridge()
-    device = next((d for d in bridge.rmm.call("rmm_list_devices", site_uid=None) if d.uid == device_uid),
-                  None)
-    if device is None:
-        raise click.ClickException(f"the RMM has no device with uid {device_uid}")
-    row = ticketing.create_manual_ticket(bridge, device, summary, description, request_id)
-    click.echo(f"Ticket {row.ticket_id} for {device.hostname}.")
+    with _asking("the RMM's devices"):
+        found = lookups.device(bridge, device)
+    uid = found.uid
+    if dry_run:
+        # What a real run checks first, so that a dry run does not plan what cannot be done.
+        if uid not in {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}:
+            raise ticketing.TicketingError(
+                f"{found.hostname} is not mapped to a configuration; a manual ticket needs a "
+                "mapped device: map it with `psabridge devices map`")
+        report = _changes("create ticket", found.hostname, True, summary, device_uid=uid,
+                          ticket_id=None)
+    else:
+        with output.spinner("Creating the ticket"):
+            row = ticketing.create_manual_ticket(bridge, found, summary, description, request_id)
+        report = _changes("create ticket", found.hostname, False, summary, device_uid=uid,
+                          ticket_id=row.ticket_id)
+    output.show_report(report, as_json,
+                       done_text=None if dry_run else f"Ticket {report.changes[0].ids['ticket_id']} "
+                                                      f"for {found.hostname}.")
 
 
 def _report_rows(report: sync.PassReport) -> list[dict]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import Board, CompanyFilters, Named, TicketOptions
+from psabridge.core.models import Board, CompanyFilters, Device, Named, TicketOptions
 
 Row = dict
 
@@ -186,3 +186,135 @@ def monitors(bridge: Bridge) -> list[Row]:
             row["priorities"].append(alert.priority)
     return [{**row, "devices": len(row["devices"])}
             for row in sorted(seen.values(), key=lambda r: r["monitor"])]
+
+
+# -- names to ids --------------------------------------------------------------------------------
+#
+# Wherever a command asks for an id it takes a name too. Each function below returns the id of
+# the one record whose id (or uid) is `text`, else whose name is `text` (case and surrounding
+# spaces aside); a name that fits several records, or none, is an error that lists the
+# candidates and the look-up command that shows them all.
+
+CANDIDATES_SHOWN = 8
+
+
+class Ambiguous(NotFound):
+    """A name fits several records; the caller must give an id."""
+
+
+def _listing(pairs: list[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{name!r} ({id_})" for id_, name in pairs[:CANDIDATES_SHOWN])
+    more = len(pairs) - CANDIDATES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def resolve(kind: str, text: str, records: Iterable[tuple[str, str]], listed_by: str,
+            where: str = "the PSA", ids: Iterable[tuple[str, str]] = ()) -> str:
+    """The id of the record of `kind` whose id or name is `text`.
+
+    `records` are (id, name) pairs; `ids` other (alias, id) pairs that also name a record by a
+    key of its own, such as a company's identifier or a site's numeric id. `listed_by` is the
+    command that lists them, named in the error."""
+    records = list(records)
+    wanted = str(text).strip()
+    if not wanted:
+        raise NotFound(f"an empty {kind} was given; give its id or name ({listed_by} lists them)")
+    by_id = {id_: name for id_, name in records}
+    if wanted in by_id:
+        return wanted
+    aliases = {alias: id_ for alias, id_ in ids if alias}
+    if wanted in aliases:
+        return aliases[wanted]
+    key = wanted.casefold()
+    named = [(id_, name) for id_, name in records if (name or "").strip().casefold() == key]
+    if len(named) == 1:
+        return named[0][0]
+    if named:
+        raise Ambiguous(f"{len(named)} {kind}s are named {wanted!r}: {_listing(named)}; give the "
+                        "id of the one you mean")
+    close = [(id_, name) for id_, name in records if key in (name or "").casefold()]
+    if not close:
+        from rapidfuzz import fuzz, process  # only for the error message
+
+        found = process.extract(key, [(name or "").casefold() for _, name in records],
+                                scorer=fuzz.WRatio, limit=CANDIDATES_SHOWN)
+        close = [records[index] for _, score, index in found if score >= 60]
+    hint = f"; did you mean {_listing(close)}?" if close else ""
+    raise NotFound(f"{where} has no {kind} with id or name {wanted!r}{hint} ({listed_by} lists "
+                   "them)")
+
+
+def board_id(bridge: Bridge, text: str, options: TicketOptions | None = None) -> str:
+    return resolve("board", text, [(b.id, b.name) for b in _options(bridge, options).boards],
+                   "`psabridge psa boards`")
+
+
+def status_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
+    """A status of the board `board` (an id), by id or name."""
+    options = _options(bridge, options)
+    return resolve(f"status on board {_board_names(options).get(board, board)}", text,
+                   [(s.id, s.name) for s in options.statuses if s.board_id == board],
+                   f"`psabridge psa statuses --board {board}`")
+
+
+def type_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
+    options = _options(bridge, options)
+    return resolve(f"ticket type on board {_board_names(options).get(board, board)}", text,
+                   [(t.id, t.name) for t in options.types if t.board_id in (None, board)],
+                   f"`psabridge psa types --board {board}`")
+
+
+def subtype_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
+    options = _options(bridge, options)
+    return resolve(f"ticket subtype on board {_board_names(options).get(board, board)}", text,
+                   [(t.id, t.name) for t in options.subtypes if t.board_id in (None, board)],
+                   f"`psabridge psa subtypes --board {board}`")
+
+
+def priority_id(bridge: Bridge, text: str, options: TicketOptions | None = None) -> str:
+    return resolve("priority", text, [(p.id, p.name) for p in _options(bridge, options).priorities],
+                   "`psabridge psa priorities`")
+
+
+def source_id(bridge: Bridge, text: str, options: TicketOptions | None = None) -> str:
+    return resolve("ticket source", text, [(s.id, s.name) for s in _options(bridge, options).sources],
+                   "`psabridge psa sources`")
+
+
+def company_id(bridge: Bridge, text: str, rows: list[Row] | None = None) -> str:
+    """A PSA company by id, identifier or name (`rows`: `companies()` when already read)."""
+    rows = companies(bridge) if rows is None else rows
+    return resolve("company", text, [(r["id"], r["name"]) for r in rows],
+                   "`psabridge psa companies`", ids=[(r["identifier"], r["id"]) for r in rows])
+
+
+def configuration_id(bridge: Bridge, text: str, company: str, rows: list[Row] | None = None) -> str:
+    """A configuration of the company `company` (an id), by id or name."""
+    rows = configurations(bridge, company) if rows is None else rows
+    return resolve(f"configuration of company {company}", text,
+                   [(r["id"], r["name"]) for r in rows],
+                   f"`psabridge psa configurations --company {company}`")
+
+
+def site_uid(bridge: Bridge, text: str, rows: list[Row] | None = None) -> str:
+    """An RMM site by uid, id or name (`rows`: `sites()` when already read)."""
+    rows = sites(bridge) if rows is None else rows
+    return resolve("site", text, [(r["uid"], r["name"]) for r in rows], "`psabridge rmm sites`",
+                   where="the RMM", ids=[(str(r["id"]), r["uid"]) for r in rows if r["id"]])
+
+
+def device_uid(bridge: Bridge, text: str, rows: list[Row] | None = None) -> str:
+    """An RMM device by uid, id or hostname (`rows`: `devices()` when already read)."""
+    rows = devices(bridge) if rows is None else rows
+    live = [r for r in rows if not r["deleted"]]
+    return resolve("device", text, [(r["uid"], r["hostname"]) for r in live],
+                   "`psabridge rmm devices`", where="the RMM",
+                   ids=[(str(r["id"]), r["uid"]) for r in live if r["id"]])
+
+
+def device(bridge: Bridge, text: str) -> Device:
+    """The RMM's device whose uid, id or hostname is `text`."""
+    found = [d for d in bridge.rmm.call("rmm_list_devices", site_uid=None) if not d.deleted]
+    uid = resolve("device", text, [(d.uid, d.hostname) for d in found], "`psabridge rmm devices`",
+                  where="the RMM", ids=[(str(d.id), d.uid) for d in found if d.id])
+    return next(d for d in found if d.uid == uid)

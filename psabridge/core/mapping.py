@@ -82,6 +82,9 @@ class Change:
     subject: str
     detail: str
     run: Callable[[], object] = attrs.field(eq=False, repr=False)
+    # The subject's and the target's ids (company_id, site_uid, device_uid, configuration_id),
+    # for callers that report changes as data rather than words; None for one not made yet.
+    ids: dict[str, str | None] = attrs.field(factory=dict, kw_only=True, eq=False)
 
 
 @attrs.define
@@ -97,12 +100,17 @@ class Plan:
     changes: list[Change] = attrs.field(factory=list)
     held: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
     deferred: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
+    skipped_ids: dict[str, dict[str, str | None]] = attrs.field(factory=dict)  # subject -> ids
 
-    def add(self, action: str, subject: str, detail: str, run: Callable[[], object]) -> None:
-        self.changes.append(Change(action, subject, detail, run))
+    def add(self, action: str, subject: str, detail: str, run: Callable[[], object],
+            ids: dict[str, str | None] | None = None) -> None:
+        self.changes.append(Change(action, subject, detail, run, ids=ids or {}))
 
-    def skip(self, subject: str, why: str, transient: bool = False) -> None:
+    def skip(self, subject: str, why: str, transient: bool = False,
+             ids: dict[str, str | None] | None = None) -> None:
         (self.deferred if transient else self.held).append((subject, why))
+        if ids:
+            self.skipped_ids[subject] = ids
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -263,7 +271,8 @@ def plan_company_mappings(
                              and s.uid not in mapped_sites and s.uid not in planned_sites), None)
             if existing is None:
                 plan.add("create site", subject, f"new site {company.name!r}",
-                         _map_to_new_site(bridge, company, company_type))
+                         _map_to_new_site(bridge, company, company_type),
+                         ids={"company_id": company.id, "site_uid": None})
                 continue
             choice = existing.uid
         site = sites.get(choice)
@@ -274,7 +283,8 @@ def plan_company_mappings(
             raise MappingError(f"site {site.name} is already mapped to {other}; a site maps to one company")
         planned_sites.add(site.uid)
         plan.add("map company", subject, f"site {site.name}",
-                 lambda c=company, s=site, t=company_type: _save_company_mapping(bridge, c, s, t))
+                 lambda c=company, s=site, t=company_type: _save_company_mapping(bridge, c, s, t),
+                 ids={"company_id": company.id, "site_uid": site.uid})
     return plan
 
 
@@ -294,6 +304,22 @@ def _save_company_mapping(bridge: Bridge, company: Company, site: Site, company_
     bridge.pm.hook.on_site_mapped(psa=psa, rmm=rmm, company=company, site=site)
     if bridge.option("auto_map"):  # A newly mapped site triggers automatic mapping
         apply(bridge, plan_automatic_mapping(bridge, site_uids={site.uid}))
+
+
+def plan_company_unmaps(bridge: Bridge, company_ids: Iterable[str]) -> Plan:
+    """Plan removing company-site mappings; a company not mapped needs no change."""
+    psa, rmm = bridge.pair
+    mapped = {m.company_id: m for m in bridge.store.company_mappings(psa, rmm)}
+    plan = Plan()
+    for company_id in dict.fromkeys(company_ids):
+        mapping = mapped.get(company_id)
+        if mapping is None:
+            continue
+        plan.add("unmap company", f"{mapping.company_name} ({company_id})",
+                 f"from site {mapping.site_name}; its devices keep their configurations",
+                 lambda c=company_id: bridge.store.delete_company_mapping(psa, rmm, c),
+                 ids={"company_id": company_id, "site_uid": mapping.site_uid})
+    return plan
 
 
 def unmap_companies(bridge: Bridge, company_ids: Iterable[str]) -> list[str]:
@@ -338,6 +364,43 @@ def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None)
             rows.append(DeviceTypeRow(device_type, suggestion.configuration_type,
                                       suggestion.score, False))
     return rows
+
+
+def plan_device_type_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
+    """Plan mapping device types: `choices` maps a device type to a configuration type (id or
+    name, case aside) or None (its suggestion). An unknown choice raises before anything is
+    planned; a type already mapped to the chosen configuration type needs no change."""
+    psa, rmm = bridge.pair
+    types = bridge.configuration_types()
+    stored = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
+    plan = Plan()
+    for device_type, wanted in choices.items():
+        chosen = _configuration_type(device_type, wanted, types)
+        current = stored.get(device_type)
+        if current is not None and current.configuration_type_id == chosen.id:
+            continue
+        mapping = DeviceTypeMapping(psa, rmm, device_type, chosen.id, chosen.name)
+        was = f" (was {current.configuration_type_name})" if current else ""
+        plan.add("map device type", device_type, f"configuration type {chosen.name}{was}",
+                 lambda m=mapping: bridge.store.save_device_type_mapping(m),
+                 ids={"device_type": device_type, "configuration_type_id": chosen.id})
+    return plan
+
+
+def _configuration_type(device_type: str, wanted: str | None,
+                        types: list[ConfigurationType]) -> ConfigurationType:
+    if wanted is None:
+        chosen = suggest_configuration_type(device_type, types).configuration_type
+        if chosen is None:
+            raise MappingError(f"no configuration type resembles {device_type!r}; name one "
+                               f"(`psabridge device-types map '{device_type}=TYPE'`)")
+        return chosen
+    chosen = next((t for t in types if wanted in (t.id, t.name)), None) or next(
+        (t for t in types if t.name.casefold() == wanted.strip().casefold()), None)
+    if chosen is None:
+        names = ", ".join(sorted(t.name for t in types))
+        raise MappingError(f"the PSA has no configuration type {wanted!r} (it has: {names})")
+    return chosen
 
 
 def map_device_type(bridge: Bridge, device_type: str, configuration_type: str | None) -> DeviceTypeMapping:
@@ -572,15 +635,16 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
     live = bridge.company_ids() if devices else set()
     for device in devices:
         subject = _device_subject(device)
+        ids = {"device_uid": device.uid}
         linked = estate.site_company[device.site_uid]
         company_id = linked.company_id
         if company_id not in live:
             plan.skip(subject, f"its site is mapped to company {linked.company_name} "
                       f"({company_id}), which the PSA no longer lists (deleted?); unmap it with "
-                      f"`psabridge companies unmap {company_id}` and map the site again")
+                      f"`psabridge companies unmap {company_id}` and map the site again", ids=ids)
             continue
         if unreadable := readings.unreadable.get(device.uid):
-            plan.skip(subject, unreadable.why, transient=unreadable.transient)
+            plan.skip(subject, unreadable.why, transient=unreadable.transient, ids=ids)
             continue
         choice = choices.get(device.uid)
         if choice is None:
@@ -606,13 +670,14 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                                    f"{holder}; a configuration is mapped to one device only")
             taken[configuration.id] = device.uid
             plan.add("map device", subject, f"configuration {configuration.name} ({configuration.id})",
-                     _map_existing(bridge, device, company_id, configuration))
+                     _map_existing(bridge, device, company_id, configuration),
+                     ids={**ids, "configuration_id": configuration.id})
             continue
         # No configuration: create one, if the device type allows it.
         type_mapping = type_map.get(device.device_type)
         if type_mapping is None:
             plan.skip(subject, f"no configuration type is mapped for device type "
-                      f"{device.device_type!r}; map one with `psabridge device-types map`")
+                      f"{device.device_type!r}; map one with `psabridge device-types map`", ids=ids)
             continue
         if config_types is None:
             config_types = {t.id: t for t in bridge.configuration_types()}
@@ -622,12 +687,13 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                    if config_type else "no longer exists in the PSA")
             plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}; "
                       f"map device type {device.device_type!r} to another one with "
-                      "`psabridge device-types map`")
+                      "`psabridge device-types map`", ids=ids)
             continue
         draft = _configuration_draft(bridge, device, company_id, config_type,
                                      readings.details[device.uid])
         plan.add("create configuration", subject, f"new configuration [{draft.name}] "
-                 f"of type {config_type.name}", _create_and_map(bridge, device, draft))
+                 f"of type {config_type.name}", _create_and_map(bridge, device, draft),
+                 ids={**ids, "configuration_id": None})
 
 
 def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
@@ -710,7 +776,8 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
         if mapping is None:
             continue  # not mapped (or already unmapped by an earlier run)
         plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
-                 lambda m=mapping: _unmap(bridge, m))
+                 lambda m=mapping: _unmap(bridge, m),
+                 ids={"device_uid": uid, "configuration_id": mapping.configuration_id})
     return plan
 
 
@@ -740,7 +807,8 @@ def plan_deleted_devices(bridge: Bridge, estate: Estate | None = None) -> Plan:
         subject = f"{device.hostname} ({uid})" if device else uid
         plan.add("deactivate configuration", subject,
                  f"configuration {mapping.configuration_id} set Inactive, device unmapped",
-                 lambda m=mapping: _deactivate(bridge, m))
+                 lambda m=mapping: _deactivate(bridge, m),
+                 ids={"device_uid": uid, "configuration_id": mapping.configuration_id})
     return plan
 
 

@@ -128,8 +128,12 @@ def configure_plugin(
     name: str,
     values: Mapping[str, str | None],
     ask_secret: Callable[[Setting], str | None] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, str]:
     """Merge `values` (None = leave as is) into the plugin's stored settings and save them.
+
+    A dry run checks the values and returns what would be saved, secrets not sealed (nor
+    asked for), and saves nothing.
 
     URLs and `env:`/`file:` references are checked now; completeness is checked when the plugin
     is enabled. A secret that is neither given nor stored (or stored, but sealed with a key
@@ -157,10 +161,13 @@ def configure_plugin(
     stored = dict(state.settings) if state else {}
     for setting in record.settings:
         missing = not given.get(setting.name) and not _usable(stored.get(setting.name))
-        if setting.secret and missing and ask_secret and (answer := ask_secret(setting)):
+        if (setting.secret and missing and ask_secret and not dry_run
+                and (answer := ask_secret(setting))):
             logs.register_secret(answer)
             given[setting.name] = answer
     merged = {**stored, **normalise_settings(record.settings, given)}
+    if dry_run:
+        return merged
     saved = secrets.seal_settings(merged, _secret_names(record))
     store.save_settings(name, saved)
     log.info("plugin_configured", plugin=name, fields=sorted(given))
@@ -247,12 +254,14 @@ def enabled_plugins(pm: pluggy.PluginManager, store: Store, kind: str) -> list[s
 
 
 def enable_plugin(
-    pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None
+    pm: pluggy.PluginManager, store: Store, name: str, check: bool = True, transport: Any = None,
+    dry_run: bool = False,
 ) -> ConnectionReport | None:
     """Enable a connector after validating its settings and the one-PSA rule.
 
     With `check`, the connection is tested first: a refused connection stops the enable, and
-    missing permissions are kept as warnings and returned in the report.
+    missing permissions are kept as warnings and returned in the report. A dry run validates
+    and stops there: it tests no connection and changes nothing.
     """
     record = _connector_record(pm, store, name)
     validate_settings(name, record.settings, plugin_settings(pm, store, name))
@@ -264,6 +273,8 @@ def enable_plugin(
                 f"cannot enable {name}: the PSA plugin {other} is enabled and only one PSA can be "
                 f"enabled at a time; disable it first with `psabridge plugins disable {other}`"
             )
+    if dry_run:
+        return None
     report = None
     hook = f"{record.kind}_check_connection"
     connector = Connector(pm, connection_for(pm, store, name, transport))

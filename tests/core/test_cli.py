@@ -235,8 +235,8 @@ def test_serve_refuses_its_secret_as_a_flag_and_needs_one_from_the_environment_o
 
 
 @pytest.mark.parametrize("args, complaint", [
-    (["--priority", "Critical"], "'Critical' is not RMM=PSA_ID, e.g. Critical=1"),
-    (["--priority", "=5"], "'=5' is not RMM=PSA_ID"),
+    (["--priority", "Critical"], "'Critical' is not RMM=PSA_PRIORITY, e.g. Critical=1"),
+    (["--priority", "=5"], "'=5' is not RMM=PSA_PRIORITY"),
     (["--repeat-minutes", "99999999999999999999"], "is not in the range 0<=x<=10080"),
 ])
 def test_ticket_settings_out_of_shape_are_refused_before_anything_is_saved(pm, db_path, args,
@@ -245,3 +245,14 @@ def test_ticket_settings_out_of_shape_are_refused_before_anything_is_saved(pm, d
                                 obj=App(pm=pm))
     assert result.exit_code == 2 and complaint in result.output
     assert "Traceback" not in result.output and not db_path.exists()
+
+
+def test_configure_dry_run_checks_the_values_and_saves_nothing(run, pm, db_path):
+    checked = run("configure", "connectwise", "--url", "https://www.cw.example.com", "--dry-run")
+    assert checked.exit_code == 1 and "must not contain www" in checked.output
+    dry = run("configure", "connectwise", "--url", "https://cw.example.com", "--company", "acme",
+              "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.output == "Would save company, url for connectwise; nothing saved (a dry run asks " \
+                         "for no secret).\n"
+    assert stored_settings(pm, db_path, "connectwise") is None

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from psabridge.cli import App, cli
+from psabridge.core import lookups
 from psabridge.core.plugins import configure_plugin, enable_plugin
 from psabridge.plugins.rmm_datto.wire import monitor_identity
 from tests.e2e.conftest import make_sims
@@ -199,3 +200,100 @@ def test_rmm_monitors_are_the_monitors_of_open_alerts(run, sims):
     assert all(set(r) >= {"monitor", "open_alerts", "devices", "priorities", "creates_ticket",
                           "example"} for r in rows)
     assert rows[0]["monitor"] in table(run, "rmm", "monitors")
+
+
+# -- names wherever ids are -----------------------------------------------------------------------
+
+
+def test_ticketing_set_takes_names_and_stores_the_ids(run, sims):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    statuses = {s["name"]: str(s["id"]) for s in cw.db.statuses_of(alerts["id"])}
+    priority = next(p for p in cw.db.priorities.values() if p["name"].startswith("Priority 1"))
+    source = next(iter(cw.db.sources.values()))
+    run("ticketing", "set", "--origin", "alert", "--board", "rmm alerts", "--open-status",
+        "New (Alert)", "--closed-status", "resolved", "--priority", f"Critical={priority['name']}",
+        "--source", source["name"])
+    shown = json.loads(run("ticketing", "show", "--json").output)
+    assert shown["attributes"] == [{
+        "origin": "alert", "board_id": str(alerts["id"]), "type_id": None, "subtype_id": None,
+        "open_status_id": statuses["New (Alert)"], "closed_status_id": statuses["Resolved"]}]
+    assert shown["priorities"] == [{"rmm_priority": "Critical",
+                                    "psa_priority_id": str(priority["id"])}]
+    assert shown["source_id"] == str(source["id"]) and shown["enabled"] is False
+    # The table names what the ids stand for.
+    assert "RMM Alerts" in run("ticketing", "show").output
+
+
+def test_companies_devices_and_sites_are_taken_by_name(run, sims):
+    cw, datto = sims
+    site = next(s for s in datto.sites.values() if not s.get("system")
+                and any(d["siteUid"] == s["uid"] and not d["deleted"] for d in datto.devices.values()))
+    company = next(iter(c for c in cw.db.companies.values() if not c.get("deletedFlag")))
+    plan = json.loads(run("companies", "map", f"{company['name']}={site['name']}", "--dry-run",
+                          "--json").output)
+    assert [c["ids"] for c in plan["changes"]] == [{"company_id": str(company["id"]),
+                                                    "site_uid": site["uid"]}]
+    by_name = as_json(run, "rmm", "devices", "--site", site["name"])
+    assert by_name == as_json(run, "rmm", "devices", "--site", site["uid"])
+    run("companies", "map", f"{company['name']}={site['name']}")
+    run("device-types", "map", "--suggested")
+    host = next(d for d in by_name if d["last_audit"] and not d["deleted"])
+    planned = json.loads(run("devices", "map", host["hostname"], "--dry-run", "--json").output)
+    assert {c["ids"]["device_uid"] for c in planned["changes"]} == {host["uid"]}
+    configurations = as_json(run, "psa", "configurations", "--company", company["identifier"])
+    assert configurations == as_json(run, "psa", "configurations", "--company", str(company["id"]))
+
+
+def test_an_unknown_or_ambiguous_name_is_an_error_that_lists_the_candidates():
+    records = [("1", "Help Desk"), ("2", "RMM Alerts"), ("3", "Help Desk"), ("4", "Projects")]
+    assert lookups.resolve("board", "2", records, "`psabridge psa boards`") == "2"
+    assert lookups.resolve("board", "  rmm ALERTS ", records, "`psabridge psa boards`") == "2"
+    with pytest.raises(lookups.Ambiguous) as ambiguous:
+        lookups.resolve("board", "help desk", records, "`psabridge psa boards`")
+    assert str(ambiguous.value) == ("2 boards are named 'help desk': 'Help Desk' (1), "
+                                    "'Help Desk' (3); give the id of the one you mean")
+    with pytest.raises(lookups.NotFound) as unknown:
+        lookups.resolve("board", "Alerts", records, "`psabridge psa boards`")
+    assert str(unknown.value) == ("the PSA has no board with id or name 'Alerts'; did you mean "
+                                  "'RMM Alerts' (2)? (`psabridge psa boards` lists them)")
+    with pytest.raises(lookups.NotFound) as far_off:
+        lookups.resolve("board", "999", records, "`psabridge psa boards`")
+    assert "did you mean" not in str(far_off.value)
+    assert lookups.resolve("company", "ACME", [("7", "Acme Corp.")], "x", ids=[("ACME", "7")]) == "7"
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_tables_fit_the_terminal_and_keep_ids_whole(run, sims, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    _, datto = sims
+    for args in (("rmm", "devices"), ("rmm", "monitors"), ("companies", "load"),
+                 ("psa", "boards"), ("device-types", "list")):
+        out = table(run, *args)
+        assert "\x1b[" not in out  # no colour: not a terminal
+        assert max(map(len, out.splitlines())) <= columns, (args, out)
+    uids = [d["uid"] for d in as_json(run, "rmm", "devices")]
+    out = table(run, "rmm", "devices")
+    assert all(uid in out for uid in uids)
+
+
+def test_without_a_terminal_or_columns_rows_are_not_cut(run, sims, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = table(run, "rmm", "monitors")
+    assert all(row["monitor"] in out and row["example"] in out
+               for row in as_json(run, "rmm", "monitors"))
+
+
+def test_on_a_terminal_site_names_link_to_the_rmm(monkeypatch, capsys):
+    from psabridge import output
+
+    monkeypatch.setattr(output, "_stream_is_tty", lambda stream: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    output.table([{"uid": "s-1", "name": "Acme HQ", "url": "https://rmm.example.com/site/1"}],
+                 columns=["uid", "name"], links={"name": "url"})
+    out = capsys.readouterr().out
+    assert "\x1b]8;" in out and "https://rmm.example.com/site/1" in out  # an OSC 8 hyperlink
+    assert "\x1b[3" not in out  # NO_COLOR: no colours, links still

@@ -227,7 +227,7 @@ def walk_the_tour(tour: Tour) -> dict[str, str]:
     tour.run("devices", "map", "--all", "--dry-run")
     tour.run("devices", "map", "--all")
     mapped = json.loads(tour.run("devices", "load", "--mapping", "mapped", "--json").stdout)
-    device = mapped[0]["uid"]
+    device = mapped[0]["device_uid"]
     tour.run("devices", "auto", "on")
     tour.run("devices", "map-now")
     tour.run("warnings", "list")
@@ -251,7 +251,7 @@ def walk_the_tour(tour: Tour) -> dict[str, str]:
     serve.wait_for("webhook_handled")
     tour.run("sync", "--once")
     alerts = json.loads(tour.run("tickets", "list", "--json").stdout)
-    alert = alerts[0]["alert"]
+    alert = alerts[0]["alert_uid"]
     with httpx.Client(base_url=hooks, timeout=30) as http:
         by_header = http.post("/hooks/rmm", json={"alertUid": alert},
                               headers={"X-Psabridge-Token": WEBHOOK_SECRET})
