@@ -55,21 +55,44 @@ class App:
             self._store = None
 
 
+class CommandFailed(click.ClickException):
+    """A command that could not do what was asked: "Error: ..." on stderr, or, when the logs
+    were asked for as JSON (`--log-format json`), a `command_failed` event, so that stderr
+    carries nothing but JSON lines."""
+
+    def __init__(self, message: str, as_event: bool):
+        super().__init__(message)
+        self.as_event = as_event
+
+    def show(self, file=None) -> None:
+        if self.as_event:
+            log.error("command_failed", error=self.format_message())
+        else:
+            super().show(file)
+
+
 class ErrorHandlingGroup(click.Group):
     """Turns errors into one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        as_event = ctx.params.get("log_format") == "json"
         try:
             return super().invoke(ctx)
         except PsabridgeError as exc:
-            raise click.ClickException(logs.redact_text(str(exc))) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise CommandFailed(logs.redact_text(str(exc)), as_event) from None
+        except CommandFailed:
+            raise
+        except click.ClickException as exc:
+            if as_event and not isinstance(exc, click.UsageError):
+                raise CommandFailed(exc.format_message(), as_event) from None
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence for the CLI
             log.debug("unexpected error", exc_info=True)
             detail = logs.redact_text(f"{type(exc).__name__}: {exc}")
-            raise click.ClickException(
-                f"unexpected error: {detail} (run with -vv for the traceback)"
+            raise CommandFailed(
+                f"unexpected error: {detail} (run with -vv for the traceback)", as_event
             ) from None
 
 

@@ -256,3 +256,20 @@ def test_configure_dry_run_checks_the_values_and_saves_nothing(run, pm, db_path)
     assert dry.output == "Would save company, url for connectwise; nothing saved (a dry run asks " \
                          "for no secret).\n"
     assert stored_settings(pm, db_path, "connectwise") is None
+
+
+def test_a_failed_command_is_a_json_event_when_logs_are_asked_for_as_json(run):
+    result = run("--log-format", "json", "plugins", "enable", "nosuch")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines, "the failure is reported"
+    events = [json.loads(line) for line in lines]  # every line is JSON
+    failed = [e for e in events if e["event"] == "command_failed"]
+    assert len(failed) == 1 and "nosuch" in failed[0]["error"]
+    assert failed[0]["level"] == "error"
+
+
+def test_a_failed_command_is_one_error_line_for_people(run):
+    result = run("--log-format", "console", "plugins", "enable", "nosuch")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and "nosuch" in result.stderr
