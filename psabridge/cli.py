@@ -918,7 +918,8 @@ def demo_command(app: App, seed, companies):
 
 @cli.group()
 def simulate():
-    """Run a service simulator on loopback (connectors add theirs here)."""
+    """Run a service simulator on loopback, and act in a running one (raise an alert, close a
+    ticket...). Connectors add their commands here."""
 
 
 # Connectors add their commands (e.g. `simulate connectwise`) through the register_commands hook.
