@@ -88,7 +88,7 @@ def _wait_for_interrupt(sleep=time.sleep) -> None:
 
 def _alert_line(verb: str, result: dict) -> str:
     return (f"{verb} alert {result['alert_uid']} ({result['priority']}, {result['monitor']}) on "
-            f"{result['hostname']} ({result['device_uid']}) in site {result['site_name']}.")
+            f"{result['hostname']} ({result['device_uid']}) in site {result['site_name']}")
 
 
 @click.command("raise-alert")
