@@ -59,7 +59,7 @@ class Demo:
         self.echo(tabulate(rows, headers="keys") if rows else "(none)")
 
 
-def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
+def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
              echo: Callable[[str], None] = print) -> dict[str, int]:
     """Run the demo on a fresh store at `db_path`; returns the summary figures."""
     if db_path.exists():
@@ -97,10 +97,15 @@ def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
 def _map_companies(demo: Demo, summary: Counter) -> None:
     demo.section("Companies -> sites (suggested by name similarity)")
     rows = mapping.load_companies(demo.bridge)
-    demo.table([{"company": r.company.name, "type": r.company_type,
+    # A company of several types is listed once per type; it is one company to map.
+    types: dict[str, list[str]] = {}
+    for row in rows:
+        types.setdefault(row.company.id, []).append(row.company_type)
+    once = list({r.company.id: r for r in rows}.values())
+    demo.table([{"company": r.company.name, "types": ", ".join(types[r.company.id]),
                  "suggested site": r.suggestion.site_name if r.suggestion.site_uid
                  else f"Create New: {r.suggestion.site_name}", "score": round(r.suggestion.score)}
-                for r in rows])
+                for r in once])
     plan = mapping.plan_company_mappings(demo.bridge, {r.company.id: None for r in rows})
     outcome = mapping.apply(demo.bridge, plan)
     summary["companies mapped"] = len(outcome.done)

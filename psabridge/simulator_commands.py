@@ -82,9 +82,11 @@ def control_folder() -> Path:
     user's runtime directory (`$XDG_RUNTIME_DIR/psabridge`), else the user's cache directory."""
     if os.environ.get(SIMULATOR_DIR_ENV):
         return Path(os.environ[SIMULATOR_DIR_ENV]).expanduser()
-    runtime = Path(platformdirs.user_runtime_dir("psabridge"))
-    if runtime.parent.is_dir() and os.access(runtime.parent, os.W_OK):
-        return runtime / "simulators"
+    # Only a runtime directory the session gave us: platformdirs' fallback for a missing one is
+    # a fixed name in /tmp, which another user could have made first.
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "psabridge" / "simulators"
     return Path(platformdirs.user_cache_dir("psabridge")) / "simulators"
 
 
