@@ -97,8 +97,8 @@ def control_file(plugin: str) -> Path:
 @contextmanager
 def control_file_written(plugin: str, url: str, token: str) -> Iterator[Path]:
     """Within the block, `plugin`'s control file names this simulator (`url`, `token`, our pid):
-    a 0600 file in a 0700 folder, replaced atomically. Removed at the end if it is still ours
-    (a simulator started later may have taken the name over)."""
+    a 0600 file in a 0700 folder, replaced atomically. Removed at the end if it still holds our
+    token (a simulator started later may have taken the name over)."""
     folder = control_folder()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = control_file(plugin)
@@ -113,7 +113,7 @@ def control_file_written(plugin: str, url: str, token: str) -> Iterator[Path]:
         yield path
     finally:
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():
+            if json.loads(path.read_text()).get("token") == token:
                 path.unlink()
 
 

@@ -341,3 +341,17 @@ def test_closing_a_ticket_calls_back_as_a_change_made_in_connectwise_does():
     closed = controls.close_ticket(sim, {"ticket": str(ticket["id"]), "status": "closed"})
     assert closed["status"] == "Closed" and ticket["closedFlag"] is True
     assert calls == [("ticket", "updated", ticket["id"])]
+
+
+def test_a_simulator_started_later_takes_the_control_file_over(control_dir):
+    import contextlib
+
+    from psabridge.simulator_commands import control_file_written, find_simulator
+
+    with contextlib.ExitStack() as first:
+        path = first.enter_context(control_file_written("datto", "http://127.0.0.1:1", "first"))
+        with control_file_written("datto", "http://127.0.0.1:2", "second"):
+            assert find_simulator("datto", "Datto RMM").url == "http://127.0.0.1:2"
+            first.close()  # the first stops while the second runs: the file is not its own now
+            assert find_simulator("datto", "Datto RMM").url == "http://127.0.0.1:2"
+        assert not path.exists()  # the second removed its own on stop
