@@ -32,13 +32,13 @@ TITLE = "Datto RMM"
 @click.option("--companies", "--sites", "companies", default=12, show_default=True,
               type=click.IntRange(min=1),
               help="How many client companies the MSP has: a site each, plus sites of its own.")
-@click.option("--latency", default=0.0, show_default=True, type=float,
+@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds added to every request.")
-@click.option("--error-rate", default=0.0, show_default=True, type=float,
+@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of requests answered with a 5xx.")
-@click.option("--throttle-rate", default=0.0, show_default=True, type=float,
+@click.option("--throttle-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of requests answered 429 with Retry-After.")
-@click.option("--drop-rate", default=0.0, show_default=True, type=float,
+@click.option("--drop-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of connections dropped without an answer.")
 @click.option("--requests-per-minute", default=600, show_default=True, type=click.IntRange(min=1),
               help="The account's quota of reads, and of writes, per minute; over it: 429, then "
