@@ -6,9 +6,9 @@ The same seed always gives the same estate.
 Sites and their devices come from `psabridge.simulated_msp`, the MSP's client companies and their
 machines, which the ConnectWise simulator reads too (started with the same seed and number of
 companies, the two describe the same customers). Site names are the company names with the
-distortions real estates show between the PSA's company name and the RMM's site name: a dropped or swapped
-legal suffix, a change of case, "&" for "and", a typo, a location tag. Some sites have no company
-at all (internal or lab sites). `Estate.site_origins` records which company and which distortion
+distortions real estates show between the PSA's company name and the RMM's site name: a dropped
+or swapped legal suffix, a change of case, "&" for "and", a typo, a location tag. Some sites have
+no company at all (internal or lab sites). `Estate.site_origins` records which company and which distortion
 each site came from, so matching tests can check their answers.
 """
 
