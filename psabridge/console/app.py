@@ -32,13 +32,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
+from psabridge.console import auth
 from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import Alert, CompanyFilters
 from psabridge.core.store import Store
-from psabridge.console import auth
 
 log = logs.get_logger(__name__)
 
