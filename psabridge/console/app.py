@@ -45,7 +45,7 @@ log = logs.get_logger(__name__)
 SESSION_COOKIE = "psabridge_console"
 SESSION_SECONDS = 12 * 3600
 CSRF_FIELD = "csrf_token"
-PUBLIC = {"login", "login_link", "static"}
+PUBLIC = {"login", "login_link", "static", "favicon"}
 REPEAT_MINUTES_MAX = 7 * 24 * 60
 # The RMM priorities offered in the priority grid: Datto RMM's five, plus any the settings or
 # the open alerts name (another RMM's).
@@ -169,6 +169,7 @@ class ConsoleApp:
             Rule("/login/<token>", endpoint="login_link", methods=["GET", "POST"]),
             Rule("/logout", endpoint="logout", methods=["POST"]),
             Rule("/static/<name>", endpoint="static", methods=["GET"]),
+            Rule("/favicon.ico", endpoint="favicon", methods=["GET"]),
             Rule("/", endpoint="overview", methods=["GET"]),
             Rule("/pass", endpoint="run_pass", methods=["POST"]),
             Rule("/companies", endpoint="companies", methods=["GET"]),
@@ -281,6 +282,9 @@ class ConsoleApp:
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         response = Response((folder / name).read_bytes(), content_type=kind)
         return response
+
+    def on_favicon(self, ctx: Ctx) -> Response:
+        return Response(status=204)  # no icon, and no 404 in the browser's console
 
     def _log_in(self, ctx: Ctx, address: str, target: str) -> Response:
         self.throttle.succeeded(address)
