@@ -231,8 +231,12 @@ class ConsoleApp:
         if not (ctx.changed or ctx.session.pop("new", False)):
             return
         ctx.session.pop("new", None)
+        # Secure when the browser came over HTTPS, directly or through the TLS proxy (trusting
+        # the proxy's header here can only make the cookie stricter).
+        https = ctx.request.scheme == "https" or \
+            ctx.request.headers.get("X-Forwarded-Proto", "").lower() == "https"
         response.set_cookie(SESSION_COOKIE, self._signer.dumps(ctx.session), httponly=True,
-                            samesite="Strict", secure=ctx.request.scheme == "https", path="/")
+                            samesite="Strict", secure=https, path="/")
 
     def _csrf_ok(self, ctx: Ctx) -> bool:
         sent = ctx.request.form.get(CSRF_FIELD, "")

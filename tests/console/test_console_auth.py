@@ -44,6 +44,14 @@ def test_a_login_sets_a_signed_httponly_strict_cookie_and_goes_where_it_was_aske
     assert_secure_headers(overview)
 
 
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(browser):
+    token = browser.token()
+    response = browser.client.post("/login", data={"csrf_token": token, "password": PASSWORD},
+                                   headers={"X-Forwarded-Proto": "https"})
+    cookie = next(h for h in response.headers.getlist("Set-Cookie") if h.startswith(SESSION_COOKIE))
+    assert "Secure" in cookie
+
+
 def test_a_login_never_redirects_off_the_console(browser):
     response = browser.post("/login", {"password": PASSWORD, "next": "//evil.example.com/x"})
     assert response.headers["Location"] == "/"
