@@ -51,6 +51,7 @@ REPEAT_MINUTES_MAX = 7 * 24 * 60
 # the open alerts name (another RMM's).
 RMM_PRIORITIES = ("Critical", "High", "Moderate", "Low", "Information")
 JOURNAL_ROWS = 200
+FLASH_MAX, FLASH_CHARS = 6, 300
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -105,7 +106,16 @@ class Ctx:
     changed: bool = False
 
     def flash(self, kind: str, message: str) -> None:
-        self.session.setdefault("flash", []).append([kind, logs.redact_text(message)])
+        """A message for the next page. They travel in the session cookie, which a browser
+        drops past 4 KB (logging the admin out): a few, each cut short, are kept."""
+        flashes = self.session.setdefault("flash", [])
+        if len(flashes) < FLASH_MAX:
+            text = logs.redact_text(message)
+            cut = text if len(text) <= FLASH_CHARS else text[:FLASH_CHARS - 1] + "…"
+            flashes.append([kind, cut])
+        elif len(flashes) == FLASH_MAX:
+            flashes.append(["warning", "More messages were left out; the warnings (on the "
+                                       "Tickets page) and the server's log have them all."])
         self.changed = True
 
     def form(self, name: str, default: str = "") -> str:
@@ -172,6 +182,7 @@ class ConsoleApp:
             Rule("/favicon.ico", endpoint="favicon", methods=["GET"]),
             Rule("/", endpoint="overview", methods=["GET"]),
             Rule("/pass", endpoint="run_pass", methods=["POST"]),
+            Rule("/check", endpoint="check", methods=["POST"]),
             Rule("/companies", endpoint="companies", methods=["GET"]),
             Rule("/companies/preview", endpoint="companies_preview", methods=["POST"]),
             Rule("/companies/apply", endpoint="companies_apply", methods=["POST"]),
@@ -360,6 +371,27 @@ class ConsoleApp:
                               **{f"alerts {state}": n for state, n in sorted(states.items())}})
         return self.render(ctx, "overview.html", **values)
 
+    def on_check(self, ctx: Ctx) -> Response:
+        """Ask the PSA and the RMM whether they answer, as `plugins enable` does."""
+        def run(bridge: Bridge) -> None:
+            for kind, connector in (("psa", bridge.psa), ("rmm", bridge.rmm)):
+                hook = f"{kind}_check_connection"
+                if not connector.supports(hook):
+                    ctx.flash("warning", f"{connector.name} cannot be checked (it has no {hook})")
+                    continue
+                try:
+                    report = connector.call(hook)
+                except PsabridgeError as exc:
+                    ctx.flash("error", f"{connector.name}: {exc}")
+                    continue
+                ctx.flash("ok" if report.ok else "error",
+                          f"{connector.name}: {'answers' if report.ok else 'fails'}"
+                          + (f" ({report.detail})" if report.detail else ""))
+                for permission in report.missing_permissions:
+                    ctx.flash("warning", f"{connector.name}: the API user lacks {permission}")
+
+        return self.act(ctx, "/", run)
+
     def on_run_pass(self, ctx: Ctx) -> Response:
         def run(bridge: Bridge) -> None:
             report = sync.run_pass(bridge)
@@ -447,14 +479,17 @@ class ConsoleApp:
 
     def _apply(self, ctx: Ctx, bridge: Bridge, plan: mapping.Plan) -> None:
         outcome = mapping.apply(bridge, plan)
-        for change, error in outcome.failed:
-            ctx.flash("error", f"Failed: {change.action} for {change.subject}: {error}")
-        for subject, why in plan.skipped:
-            ctx.flash("warning", f"Skipped {subject}: {why}")
         done = len(outcome.done)
         ctx.flash("error" if outcome.failed else "ok",
                   f"Done: {done} change{'s' * (done != 1)}, {len(outcome.failed)} failed, "
                   f"{len(plan.skipped)} skipped.")
+        for change, error in outcome.failed:
+            ctx.flash("error", f"Failed: {change.action} for {change.subject}: {error}")
+        for subject, why in plan.skipped[:2]:
+            ctx.flash("warning", f"Skipped {subject}: {why}")
+        if len(plan.skipped) > 2:
+            ctx.flash("warning", f"{len(plan.skipped) - 2} more skipped; those held back are "
+                                 "listed as warnings on the Tickets page.")
 
     # -- device types ----------------------------------------------------------------------
 

@@ -170,3 +170,32 @@ def test_a_pass_from_the_overview_is_reported_and_remembered(browser, store):
     assert "Pass finished" in text
     assert store.option("console", "last_pass")["figures"]["tickets_created"] == 0
     assert "No pass has been run" not in text
+
+
+def test_many_skipped_devices_are_summed_up_and_the_session_survives(
+        browser, pm, store, transports):
+    from psabridge.core import mapping
+
+    bridge = open_bridge(pm, store, transports)
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, None))  # every company
+    browser.log_in()
+    browser.post("/devices/auto", {"auto_map": "on"})
+    # No device type is mapped: Map Now holds back every device that needs a configuration.
+    applied = browser.post("/devices/apply", {"what": "map-now"})
+    assert applied.status_code == 303
+    cookie = next(h for h in applied.headers.getlist("Set-Cookie") if h.startswith("psabridge"))
+    assert len(cookie) < 4000  # a browser keeps it: the admin stays logged in
+    page = browser.get("/devices")
+    assert page.status_code == 200
+    skipped = len(store.warnings())
+    assert skipped > 10
+    text = page_text(page)
+    assert f"Done: 0 changes, 0 failed, {skipped} skipped." in text
+    assert f"{skipped - 2} more skipped" in text
+
+
+def test_the_overview_tests_both_connections(browser):
+    browser.log_in()
+    assert browser.post("/check").status_code == 303
+    text = page_text(browser.get("/"))
+    assert "connectwise: answers" in text and "datto: answers" in text
