@@ -908,11 +908,11 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
     console = ConsoleApp(app.pm, app.store, app.transports)
     server = webhooks.listen(ServedApp(console, hooks), host, port)
     base = f"http://{host}:{port}"
-    click.echo(f"Console on {base}/")
     if hooks:
-        click.echo(f"Webhooks on {base}/hooks/psa and {base}/hooks/rmm")
+        click.echo(f"Listening on {base} (the console at /; POST /hooks/psa, /hooks/rmm)")
     else:
-        click.echo(f"Webhooks are off: no webhook secret ({WEBHOOK_SECRET_ENV} or --secret-file)")
+        click.echo(f"Listening on {base} (the console at /; webhooks are off: no webhook "
+                   f"secret in {WEBHOOK_SECRET_ENV} or --secret-file)")
     if login_link or (login_link is None and not auth.has_password(app.store)):
         click.echo(f"One-time login link (valid {auth.LOGIN_LINK_SECONDS // 60} minutes): "
                    f"{base}/login/{console.links.issue()}")

@@ -57,7 +57,12 @@ def chromium():
 
 @pytest.fixture
 def page(chromium):
+    from playwright.sync_api import expect
+
+    # Generous waits: a page that reads both simulators can be slow on a busy CI machine.
+    expect.set_options(timeout=30_000)
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(30_000)
     page = context.new_page()
     failed = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 500 else None)

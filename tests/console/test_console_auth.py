@@ -162,7 +162,7 @@ def test_serve_prints_a_login_link_when_no_password_is_set(pm, store, db_path, m
     monkeypatch.setattr(App, "close", lambda self: None)  # the test's store: open for the browser
     result = CliRunner().invoke(cli, ["--db", str(db_path), "serve"], obj=App(pm=pm, store=store))
     assert result.exit_code == 0, result.output
-    assert "Webhooks are off" in result.output
+    assert "webhooks are off: no webhook secret" in result.output
     link = next(line for line in result.output.splitlines() if "login link" in line).split()[-1]
     browser = Browser(served["server"].app)
     path = link.removeprefix("http://127.0.0.1:8787")
