@@ -436,7 +436,8 @@ class ConsoleApp:
             }
 
         # htmx asks for the table alone when a filter changes; a plain GET gets the page.
-        fragment = ctx.request.headers.get("HX-Request") == "true"
+        fragment = (ctx.request.headers.get("HX-Request") == "true"
+                    and ctx.request.headers.get("HX-History-Restore-Request") != "true")
         return self.page(ctx, "companies_table.html" if fragment else "companies.html", build)
 
     def _company_plan(self, ctx: Ctx, bridge: Bridge) -> tuple[mapping.Plan, dict]:

@@ -3,6 +3,8 @@ CSRF on every form, security headers on every response; and `serve` with or with
 
 from __future__ import annotations
 
+import re
+
 from click.testing import CliRunner
 from werkzeug.test import Client
 
@@ -169,3 +171,17 @@ def test_serve_prints_a_login_link_when_no_password_is_set(pm, store, db_path, m
     assert browser.post(path, page=path).status_code == 303
     overview = browser.get("/")  # logged in; no PSA is enabled yet, and the page says so
     assert overview.status_code == 200 and "Not connected: no PSA plugin is enabled" in overview.text
+
+
+def test_every_form_that_posts_carries_the_csrf_token():
+    from importlib import resources
+
+    folder = resources.files("psabridge.console") / "templates"
+    posting = 0
+    for template in folder.iterdir():
+        text = template.read_text()
+        for form in re.findall(r"<form[^>]*>.*?</form>", text, re.DOTALL):
+            if 'method="post"' in form:
+                posting += 1
+                assert 'name="csrf_token" value="{{ csrf_token }}"' in form, template.name
+    assert posting >= 12  # login, logout, and each page's forms

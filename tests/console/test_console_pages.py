@@ -60,6 +60,9 @@ def test_the_companies_filter_answers_htmx_with_the_table_alone(browser):
     assert "<html" in full.text and "<html" not in part.text
     assert part.text.lstrip().startswith('<div id="companies-table">')
     assert "Select Lakeside Marketing P.C." in part.text and "Select Northwind" not in part.text
+    restored = browser.get("/companies?search=lakeside",  # the Back button, through htmx
+                           headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert "<html" in restored.text
 
 
 def test_device_exceptions_come_first_each_with_its_candidates_and_why(
