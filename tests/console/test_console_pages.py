@@ -202,3 +202,18 @@ def test_the_overview_tests_both_connections(browser):
     assert browser.post("/check").status_code == 303
     text = page_text(browser.get("/"))
     assert "connectwise: answers" in text and "datto: answers" in text
+
+
+def test_an_unexpected_error_is_a_page_without_the_traceback(browser, monkeypatch):
+    from psabridge.core import mapping
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail that must not reach the browser")
+
+    monkeypatch.setattr(mapping, "load_device_types", broken)
+    browser.log_in()
+    response = browser.get("/device-types")
+    assert response.status_code == 500
+    assert "Something unexpected went wrong" in response.text
+    assert "internal detail" not in response.text and "Traceback" not in response.text
+    assert response.headers["X-Frame-Options"] == "DENY"
