@@ -50,7 +50,7 @@ REPEAT_MINUTES_MAX = 7 * 24 * 60
 # The RMM priorities offered in the priority grid: Datto RMM's five, plus any the settings or
 # the open alerts name (another RMM's).
 RMM_PRIORITIES = ("Critical", "High", "Moderate", "Low", "Information")
-JOURNAL_ROWS = 200
+JOURNAL_ROWS = TICKET_ROWS = 200
 FLASH_MAX, FLASH_CHARS = 6, 300
 
 SECURITY_HEADERS = {
@@ -721,7 +721,8 @@ class ConsoleApp:
 
     def on_tickets(self, ctx: Ctx) -> Response:
         def build(bridge: Bridge) -> dict:
-            rows = list(reversed(bridge.store.alert_tickets(*bridge.pair)))
+            every = bridge.store.alert_tickets(*bridge.pair)
+            rows = list(reversed(every))[:TICKET_ROWS]
             devices = {d.uid: d for d in bridge.rmm.call("rmm_list_devices", site_uid=None)}
             ticket_links = bridge.psa.supports("psa_ticket_url")
             lines = []
@@ -736,7 +737,8 @@ class ConsoleApp:
                     "ticket_url": (bridge.psa.call("psa_ticket_url", ticket_id=row.ticket_id)
                                    if ticket_links and row.ticket_id else None),
                 })
-            return {"lines": lines, "warnings": bridge.store.warnings()}
+            return {"lines": lines, "total": len(every), "limit": TICKET_ROWS,
+                    "warnings": bridge.store.warnings()}
 
         return self.page(ctx, "tickets.html", build)
 

@@ -217,3 +217,15 @@ def test_an_unexpected_error_is_a_page_without_the_traceback(browser, monkeypatc
     assert "Something unexpected went wrong" in response.text
     assert "internal detail" not in response.text and "Traceback" not in response.text
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_tickets_page_shows_the_newest_alerts_and_says_how_many_are_left_out(browser, store):
+    from psabridge.core.models import AlertTicket
+
+    for n in range(205):
+        store.save_alert_ticket(AlertTicket("connectwise", "datto", f"alert-{n:03}", "skipped",
+                                            monitor="m", device_uid="d", note="test"))
+    browser.log_in()
+    page = browser.get("/tickets")
+    assert "the newest 200 of 205" in page_text(page)
+    assert "alert-204" in page.text and "alert-004" not in page.text
