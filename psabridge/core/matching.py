@@ -351,8 +351,12 @@ def explain_site_match(company_name: str, site_name: str, score: float,
             else "same name once case, punctuation, abbreviations, '&' and legal forms are set aside")
     if company.legal_form and site.legal_form and company.legal_form != site.legal_form:
         said += f"; legal forms differ ({company.legal_form}, {site.legal_form})"
-    if company.location != site.location:
-        said += f"; location {company.location or 'none'} vs {site.location or 'none'}"
+    if company.location and site.location and company.location != site.location:
+        said += f"; locations differ ({company.location}, {site.location})"
+    elif site.location and not company.location:
+        said += f"; the site names a location ({site.location})"
+    elif company.location and not site.location:
+        said += f"; the company names a location ({company.location})"
     return said
 
 

@@ -155,9 +155,11 @@ def test_the_admin_walks_from_login_to_a_closed_ticket(page, console, artifacts)
                  if t.get("externalXRef") == ticketing.alert_marker(bridge, alert)]
     assert ticket["board"]["name"] == "RMM Alerts"
     page.get_by_role("link", name="Tickets", exact=True).click()
-    ticket_link = page.get_by_role("link", name=f"Ticket {ticket['id']} in the PSA")
-    alert_link = page.get_by_role("link", name=f"Alert {alert} in the RMM")
-    device_link = page.get_by_role("link", name=f"Device {AMBIGUOUS} in the RMM")
+    # The device may have other alerts (raised while ticketing was off): this alert's row.
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Alert {alert} in the RMM"))
+    ticket_link = row.get_by_role("link", name=f"Ticket {ticket['id']} in the PSA")
+    alert_link = row.get_by_role("link", name=f"Alert {alert} in the RMM")
+    device_link = row.get_by_role("link", name=f"Device {AMBIGUOUS} in the RMM")
     assert f"service_recid={ticket['id']}" in ticket_link.get_attribute("href")
     assert ticket_link.get_attribute("href").startswith(console.cw_url)
     assert alert_link.get_attribute("href").endswith(f"/alert/{alert}")

@@ -35,13 +35,15 @@ def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
     assert "Done: 1 change, 0 failed, 0 skipped." in page_text(browser.get("/companies"))
 
 
-def test_a_site_taken_twice_is_refused_on_the_page_with_the_reason(browser, pm, store, transports):
+def test_a_site_taken_twice_is_refused_on_the_page_with_the_reason(browser, pm, store, transports,
+                                                                   sims):
     browser.log_in()
     site = next(s for s in open_bridge(pm, store, transports).rmm.call("rmm_list_sites")
                 if s.name == "Northwind Corp.")
+    other = str(sims[0].company("Jackson Pharmacy")["id"])
     response = browser.post("/companies/preview", [
         ("select", "99"), ("choice:99", f"site:{site.uid}"),
-        ("select", "144"), ("choice:144", f"site:{site.uid}")])
+        ("select", other), (f"choice:{other}", f"site:{site.uid}")])
     assert response.status_code == 303
     text = page_text(browser.get("/companies"))
     assert "site Northwind Corp. is already mapped to another company in this request" in text
@@ -77,13 +79,13 @@ def test_device_exceptions_come_first_each_with_its_candidates_and_why(
     browser.log_in()
     text = page_text(browser.get("/devices"))
     attention = text[text.index("Needs attention"):text.index("Proposals")]
-    assert attention.index("NC-WS01") < attention.index("NC-SRV02")  # ambiguous before no match
+    assert attention.index("NC-WS01") < attention.index("NC-LT04")  # ambiguous before no match
     assert "2 configurations still match after the model number step" in attention
-    assert "not audited by the RMM yet" in attention  # NC-WS03
+    assert "not audited by the RMM yet" in attention  # NEW-PC-01
     for twin in twins:
         assert f'value="configuration:{twin["id"]}"' in browser.get("/devices").text
     assert 'id="select-' + next(d.uid for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
-                                if d.hostname == "NC-WS03") not in browser.get("/devices").text
+                                if d.hostname == "NEW-PC-01") not in browser.get("/devices").text
 
 
 def test_map_now_needs_automatic_mapping_on_and_the_switch_turns_it_on(browser, store):
@@ -183,7 +185,8 @@ def test_many_skipped_devices_are_summed_up_and_the_session_survives(
     mapping.apply(bridge, mapping.plan_company_mappings(bridge, None))  # every company
     browser.log_in()
     browser.post("/devices/auto", {"auto_map": "on"})
-    # No device type is mapped: Map Now holds back every device that needs a configuration.
+    # No device type is mapped: Map Now links the devices the MSP had entered in the PSA and holds
+    # back every device that needs a new configuration.
     applied = browser.post("/devices/apply", {"what": "map-now"})
     assert applied.status_code == 303
     cookie = next(h for h in applied.headers.getlist("Set-Cookie") if h.startswith("psabridge"))
@@ -193,7 +196,8 @@ def test_many_skipped_devices_are_summed_up_and_the_session_survives(
     skipped = len(store.warnings())
     assert skipped > 10
     text = page_text(page)
-    assert f"Done: 0 changes, 0 failed, {skipped} skipped." in text
+    linked = len(store.device_mappings(*bridge.pair))
+    assert f"Done: {linked} changes, 0 failed, {skipped} skipped." in text
     assert f"{skipped - 2} more skipped" in text
 
 
