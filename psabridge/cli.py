@@ -1457,8 +1457,10 @@ def demo_command(app: App, seed, companies):
 
     Configures and enables both connectors, maps companies to sites, device types and devices,
     sets up ticketing, then raises alerts, resolves some in the RMM and closes tickets in the
-    PSA, and prints what each step did and a summary. Uses --db if it names a file that does
-    not exist yet, else a new file in a temporary folder.
+    PSA, and prints what each step did and a summary.
+
+    The store is new: --db (or PSABRIDGE_DB) must name a file that does not exist yet, and an
+    existing store is refused, never changed; without either, a new file in a temporary folder.
     """
     from psabridge import demo  # imports the simulators, which only this command needs
 
