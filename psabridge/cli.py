@@ -1133,14 +1133,9 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
     (then nothing is saved and the command exits 1)."""
     with _asking("the PSA's ticket options"):
         options = options or bridge.psa.call("psa_ticket_options")
-    known = {p.message for p in ticketing.check_ticket_settings(bridge, before, options)}
-    problems = ticketing.check_ticket_settings(bridge, after, options)
-    new_errors = [p.message for p in problems if p.severity == "error" and p.message not in known]
-    if new_errors:
-        raise click.ClickException("nothing saved: " + "; ".join(new_errors))
     changes = _setting_changes(before, after, dry_run)
-    if not dry_run and changes:
-        ticketing.save_ticket_settings(bridge, after)
+    problems = ticketing.change_ticket_settings(bridge, after, options,
+                                                dry_run=dry_run or not changes)
     if not as_json:
         for problem in problems:
             output.warn(f"{problem.severity.capitalize()}: {problem.message}")
@@ -1228,17 +1223,14 @@ def _set_ticketing(app: App, enabled: bool, dry_run: bool, as_json: bool, done_t
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     state = "on" if enabled else "off"
+    if enabled:
+        ticketing.check_can_enable(bridge, settings)
     if settings.enabled == enabled:
         report = output.Report([output.ChangeResult(
             "set ticketing", "ticketing", output.UNCHANGED, f"already {state}",
             {"enabled": enabled})], dry_run)
     else:
-        if dry_run and enabled:
-            problems = [p.message for p in ticketing.check_ticket_settings(bridge, settings)
-                        if p.severity == "error"]
-            if problems:
-                raise ticketing.TicketingError("cannot enable ticketing: " + "; ".join(problems))
-        elif not dry_run:
+        if not dry_run:
             with output.spinner("Recording the alerts open now"):
                 ticketing.set_ticketing_enabled(bridge, enabled)
         report = _changes("set ticketing", "ticketing", dry_run, state, enabled=enabled)

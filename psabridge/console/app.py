@@ -3,7 +3,7 @@ CLI also does (companies, device types, devices, ticketing, tickets, warnings, t
 
 Every change goes through the library functions the CLI calls: a mapping is planned with the
 same `mapping.plan_*` function, shown as a preview, and carried out by `mapping.apply` under
-`mapping.mapping_lease`; ticket settings are saved by `ticketing.save_ticket_settings`. The
+`mapping.mapping_lease`; ticket settings are saved by `ticketing.change_ticket_settings`. The
 console holds no rules of its own beyond reading a form.
 
 Safe by default: every page but the login needs a session; the session is a signed cookie
@@ -679,9 +679,9 @@ class ConsoleApp:
                                 f"0 (off) to {REPEAT_MINUTES_MAX} (a week)")
             settings = attrs.evolve(settings, source_id=source, priorities=priorities,
                                     attributes=attributes, repeat_minutes=minutes or None)
-            ticketing.save_ticket_settings(bridge, settings)
+            problems = ticketing.change_ticket_settings(bridge, settings, options)
             ctx.flash("ok", "Ticket settings saved.")
-            for problem in ticketing.check_ticket_settings(bridge, settings, options):
+            for problem in problems:
                 ctx.flash(problem.severity, problem.message)
 
         return self.act(ctx, "/ticketing", run)
@@ -701,7 +701,7 @@ class ConsoleApp:
                     overrides[name] = attrs.evolve(current, create_tickets=wanted)
                 elif not wanted:
                     overrides[name] = ticketing.MonitorOverride(create_tickets=False)
-            ticketing.save_ticket_settings(bridge, attrs.evolve(settings, monitors=overrides))
+            ticketing.change_ticket_settings(bridge, attrs.evolve(settings, monitors=overrides))
             ctx.flash("ok", "Monitor overrides saved.")
 
         return self.act(ctx, "/ticketing", run)

@@ -117,6 +117,11 @@ def test_ticketing_cannot_be_enabled_with_settings_the_psa_refuses(browser, pm, 
     options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
     board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
     browser.post("/ticketing/save", {"board:alert": board.id, "repeat_minutes": "15"})
+    assert "nothing saved: origin alert: no closed status is set" in page_text(
+        browser.get("/ticketing"))
+    # Saved by other means (an older version): the switch still refuses them.
+    ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
+        attributes={"alert": ticketing.TicketAttributes(board_id=board.id)}))
     browser.post("/ticketing/switch", {"ticketing": "on"})
     text = page_text(browser.get("/ticketing"))
     assert "cannot enable ticketing" in text and "no closed status is set" in text
@@ -233,3 +238,42 @@ def test_the_tickets_page_shows_the_newest_alerts_and_says_how_many_are_left_out
     page = browser.get("/tickets")
     assert "the newest 200 of 205" in page_text(page)
     assert "alert-204" in page.text and "alert-004" not in page.text
+
+
+def test_ticket_settings_that_add_an_error_are_refused_and_nothing_is_saved(
+        browser, pm, store, transports, sims):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    by_name = {s["name"]: str(s["id"]) for s in cw.db.statuses_of(alerts["id"])}
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    help_desk_new = next(str(s["id"]) for s in cw.db.statuses_of(help_desk["id"])
+                         if s["name"] == "New")
+    browser.log_in()
+    form = {"board:alert": str(alerts["id"]), "closed_status:alert": by_name["Resolved"],
+            "repeat_minutes": "0"}
+    browser.post("/ticketing/save", {**form, "open_status:alert": help_desk_new})
+    text = page_text(browser.get("/ticketing"))
+    assert (f"nothing saved: origin alert: open status {help_desk_new} is not a status of board "
+            "RMM Alerts") in text
+    assert "Ticket settings saved." not in text
+    assert ticketing.ticket_settings(open_bridge(pm, store, transports)).attributes == {}
+    browser.post("/ticketing/save", {**form, "open_status:alert": by_name["New (Alert)"]})
+    assert "Ticket settings saved." in page_text(browser.get("/ticketing"))
+    browser.post("/ticketing/switch", {"ticketing": "on"})
+    assert ticketing.ticket_settings(open_bridge(pm, store, transports)).enabled
+
+
+def test_turning_ticketing_on_again_refuses_while_its_settings_have_errors(
+        browser, pm, store, transports, sims):
+    cw, _ = sims
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    stranger = next(str(s["id"]) for s in cw.db.statuses_of(help_desk["id"]))
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
+        enabled=True, attributes={"alert": ticketing.TicketAttributes(
+            board_id=str(alerts["id"]), open_status_id=stranger)}))
+    browser.log_in()
+    browser.post("/ticketing/switch", {"ticketing": "on"})
+    text = page_text(browser.get("/ticketing"))
+    assert "ticketing is on, but its settings make alert tickets fail" in text
+    assert "Ticketing is on: alerts raised from now on make tickets." not in text
