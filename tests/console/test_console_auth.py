@@ -132,6 +132,15 @@ def test_set_password_takes_it_from_the_environment_never_argv_and_stores_a_hash
     short = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
                           env={"PSABRIDGE_CONSOLE_PASSWORD": "short"})
     assert short.exit_code != 0 and "at least 12 characters" in short.output
+    for blank in (" " * 12, "\t \u3000" * 6):
+        spaces = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"],
+                               obj=App(pm=pm), env={"PSABRIDGE_CONSOLE_PASSWORD": blank})
+        assert spaces.exit_code != 0, spaces.output
+        assert "the console password is blank (only spaces" in spaces.output
+        assert not auth.has_password(store)
+    padded = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
+                           env={"PSABRIDGE_CONSOLE_PASSWORD": "  short  " + " " * 8})
+    assert padded.exit_code != 0 and "not counting spaces at either end" in padded.output
     done = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
                          env={"PSABRIDGE_CONSOLE_PASSWORD": PASSWORD})
     assert done.exit_code == 0, done.output
