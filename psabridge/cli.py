@@ -1380,7 +1380,9 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
     from psabridge.console import auth
     from psabridge.console.app import ConsoleApp
     from psabridge.console.server import ServedApp
+    from psabridge.core.settings import trusted_proxies
 
+    proxies = trusted_proxies()  # a bad value stops here, before anything listens
     secret = secret_value(secret_given, "secret", WEBHOOK_SECRET_ENV, "webhook secret")
     if public_url and not secret:
         raise click.UsageError(f"--public-url registers the webhook callback, which needs the "
@@ -1396,9 +1398,13 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
             bridge.psa.call("psa_register_ticket_callback", url=callback)
             click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                        f"{public_url.rstrip('/')}/hooks/psa")
-    console = ConsoleApp(app.pm, app.store, app.transports)
+    console = ConsoleApp(app.pm, app.store, app.transports, trusted_proxies=proxies)
     server = webhooks.listen(ServedApp(console, hooks), host, port)
     base = f"http://{host}:{port}"
+    if not _is_loopback(host):
+        click.echo(f"Warning: serving on {host}, reachable from other machines, over plain HTTP: "
+                   "passwords and session cookies cross the network unencrypted; put a TLS "
+                   "reverse proxy in front, or bind to 127.0.0.1.", err=True)
     if hooks:
         click.echo(f"Listening on {base} (the console at /; POST /hooks/psa, /hooks/rmm)")
     else:
@@ -1408,6 +1414,17 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
         click.echo(f"One-time login link (valid {auth.LOGIN_LINK_SECONDS // 60} minutes): "
                    f"{base}/login/{console.links.issue()}")
     server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may well resolve to another interface
 
 
 @cli.group("console")

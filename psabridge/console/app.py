@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from psabridge.console import auth
 from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
+from psabridge.core import settings as settings_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import Alert, CompanyFilters
@@ -164,8 +165,10 @@ class ConsoleApp:
     one-time login links `serve` prints."""
 
     def __init__(self, pm, store: Store, transports: Mapping[str, Any] | None = None,
-                 links: auth.LoginLinks | None = None, throttle: auth.LoginThrottle | None = None):
+                 links: auth.LoginLinks | None = None, throttle: auth.LoginThrottle | None = None,
+                 trusted_proxies: tuple[settings_lib.Network, ...] = ()):
         self.pm, self.store = pm, store
+        self.trusted_proxies = tuple(trusted_proxies)
         self.bridges = Bridges(pm, store, transports)
         self.links = links or auth.LoginLinks()
         self.throttle = throttle or auth.LoginThrottle()
@@ -309,8 +312,15 @@ class ConsoleApp:
         log.info("console login", remote=address)
         return redirect(_local_path(target), 303)
 
+    def client_address(self, ctx: Ctx) -> str:
+        """Who is logging in, for the brake on guessing: behind a trusted reverse proxy, the
+        address it says it was reached from; else the connection's."""
+        return settings_lib.client_address(ctx.request.remote_addr,
+                                           ctx.request.headers.get("X-Forwarded-For"),
+                                           self.trusted_proxies)
+
     def on_login(self, ctx: Ctx) -> Response:
-        address = ctx.request.remote_addr or "?"
+        address = self.client_address(ctx)
         target = ctx.request.args.get("next") or ctx.form("next") or "/"
         values = {"next": _local_path(target), "has_password": auth.has_password(self.store)}
         if ctx.request.method == "GET":
@@ -327,7 +337,7 @@ class ConsoleApp:
     def on_login_link(self, ctx: Ctx, token: str) -> Response:
         """A one-time link: a GET shows a button (a link previewer must not use it up), the
         POST it makes logs in."""
-        address = ctx.request.remote_addr or "?"
+        address = self.client_address(ctx)
         if ctx.request.method == "GET":
             return self.render(ctx, "login_link.html", token=token)
         if wait := self.throttle.wait_seconds(address):
