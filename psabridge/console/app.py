@@ -433,7 +433,7 @@ class ConsoleApp:
             rows, seen = [], set()
             for row in mapping.load_companies(bridge, view, filters, sites=sites):
                 if (row.company.id, row.mapping is None) in seen:
-                    continue  # one row per company, whatever its number of types
+                    continue  # one row per company, naming every type it has
                 seen.add((row.company.id, row.mapping is None))
                 rows.append(row)
             taken = {m.site_uid for m in bridge.store.company_mappings(*bridge.pair)}
@@ -452,8 +452,8 @@ class ConsoleApp:
 
     def _company_plan(self, ctx: Ctx, bridge: Bridge) -> tuple[mapping.Plan, dict]:
         chosen = _rows_chosen(ctx, "site")
-        types = {key: ctx.form(f"type:{key}") for key in chosen if ctx.form(f"type:{key}")}
-        return mapping.plan_company_mappings(bridge, chosen, types), chosen
+        # The company's type kept with the mapping is the library's choice, as for the CLI.
+        return mapping.plan_company_mappings(bridge, chosen), chosen
 
     def on_companies_preview(self, ctx: Ctx) -> Response:
         def preview(bridge: Bridge) -> Response:
@@ -461,8 +461,6 @@ class ConsoleApp:
             hidden = [("select", key) for key in chosen]
             hidden += [(f"choice:{key}", ctx.request.form.get(f"choice:{key}", "suggested"))
                        for key in chosen]
-            hidden += [(f"type:{key}", ctx.form(f"type:{key}")) for key in chosen
-                       if ctx.form(f"type:{key}")]
             return self.render(ctx, "preview.html", title="Companies: the plan", plan=plan,
                                hidden=hidden, apply_url="/companies/apply", back_url="/companies")
 

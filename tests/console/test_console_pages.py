@@ -277,3 +277,24 @@ def test_turning_ticketing_on_again_refuses_while_its_settings_have_errors(
     text = page_text(browser.get("/ticketing"))
     assert "ticketing is on, but its settings make alert tickets fail" in text
     assert "Ticketing is on: alerts raised from now on make tickets." not in text
+
+
+def test_a_company_of_several_types_is_one_row_naming_every_type(browser, sims, pm, store,
+                                                                 transports):
+    cw, _ = sims
+    both = cw.db.add_company("Twofold Traders", types=["Prospect", "Client"])
+    browser.log_in()
+    for query in ("?search=twofold", "?search=twofold&type=Client", "?search=twofold&type=Prospect"):
+        page = browser.get(f"/companies{query}").text
+        assert page.count("<th scope=\"row\">Twofold Traders</th>") == 1, query
+        assert "<th scope=\"row\">Twofold Traders</th>\n      <td>Prospect, Client</td>" in page
+    # Mapped, it is still named with both types.
+    preview = browser.post("/companies/preview", [("only", str(both["id"])),
+                                                  (f"choice:{both['id']}", "new")])
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview.text)
+    browser.post("/companies/apply", [f for f in fields if f[0] != "csrf_token"])
+    mapped = browser.get("/companies?view=mapped&search=twofold").text
+    assert re.search(r"Twofold Traders</th>\s*<td>Prospect, Client</td>", mapped)
+    (saved,) = [m for m in store.company_mappings(*open_bridge(pm, store, transports).pair)
+                if m.company_id == str(both["id"])]
+    assert saved.company_type in ("Prospect", "Client")
