@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import mimetypes
 import secrets
 import threading
@@ -461,16 +462,15 @@ class ConsoleApp:
             hidden = [("select", key) for key in chosen]
             hidden += [(f"choice:{key}", ctx.request.form.get(f"choice:{key}", "suggested"))
                        for key in chosen]
-            return self.render(ctx, "preview.html", title="Companies: the plan", plan=plan,
-                               hidden=hidden, apply_url="/companies/apply", back_url="/companies")
+            return self._preview(ctx, plan, hidden, "companies")
 
         return self.act(ctx, "/companies", preview)
 
     def on_companies_apply(self, ctx: Ctx) -> Response:
-        def run(bridge: Bridge) -> None:
+        def run(bridge: Bridge) -> Response | None:
             with mapping.mapping_lease(bridge):
                 plan, _ = self._company_plan(ctx, bridge)
-                self._apply(ctx, bridge, plan)
+                return self._apply_as_previewed(ctx, bridge, plan, "companies")
 
         return self.act(ctx, "/companies", run)
 
@@ -485,6 +485,68 @@ class ConsoleApp:
                       "their devices keep their configurations.")
 
         return self.act(ctx, "/companies?view=mapped", run)
+
+    def _preview(self, ctx: Ctx, plan: mapping.Plan, hidden: list, what: str,
+                 status: int = 200) -> Response:
+        """The plan, and a form to apply it that carries the choices and, for the apply to
+        compare, the changes previewed."""
+        planned = [("planned", json.dumps([c.action, c.subject, c.detail, c.ids]))
+                   for c in plan.changes]
+        return self.render(ctx, "preview.html", status, title=f"{what.capitalize()}: the plan",
+                           plan=plan, hidden=[*hidden, *planned], apply_url=f"/{what}/apply",
+                           back_url=f"/{what}")
+
+    def _apply_as_previewed(self, ctx: Ctx, bridge: Bridge, plan: mapping.Plan,
+                            what: str) -> Response | None:
+        """Carry out `plan` (planned again just now) if it is the plan the admin previewed;
+        else apply nothing and show the new plan, saying what left the old one and why."""
+        previewed = []
+        for value in ctx.request.form.getlist("planned"):
+            try:
+                action, subject, detail, ids = json.loads(value)
+            except (ValueError, TypeError):
+                raise FormError("this form's plan is unreadable; preview again") from None
+            previewed.append((action, subject, detail, ids if isinstance(ids, dict) else {}))
+        now = {(c.action, c.subject, c.detail) for c in plan.changes}
+        before = {(a, s, d) for a, s, d, _ in previewed}
+        if now == before:
+            self._apply(ctx, bridge, plan)
+            return None
+        for action, subject, detail, ids in previewed:
+            if (action, subject, detail) not in now:
+                ctx.flash("warning", f"No longer in the plan: {action} for {subject} ({detail}): "
+                          f"{self._why_gone(bridge, plan, subject, ids)}.")
+        for change in plan.changes:
+            if (change.action, change.subject, change.detail) not in before:
+                ctx.flash("warning", f"New in the plan: {change.action} for {change.subject} "
+                          f"({change.detail}).")
+        ctx.flash("error", "Nothing was applied: the plan changed since the preview. Check the "
+                           "plan below and apply it again.")
+        hidden = [(k, v) for k, v in ctx.request.form.items(multi=True)
+                  if k not in (CSRF_FIELD, "planned")]
+        return self._preview(ctx, plan, hidden, what, status=409)
+
+    @staticmethod
+    def _why_gone(bridge: Bridge, plan: mapping.Plan, subject: str, ids: dict) -> str:
+        """Why a previewed change is not in the plan made again: what changed meanwhile."""
+        for skipped, why in plan.skipped:
+            if skipped == subject:
+                return why
+        company_id, device_uid = ids.get("company_id"), ids.get("device_uid")
+        if company_id and not device_uid:
+            mapped = {m.company_id: m for m in bridge.store.company_mappings(*bridge.pair)}
+            if company_id in mapped:
+                return (f"since the preview, it was mapped to site "
+                        f"{mapped[company_id].site_name} (by the CLI or another session)")
+            return "since the preview, it is no longer mapped"
+        if device_uid:
+            mapped = {m.device_uid: m for m in bridge.store.device_mappings(*bridge.pair)}
+            if device_uid in mapped:
+                return (f"since the preview, it was mapped to configuration "
+                        f"{mapped[device_uid].configuration_id} (by automatic mapping, the CLI "
+                        "or another session)")
+            return "since the preview, it is no longer mapped"
+        return "the PSA or the RMM changed since the preview"
 
     def _apply(self, ctx: Ctx, bridge: Bridge, plan: mapping.Plan) -> None:
         outcome = mapping.apply(bridge, plan)
@@ -583,16 +645,15 @@ class ConsoleApp:
         def preview(bridge: Bridge) -> Response:
             plan, hidden = self._device_plan(ctx, bridge)
             hidden.append(("what", ctx.form("what")))
-            return self.render(ctx, "preview.html", title="Devices: the plan", plan=plan,
-                               hidden=hidden, apply_url="/devices/apply", back_url="/devices")
+            return self._preview(ctx, plan, hidden, "devices")
 
         return self.act(ctx, "/devices", preview)
 
     def on_devices_apply(self, ctx: Ctx) -> Response:
-        def run(bridge: Bridge) -> None:
+        def run(bridge: Bridge) -> Response | None:
             with mapping.mapping_lease(bridge):
                 plan, _ = self._device_plan(ctx, bridge)
-                self._apply(ctx, bridge, plan)
+                return self._apply_as_previewed(ctx, bridge, plan, "devices")
 
         return self.act(ctx, "/devices", run)
 

@@ -17,6 +17,13 @@ def page_text(response) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
 
 
+def form_fields(page: str) -> list[tuple[str, str]]:
+    """The hidden fields of a preview's form, as a browser sends them back (no CSRF token:
+    the Browser adds the session's)."""
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    return [(name, html.unescape(value)) for name, value in fields if name != "csrf_token"]
+
+
 def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
         browser, pm, store, transports):
     browser.log_in()
@@ -27,8 +34,8 @@ def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
     assert preview.status_code == 200
     assert "map company" in preview.text and "site Northwind Corp." in preview.text
     assert store.company_mappings(*bridge.pair) == []
-    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview.text)
-    applied = browser.post("/companies/apply", [f for f in fields if f[0] != "csrf_token"])
+    fields = form_fields(preview.text)
+    applied = browser.post("/companies/apply", fields)
     assert applied.status_code == 303
     (mapped,) = store.company_mappings(*bridge.pair)
     assert (mapped.company_id, mapped.site_name) == ("99", "Northwind Corp.")
@@ -192,7 +199,8 @@ def test_many_skipped_devices_are_summed_up_and_the_session_survives(
     browser.post("/devices/auto", {"auto_map": "on"})
     # No device type is mapped: Map Now links the devices the MSP had entered in the PSA and holds
     # back every device that needs a new configuration.
-    applied = browser.post("/devices/apply", {"what": "map-now"})
+    preview = browser.post("/devices/preview", {"what": "map-now"})
+    applied = browser.post("/devices/apply", form_fields(preview.text))
     assert applied.status_code == 303
     cookie = next(h for h in applied.headers.getlist("Set-Cookie") if h.startswith("psabridge"))
     assert len(cookie) < 4000  # a browser keeps it: the admin stays logged in
@@ -291,10 +299,41 @@ def test_a_company_of_several_types_is_one_row_naming_every_type(browser, sims, 
     # Mapped, it is still named with both types.
     preview = browser.post("/companies/preview", [("only", str(both["id"])),
                                                   (f"choice:{both['id']}", "new")])
-    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview.text)
-    browser.post("/companies/apply", [f for f in fields if f[0] != "csrf_token"])
+    fields = form_fields(preview.text)
+    browser.post("/companies/apply", fields)
     mapped = browser.get("/companies?view=mapped&search=twofold").text
     assert re.search(r"Twofold Traders</th>\s*<td>Prospect, Client</td>", mapped)
     (saved,) = [m for m in store.company_mappings(*open_bridge(pm, store, transports).pair)
                 if m.company_id == str(both["id"])]
     assert saved.company_type in ("Prospect", "Client")
+
+
+def test_a_plan_gone_stale_is_not_applied_and_the_page_says_what_left_it_and_why(
+        browser, pm, store, transports, sims):
+    from psabridge.core import mapping
+
+    cw, _ = sims
+    bridge = open_bridge(pm, store, transports)
+    jackson = str(cw.company("Jackson Pharmacy")["id"])
+    browser.log_in()
+    preview = browser.post("/companies/preview", [("select", "99"), ("choice:99", "suggested"),
+                                                  ("select", jackson), (f"choice:{jackson}", "new")])
+    assert preview.status_code == 200 and "2 changes" in preview.text
+    # Meanwhile, someone maps Northwind Corp. elsewhere (as `companies map "99=SITE"` does).
+    elsewhere = next(s for s in bridge.rmm.call("rmm_list_sites")
+                     if s.name not in ("Northwind Corp.", "Jackson Pharmacy"))
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, {"99": elsewhere.uid}))
+    stale = browser.post("/companies/apply", form_fields(preview.text))
+    assert stale.status_code == 409
+    text = page_text(stale)
+    assert ("No longer in the plan: map company for Northwind Corp. (99) (site Northwind Corp.): "
+            f"since the preview, it was mapped to site {elsewhere.name}") in text
+    assert "Nothing was applied: the plan changed since the preview" in text
+    assert "1 change" in text and "Jackson Pharmacy" in text
+    assert [m.company_id for m in store.company_mappings(*bridge.pair)] == ["99"]
+    # The new plan, applied as shown, is carried out.
+    browser.post("/companies/apply", form_fields(stale.text))
+    assert "Done: 1 change, 0 failed, 0 skipped." in page_text(browser.get("/companies"))
+    assert {m.company_id: m.site_uid for m in store.company_mappings(*bridge.pair)}["99"] == \
+        elsewhere.uid
+    assert jackson in {m.company_id for m in store.company_mappings(*bridge.pair)}
