@@ -337,3 +337,23 @@ def test_a_plan_gone_stale_is_not_applied_and_the_page_says_what_left_it_and_why
     assert {m.company_id: m.site_uid for m in store.company_mappings(*bridge.pair)}["99"] == \
         elsewhere.uid
     assert jackson in {m.company_id for m in store.company_mappings(*bridge.pair)}
+
+
+def test_a_device_unmapped_since_the_preview_is_named_with_why(browser, pm, store, transports):
+    from psabridge.core import mapping
+
+    bridge = open_bridge(pm, store, transports)
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, {"99": None}))
+    proposal = next(r for r in mapping.load_devices(bridge, "all")
+                    if r.state == "unmapped" and r.match and r.match.configuration)
+    mapping.apply(bridge, mapping.plan_device_mappings(bridge, {proposal.device.uid: None}))
+    browser.log_in()
+    preview = browser.post("/devices/preview", [("what", "unmap"),
+                                                ("unmap", proposal.device.uid)])
+    assert preview.status_code == 200 and "unmap device" in preview.text
+    mapping.apply(bridge, mapping.unmap_devices(bridge, [proposal.device.uid]))
+    stale = browser.post("/devices/apply", form_fields(preview.text))
+    assert stale.status_code == 409
+    assert (f"No longer in the plan: unmap device for {proposal.device.uid}"
+            in page_text(stale))
+    assert "since the preview, it is no longer mapped" in page_text(stale)
