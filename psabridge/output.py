@@ -195,13 +195,13 @@ class ChangeResult:
     action: str  # e.g. "map company", "save ticket settings"
     subject: str  # what it is about, in words
     result: str  # done, failed, planned (a dry run), skipped, unchanged
-    detail: str = ""
+    detail: str = ""  # null in JSON when empty
     ids: dict = attrs.field(factory=dict)  # the subject's and target's ids, e.g. company_id
     error: str | None = None  # why it failed or was skipped
 
     def as_json(self) -> dict:
         return {"action": self.action, "subject": self.subject, "ids": dict(self.ids),
-                "detail": self.detail, "result": self.result, "error": self.error}
+                "detail": self.detail or None, "result": self.result, "error": self.error}
 
 
 @attrs.frozen

@@ -436,7 +436,8 @@ class DeviceRow:
     company_name: str = ""
     mapping: DeviceMapping | None = None
     match: Match | None = None  # the proposal for an unmapped, audited device
-    problem: str = ""  # why an unmapped, audited device has no proposal this time
+    problem: str = ""  # why an unmapped device has no proposal this time
+    configuration_name: str | None = None  # the mapped configuration's, as the PSA names it
 
 
 @attrs.define
@@ -564,8 +565,28 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
             to_match.append(device)
     readings = _readings(bridge, estate, to_match, to_match)
     problems = {uid: unreadable.why for uid, unreadable in readings.unreadable.items()}
+    problems |= {row.device.uid: UNAUDITED for row in rows if row.state == "unaudited"}
+    names = _configuration_names(bridge, [row.mapping.configuration_id for row in rows
+                                          if row.mapping])
     return [attrs.evolve(row, match=readings.proposals.get(row.device.uid),
-                         problem=problems.get(row.device.uid, "")) for row in rows]
+                         problem=problems.get(row.device.uid, ""),
+                         configuration_name=names.get(row.mapping.configuration_id)
+                         if row.mapping else None) for row in rows]
+
+
+UNAUDITED = "not audited by the RMM yet: it can be mapped after its first audit"
+
+
+def _configuration_names(bridge: Bridge, ids: list[str]) -> dict[str, str]:
+    """The names of the mapped configurations, for the table; none when the PSA cannot say
+    now (the ids are still shown)."""
+    if not ids:
+        return {}
+    try:
+        return {c.id: c.name for c in bridge.psa.call("psa_get_configurations", ids=sorted(ids))}
+    except PsabridgeError as error:
+        log.warning("configuration_names_unread", error=str(error))
+        return {}
 
 
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
@@ -766,8 +787,16 @@ def _save_device_mapping(bridge: Bridge, device: Device, company_id: str, config
         DeviceMapping(psa, rmm, device.uid, configuration_id, company_id, device.site_uid))
 
 
-def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
-    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping."""
+def device_subject(uid: str, hostnames: Mapping[str, str]) -> str:
+    """A device as a plan names it: `HOSTNAME (uid)`, or the uid of one the RMM no longer
+    lists."""
+    return f"{hostnames[uid]} ({uid})" if hostnames.get(uid) else uid
+
+
+def unmap_devices(bridge: Bridge, device_uids: Iterable[str],
+                  hostnames: Mapping[str, str] | None = None) -> Plan:
+    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping.
+    `hostnames` (uid -> hostname) name the devices in the plan."""
     psa, rmm = bridge.pair
     mappings = {m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)}
     plan = Plan()
@@ -775,7 +804,8 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
         mapping = mappings.get(uid)
         if mapping is None:
             continue  # not mapped (or already unmapped by an earlier run)
-        plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
+        plan.add("unmap device", device_subject(uid, hostnames or {}),
+                 f"configuration {mapping.configuration_id} keeps its status",
                  lambda m=mapping: _unmap(bridge, m),
                  ids={"device_uid": uid, "configuration_id": mapping.configuration_id})
     return plan
