@@ -433,6 +433,9 @@ def _plan_results(plan: mapping.Plan, outcome: mapping.Outcome | None) -> list[o
     return results
 
 
+NOT_AUDITED = "not audited by the RMM yet (each can be mapped after its first audit)"
+
+
 def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False,
               unchanged: list[output.ChangeResult] = ()) -> None:
     """Show a plan (dry run) or apply it, then report each change; exit 1 when a change failed
@@ -441,7 +444,9 @@ def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool =
     if not dry_run:
         with output.progress("Applying", len(plan.changes)) as step:
             outcome = mapping.apply(bridge, plan, progress=lambda change: step())
-    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run)
+    left_out = [{"subject": subject, "ids": {"device_uid": uid}, "why": NOT_AUDITED}
+                for subject, uid in plan.not_audited]
+    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run, left_out)
     output.show_report(report, as_json)
 
 
@@ -553,7 +558,10 @@ def _review(rows: list[mapping.CompanyRow], site_uid) -> dict[str, str | None]:
             key = answer.casefold()
             if key in ("a", "accept"):
                 choices[row.company.id] = None
-            elif key in ("r", RUNNER_UP) and runner_up:
+            elif key in ("r", RUNNER_UP):
+                if runner_up is None:
+                    click.echo(f"  {row.company.name} has no runner-up site", err=True)
+                    continue
                 choices[row.company.id] = runner_up.site_uid
             elif key in ("n", mapping.NEW):
                 choices[row.company.id] = mapping.NEW
@@ -1431,23 +1439,28 @@ def _report_rows(report: sync.PassReport) -> list[dict]:
 
 
 @cli.command("sync")
-@click.option("--once", "mode", flag_value="once", default=True, help="One pass (the default).")
-@click.option("--watch", "mode", flag_value="watch", help="Repeat until interrupted.")
+@click.option("--once", is_flag=True, help="One pass (the default).")
+@click.option("--watch", is_flag=True, help="Repeat until interrupted.")
 @click.option("--interval", type=click.FloatRange(min=1, max=24 * 3600), default=60,
               show_default=True,
               help="Seconds between passes with --watch.")
 @dry_run_option
 @json_option
 @pass_app
-def sync_command(app: App, mode, interval, dry_run, as_json):
+def sync_command(app: App, once, watch, interval, dry_run, as_json):
     """Run the integration: mapping triggers, alerts to tickets, the round trip."""
+    if once and watch:
+        raise click.UsageError("--once and --watch contradict each other: give one (--once, "
+                               "one pass, is the default)")
+    mode = "watch" if watch else "once"
 
     def show(report: sync.PassReport) -> None:
         if as_json:
             click.echo(json.dumps(attrs.asdict(report)))
             return
         if dry_run:
-            click.echo(f"Plan ({len(report.planned)} changes, nothing done):")
+            count = len(report.planned)
+            click.echo(f"Plan ({count} change{'s' * (count != 1)}, nothing done):")
             for line in report.planned:
                 click.echo(f"  {line}")
             return

@@ -211,6 +211,9 @@ class Report:
 
     changes: list[ChangeResult]
     dry_run: bool = False
+    # What was not asked for and is not done, with why, e.g. devices not audited yet: said, but
+    # not a failure. Each is a dict with `subject`, `ids` and `why`.
+    left_out: list[dict] = attrs.field(factory=list)
 
     @property
     def complete(self) -> bool:
@@ -220,9 +223,10 @@ class Report:
         return sum(1 for c in self.changes if c.result == result)
 
     def as_json(self) -> dict:
-        return {"dry_run": self.dry_run, "complete": self.complete,
-                "changes": [c.as_json() for c in self.changes],
-                "summary": {r: self.count(r) for r in (PLANNED, DONE, UNCHANGED, FAILED, SKIPPED)}}
+        shown = {"dry_run": self.dry_run, "complete": self.complete,
+                 "changes": [c.as_json() for c in self.changes],
+                 "summary": {r: self.count(r) for r in (PLANNED, DONE, UNCHANGED, FAILED, SKIPPED)}}
+        return shown | ({"left_out": self.left_out} if self.left_out else {})
 
 
 def _plural(count: int, word: str) -> str:
@@ -256,7 +260,17 @@ def show_report(report: Report, as_json: bool, done_text: str | None = None) -> 
         raise click.exceptions.Exit(1)
 
 
+LEFT_OUT_SHOWN = 10
+
+
 def _tell_left_out(report: Report) -> None:
+    by_why: dict[str, list[str]] = {}
+    for item in report.left_out:
+        by_why.setdefault(item["why"], []).append(item["subject"])
+    for why, subjects in by_why.items():
+        more = len(subjects) - LEFT_OUT_SHOWN
+        listed = ", ".join(subjects[:LEFT_OUT_SHOWN]) + (f" and {more} more" if more > 0 else "")
+        warn(f"Left out, {why}: {listed}")
     for change in report.changes:
         if change.result == FAILED:
             warn(f"Failed: {change.action} for {change.subject}: {change.error}")
