@@ -757,11 +757,14 @@ def devices_load(app: App, view, as_json):
     if as_json:
         output.emit_json(rows)
         return
-    output.table([{"device_uid": r["device_uid"], "hostname": r["hostname"],
-                   "type": r["device_type"], "company": r["company"], "state": r["state"],
+    # The hostname names the device (DEVICE takes it): the uid, long, comes last, so that a
+    # narrow terminal leaves it out (and says so) before the reasons.
+    output.table([{"hostname": r["hostname"], "type": r["device_type"], "company": r["company"],
+                   "state": r["state"],
                    "configuration": r["configuration_id"] or (
                        f"new [{r['new_name']}]" if r["new_name"] else ""),
-                   "step": r["step"], "reason": r["reason"] or r["problem"]} for r in rows])
+                   "step": r["step"], "reason": r["reason"] or r["problem"],
+                   "device_uid": r["device_uid"]} for r in rows])
 
 
 def _device_choices(bridge: Bridge, choices: tuple[str, ...]) -> dict[str, str | None]:

@@ -2,7 +2,9 @@
 
 Tables are drawn with rich at the terminal's width (`COLUMNS` when set, 80 columns when stdout is
 not a terminal): ids are never cut, so they can be copied; long text is cut with an ellipsis or,
-in the columns meant to be read (reasons, errors), wrapped. No colour when stdout is not a
+in the columns meant to be read (reasons, errors), wrapped. When that is not enough, text columns
+are wrapped narrower; columns that still cannot fit are left out, and a line under the table
+names them and says how to see them. No colour when stdout is not a
 terminal or `NO_COLOR` is set.
 
 Progress and spinners go to stderr, and only when stderr is a terminal, so that `--json` on
@@ -82,15 +84,20 @@ HEADER_FLOOR = 10  # nor than its header, up to this many characters
 WRAP_FLOOR = 20  # a wrapped column is never narrower than this
 
 
+# When columns would be left out, a text column wraps down to this width (or its header's).
+TIGHT_FLOOR = 10
+
+
 def fit_widths(headers: Sequence[str], naturals: Sequence[int], width: int,
-               fixed: Sequence[bool]) -> list[int | None]:
+               fixed: Sequence[bool], tight: bool = False) -> list[int | None]:
     """The width of each column so that the table fits in `width`, None for a column left out.
 
     Each column has a floor: its whole width for a `fixed` one (an id), else a readable
-    minimum. The columns shown are the first ones whose floors fit (columns come in order of
-    importance); the room left is shared out, the narrowest wants served first."""
-    floors = [n if f else min(n, max(FLOOR, min(len(h), HEADER_FLOOR),
-                                      WRAP_FLOOR if h in WRAPPED else 0))
+    minimum, or, `tight`, the narrowest it can be wrapped to. The columns shown are the first
+    ones whose floors fit (columns come in order of importance); the room left is shared out,
+    the narrowest wants served first."""
+    floors = [n if f else min(n, max(TIGHT_FLOOR, len(h)) if tight else max(
+                  FLOOR, min(len(h), HEADER_FLOOR), WRAP_FLOOR if h in WRAPPED else 0))
               for h, n, f in zip(headers, naturals, fixed, strict=True)]
     shown, used = 0, -GAP
     for floor in floors:
@@ -121,12 +128,20 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     texts = {name: [_cell(row.get(name)) for row in rows] for name in names}
     naturals = [max([len(name), *map(len, texts[name])]) for name in names]
     console = stdout_console()
-    widths = fit_widths(names, naturals, console.width, [_is_id_column(n) for n in names])
+    fixed = [_is_id_column(n) for n in names]
+    widths = fit_widths(names, naturals, console.width, fixed)
+    tight = False
+    if None in widths:
+        # Rather than leave columns out, wrap text columns (headers too) as narrow as needed.
+        wrapped = fit_widths(names, naturals, console.width, fixed, tight=True)
+        tight = wrapped.count(None) < widths.count(None)
+        widths = wrapped if tight else widths
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False,
                  padding=(0, GAP // 2), collapse_padding=True)
     shown = [(name, width) for name, width in zip(names, widths, strict=True) if width is not None]
+    natural = dict(zip(names, naturals, strict=True))
     for name, width in shown:
-        wrap = name in WRAPPED
+        wrap = name in WRAPPED or (tight and not _is_id_column(name) and width < natural[name])
         grid.add_column(name, width=width, no_wrap=not wrap,
                         overflow="fold" if wrap or _is_id_column(name) else "ellipsis")
     links = links if console.is_terminal else {}
