@@ -1193,7 +1193,8 @@ def _setting_detail(item: dict, label: str) -> str:
         elif key == "attributes":
             parts.append(f"attributes: {_setting_words(key, value)}")
         else:
-            parts.append(f"{key.removesuffix('_id').replace('_', ' ')} {value}")
+            name = key.removesuffix("_id").replace("_", " ").replace("psa ", "PSA ")
+            parts.append(f"{name} {value}")
     return ", ".join(parts)
 
 
@@ -1251,8 +1252,8 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
 @click.option("--source", help="PSA ticket source, id or name (for tickets created afterwards).")
 @click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_PRIORITY",
               callback=lambda ctx, param, values: [_priority_pair(v) for v in values],
-              help="Map an RMM priority to a PSA priority (id or name), e.g. Critical=1 "
-                   "(repeatable).")
+              help="Map an RMM priority (one of the RMM's own, case aside) to a PSA priority "
+                   "(id or name), e.g. Critical=1 (repeatable).")
 @click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
               help="Which origin's attributes to set.")
 @click.option("--board", help="Board for --origin: its id or name.")

@@ -44,7 +44,7 @@ def test_an_unknown_rmm_priority_is_refused_with_the_rmms_own(run):  # noqa: F81
     (change,) = plan["changes"]
     assert change["subject"] == "priority Critical"  # as the RMM spells it
     assert change["ids"] == {"rmm_priority": "Critical", "psa_priority_id": psa["id"]}
-    assert change["detail"] == f"psa priority {psa['id']}"
+    assert change["detail"] == f"PSA priority {psa['id']}"
 
 
 def test_one_rmm_priority_given_two_psa_priorities_is_a_usage_error(run):  # noqa: F811
