@@ -101,6 +101,9 @@ class Plan:
     held: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
     deferred: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
     skipped_ids: dict[str, dict[str, str | None]] = attrs.field(factory=dict)  # subject -> ids
+    # Devices automatic mapping does not try yet, being unaudited (subject, device uid): not
+    # asked for, so not a failure, but said, so that the admin knows they wait.
+    not_audited: list[tuple[str, str]] = attrs.field(factory=list)
 
     def add(self, action: str, subject: str, detail: str, run: Callable[[], object],
             ids: dict[str, str | None] | None = None) -> None:
@@ -242,7 +245,9 @@ def plan_company_mappings(
     None means every unmapped company by its suggestion (`companies map --suggested`)."""
     psa, rmm = bridge.pair
     plan = Plan()
-    site_list = rmm_sites(bridge)
+    every_site = list(bridge.rmm.call("rmm_list_sites"))
+    site_list = [site for site in every_site if not site.system]
+    system_sites = {site.uid: site for site in every_site if site.system}
     rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
     if choices is None:
         choices = {company_id: None for company_id, row in rows.items() if row.mapping is None}
@@ -265,8 +270,10 @@ def plan_company_mappings(
         if choice is None:
             choice = row.suggestion.site_uid or NEW
         company_type = (company_types or {}).get(company_id, row.company_type)
+        reused = ""
         if choice == NEW:
-            # A site of exactly that name left by an interrupted run is reused, not doubled.
+            # A site of exactly that name (one left by an interrupted run, say) is reused: never
+            # two sites of one name.
             existing = next((s for s in sites.values() if s.name == company.name
                              and s.uid not in mapped_sites and s.uid not in planned_sites), None)
             if existing is None:
@@ -275,6 +282,11 @@ def plan_company_mappings(
                          ids={"company_id": company.id, "site_uid": None})
                 continue
             choice = existing.uid
+            reused = " (the RMM already has a site of that name: mapped to it, not created again)"
+        if choice in system_sites:
+            raise MappingError(f"site {system_sites[choice].name} is one of the RMM's own "
+                               f"(system) sites, which are never mapped; choose another site "
+                               f"for {subject}")
         site = sites.get(choice)
         if site is None:
             raise MappingError(f"the RMM has no site with uid {choice} (for {subject})")
@@ -282,7 +294,7 @@ def plan_company_mappings(
             other = mapped_sites.get(site.uid, "another company in this request")
             raise MappingError(f"site {site.name} is already mapped to {other}; a site maps to one company")
         planned_sites.add(site.uid)
-        plan.add("map company", subject, f"site {site.name}",
+        plan.add("map company", subject, f"site {site.name}{reused}",
                  lambda c=company, s=site, t=company_type: _save_company_mapping(bridge, c, s, t),
                  ids={"company_id": company.id, "site_uid": site.uid})
     return plan
@@ -436,7 +448,8 @@ class DeviceRow:
     company_name: str = ""
     mapping: DeviceMapping | None = None
     match: Match | None = None  # the proposal for an unmapped, audited device
-    problem: str = ""  # why an unmapped, audited device has no proposal this time
+    problem: str = ""  # why an unmapped device has no proposal this time
+    configuration_name: str | None = None  # the mapped configuration's, as the PSA names it
 
 
 @attrs.define
@@ -564,8 +577,28 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
             to_match.append(device)
     readings = _readings(bridge, estate, to_match, to_match)
     problems = {uid: unreadable.why for uid, unreadable in readings.unreadable.items()}
+    problems |= {row.device.uid: UNAUDITED for row in rows if row.state == "unaudited"}
+    names = _configuration_names(bridge, [row.mapping.configuration_id for row in rows
+                                          if row.mapping])
     return [attrs.evolve(row, match=readings.proposals.get(row.device.uid),
-                         problem=problems.get(row.device.uid, "")) for row in rows]
+                         problem=problems.get(row.device.uid, ""),
+                         configuration_name=names.get(row.mapping.configuration_id)
+                         if row.mapping else None) for row in rows]
+
+
+UNAUDITED = "not audited by the RMM yet: it can be mapped after its first audit"
+
+
+def _configuration_names(bridge: Bridge, ids: list[str]) -> dict[str, str]:
+    """The names of the mapped configurations, for the table; none when the PSA cannot say
+    now (the ids are still shown)."""
+    if not ids:
+        return {}
+    try:
+        return {c.id: c.name for c in bridge.psa.call("psa_get_configurations", ids=sorted(ids))}
+    except PsabridgeError as error:
+        log.warning("configuration_names_unread", error=str(error))
+        return {}
 
 
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
@@ -610,7 +643,10 @@ def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None,
         and (site_uids is None or d.site_uid in site_uids)
         and _device_subject(d) not in waiting
     ]
-    plan = Plan()
+    plan = Plan(not_audited=[
+        (_device_subject(d), d.uid) for d in estate.devices
+        if not d.deleted and estate.state_of(d) == "unaudited"
+        and (site_uids is None or d.site_uid in site_uids)])
     _plan_devices(bridge, estate, devices, {}, plan)
     return plan
 
@@ -770,8 +806,16 @@ def _save_device_mapping(bridge: Bridge, device: Device, company_id: str, config
         DeviceMapping(psa, rmm, device.uid, configuration_id, company_id, device.site_uid))
 
 
-def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
-    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping."""
+def device_subject(uid: str, hostnames: Mapping[str, str]) -> str:
+    """A device as a plan names it: `HOSTNAME (uid)`, or the uid of one the RMM no longer
+    lists."""
+    return f"{hostnames[uid]} ({uid})" if hostnames.get(uid) else uid
+
+
+def unmap_devices(bridge: Bridge, device_uids: Iterable[str],
+                  hostnames: Mapping[str, str] | None = None) -> Plan:
+    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping.
+    `hostnames` (uid -> hostname) name the devices in the plan."""
     psa, rmm = bridge.pair
     mappings = {m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)}
     plan = Plan()
@@ -779,7 +823,8 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
         mapping = mappings.get(uid)
         if mapping is None:
             continue  # not mapped (or already unmapped by an earlier run)
-        plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
+        plan.add("unmap device", device_subject(uid, hostnames or {}),
+                 f"configuration {mapping.configuration_id} keeps its status",
                  lambda m=mapping: _unmap(bridge, m),
                  ids={"device_uid": uid, "configuration_id": mapping.configuration_id})
     return plan

@@ -30,9 +30,9 @@ def run(pm, store, db_path, sims):
     enable_plugin(pm, store, "connectwise", transport=transports["connectwise"])
     enable_plugin(pm, store, "datto", transport=transports["datto"])
 
-    def invoke(*args, ok=True):
+    def invoke(*args, ok=True, input=None):
         result = CliRunner().invoke(cli, ["--db", str(db_path), *args],
-                                    obj=App(pm=pm, transports=transports))
+                                    obj=App(pm=pm, transports=transports), input=input)
         if ok:
             assert result.exit_code == 0, result.output
         return result
