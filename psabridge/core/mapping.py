@@ -20,7 +20,7 @@ from typing import Literal
 
 import attrs
 
-from psabridge.core import coordination, logs, outbox
+from psabridge.core import coordination, logs, outbox, pacing
 from psabridge.core.bridge import Bridge
 from psabridge.core.devices import DetailsRefresh, refresh_device_details
 from psabridge.core.errors import PsabridgeError
@@ -132,18 +132,43 @@ def _transient(error: PsabridgeError) -> bool:
 
 def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
     """Carry out a plan. What was held back, and a change that fails for a lasting reason,
-    become warnings; the rest go on."""
+    become warnings; the rest go on.
+
+    The changes of a plan are independent of one another (each has its own subject, and what
+    they take was settled when planning), so they run on the bridge's workers, a group at a
+    time; the store rows of a group that can wait (the journal's outcomes, mappings to newly
+    created records) are committed together at the end of the group (`Bridge.batched_writes`).
+    `progress` is called in the caller's thread, once per change, as its group finishes."""
     known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
-    for subject, why in plan.held:
-        if (subject, why) not in known:
-            bridge.store.add_warning(bridge.psa.name, subject, why)
+    held = [(subject, why) for subject, why in plan.held if (subject, why) not in known]
+    if held:
+        with bridge.store.transaction():
+            for subject, why in held:
+                bridge.store.add_warning(bridge.psa.name, subject, why)
+    with bridge.one_run():  # changes that plan again (a site mapped under auto_map) read once
+        return _apply(bridge, plan, progress)
+
+
+def _apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None) -> Outcome:
     done, failed = [], []
-    for change in plan.changes:
-        if progress:
-            progress(change)
+    group = max(APPLY_GROUP, 8 * bridge.workers)
+    for start in range(0, len(plan.changes), group):
+        changes = plan.changes[start:start + group]
         try:
-            change.run()
+            with bridge.batched_writes():
+                outcomes = bridge.concurrently(lambda change: change.run(), changes)
         except PsabridgeError as exc:
+            # The group's rows could not be committed (a lost lease): what was made remotely is
+            # found and adopted by the next run, as after a crash.
+            outcomes = [pacing.Done(change, error=exc) for change in changes]
+        for outcome in outcomes:
+            change = outcome.item
+            if progress:
+                progress(change)
+            if outcome.error is None:
+                done.append(change)
+                continue
+            exc = outcome.error
             message = f"{change.action} for {change.subject} failed: {exc}"
             # A stored warning holds a device back from automatic mapping until cleared;
             # a passing failure (5xx, throttled, no answer) is only retried by the next pass.
@@ -151,9 +176,12 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
                 bridge.store.add_warning(bridge.psa.name, change.subject, message)
             log.warning("change failed", action=change.action, subject=change.subject, error=str(exc))
             failed.append((change, str(exc)))
-        else:
-            done.append(change)
     return Outcome(done, failed)
+
+
+# Changes applied together: their store rows are committed at once, and a crash loses at most
+# a group's worth of rows, which the next run makes good (see `Bridge.save_soon`).
+APPLY_GROUP = 100
 
 
 # -- companies and sites --------------------------------------------------------------------
@@ -182,7 +210,7 @@ def _company_passes(company: Company, filters: CompanyFilters) -> bool:
 
 
 def rmm_sites(bridge: Bridge) -> list[Site]:
-    return [site for site in bridge.rmm.call("rmm_list_sites") if not site.system]
+    return [site for site in bridge.sites() if not site.system]
 
 
 def site_url(bridge: Bridge, site: Site) -> str:
@@ -292,6 +320,7 @@ def _map_to_new_site(bridge: Bridge, company: Company, company_type: str) -> Cal
     def run():
         site = bridge.write(bridge.rmm, "create_site", company.name,
                             lambda: bridge.rmm.call("rmm_create_site", name=company.name))
+        bridge.forget_sites()
         _save_company_mapping(bridge, company, site, company_type)
 
     return run
@@ -351,8 +380,7 @@ def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None)
     by_id = {t.id: t for t in types}
     stored = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
     if device_types is None:
-        device_types = {d.device_type for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
-                        if d.device_type}
+        device_types = {d.device_type for d in bridge.devices() if d.device_type}
     rows = []
     for device_type in sorted(set(device_types) | set(stored)):
         if mapping := stored.get(device_type):
@@ -451,7 +479,7 @@ class Estate:
     def read(cls, bridge: Bridge) -> Estate:
         psa, rmm = bridge.pair
         return cls(
-            devices=list(bridge.rmm.call("rmm_list_devices", site_uid=None)),
+            devices=bridge.devices(),
             site_company={m.site_uid: m for m in bridge.store.company_mappings(psa, rmm)},
             device_mappings={m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)},
         )
@@ -470,7 +498,8 @@ class Estate:
 def device_details(bridge: Bridge, devices: Iterable[Device]) -> DetailsRefresh:
     """Hardware identity per audited device, read from the RMM only where the audit changed;
     the devices whose read failed are in `failed`, with the error."""
-    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices)
+    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices,
+                                  workers=bridge.workers)
 
 
 def device_url(bridge: Bridge, device: Device) -> str:
@@ -507,21 +536,85 @@ def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
     for device in to_match:
         if device.uid not in unreadable:
             by_company[estate.site_company[device.site_uid].company_id].append(device)
+    listed = _listed_candidates(bridge, by_company, refresh.details)
+
+    def candidates_of(company: tuple[str, list[Device]]) -> dict[str, list[Configuration]]:
+        company_id, company_devices = company
+        if listed is not None:
+            return listed(company_id, company_devices)
+        return bridge.psa.call("psa_match_configurations", company_id=company_id,
+                               devices=company_devices, details=refresh.details)
+
     proposals = {}
-    for company_id, company_devices in by_company.items():
-        try:
-            candidates = bridge.psa.call("psa_match_configurations", company_id=company_id,
-                                         devices=company_devices, details=refresh.details)
-        except PsabridgeError as exc:
+    for outcome in bridge.concurrently(candidates_of, list(by_company.items())):
+        company_id, company_devices = outcome.item
+        if outcome.error is not None:
             linked = estate.site_company[company_devices[0].site_uid]  # any of them names it
-            log.warning("candidate configurations not read", company=company_id, error=str(exc))
-            unreadable |= {d.uid: _unreadable_candidates(linked, exc) for d in company_devices}
+            log.warning("candidate configurations not read", company=company_id,
+                        error=str(outcome.error))
+            unreadable |= {d.uid: _unreadable_candidates(linked, outcome.error)
+                           for d in company_devices}
             continue
         for device in company_devices:
             proposals[device.uid] = match_configuration(
                 device, refresh.details[device.uid], device_url(bridge, device),
-                candidates.get(device.uid, ()), taken)
+                outcome.value.get(device.uid, ()), taken)
     return Readings(refresh.details, proposals, unreadable)
+
+
+def _listed_candidates(
+    bridge: Bridge, by_company: Mapping[str, list[Device]], details: Mapping[str, DeviceDetails],
+) -> Callable[[str, list[Device]], dict[str, list[Configuration]]] | None:
+    """Candidates from one paged listing of every configuration, when that costs fewer requests
+    than asking company by company (at least one request each); None when it does not, or the
+    PSA cannot list them all. A listing that fails leaves the per-company questions to try."""
+    if len(by_company) < 2 or not (bridge.psa.supports("psa_configuration_listing_cost")
+                                   and bridge.psa.supports("psa_list_all_configurations")):
+        return None
+    try:
+        cost = bridge.psa.call("psa_configuration_listing_cost")
+        if cost is None or cost >= len(by_company):
+            return None
+        wanted = {company_id: _match_keys(bridge, devices, details)
+                  for company_id, devices in by_company.items()}
+        found: dict[str, dict[str, Configuration]] = defaultdict(dict)
+        for configuration in bridge.psa.call("psa_list_all_configurations"):
+            keys = wanted.get(configuration.company_id)
+            if keys is None:
+                continue
+            for key in _configuration_keys(configuration):
+                for uid in keys.get(key, ()):
+                    found[uid][configuration.id] = configuration
+    except PsabridgeError as exc:
+        log.warning("configurations not listed; asking company by company", error=str(exc))
+        return None
+    log.info("configurations_listed", requests=cost, companies=len(by_company))
+    return lambda company_id, devices: {d.uid: list(found.get(d.uid, {}).values()) for d in devices}
+
+
+def _match_keys(bridge: Bridge, devices: list[Device],
+                details: Mapping[str, DeviceDetails]) -> dict[tuple[str, str], list[str]]:
+    """What a configuration may share with each device (the hook `psa_match_configurations`'s
+    rule: the same management link, or the same serial number or name, case and spaces aside),
+    to the uids of the devices that have it."""
+    keys: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for device in devices:
+        serial = getattr(details.get(device.uid), "serial_number", None)
+        for key in (("link", device_url(bridge, device)), ("serial", _fold(serial)),
+                    ("name", _fold(device.hostname))):
+            if key[1]:
+                keys[key].append(device.uid)
+    return keys
+
+
+def _configuration_keys(configuration: Configuration) -> list[tuple[str, str]]:
+    return [key for key in (("link", configuration.management_link or ""),
+                            ("serial", _fold(configuration.serial_number)),
+                            ("name", _fold(configuration.name))) if key[1]]
+
+
+def _fold(value: str | None) -> str:
+    return (value or "").strip().casefold()
 
 
 def _unreadable_details(device_uid: str, error: PsabridgeError) -> Unreadable:
@@ -712,7 +805,10 @@ def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Cal
         created = bridge.write(bridge.psa, "create_configuration", device.uid,
                                lambda: bridge.psa.call("psa_create_configuration", configuration=draft),
                                name=draft.name)
-        _save_device_mapping(bridge, device, created.company_id, created.id)
+        # It can wait for the group's commit: a crash before it leaves a configuration with
+        # this device's link, which the next run's matching finds and maps.
+        bridge.save_soon(lambda: _save_device_mapping(bridge, device, created.company_id,
+                                                      created.id))
         log.info("configuration_created", device_uid=device.uid, configuration_id=created.id,
                  company_id=created.company_id, name=created.name)
         bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,

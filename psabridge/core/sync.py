@@ -121,7 +121,7 @@ def _guarded(report: PassReport, what: str, action: Callable[[], object]):
 def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
     report = PassReport()
     started = time.monotonic()
-    with sync_lock(bridge):
+    with sync_lock(bridge), bridge.one_run():
         _guarded(report, "mapping", lambda: _mapping_triggers(bridge, report, dry_run))
         if dry_run:
             _plan_tickets(bridge, report)

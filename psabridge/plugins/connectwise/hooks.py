@@ -31,7 +31,7 @@ from psabridge.core.models import (
 )
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import convert, permissions
-from psabridge.plugins.connectwise.client import ConnectWiseClient
+from psabridge.plugins.connectwise.client import PAGE_SIZE, ConnectWiseClient
 from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, PermissionDenied
 
 log = logs.get_logger(__name__)
@@ -228,6 +228,24 @@ def _records_where_in(client: ConnectWiseClient, path: str, field: str, values: 
                                       "page": 1})
     for _, condition in cond.batched_in(field, values, fits):
         yield from client.iter_list(path, cond.all_of(scope, condition))
+
+
+@hookimpl
+def psa_configuration_listing_cost(connection: Connection) -> int | None:
+    client = client_for(connection)
+    counted = client.get("company/configurations/count")
+    count = counted.get("count") if isinstance(counted, dict) else None
+    if not isinstance(count, int) or count < 0:
+        return None
+    return max(1, -(-count // PAGE_SIZE))
+
+
+@hookimpl
+def psa_list_all_configurations(connection: Connection) -> Iterator[Configuration]:
+    client = client_for(connection)
+    # Forward-only paging stays fast however deep the listing goes (API-NOTES §2).
+    for record in client.iter_list("company/configurations", forward_only=True):
+        yield convert.configuration_from(record)
 
 
 @hookimpl
