@@ -82,8 +82,11 @@ def peak_rss_mib() -> float:
 
 
 def make_simulators(companies: int, devices: int, configurations_per_company: int):
+    # No configurations recorded by hand: the Datto side's machines are sized here, not by the
+    # simulated MSP, so the ones it would record are not these devices.
     cw = ConnectWiseSimulator(seed=SEED, companies=companies,
-                              configurations_per_company=configurations_per_company)
+                              configurations_per_company=configurations_per_company,
+                              known_machines=False)
     per_site = max(2, devices // companies)  # the generator puts a desktop and a server first
     datto = DattoSimulator(
         seed=SEED, company_names=company_names(SEED, companies), unmatched_sites=0,

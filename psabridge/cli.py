@@ -1397,13 +1397,18 @@ def serve_command(app: App, host, port, public_url, **secret_given):
 
 
 @cli.command("demo")
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated MSP.")
-@click.option("--companies", type=click.IntRange(min=2), default=12, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the simulated MSP: the same as `psabridge simulate` serves by default.")
+@click.option("--companies", type=click.IntRange(min=2), default=12, show_default=True,
+              help="How many client companies the simulated MSP has.")
 @pass_app
 def demo_command(app: App, seed, companies):
     """Run the whole job against both simulators on loopback, on a fresh SQLite store.
 
-    Uses --db if it names a file that does not exist yet, else a new file in a temporary folder.
+    Configures and enables both connectors, maps companies to sites, device types and devices,
+    sets up ticketing, then raises alerts, resolves some in the RMM and closes tickets in the
+    PSA, and prints what each step did and a summary. Uses --db if it names a file that does
+    not exist yet, else a new file in a temporary folder.
     """
     from psabridge import demo  # imports the simulators, which only this command needs
 
@@ -1417,7 +1422,8 @@ def demo_command(app: App, seed, companies):
 
 @cli.group()
 def simulate():
-    """Run a service simulator on loopback (connectors add theirs here)."""
+    """Run a service simulator on loopback, and act in a running one (raise an alert, close a
+    ticket...). Connectors add their commands here."""
 
 
 # Connectors add their commands (e.g. `simulate connectwise`) through the register_commands hook.

@@ -21,10 +21,9 @@ from tabulate import tabulate
 from psabridge.core import mapping, sync, ticketing
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.matching import normalise_name
 from psabridge.core.plugins import configure_plugin, enable_plugin, make_plugin_manager
 from psabridge.core.store import open_store
-from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names
+from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
 
 # Alert contexts in Datto's wire shape (API-NOTES §5), one per kind of monitor.
@@ -60,14 +59,15 @@ class Demo:
         self.echo(tabulate(rows, headers="keys") if rows else "(none)")
 
 
-def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
+def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
              echo: Callable[[str], None] = print) -> dict[str, int]:
     """Run the demo on a fresh store at `db_path`; returns the summary figures."""
     if db_path.exists():
         raise DemoError(f"{db_path} already exists; the demo starts from a fresh store: give a new path")
-    names = company_names(seed, companies)
+    # The same seed and number of companies: both describe the same MSP (psabridge.simulated_msp),
+    # as `psabridge simulate connectwise` and `psabridge simulate datto` started alone do.
     cw = ConnectWiseSimulator(seed=seed, companies=companies)
-    datto = DattoSimulator(seed=seed, company_names=names)
+    datto = DattoSimulator(seed=seed, companies=companies)
     with contextlib.ExitStack() as stack:
         cw_server = stack.enter_context(cw.serve())
         datto_server = stack.enter_context(datto.serve())
@@ -84,7 +84,6 @@ def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
         enable_plugin(pm, store, "datto")
         echo(f"Enabled connectwise: {report.detail}")
         demo = Demo(cw, datto, open_bridge(pm, store), echo)
-        _known_assets(demo, random.Random(seed))
         summary = Counter()
         _map_companies(demo, summary)
         _map_device_types(demo)
@@ -95,31 +94,18 @@ def run_demo(db_path: Path, seed: int = 7, companies: int = 12,
         return dict(summary)
 
 
-def _known_assets(demo: Demo, rng: random.Random) -> None:
-    """Give ConnectWise configurations for about a third of the devices, as an MSP that tracked
-    its assets by hand would have (same serial, or same name), so the matching cascade finds some."""
-    company_by_name = {normalise_name(c["name"]): c for c in demo.cw.db.companies.values()}
-    site_names = {s["uid"]: s["name"] for s in demo.datto.sites.values()}
-    for device in list(demo.datto.devices.values()):
-        audit = demo.datto.audits.get(device["uid"]) or {}
-        company = company_by_name.get(normalise_name(site_names.get(device["siteUid"], "")))
-        if company is None or not audit or rng.random() > 0.35:
-            continue
-        bios, system = audit.get("bios") or {}, audit.get("systemInfo") or {}
-        by_serial = rng.random() < 0.6
-        demo.cw.db.add_configuration(
-            company, f"{device['hostname']} (asset)" if by_serial else device["hostname"],
-            "Managed Workstation", serialNumber=bios.get("serialNumber") if by_serial else None,
-            manufacturer=system.get("manufacturer"), modelNumber=system.get("model"))
-
-
 def _map_companies(demo: Demo, summary: Counter) -> None:
     demo.section("Companies -> sites (suggested by name similarity)")
     rows = mapping.load_companies(demo.bridge)
-    demo.table([{"company": r.company.name, "type": r.company_type,
+    # A company of several types is listed once per type; it is one company to map.
+    types: dict[str, list[str]] = {}
+    for row in rows:
+        types.setdefault(row.company.id, []).append(row.company_type)
+    once = list({r.company.id: r for r in rows}.values())
+    demo.table([{"company": r.company.name, "types": ", ".join(types[r.company.id]),
                  "suggested site": r.suggestion.site_name if r.suggestion.site_uid
                  else f"Create New: {r.suggestion.site_name}", "score": round(r.suggestion.score)}
-                for r in rows])
+                for r in once])
     plan = mapping.plan_company_mappings(demo.bridge, {r.company.id: None for r in rows})
     outcome = mapping.apply(demo.bridge, plan)
     summary["companies mapped"] = len(outcome.done)

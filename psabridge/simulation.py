@@ -11,15 +11,21 @@ Retry-After, send a malformed body, or drop the connection, either at random rat
 run can be repeated) or from a script of faults aimed at a method and path, each served a given
 number of times (or every time); a scripted fault may also hold one request, or its answer. It
 also counts requests per endpoint, which is what the benchmarks report.
+
+`ControlPanel` adds, beside the simulated API and outside it, the endpoints under `/_simulator/`
+that `psabridge simulate raise-alert` and its siblings call: what a person would do in the
+product's own interface.
 """
 
 from __future__ import annotations
 
 import collections
+import hmac
 import json
 import math
 import random
 import re
+import secrets
 import socket
 import threading
 import time
@@ -349,3 +355,67 @@ def _depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+# -- control endpoints: what a person (or a test) does in the simulated product ------------------
+
+# No real API has this prefix. Requests under it never reach the simulated API, so they are not
+# faulted, counted, throttled or authenticated as API calls: the API enforces what it did before.
+CONTROL_PREFIX = "/_simulator/"
+
+
+class ControlError(Exception):
+    """A control action that cannot be done: answered `status` with `{"error": message}`."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+ControlAction = Callable[[dict], dict]
+
+
+class ControlPanel:
+    """WSGI: `POST /_simulator/ACTION` with `Authorization: Bearer TOKEN` and a JSON object runs
+    `actions[ACTION]` and answers its result as JSON; every other request goes to `app`.
+
+    The actions stand in for what a technician does in the product's own interface (raise an
+    alert on a device, close a ticket), which the simulated API has no call for."""
+
+    def __init__(self, app, token: str, actions: dict[str, ControlAction]):
+        self.app, self.token, self.actions = app, token, actions
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(CONTROL_PREFIX):
+            return self.app(environ, start_response)
+        request = BoundedRequest(environ)
+        try:
+            result = self._run(request, path[len(CONTROL_PREFIX):].strip("/"))
+            response = Response(json.dumps(result), 200, content_type="application/json")
+        except ControlError as exc:
+            response = Response(json.dumps({"error": exc.message}), exc.status,
+                                content_type="application/json")
+        return response(environ, start_response)
+
+    def _run(self, request: Request, name: str) -> dict:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            raise ControlError(401, "the control token is missing or wrong")
+        action = self.actions.get(name)
+        if action is None:
+            raise ControlError(404, f"no control action {name!r}; there are: "
+                                    f"{', '.join(sorted(self.actions))}")
+        if request.method != "POST":
+            raise ControlError(405, f"{name} takes POST")
+        try:
+            body = parse_json(request.get_data() or b"{}")
+        except UnreadableJson as exc:
+            raise ControlError(400, f"the request body cannot be read: {exc}") from None
+        if not isinstance(body, dict):
+            raise ControlError(400, "the request body must be a JSON object")
+        return action(body)
+
+
+def control_token() -> str:
+    return secrets.token_urlsafe(32)

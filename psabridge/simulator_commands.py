@@ -1,9 +1,12 @@
-"""What the `psabridge simulate NAME` commands share: the `configure` command they print, with the
-simulator's keys in files rather than on it, and stopping cleanly on the signals that end a
-process."""
+"""What the `psabridge simulate ...` commands share: the `configure` command a simulator prints,
+with its keys in files rather than on it; stopping cleanly on the signals that end a process; and
+how the commands that drive a running simulator (`simulate raise-alert`, `simulate close-ticket`)
+find it: a private control file with its URL and control token, removed when it stops."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import signal
@@ -12,6 +15,17 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import httpx
+import platformdirs
+
+from psabridge.simulation import CONTROL_PREFIX
+
+SIMULATOR_DIR_ENV = "PSABRIDGE_SIMULATOR_DIR"
+SIMULATOR_TOKEN_ENV = "PSABRIDGE_SIMULATOR_TOKEN"
 
 
 @contextmanager
@@ -58,3 +72,132 @@ def stopping_on_terminate() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+# -- finding a running simulator ------------------------------------------------------------------
+
+
+def control_folder() -> Path:
+    """Where running simulators leave their control files: `PSABRIDGE_SIMULATOR_DIR`, else the
+    user's runtime directory (`$XDG_RUNTIME_DIR/psabridge`), else the user's cache directory."""
+    if os.environ.get(SIMULATOR_DIR_ENV):
+        return Path(os.environ[SIMULATOR_DIR_ENV]).expanduser()
+    # Only a runtime directory the session gave us: platformdirs' fallback for a missing one is
+    # a fixed name in /tmp, which another user could have made first.
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "psabridge" / "simulators"
+    return Path(platformdirs.user_cache_dir("psabridge")) / "simulators"
+
+
+def control_file(plugin: str) -> Path:
+    return control_folder() / f"{plugin}.json"
+
+
+@contextmanager
+def control_file_written(plugin: str, url: str, token: str) -> Iterator[Path]:
+    """Within the block, `plugin`'s control file names this simulator (`url`, `token`, our pid):
+    a 0600 file in a 0700 folder, replaced atomically. Removed at the end if it still holds our
+    token (a simulator started later may have taken the name over)."""
+    folder = control_folder()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = control_file(plugin)
+    record = {"plugin": plugin, "url": url, "token": token, "pid": os.getpid()}
+    temporary = folder / f".{plugin}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        json.dump(record, file)
+    os.replace(temporary, path)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("token") == token:
+                path.unlink()
+
+
+@attrs.frozen
+class SimulatorAddress:
+    url: str
+    token: str
+
+
+def find_simulator(plugin: str, title: str, url: str | None = None) -> SimulatorAddress:
+    """The running `plugin` simulator: `url` with the token from `PSABRIDGE_SIMULATOR_TOKEN` (or
+    from the control file when it names that URL), else what its control file says."""
+    path = control_file(plugin)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        record = None
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the {title} simulator's control file {path}: {exc}") \
+            from None
+    if url:
+        token = os.environ.get(SIMULATOR_TOKEN_ENV) or (
+            record["token"] if record and record.get("url", "").rstrip("/") == url.rstrip("/") else None)
+        if not token:
+            raise click.ClickException(
+                f"no control token for the simulator at {url}: set {SIMULATOR_TOKEN_ENV} to the token "
+                f"in its control file (`token` in {path} on the machine it runs on)")
+        return SimulatorAddress(url.rstrip("/"), token)
+    if record is None:
+        raise click.ClickException(
+            f"no {title} simulator is running for this user (no {path}): start one with "
+            f"`psabridge simulate {plugin}`, or give --url and {SIMULATOR_TOKEN_ENV}")
+    if not _running(record.get("pid")):
+        raise click.ClickException(
+            f"the {title} simulator that wrote {path} (process {record.get('pid')}) is no longer "
+            f"running: start one with `psabridge simulate {plugin}`")
+    return SimulatorAddress(record["url"].rstrip("/"), record["token"])
+
+
+def _running(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that number: ours has ended
+        return False
+    return True
+
+
+def call_simulator(plugin: str, title: str, action: str, payload: dict,
+                   url: str | None = None) -> dict:
+    """Run `action` on the running `plugin` simulator; its answer, or a ClickException saying
+    what went wrong (not running, unreachable, the simulator's own refusal)."""
+    address = find_simulator(plugin, title, url)
+    try:
+        response = httpx.post(f"{address.url}{CONTROL_PREFIX}{action}", json=payload, timeout=15,
+                              headers={"Authorization": f"Bearer {address.token}"})
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot reach the {title} simulator at {address.url} ({type(exc).__name__}); is it "
+            f"still running?") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        reason = body.get("error") if isinstance(body, dict) else None
+        if response.status_code == 404 and reason is None:
+            reason = f"{address.url} is not a psabridge {title} simulator"
+        raise click.ClickException(f"{title} simulator: {reason or f'answered {response.status_code}'}")
+    return body
+
+
+def echo_result(result: dict, as_json: bool, line: str) -> None:
+    """`result` as JSON, or the one line that says what was done."""
+    click.echo(json.dumps(result, indent=2) if as_json else line)
+
+
+def control_options(command):
+    """--url and --json, which every command driving a simulator takes."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(command)
+    return click.option(
+        "--url", default=None, metavar="URL",
+        help=f"The simulator's URL, when it is not the one this user started here (the token then "
+             f"comes from {SIMULATOR_TOKEN_ENV}).")(command)

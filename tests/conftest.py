@@ -15,6 +15,7 @@ def private_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("PSABRIDGE_SIMULATOR_DIR", str(home / "simulators"))  # their control files
     monkeypatch.delenv("PSABRIDGE_SECRET_KEY", raising=False)
     monkeypatch.delenv("PSABRIDGE_DB", raising=False)
     return home

@@ -157,8 +157,8 @@ def option(words: list[str], name: str) -> str:
 
 def choices() -> dict[str, str]:
     """What the admin picks from the lists the tour's commands print: a company and a site with
-    devices (the two simulators' names are not the same MSP's, so it is mapped by hand), and the
-    board, statuses, priority and source for tickets. Read from in-process twins of the served
+    devices (mapped by hand, as the tour's `companies map ID=SITE_UID` does), and the board,
+    statuses, priority and source for tickets. Read from in-process twins of the served
     simulators: seeded, they hold the same data."""
     cw = ConnectWiseSimulator(seed=int(SEED), companies=int(COMPANIES))
     datto = DattoSimulator(seed=int(SEED), companies=int(COMPANIES))

@@ -13,21 +13,8 @@ from psabridge.plugins.rmm_datto.simulator.data import (
     SHARED_SERIALS,
     distort,
     generate_estate,
-    msp_company_names,
 )
-
-
-def test_company_names_are_deterministic_distinct_and_seed_dependent():
-    names = msp_company_names(7, 40)
-    assert names == msp_company_names(7, 40)
-    assert len({n.lower() for n in names}) == 40
-    assert names != msp_company_names(8, 40)
-    assert any(n.endswith((" Inc.", " LLC", " Ltd")) for n in names)
-    assert any("&" in n for n in names) and any(" and " in n for n in names)
-
-
-def test_company_names_scale_past_the_vocabulary():
-    assert len(set(msp_company_names(0, 3000))) == 3000
+from psabridge.simulated_msp import company_names
 
 
 @pytest.mark.parametrize("distortion", sorted(set(DISTORTIONS) - {"exact"}))
@@ -44,7 +31,7 @@ def test_the_estate_has_matched_and_unmatched_sites_and_every_distortion():
     origins = collections.Counter(kind for _, kind in estate.site_origins.values())
     assert set(DISTORTIONS) <= set(origins)
     assert origins["unmatched"] == 2 and origins["system"] == 1
-    companies = set(msp_company_names(0, 12))
+    companies = set(company_names(0, 12))
     assert {company for company, _ in estate.site_origins.values() if company} == companies
 
 

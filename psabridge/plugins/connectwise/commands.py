@@ -1,4 +1,5 @@
-"""`psabridge simulate connectwise`: serve the simulator on loopback until Ctrl-C."""
+"""`psabridge simulate connectwise`: serve the simulator on loopback until Ctrl-C; and
+`psabridge simulate close-ticket`: what a technician does to a ticket, in the running simulator."""
 
 from __future__ import annotations
 
@@ -7,23 +8,42 @@ import threading
 import click
 
 from psabridge.plugins.connectwise import SETTINGS
-from psabridge.simulation import Faults
-from psabridge.simulator_commands import configure_command, stopping_on_terminate
+from psabridge.simulation import Faults, control_token
+from psabridge.simulator_commands import (
+    call_simulator,
+    configure_command,
+    control_file_written,
+    control_options,
+    echo_result,
+    stopping_on_terminate,
+)
+
+TITLE = "ConnectWise Manage"
 
 
 @click.command("connectwise")
 @click.option("--port", default=8089, show_default=True, help="Loopback port (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated data.")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the generated MSP; `simulate datto` with the same seed and --companies "
+                   "describes the same customers.")
 @click.option("--companies", default=12, show_default=True, help="How many companies to generate.")
-@click.option("--configurations", default=6, show_default=True, help="Configurations per company.")
-@click.option("--latency", default=0.0, help="Seconds added to every request.")
-@click.option("--error-rate", default=0.0, help="Share of requests answered 5xx.")
-@click.option("--throttle-rate", default=0.0, help="Share of requests answered 429 with Retry-After.")
-@click.option("--drop-rate", default=0.0, help="Share of connections dropped without an answer.")
+@click.option("--configurations", default=6, show_default=True,
+              help="Configurations per company, besides the machines the MSP already recorded.")
+@click.option("--latency", default=0.0, type=click.FloatRange(min=0),
+              help="Seconds added to every request.")
+@click.option("--error-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of requests answered 5xx.")
+@click.option("--throttle-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of requests answered 429 with Retry-After.")
+@click.option("--drop-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of connections dropped without an answer.")
 def simulate_connectwise(port, host, seed, companies, configurations, latency, error_rate,
                          throttle_rate, drop_rate):
-    """Serve a simulated ConnectWise Manage API with generated MSP data."""
+    """Serve a simulated ConnectWise Manage API with generated MSP data.
+
+    While it runs, `psabridge simulate close-ticket ID` closes a ticket in it, as a technician
+    would."""
     from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 
     faults = Faults(latency=latency, error_rate=error_rate, throttle_rate=throttle_rate,
@@ -31,14 +51,33 @@ def simulate_connectwise(port, host, seed, companies, configurations, latency, e
     sim = ConnectWiseSimulator(seed=seed, companies=companies, configurations_per_company=configurations,
                                faults=faults)
     secrets = [setting.name for setting in SETTINGS if setting.secret]
-    with stopping_on_terminate(), sim.serve(host, port) as server, \
-            configure_command("connectwise", sim.settings(server.url), secrets) as command:
+    token = control_token()
+    with stopping_on_terminate(), sim.serve(host, port, control_token=token) as server, \
+            configure_command("connectwise", sim.settings(server.url), secrets) as command, \
+            control_file_written("connectwise", server.url, token):
         try:  # a stop that comes as soon as the lines below are read is a clean stop too
             click.echo(f"ConnectWise Manage simulator at {server.url}")
             click.echo("Configure the connector with:")
             click.echo(f"  {command}")
             click.echo("  (the private key waits in that file until the simulator stops)")
+            click.echo("Close a ticket as a technician would: psabridge simulate close-ticket ID")
             click.echo("Press Ctrl-C to stop.")
             threading.Event().wait()
         except KeyboardInterrupt:
             click.echo("Stopped.")
+
+
+@click.command("close-ticket")
+@click.argument("ticket_id", metavar="ID")
+@click.option("--status", default=None, metavar="NAME",
+              help="A closed status of the ticket's board (default: its first closed status).")
+@control_options
+def simulate_close_ticket(ticket_id, status, url, as_json):
+    """Close ticket ID in the running ConnectWise Manage simulator, as a technician would.
+
+    ConnectWise calls back as for any change (to `psabridge serve`, if registered), and the
+    next `psabridge sync` resolves the ticket's alert in the RMM."""
+    payload = {"ticket": ticket_id} | ({"status": status} if status else {})
+    result = call_simulator("connectwise", TITLE, "close-ticket", payload, url)
+    echo_result(result, as_json, f"Closed ticket {result['ticket_id']} ({result['summary']}) on board "
+                                 f"{result['board']}: status {result['status']}.")

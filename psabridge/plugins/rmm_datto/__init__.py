@@ -1,5 +1,6 @@
 """Datto RMM connector: the rmm_* hooks (hooks.py) over an httpx client (client.py), and a
-simulator of the API (simulator/) served by `psabridge simulate datto`."""
+simulator of the API (simulator/) served by `psabridge simulate datto`, and driven by
+`psabridge simulate raise-alert`, `resolve-alert` and `add-device`."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def connector_info():
 
 @hookimpl
 def register_commands(cli):
-    from psabridge.plugins.rmm_datto.simulator.command import simulate_datto
+    from psabridge.plugins.rmm_datto.simulator.command import COMMANDS
 
     simulate = cli.commands.get("simulate")
     if isinstance(simulate, click.Group):
-        simulate.add_command(simulate_datto)
+        for command in COMMANDS:
+            simulate.add_command(command)

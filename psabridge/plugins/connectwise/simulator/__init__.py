@@ -22,6 +22,7 @@ from psabridge.plugins.connectwise.simulator.app import ConnectWiseApp, Options,
 from psabridge.plugins.connectwise.simulator.data import company_names
 from psabridge.plugins.connectwise.simulator.db import Database
 from psabridge.simulation import (
+    ControlPanel,
     FaultInjector,
     Faults,
     RunningServer,
@@ -62,13 +63,24 @@ class ConnectWiseSimulator:
         return transport(self.app)
 
     @contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
-        """Serve on loopback (threaded) for the duration of the block."""
-        running = start_server(self.app, host, port, name="connectwise-simulator")
+    def serve(self, host: str = "127.0.0.1", port: int = 0,
+              control_token: str | None = None) -> Iterator[RunningServer]:
+        """Serve on loopback (threaded) for the duration of the block; with `control_token`,
+        also the control endpoints under /_simulator/ (`controls`), outside the simulated API."""
+        running = start_server(self.controlled_app(control_token), host, port,
+                               name="connectwise-simulator")
         try:
             yield running
         finally:
             running.shutdown()
+
+    def controlled_app(self, control_token: str | None):
+        """The API, and with `control_token` the control endpoints beside it."""
+        if control_token is None:
+            return self.app
+        from psabridge.plugins.connectwise.simulator import controls
+
+        return ControlPanel(self.app, control_token, controls.actions(self))
 
     def settings(self, url: str = "http://connectwise.simulator") -> dict[str, str]:
         """Plugin settings that authenticate against this simulator at `url`."""

@@ -1,11 +1,9 @@
 """Seeded MSP data for the simulator: companies, configurations, boards and lookups.
 
-Everything comes from `random.Random(seed)`, so a seed always gives the same data.
-
-`company_names(seed, n)` is public on purpose: the Datto RMM simulator builds its site names
-from the same list (then blurs them: "Acme Corp." -> "ACME Corp", "Smith & Sons LLC" ->
-"Smith and Sons") so that the two simulators share a world. It is deterministic and
-prefix-stable: `company_names(s, n)[:k] == company_names(s, k)` for every k <= n.
+Everything comes from `random.Random(seed)`, so a seed always gives the same data. The client
+companies, and the machines the MSP already recorded as their configurations, come from
+`psabridge.simulated_msp`, which the Datto RMM simulator reads too: started with the same seed
+and number of companies, the two simulators describe the same customers.
 """
 
 from __future__ import annotations
@@ -14,48 +12,7 @@ import random
 import re
 from collections.abc import Iterable
 
-_SURNAMES = (
-    "Smith", "Johnson", "Garcia", "Miller", "Davis", "Martinez", "Anderson", "Taylor", "Thomas",
-    "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis",
-    "Walker", "Hall", "Young", "King", "Wright", "Lopez", "Hill", "Green", "Baker", "Nelson",
-    "Carter", "Mitchell", "Roberts", "Turner", "Phillips", "Campbell", "Parker", "Evans",
-    "Edwards", "Collins", "Stewart", "Morris", "Murphy", "Cook", "Rogers", "O'Brien", "Bennett",
-)
-_NOUNS = (
-    "Acme", "Summit", "Blue Ridge", "Riverside", "Pinnacle", "Evergreen", "Harbor", "Lakeside",
-    "Northwind", "Oakwood", "Silverline", "Redwood", "Cornerstone", "Keystone", "Bright Path",
-    "Granite", "Maple Leaf", "Horizon", "Liberty", "Crescent", "Sterling", "Cedar Grove",
-    "Golden Gate", "Ironclad", "Meadowbrook", "Westfield", "Bayview", "Stonebridge", "Falcon",
-)
-_TRADES = (
-    "Dental", "Family Medicine", "Law", "Accounting", "Construction", "Logistics", "Realty",
-    "Veterinary Clinic", "Engineering", "Insurance", "Architects", "Auto Repair", "Bakery",
-    "Financial Advisors", "Manufacturing", "Pharmacy", "Print & Copy", "Plumbing", "Marketing",
-)
-_PATTERNS = (
-    "{noun} Corp.", "{surname} & Sons LLC", "{surname} {trade}", "{noun} {trade} Group",
-    "{surname} & {surname2} {trade}", "{noun} Inc.", "{noun} {trade}", "{surname} {trade} LLC",
-    "{noun} Holdings Ltd", "The {noun} Company", "{surname}, {surname2} & Partners",
-    "{noun} {trade} P.C.",
-)
-
-
-def company_names(seed: int, n: int) -> list[str]:
-    """`n` distinct, realistic MSP client names (<= 50 characters, CW's limit) for `seed`."""
-    rng = random.Random(f"psabridge-company-names:{seed}")
-    names: list[str] = []
-    seen: set[str] = set()
-    while len(names) < n:
-        surname, surname2 = rng.sample(_SURNAMES, 2)
-        name = rng.choice(_PATTERNS).format(
-            noun=rng.choice(_NOUNS), surname=surname, surname2=surname2, trade=rng.choice(_TRADES))
-        if len(names) >= len(_PATTERNS) * 40:  # the word lists are exhausted: number them
-            name = f"{name} {len(names)}"
-        name = name[:50]
-        if name.casefold() not in seen:
-            seen.add(name.casefold())
-            names.append(name)
-    return names
+from psabridge.simulated_msp import company_names  # noqa: F401 - part of this module's API
 
 
 def identifier_for(name: str, taken: Iterable[str]) -> str:
@@ -115,6 +72,11 @@ def device_name(rng: random.Random, company_identifier: str, kind: str, number: 
     if rng.random() < 0.2:  # users rename machines: some keep the Windows default name
         return "DESKTOP-" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(7))
     return f"{prefix}-{tag}{number:02d}"
+
+
+# The PSA's configuration type for each kind of machine the MSP already recorded.
+KNOWN_MACHINE_TYPES = {"desktop": "Managed Workstation", "laptop": "Laptop", "server": "Managed Server",
+                       "printer": "Printer", "esxi": "ESXi Host", "network": "Network Device"}
 
 
 def serial_number(rng: random.Random) -> str:

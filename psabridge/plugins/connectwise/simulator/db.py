@@ -14,6 +14,7 @@ import random
 import threading
 from typing import Any
 
+from psabridge import simulated_msp
 from psabridge.plugins.connectwise.simulator import data
 
 MEMBER_IDENTIFIER = "psabridge"
@@ -142,19 +143,25 @@ class Database:
     # -- the seed ------------------------------------------------------------------------------
 
     def seed(self, seed: int = 0, companies: int = 12, configurations_per_company: int = 6,
-             management_link: str = "https://rmm.example.com/device/{n}") -> None:
+             management_link: str = "https://rmm.example.com/device/{n}",
+             known_machines: bool = True) -> None:
         """Fill every table from `seed`. `management_link` is formatted with a running number
-        for the configurations that look as if an RMM already linked them."""
+        for the configurations that look as if an RMM already linked them. With
+        `known_machines`, each company also has a configuration for each of its machines the
+        MSP recorded by hand (`simulated_msp`), which an RMM simulator of the same seed serves
+        as devices."""
         rng = random.Random(seed)
         self._seed_system()
         self._seed_company_lookups()
         self._seed_configuration_lookups()
         self._seed_service_lookups()
-        for index, name in enumerate(data.company_names(seed, companies)):
+        for index, client in enumerate(simulated_msp.clients(seed, companies)):
             types = rng.sample(data.COMPANY_TYPES[:2] + data.COMPANY_TYPES[4:], rng.choice((1, 1, 1, 2)))
             status = "Inactive" if index % 7 == 6 else "Active"
-            company = self.add_company(name, types=types, status=status)
+            company = self.add_company(client.name, types=types, status=status)
             self._seed_configurations(rng, company, configurations_per_company, management_link)
+            if known_machines:
+                self._seed_known_machines(company, client.machines)
 
     def _seed_system(self) -> None:
         role = self.insert(self.security_roles, {"name": "RMM Integration", "roleType": "Custom",
@@ -217,6 +224,16 @@ class Database:
                                           "level": str(index + 1)})
         for name in data.SOURCES:
             self.insert(self.sources, {"name": name, "defaultFlag": name == "Email"})
+
+    def _seed_known_machines(self, company: dict, machines) -> None:
+        """Configurations the MSP typed in from its machines: by serial, or by name only."""
+        for machine in machines:
+            if machine.in_psa is None:
+                continue
+            self.add_configuration(
+                company, machine.configuration_name, data.KNOWN_MACHINE_TYPES[machine.kind],
+                serialNumber=machine.serial if machine.in_psa == "serial" else None,
+                manufacturer=machine.manufacturer, modelNumber=machine.model)
 
     def _seed_configurations(self, rng: random.Random, company: dict, count: int, link: str) -> None:
         type_names = [name for name, questions in data.CONFIGURATION_TYPES if not questions]

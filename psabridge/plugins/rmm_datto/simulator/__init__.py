@@ -4,8 +4,7 @@ See `app` for what it enforces, `data` for the generated estate, `quota` for the
 """
 
 from psabridge.plugins.rmm_datto.simulator.app import DattoSimulator, ManualClock, SimOptions
-from psabridge.plugins.rmm_datto.simulator.data import generate_estate, msp_company_names
+from psabridge.plugins.rmm_datto.simulator.data import generate_estate
 from psabridge.plugins.rmm_datto.simulator.quota import Quotas
 
-__all__ = ["DattoSimulator", "ManualClock", "Quotas", "SimOptions", "generate_estate",
-           "msp_company_names"]
+__all__ = ["DattoSimulator", "ManualClock", "Quotas", "SimOptions", "generate_estate"]

@@ -150,7 +150,8 @@ class DattoSimulator:
         self._ids.next_id = max([0, *(s["id"] for s in self.sites.values()),
                                  *(d["id"] for d in self.devices.values())])
         self._map = _rules()
-        self.injector = simulation.FaultInjector(self._wsgi, faults, endpoint_of=self.endpoint_of)
+        self.injector = simulation.FaultInjector(self._wsgi, faults, endpoint_of=self.endpoint_of,
+                                                 throttle_body=_throttled)
 
     # -- the Python API tests drive -------------------------------------------------------------
 
@@ -167,9 +168,20 @@ class DattoSimulator:
         return simulation.transport(self.app)
 
     @contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[simulation.RunningServer]:
-        with simulation.serve(self.app, host, port) as server:
+    def serve(self, host: str = "127.0.0.1", port: int = 0,
+              control_token: str | None = None) -> Iterator[simulation.RunningServer]:
+        """Serve on loopback for the duration of the block; with `control_token`, also the
+        control endpoints under /_simulator/ (`controls`), outside the simulated API."""
+        with simulation.serve(self.controlled_app(control_token), host, port) as server:
             yield server
+
+    def controlled_app(self, control_token: str | None):
+        """The API, and with `control_token` the control endpoints beside it."""
+        if control_token is None:
+            return self.app
+        from psabridge.plugins.rmm_datto.simulator import controls
+
+        return simulation.ControlPanel(self.app, control_token, controls.actions(self))
 
     def settings(self, url: str) -> dict[str, str]:
         """The Datto plugin's settings for this simulator served at `url`."""
@@ -511,8 +523,16 @@ class DattoSimulator:
         return Response(b"", self.options.void_status)
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status, content_type="application/json")
+def _throttled(seconds: float) -> Response:
+    """A fault-injected 429 in the body the quota's own 429 has; with a Retry-After, whose
+    presence on Datto's answers is not established (§3), so that a throttle rate set for a
+    test does not make clients wait Datto's 60-120 s each time."""
+    return _json({"error": "too_many_requests", "message": "Rate limit exceeded"}, 429,
+                 headers={"Retry-After": simulation.retry_after_text(seconds)})
+
+
+def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status, headers=headers, content_type="application/json")
 
 
 def _body(request: Request) -> Any:

@@ -3,10 +3,12 @@
 Everything is a plain dict in Datto's wire shape (API-NOTES §5), so the simulator serves it as is.
 The same seed always gives the same estate.
 
-Site names come from `msp_company_names`, the base list of client companies, with the distortions
-real estates show between the PSA's company name and the RMM's site name: a dropped or swapped
-legal suffix, a change of case, "&" for "and", a typo, a location tag. Some sites have no company
-at all (internal or lab sites). `Estate.site_origins` records which company and which distortion
+Sites and their devices come from `psabridge.simulated_msp`, the MSP's client companies and their
+machines, which the ConnectWise simulator reads too (started with the same seed and number of
+companies, the two describe the same customers). Site names are the company names with the
+distortions real estates show between the PSA's company name and the RMM's site name: a dropped
+or swapped legal suffix, a change of case, "&" for "and", a typo, a location tag. Some sites have
+no company at all (internal or lab sites). `Estate.site_origins` records which company and which distortion
 each site came from, so matching tests can check their answers.
 """
 
@@ -18,6 +20,8 @@ from collections.abc import Callable
 
 import attrs
 
+from psabridge import simulated_msp
+
 DELETED_DEVICES_SITE_UID = "deleted-devices"  # the system site's uid is not a GUID (§5)
 UDF_COUNT = 300
 PRIORITIES = ("Critical", "High", "Moderate", "Low", "Information", "Unknown")
@@ -25,59 +29,13 @@ UNKNOWN_CONTEXT_CLASS = "future_sensor_ctx"  # a class no client knows (checklis
 # Real serial numbers that many machines share: unflashed boards and white-box builds.
 SHARED_SERIALS = ("To Be Filled By O.E.M.", "System Serial Number")
 
-# -- company names ------------------------------------------------------------------------------
+# -- site names --------------------------------------------------------------------------------
 
-_PREFIXES = (
-    "Acme", "Summit", "Blue Ridge", "Harbor", "Pioneer", "Cedar", "Northwind", "Riverside",
-    "Oakwood", "Granite", "Evergreen", "Lakeside", "Keystone", "Sterling", "Maple", "Redwood",
-    "Silver Creek", "Beacon", "Horizon", "Liberty", "Meridian", "Atlas", "Crescent", "Falcon",
-    "Willow", "Bright Path", "Ironclad", "Coastal", "Prairie", "Union",
-)
-_SURNAMES = (
-    "Smith", "Johnson", "Garcia", "Miller", "Davis", "Martinez", "Wilson", "Anderson", "Taylor",
-    "Thomas", "Moore", "Jackson", "Martin", "Lee", "Harris", "Clark", "Lewis", "Walker", "Young",
-    "King",
-)
-_TRADES = (
-    "Dental", "Family Dentistry", "Veterinary Clinic", "Law Group", "Accounting", "Construction",
-    "Plumbing", "Logistics", "Manufacturing", "Realty", "Insurance Agency", "Pediatrics",
-    "Architects", "Engineering", "Medical Group", "Auto Repair", "Landscaping", "Bakery",
-    "Brewing", "Credit Union",
-)
 LEGAL_SUFFIXES = ("Inc.", "LLC", "Ltd", "Corp.", "Co.", "LLP")
 _UNMATCHED_SITES = (
     "Internal IT", "Staging Lab", "Onboarding - New Clients", "Home Office Users",
     "Disaster Recovery Lab", "Training Room", "Spare Hardware", "Test Bench",
 )
-
-
-def msp_company_names(seed: int, n: int) -> list[str]:
-    """`n` distinct, realistic names of an MSP's client companies, the same for the same seed.
-
-    Pure (no I/O, no global state): the PSA simulator can share this list so that both sides
-    describe the same clients. Examples: "Acme Corp.", "Smith & Sons LLC", "Cedar Dental Inc.".
-    """
-    rng = random.Random(f"msp-companies:{seed}")
-    patterns: tuple[Callable[[], str], ...] = (
-        lambda: f"{rng.choice(_PREFIXES)} {rng.choice(_TRADES)} {rng.choice(LEGAL_SUFFIXES)}",
-        lambda: f"{rng.choice(_SURNAMES)} & Sons {rng.choice(LEGAL_SUFFIXES)}",
-        lambda: f"{rng.choice(_SURNAMES)} and {rng.choice(_SURNAMES)} {rng.choice(_TRADES)}",
-        lambda: f"{rng.choice(_PREFIXES)} {rng.choice(('Corp.', 'Group', 'Partners', 'Holdings'))}",
-        lambda: f"{rng.choice(_PREFIXES)} {rng.choice(_TRADES)}",
-    )
-    names: list[str] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(names) < n:
-        attempts += 1
-        name = rng.choice(patterns)()
-        if attempts > 50 * (n + 10):  # the vocabulary ran out: number the rest
-            name = f"{name} {len(names) + 1}"
-        key = name.lower()
-        if key not in seen:
-            seen.add(key)
-            names.append(name)
-    return names
 
 
 # -- distorting a company name into a site name -------------------------------------------------
@@ -190,23 +148,15 @@ def make_site(ids: _Ids, account_uid: str, name: str, uid: str | None = None) ->
     }
 
 
-# kind -> (deviceClass, deviceType.category or None, deviceType.type, hostname stem, weight)
+# kind (simulated_msp's) -> (deviceClass, deviceType.category or None, deviceType.type)
 DEVICE_KINDS = {
-    "desktop": ("device", "Desktop", "Desktop", "WS", 40),
-    "laptop": ("device", "Laptop", "Laptop", "LT", 25),
-    "server": ("device", "Server", "Server", "SRV", 15),
-    "printer": ("printer", "Printer", "Printer", "PRN", 8),
-    "esxi": ("esxihost", "ESXi Host", "ESXi Host", "ESX", 4),
+    "desktop": ("device", "Desktop", "Desktop"),
+    "laptop": ("device", "Laptop", "Laptop"),
+    "server": ("device", "Server", "Server"),
+    "printer": ("printer", "Printer", "Printer"),
+    "esxi": ("esxihost", "ESXi Host", "ESXi Host"),
     # Network devices send most fields null, deviceType included (pncit, §5).
-    "network": ("rmmnetworkdevice", None, None, "SW", 8),
-}
-_HARDWARE = {
-    "desktop": [("Dell Inc.", "OptiPlex 7090"), ("HP", "EliteDesk 800 G6"), ("LENOVO", "ThinkCentre M70q")],
-    "laptop": [("Dell Inc.", "Latitude 5420"), ("LENOVO", "ThinkPad T14 Gen 2"), ("HP", "EliteBook 840 G8")],
-    "server": [("Dell Inc.", "PowerEdge R740"), ("HPE", "ProLiant DL380 Gen10"), ("Supermicro", "SYS-1029P")],
-    "printer": [("HP", "LaserJet Pro M404"), ("Brother", "HL-L6200DW"), ("Kyocera", "ECOSYS P3145dn")],
-    "esxi": [("Dell Inc.", "PowerEdge R650"), ("HPE", "ProLiant DL360 Gen10")],
-    "network": [("Ubiquiti", "USW-24-POE"), ("Cisco", "C9200L-24P")],
+    "network": ("rmmnetworkdevice", None, None),
 }
 _OS = {
     "desktop": "Microsoft Windows 11 Pro 23H2", "laptop": "Microsoft Windows 10 Pro 22H2",
@@ -214,15 +164,8 @@ _OS = {
 }
 
 
-def _serial(rng: random.Random, manufacturer: str) -> str:
-    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-    body = "".join(rng.choice(alphabet) for _ in range(7))
-    return {"Dell Inc.": body, "HP": "CZC" + body, "LENOVO": "PF" + body[:6]}.get(manufacturer, "SN" + body)
-
-
-def _abbreviation(name: str) -> str:
-    letters = "".join(word[0] for word in name.split() if word[:1].isalpha())
-    return (letters[:4] or "SITE").upper()
+def _stem(kind: str) -> str:
+    return simulated_msp.MACHINE_KINDS[kind][0]
 
 
 @attrs.define
@@ -233,11 +176,16 @@ class _Builder:
     account_uid: str
     estate: Estate
 
+    def machine(self, site: dict, machine: simulated_msp.Machine) -> dict:
+        return self.device(site, machine.kind, machine.hostname, audited=machine.audited,
+                           serial=machine.serial, hardware=(machine.manufacturer, machine.model))
+
     def device(self, site: dict, kind: str, hostname: str, audited: bool = True,
-               deleted: bool = False, serial: str | None = None) -> dict:
+               deleted: bool = False, serial: str | None = None,
+               hardware: tuple[str, str] | None = None) -> dict:
         rng = self.rng
-        device_class, category, type_, _stem, _weight = DEVICE_KINDS[kind]
-        manufacturer, model = rng.choice(_HARDWARE[kind])
+        device_class, category, type_ = DEVICE_KINDS[kind]
+        manufacturer, model = hardware or rng.choice(simulated_msp.HARDWARE[kind])
         day = 86_400_000
         created = self.now_ms - rng.randint(30, 900) * day
         never = rng.choice((None, 0, -62135596800000))  # every "never" form the API is known to use
@@ -271,7 +219,8 @@ class _Builder:
         row["udf"]["udf1"] = site["name"]  # MSPs commonly keep a client tag in a UDF
         self.estate.devices.append(row)
         self.estate.audits[row["uid"]] = make_audit(
-            device_class, manufacturer, model, serial or _serial(rng, manufacturer), hostname, rng)
+            device_class, manufacturer, model, serial or simulated_msp.serial_number(rng, manufacturer),
+            hostname, rng)
         return row
 
 
@@ -343,12 +292,13 @@ def make_alert(ids: _Ids, device: dict, context: dict, priority: str, timestamp_
 
 
 def generate_estate(seed: int = 0, companies: int = 12, unmatched_sites: int = 2,
-                    devices_per_site: tuple[int, int] = (3, 8), alerts: int = 24,
-                    now_ms: int = 1_790_000_000_000,
+                    devices_per_site: tuple[int, int] = simulated_msp.MACHINES_PER_CLIENT,
+                    alerts: int = 24, now_ms: int = 1_790_000_000_000,
                     company_names: list[str] | None = None) -> Estate:
-    """A whole account: sites (most derived from `msp_company_names(seed, companies)`, or from
-    `company_names`, e.g. the PSA simulator's companies, so both sides describe the same
-    clients), their devices and audits, and alerts, some of them resolved. Deterministic."""
+    """A whole account: a site for each of the MSP's `companies` clients (`simulated_msp`, or
+    the clients named `company_names`) with their machines as devices, a few sites of the MSP's
+    own, and alerts, some of them resolved. Deterministic; a PSA simulator of the same seed and
+    number of companies describes the same clients."""
     rng = random.Random(f"datto-estate:{seed}")
     ids = _Ids(rng)
     account_uid = ids.uid()
@@ -358,16 +308,20 @@ def generate_estate(seed: int = 0, companies: int = 12, unmatched_sites: int = 2
     estate = Estate(account, [], [], {}, [])
     builder = _Builder(rng, ids, now_ms, account_uid, estate)
     names = list(DISTORTIONS)
-    for i, company in enumerate(company_names or msp_company_names(seed, companies)):
+    machines: list[tuple[simulated_msp.Machine, ...]] = []
+    for i, client in enumerate(simulated_msp.clients(seed, companies, company_names, devices_per_site)):
         distortion = names[i % len(names)]  # every distortion appears once in the first seven
-        site = make_site(ids, account_uid, distort(company, distortion, rng))
+        site = make_site(ids, account_uid, distort(client.name, distortion, rng))
         estate.sites.append(site)
-        estate.site_origins[site["uid"]] = (company, distortion)
+        estate.site_origins[site["uid"]] = (client.name, distortion)
+        machines.append(client.machines)
     for name in _UNMATCHED_SITES[:unmatched_sites]:
         site = make_site(ids, account_uid, name)
         estate.sites.append(site)
         estate.site_origins[site["uid"]] = (None, "unmatched")
-    _add_devices(builder, devices_per_site)
+        machines.append(tuple(simulated_msp.draw_machines(
+            rng, simulated_msp.abbreviation(name), rng.randint(*devices_per_site))))
+    _add_devices(builder, machines)
     deleted_site = make_site(ids, account_uid, "Deleted Devices", uid=DELETED_DEVICES_SITE_UID)
     estate.sites.append(deleted_site)
     estate.site_origins[deleted_site["uid"]] = (None, "system")
@@ -377,28 +331,31 @@ def generate_estate(seed: int = 0, companies: int = 12, unmatched_sites: int = 2
     return estate
 
 
-def _add_devices(builder: _Builder, per_site: tuple[int, int]) -> None:
-    rng = builder.rng
-    kinds = list(DEVICE_KINDS)
-    weights = [DEVICE_KINDS[k][4] for k in kinds]
+def _add_devices(builder: _Builder, machines: list[tuple[simulated_msp.Machine, ...]]) -> None:
+    """Each site's machines (in the order of `builder.estate.sites`), then the awkward devices
+    real estates have, in the first two sites."""
     client_sites = list(builder.estate.sites)
-    for site in client_sites:
-        abbreviation = _abbreviation(site["name"])
-        chosen = ["desktop", "server", *rng.choices(kinds, weights, k=rng.randint(*per_site) - 2)]
-        for n, kind in enumerate(chosen, start=1):
-            stem = DEVICE_KINDS[kind][3]
-            builder.device(site, kind, f"{abbreviation}-{stem}{n:02d}", audited=rng.random() > 0.12)
+    for site, site_machines in zip(client_sites, machines, strict=True):
+        for machine in site_machines:
+            builder.machine(site, machine)
     first, second = client_sites[0], client_sites[1]
     # Duplicated names: the same front-desk PC name in two sites, and twice in one site.
     for site in (first, second, first):
         builder.device(site, "desktop", "RECEPTION-PC")
     # One of each kind that is always there, whatever the weights drew.
+    prefix = simulated_msp.abbreviation(site_origin_name(builder.estate, second))
     for kind in ("laptop", "printer", "esxi", "network"):
-        builder.device(second, kind, f"{_abbreviation(second['name'])}-{DEVICE_KINDS[kind][3]}99")
+        builder.device(second, kind, f"{prefix}-{_stem(kind)}99")
     builder.device(first, "desktop", "NEW-PC-01", audited=False)  # enrolled, not yet audited
     for serial in SHARED_SERIALS:  # white-box machines that share a serial
         for site in (first, second):
-            builder.device(site, "server", f"WHITEBOX-{_abbreviation(site['name'])}", serial=serial)
+            prefix = simulated_msp.abbreviation(site_origin_name(builder.estate, site))
+            builder.device(site, "server", f"WHITEBOX-{prefix}", serial=serial)
+
+
+def site_origin_name(estate: Estate, site: dict) -> str:
+    """The company a site was made for (its machines are named after it), else the site's name."""
+    return estate.site_origins.get(site["uid"], (None, ""))[0] or site["name"]
 
 
 def _add_alerts(builder: _Builder, count: int) -> None:
