@@ -568,14 +568,15 @@ def _listed_candidates(
     """Candidates from one paged listing of every configuration, when that costs fewer requests
     than asking company by company (at least one request each); None when it does not, or the
     PSA cannot list them all. A listing that fails leaves the per-company questions to try."""
-    if len(by_company) < 2 or not (bridge.psa.supports("psa_configuration_listing_cost")
+    # A listing costs its count and at least one page: it can only win from three companies on.
+    if len(by_company) < 3 or not (bridge.psa.supports("psa_configuration_listing_cost")
                                    and bridge.psa.supports("psa_list_all_configurations")):
         return None
     try:
         cost = bridge.psa.call("psa_configuration_listing_cost")
         if cost is None or cost >= len(by_company):
             return None
-        wanted = {company_id: _match_keys(bridge, devices, details)
+        wanted = {company_id: _match_keys(devices, details)
                   for company_id, devices in by_company.items()}
         found: dict[str, dict[str, Configuration]] = defaultdict(dict)
         for configuration in bridge.psa.call("psa_list_all_configurations"):
@@ -592,7 +593,7 @@ def _listed_candidates(
     return lambda company_id, devices: {d.uid: list(found.get(d.uid, {}).values()) for d in devices}
 
 
-def _match_keys(bridge: Bridge, devices: list[Device],
+def _match_keys(devices: list[Device],
                 details: Mapping[str, DeviceDetails]) -> dict[tuple[str, str], list[str]]:
     """What a configuration may share with each device (the hook `psa_match_configurations`'s
     rule: the same management link, or the same serial number or name, case and spaces aside),
@@ -600,7 +601,7 @@ def _match_keys(bridge: Bridge, devices: list[Device],
     keys: dict[tuple[str, str], list[str]] = defaultdict(list)
     for device in devices:
         serial = getattr(details.get(device.uid), "serial_number", None)
-        for key in (("link", device_url(bridge, device)), ("serial", _fold(serial)),
+        for key in (("link", device.url or ""), ("serial", _fold(serial)),
                     ("name", _fold(device.hostname))):
             if key[1]:
                 keys[key].append(device.uid)
