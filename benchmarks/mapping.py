@@ -153,6 +153,13 @@ def _datto_facts(datto) -> dict:
             "refused": datto.quota.refused, "most_in_flight": datto.injector.most_in_flight}
 
 
+def _forget_quota(datto) -> None:
+    """As if the admin had enabled the plugins more than a minute before mapping: the request
+    that checked the connection leaves Datto's window."""
+    from psabridge.plugins.rmm_datto.simulator.quota import QuotaKeeper
+    datto.quota = QuotaKeeper(datto.quota.quotas, datto.clock)
+
+
 def _datto_to_match(datto, mapped_devices: set, mapped_sites: set, portal: str) -> list[tuple]:
     """Unmapped, audited, live devices of mapped sites, what devices map --all must look at:
     (uid, site uid, device class, link, serial, hostname), read from the simulator's state."""
@@ -179,6 +186,7 @@ QUESTIONS = {
     "cw_facts": _cw_facts,
     "datto_facts": _datto_facts,
     "to_match": _datto_to_match,
+    "forget_quota": _forget_quota,
 }
 
 
@@ -198,7 +206,7 @@ def open_session(pm, store, real_quotas: bool) -> Bridge:
 
 
 def progress_printer(label: str, total: int):
-    step = max(1, total // 10)
+    step = max(1, total // 10)  # a line every `step` changes
     done = [0]
 
     def progress(change) -> None:
@@ -225,8 +233,7 @@ def run_commands(bridge: Bridge, facts: dict) -> Counter:
     facts["to_match"] = facts["datto"].ask(
         "to_match", {m.device_uid for m in bridge.store.device_mappings(psa, rmm)},
         {m.site_uid for m in bridge.store.company_mappings(psa, rmm)}, facts["datto_portal"])
-    plan = mapping.plan_automatic_mapping(bridge)
-    outcome = mapping.apply(bridge, plan, progress_printer("devices", len(plan.changes)))
+    plan, outcome = mapping.map_automatically(bridge, progress=progress_printer("devices", 1000))
     did.update(c.action for c in outcome.done)
     did["failed"] += len(outcome.failed)
     did["skipped"] += len(plan.skipped)
@@ -418,6 +425,7 @@ def run(companies: int, devices: int, configurations: int, latency: float,
         configure_plugin(pm, store, "datto", datto.ask("settings", datto.url))
         enable_plugin(pm, store, "connectwise")
         enable_plugin(pm, store, "datto")
+        datto.ask("forget_quota")
         cw_facts, datto_facts = cw.ask("cw_facts"), datto.ask("datto_facts")
         facts = {"cw": cw, "datto": datto, "datto_portal": f"{datto.url.rstrip('/')}/portal"}
         codebase = httpx.get(f"{cw.url}/login/companyinfo/{cw_facts['company_id']}").json()["Codebase"]

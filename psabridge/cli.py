@@ -745,6 +745,11 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
         raise click.UsageError("name devices to map (DEVICE, DEVICE=CONFIGURATION or DEVICE=new) "
                                "or pass --all")
     with _changing_mappings(bridge, dry_run):
+        if map_all and not dry_run:  # planned and applied side by side, a group at a time
+            with _planning("Mapping"):
+                plan, outcome = mapping.map_automatically(bridge)
+            output.show_report(output.Report(_plan_results(plan, outcome), dry_run), as_json)
+            return
         with _planning():
             if map_all:
                 plan = mapping.plan_automatic_mapping(bridge)

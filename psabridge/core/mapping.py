@@ -13,8 +13,10 @@ on (the device list, the companies, the configuration types) raises.
 
 from __future__ import annotations
 
+import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
@@ -48,6 +50,7 @@ from psabridge.core.models import (
 log = logs.get_logger(__name__)
 
 NEW = "new"  # a choice meaning "create a new site / configuration"
+UNDECIDED = object()  # whether to list every configuration is for `_readings` to decide
 MappingView = Literal["unmapped", "mapped", "all"]
 
 
@@ -525,7 +528,7 @@ class Readings:
 
 
 def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
-                  to_match: list[Device]) -> Readings:
+                  to_match: list[Device], listing: Listing | None | object = UNDECIDED) -> Readings:
     """The details of `devices` and the proposals for `to_match` (some of `devices`), with
     one candidates query batch per company. A device whose details cannot be read, or whose
     company's candidates cannot, is in `unreadable` instead; the others are read all the same."""
@@ -536,12 +539,13 @@ def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
     for device in to_match:
         if device.uid not in unreadable:
             by_company[estate.site_company[device.site_uid].company_id].append(device)
-    listed = _listed_candidates(bridge, by_company, refresh.details)
+    if listing is UNDECIDED:
+        listing = Listing.read(bridge, set(by_company))
 
     def candidates_of(company: tuple[str, list[Device]]) -> dict[str, list[Configuration]]:
         company_id, company_devices = company
-        if listed is not None:
-            return listed(company_id, company_devices)
+        if listing is not None:
+            return listing.candidates(company_id, company_devices, refresh.details)
         return bridge.psa.call("psa_match_configurations", company_id=company_id,
                                devices=company_devices, details=refresh.details)
 
@@ -562,50 +566,51 @@ def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
     return Readings(refresh.details, proposals, unreadable)
 
 
-def _listed_candidates(
-    bridge: Bridge, by_company: Mapping[str, list[Device]], details: Mapping[str, DeviceDetails],
-) -> Callable[[str, list[Device]], dict[str, list[Configuration]]] | None:
-    """Candidates from one paged listing of every configuration, when that costs fewer requests
-    than asking company by company (at least one request each); None when it does not, or the
-    PSA cannot list them all. A listing that fails leaves the per-company questions to try."""
-    # A listing costs its count and at least one page: it can only win from three companies on.
-    if len(by_company) < 3 or not (bridge.psa.supports("psa_configuration_listing_cost")
-                                   and bridge.psa.supports("psa_list_all_configurations")):
-        return None
-    try:
-        cost = bridge.psa.call("psa_configuration_listing_cost")
-        if cost is None or cost >= len(by_company):
+@attrs.define
+class Listing:
+    """Every configuration of the companies with devices to match, from one paged listing,
+    indexed by what a device can share with one (the rule of `psa_match_configurations`: the
+    same management link, or the same serial number or name, case and spaces aside)."""
+
+    by_key: dict[tuple[str, str, str], list[Configuration]]  # (company, kind, value)
+
+    @classmethod
+    def read(cls, bridge: Bridge, company_ids: set[str]) -> Listing | None:
+        """The listing, when it costs fewer requests than asking company by company (at least
+        one request each); None when it does not, or the PSA cannot list them all. A listing
+        that fails leaves the per-company questions to try."""
+        # A listing costs its count and at least one page: it can win from three companies on.
+        if len(company_ids) < 3 or not (bridge.psa.supports("psa_configuration_listing_cost")
+                                        and bridge.psa.supports("psa_list_all_configurations")):
             return None
-        wanted = {company_id: _match_keys(devices, details)
-                  for company_id, devices in by_company.items()}
-        found: dict[str, dict[str, Configuration]] = defaultdict(dict)
-        for configuration in bridge.psa.call("psa_list_all_configurations"):
-            keys = wanted.get(configuration.company_id)
-            if keys is None:
-                continue
-            for key in _configuration_keys(configuration):
-                for uid in keys.get(key, ()):
-                    found[uid][configuration.id] = configuration
-    except PsabridgeError as exc:
-        log.warning("configurations not listed; asking company by company", error=str(exc))
-        return None
-    log.info("configurations_listed", requests=cost, companies=len(by_company))
-    return lambda company_id, devices: {d.uid: list(found.get(d.uid, {}).values()) for d in devices}
+        try:
+            cost = bridge.psa.call("psa_configuration_listing_cost")
+            if cost is None or cost >= len(company_ids):
+                return None
+            by_key: dict[tuple[str, str, str], list[Configuration]] = defaultdict(list)
+            for configuration in bridge.psa.call("psa_list_all_configurations"):
+                if configuration.company_id in company_ids:
+                    for kind, value in _configuration_keys(configuration):
+                        by_key[(configuration.company_id, kind, value)].append(configuration)
+        except PsabridgeError as exc:
+            log.warning("configurations not listed; asking company by company", error=str(exc))
+            return None
+        log.info("configurations_listed", requests=cost, companies=len(company_ids))
+        return cls(dict(by_key))
 
-
-def _match_keys(devices: list[Device],
-                details: Mapping[str, DeviceDetails]) -> dict[tuple[str, str], list[str]]:
-    """What a configuration may share with each device (the hook `psa_match_configurations`'s
-    rule: the same management link, or the same serial number or name, case and spaces aside),
-    to the uids of the devices that have it."""
-    keys: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for device in devices:
-        serial = getattr(details.get(device.uid), "serial_number", None)
-        for key in (("link", device.url or ""), ("serial", _fold(serial)),
-                    ("name", _fold(device.hostname))):
-            if key[1]:
-                keys[key].append(device.uid)
-    return keys
+    def candidates(self, company_id: str, devices: list[Device],
+                   details: Mapping[str, DeviceDetails]) -> dict[str, list[Configuration]]:
+        """For each of `devices` (of company `company_id`), its candidate configurations."""
+        found = {}
+        for device in devices:
+            serial = getattr(details.get(device.uid), "serial_number", None)
+            matches: dict[str, Configuration] = {}
+            for kind, value in (("link", device.url or ""), ("serial", _fold(serial)),
+                                ("name", _fold(device.hostname))):
+                for configuration in self.by_key.get((company_id, kind, value), ()) if value else ():
+                    matches[configuration.id] = configuration
+            found[device.uid] = list(matches.values())
+        return found
 
 
 def _configuration_keys(configuration: Configuration) -> list[tuple[str, str]]:
@@ -696,17 +701,72 @@ def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None,
     """Plan automatic mapping: every unmapped, audited device of the mapped sites (or of
     `site_uids`) by its proposal. Devices with an open warning wait until it is cleared."""
     estate = estate or Estate.read(bridge)
+    plan = Plan()
+    _plan_devices(bridge, estate, _automatic_candidates(bridge, estate, site_uids), {}, plan)
+    return plan
+
+
+def _automatic_candidates(bridge: Bridge, estate: Estate, site_uids: set[str] | None) -> list[Device]:
     waiting = {w.subject for w in bridge.store.warnings(bridge.psa.name)}
-    devices = [
+    return [
         d for d in estate.devices
         if not d.deleted and estate.state_of(d) in ("unmapped", "moved")
         and d.last_audit is not None and d.site_uid in estate.site_company
         and (site_uids is None or d.site_uid in site_uids)
         and _device_subject(d) not in waiting
     ]
-    plan = Plan()
-    _plan_devices(bridge, estate, devices, {}, plan)
-    return plan
+
+
+def map_automatically(bridge: Bridge, site_uids: set[str] | None = None,
+                      estate: Estate | None = None,
+                      progress: Callable[[Change], None] | None = None) -> tuple[Plan, Outcome]:
+    """`plan_automatic_mapping`, applied as it is planned: the devices go company by company
+    in groups, and while one group's changes are applied (ConnectWise's requests) the next
+    group is planned (Datto's audits), so each remote works at its own pace beside the other
+    instead of one waiting for the other. Returns the whole plan and what applying it did.
+
+    The result is the plan's: a group's devices are planned from the same state as the whole
+    plan would be (a company's candidates and the configurations its devices take are the
+    company's alone), and each group's changes are applied as `apply` applies a plan."""
+    estate = estate or Estate.read(bridge)
+    devices = _automatic_candidates(bridge, estate, site_uids)
+    by_company: dict[str, list[Device]] = defaultdict(list)
+    for device in devices:
+        by_company[estate.site_company[device.site_uid].company_id].append(device)
+    listing = Listing.read(bridge, set(by_company)) if devices else None
+    groups: list[list[Device]] = [[]]
+    for company_devices in by_company.values():
+        if groups[-1] and len(groups[-1]) + len(company_devices) > PIPELINE_GROUP:
+            groups.append([])
+        groups[-1].extend(company_devices)
+    whole, done, failed = Plan(), [], []
+
+    def plan_group(group: list[Device]) -> Plan:
+        plan = Plan()
+        _plan_devices(bridge, estate, group, {}, plan, listing)
+        return plan
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psabridge-planner") as planner:
+        # One group planned ahead: the planner's context carries this caller's leases.
+        pending = planner.submit(contextvars.copy_context().run, plan_group, groups[0])
+        for index in range(len(groups)):
+            plan = pending.result()
+            if index + 1 < len(groups):
+                pending = planner.submit(contextvars.copy_context().run, plan_group,
+                                         groups[index + 1])
+            outcome = apply(bridge, plan, progress)
+            whole.changes += plan.changes
+            whole.held += plan.held
+            whole.deferred += plan.deferred
+            whole.skipped_ids |= plan.skipped_ids
+            done += outcome.done
+            failed += outcome.failed
+    return whole, Outcome(done, failed)
+
+
+# Devices planned at once by `map_automatically`: enough for the workers of both remotes to be
+# busy, few enough that the first changes start soon.
+PIPELINE_GROUP = 200
 
 
 def _device_subject(device: Device) -> str:
@@ -714,12 +774,14 @@ def _device_subject(device: Device) -> str:
 
 
 def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
-                  choices: Mapping[str, str | None], plan: Plan) -> None:
+                  choices: Mapping[str, str | None], plan: Plan,
+                  listing: Listing | None | object = UNDECIDED) -> None:
     psa, rmm = bridge.pair
     # A device chosen by hand for an existing configuration needs neither details nor proposal.
     by_hand = {d.uid for d in devices if choices.get(d.uid) not in (None, NEW)}
     to_match = [d for d in devices if choices.get(d.uid) is None]
-    readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match)
+    readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match,
+                         listing)
     manual_ids = {choices[uid] for uid in by_hand}
     manual = {c.id: c for c in bridge.psa.call("psa_get_configurations", ids=sorted(manual_ids))} \
         if manual_ids else {}

@@ -159,7 +159,7 @@ def test_configurations_are_listed_in_pages_where_that_is_cheaper_and_match_as_q
     assert cw.counts["GET /company/configurations/count"] == 1
     assert cw.counts["GET /company/configurations"] == 1
 
-    monkeypatch.setattr(mapping, "_listed_candidates", lambda *args: None)
+    monkeypatch.setattr(mapping.Listing, "read", classmethod(lambda cls, *args: None))
     cw.app.reset_counts()
     queried = mapping.plan_automatic_mapping(bridge)
     assert cw.counts["GET /company/configurations"] >= COMPANIES

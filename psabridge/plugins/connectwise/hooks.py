@@ -9,6 +9,7 @@ name can widen a match.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator, Sequence
 
 from psabridge.core import logs
@@ -315,7 +316,13 @@ def _manufacturer_id(client: ConnectWiseClient, state: dict, name: str) -> int:
     The list is read once per connection (one page holds them all in practice), not once per
     configuration created: creating 20,000 configurations must not cost 20,000 lookups.
     """
-    name = name[:50]
+    # Workers creating configurations at once must not each read the list, nor each create
+    # the same new manufacturer: one at a time per connection (dict.setdefault is atomic).
+    with state.setdefault(MANUFACTURERS_KEY + ".lock", threading.Lock()):
+        return _manufacturer_id_held(client, state, name[:50])
+
+
+def _manufacturer_id_held(client: ConnectWiseClient, state: dict, name: str) -> int:
     known = state.get(MANUFACTURERS_KEY)
     if known is None:
         known = {_fold(r["name"]): r["id"]
