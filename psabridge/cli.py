@@ -1363,6 +1363,7 @@ def sync_command(app: App, mode, interval, dry_run, as_json):
 
 
 WEBHOOK_SECRET_ENV = "PSABRIDGE_WEBHOOK_SECRET"
+CONSOLE_PASSWORD_ENV = "PSABRIDGE_CONSOLE_PASSWORD"
 
 
 @cli.command("serve", params=secret_options("secret", WEBHOOK_SECRET_ENV, "webhook secret",
@@ -1371,34 +1372,83 @@ WEBHOOK_SECRET_ENV = "PSABRIDGE_WEBHOOK_SECRET"
 @click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
 @click.option("--public-url", metavar="URL",
               help="The address the PSA reaches this server at; when given, the PSA's ticket "
-                   "callback is registered there (idempotent).")
+                   "callback is registered there (idempotent). Needs the webhook secret.")
+@click.option("--login-link/--no-login-link", default=None,
+              help="Print a one-time console login link (default: only when no console "
+                   "password is set).")
 @pass_app
-def serve_command(app: App, host, port, public_url, **secret_given):
-    """Receive PSA ticket callbacks and RMM alert webhooks (POST /hooks/psa, /hooks/rmm).
+def serve_command(app: App, host, port, public_url, login_link, **secret_given):
+    """Serve the web console, and the webhooks when a webhook secret is set.
 
-    The webhook secret comes from PSABRIDGE_WEBHOOK_SECRET or --secret-file, never from the
-    command line. Senders present it in an `Authorization: Bearer` or `X-Psabridge-Token`
-    header, or as `?token=` in the URL (percent-encoded).
+    The console (http://HOST:PORT/) needs a login: the password set with `psabridge console
+    set-password`, or the one-time link printed at start. It binds to 127.0.0.1 by default.
 
-    Serves the PSA and RMM enabled when it starts. While either is disabled, their events are
-    answered 202 and ignored; once it is enabled again, they are handled again.
+    The webhooks (POST /hooks/psa for PSA ticket callbacks, /hooks/rmm for RMM alert webhooks)
+    are served only when a webhook secret is given, from PSABRIDGE_WEBHOOK_SECRET or
+    --secret-file, never from the command line. Senders present it in an `Authorization:
+    Bearer` or `X-Psabridge-Token` header, or as `?token=` in the URL (percent-encoded).
+    They serve the PSA and RMM enabled when it starts; while either is disabled, their events
+    are answered 202 and ignored, and handled again once it is enabled again.
     """
+    from psabridge.console import auth
+    from psabridge.console.app import ConsoleApp
+    from psabridge.console.server import ServedApp
+
     secret = secret_value(secret_given, "secret", WEBHOOK_SECRET_ENV, "webhook secret")
-    if not secret:
-        raise click.UsageError(f"no webhook secret: set {WEBHOOK_SECRET_ENV} or --secret-file PATH "
-                               "(at least 16 characters, e.g. from `openssl rand -hex 32`)")
-    webhooks.check_secret(secret)  # before any connection is made
-    bridge = app.bridge()
-    hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
-    if public_url:
-        # The PSA appends the record id to the URL, so the token must not be last.
-        callback = webhooks.callback_url(public_url, secret)
-        bridge.psa.call("psa_register_ticket_callback", url=callback)
-        click.echo(f"Registered the {bridge.psa.name} ticket callback at "
-                   f"{public_url.rstrip('/')}/hooks/psa")
-    server = webhooks.listen(hooks, host, port)
-    click.echo(f"Listening on http://{host}:{port} (POST /hooks/psa, /hooks/rmm)")
+    if public_url and not secret:
+        raise click.UsageError(f"--public-url registers the webhook callback, which needs the "
+                               f"webhook secret: set {WEBHOOK_SECRET_ENV} or --secret-file PATH")
+    hooks = None
+    if secret:
+        webhooks.check_secret(secret)  # before any connection is made
+        bridge = app.bridge()
+        hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
+        if public_url:
+            # The PSA appends the record id to the URL, so the token must not be last.
+            callback = webhooks.callback_url(public_url, secret)
+            bridge.psa.call("psa_register_ticket_callback", url=callback)
+            click.echo(f"Registered the {bridge.psa.name} ticket callback at "
+                       f"{public_url.rstrip('/')}/hooks/psa")
+    console = ConsoleApp(app.pm, app.store, app.transports)
+    server = webhooks.listen(ServedApp(console, hooks), host, port)
+    base = f"http://{host}:{port}"
+    if hooks:
+        click.echo(f"Listening on {base} (the console at /; POST /hooks/psa, /hooks/rmm)")
+    else:
+        click.echo(f"Listening on {base} (the console at /; webhooks are off: no webhook "
+                   f"secret in {WEBHOOK_SECRET_ENV} or --secret-file)")
+    if login_link or (login_link is None and not auth.has_password(app.store)):
+        click.echo(f"One-time login link (valid {auth.LOGIN_LINK_SECONDS // 60} minutes): "
+                   f"{base}/login/{console.links.issue()}")
     server.run()
+
+
+@cli.group("console")
+def console_group():
+    """The web console's login (the console itself is served by `psabridge serve`)."""
+
+
+@console_group.command("set-password", params=secret_options(
+    "password", CONSOLE_PASSWORD_ENV, "console password",
+    f"run without it to be prompted, or set {CONSOLE_PASSWORD_ENV} or --password-file PATH"))
+@pass_app
+def console_set_password(app: App, **given):
+    """Set the console's login password (hidden prompt, PSABRIDGE_CONSOLE_PASSWORD, or
+    --password-file; never on the command line). Only its argon2 hash is stored."""
+    from psabridge.console import auth
+
+    password = secret_value(given, "password", CONSOLE_PASSWORD_ENV, "console password")
+    if password is None:
+        if not sys.stdin.isatty():
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Console password", hide_input=True,
+                                    confirmation_prompt=True)
+    if not password:
+        raise click.UsageError(f"no password given: type one at the prompt, or set "
+                               f"{CONSOLE_PASSWORD_ENV} or --password-file PATH")
+    auth.set_password(app.store, password)
+    click.echo("Console password set.")
 
 
 @cli.command("demo")
@@ -1412,8 +1462,10 @@ def demo_command(app: App, seed, companies):
 
     Configures and enables both connectors, maps companies to sites, device types and devices,
     sets up ticketing, then raises alerts, resolves some in the RMM and closes tickets in the
-    PSA, and prints what each step did and a summary. Uses --db if it names a file that does
-    not exist yet, else a new file in a temporary folder.
+    PSA, and prints what each step did and a summary.
+
+    The store is new: --db (or PSABRIDGE_DB) must name a file that does not exist yet, and an
+    existing store is refused, never changed; without either, a new file in a temporary folder.
     """
     from psabridge import demo  # imports the simulators, which only this command needs
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +24,7 @@ from psabridge.core.plugins import make_plugin_manager
 from psabridge.core.store import open_store
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
+from tests.core.test_cli_json import schema_for
 
 SEED, COMPANIES = 0, 8
 
@@ -170,6 +172,7 @@ def test_the_round_trip_driven_from_the_command_line(mapped, psabridge):
 
     first, second = (m.device_uid for m in devices[:2])
     raised = json.loads(psabridge("simulate", "raise-alert", "--device", first, "--json").output)
+    jsonschema.validate(raised, schema_for("simulate raise-alert"))
     assert raised["device_uid"] == first and raised["priority"] == "High" and not raised["resolved"]
     other = json.loads(psabridge("simulate", "raise-alert", "--device", second, "--kind", "offline",
                                  "--json").output)
@@ -190,6 +193,7 @@ def test_the_round_trip_driven_from_the_command_line(mapped, psabridge):
     # Closed in the PSA: the next pass resolves its alert in the RMM.
     ticket = tickets[other["alert_uid"]].ticket_id
     closing = json.loads(psabridge("simulate", "close-ticket", str(ticket), "--json").output)
+    jsonschema.validate(closing, schema_for("simulate close-ticket"))
     assert closing == {"ticket_id": int(ticket), "summary": closing["summary"], "board": "RMM Alerts",
                        "status": "Resolved", "closed": True, "company": closing["company"]}
     psabridge("sync", "--once")
@@ -214,8 +218,12 @@ def test_add_device_and_what_the_commands_refuse(simulators, psabridge, control_
                                  "NEW-LAPTOP-7", "--kind", "laptop", "--serial", "SN-TEST-1",
                                  "--json").output)
     assert added["site_uid"] == site["uid"] and added["serial_number"] == "SN-TEST-1"
+    jsonschema.validate(added, schema_for("simulate add-device"))
     on_it = json.loads(psabridge("simulate", "raise-alert", "--device", "new-laptop-7", "--json").output)
     assert on_it["device_uid"] == added["device_uid"]
+    off = json.loads(psabridge("simulate", "resolve-alert", on_it["alert_uid"], "--json").output)
+    jsonschema.validate(off, schema_for("simulate resolve-alert"))
+    assert (off["alert_uid"], off["resolved"]) == (on_it["alert_uid"], True)
 
     refusals = {
         ("raise-alert", "--device", "NO-SUCH-PC"): "no device with uid or hostname 'NO-SUCH-PC'",

@@ -222,6 +222,11 @@ def psa_changed_tickets(connection: Connection, since: dt.datetime | None) -> It
 
 
 @hookspec(firstresult=True)
+def psa_ticket_url(connection: Connection, ticket_id: str) -> str:
+    """Return the URL of the ticket's page in the PSA (optional; the web console links to it)."""
+
+
+@hookspec(firstresult=True)
 def psa_register_ticket_callback(connection: Connection, url: str) -> str:
     """Ask the PSA to POST ticket changes to `url`; return the registration's id. Idempotent."""
 

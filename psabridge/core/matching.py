@@ -235,6 +235,10 @@ def compare_keys(company: NameKey, site: NameKey, name_score: float) -> float:
     return max(score, 0.0)
 
 
+# Words that join a name's words without naming anything: never what a site is found by.
+CONNECTIVES = frozenset({"and", "of", "for", "at", "on", "in", "de", "la", "le", "el", "y", "und"})
+
+
 def _blocking_keys(word: str) -> set[str]:
     """The word and, for longer words, each way of deleting one letter: two words one typo apart
     (a letter missing, added, changed or two swapped) share at least one of these."""
@@ -276,7 +280,8 @@ class _SiteIndex:
     def candidates(self, key: NameKey) -> list[int]:
         """The sites sharing the name's rarest word, or the next rarest unless many sites have it
         (then it tells nothing), each allowing one typo."""
-        rarest = sorted(set(key.words), key=lambda w: (self.frequency.get(w, 0), -len(w)))
+        rarest = sorted(set(key.words) - CONNECTIVES or key.words,
+                        key=lambda w: (self.frequency.get(w, 0), -len(w)))
         common = max(20, self._count // 100)
         blocking = rarest[:1] + [w for w in rarest[1:self.BLOCKING_WORDS]
                                  if self.frequency.get(w, 0) <= common]
@@ -346,8 +351,12 @@ def explain_site_match(company_name: str, site_name: str, score: float,
             else "same name once case, punctuation, abbreviations, '&' and legal forms are set aside")
     if company.legal_form and site.legal_form and company.legal_form != site.legal_form:
         said += f"; legal forms differ ({company.legal_form}, {site.legal_form})"
-    if company.location != site.location:
-        said += f"; location {company.location or 'none'} vs {site.location or 'none'}"
+    if company.location and site.location and company.location != site.location:
+        said += f"; locations differ ({company.location}, {site.location})"
+    elif site.location and not company.location:
+        said += f"; the site names a location ({site.location})"
+    elif company.location and not site.location:
+        said += f"; the company names a location ({company.location})"
     return said
 
 
@@ -369,7 +378,7 @@ def suggest_sites(
     """
     index = _SiteIndex(sites)
     company_keys = [name_keys(name) for _, name in companies]
-    floor = min(threshold, 70.0)  # below this a name's words differ too much to be weighed
+    floor = min(threshold, 40.0)  # below this a name's words differ too much to be weighed
     pairs: list[tuple[float, float, int, int]] = []
     closest: dict[int, list[tuple[float, int]]] = {}
     for c_index, (_, company_name) in enumerate(companies):

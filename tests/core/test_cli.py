@@ -217,16 +217,19 @@ def test_help_offers_the_file_and_the_environment_never_the_secret_flag(run):
     assert "--secret " not in served
 
 
-def test_serve_refuses_its_secret_as_a_flag_and_needs_one_from_the_environment_or_a_file(
+def test_serve_refuses_its_secret_as_a_flag_and_registering_the_callback_needs_one(
         run, pm, db_path, tmp_path):
     refused = run("serve", "--secret", "a-long-enough-webhook-secret")
     assert refused.exit_code == 2
     assert ("--secret would show in `ps` and shell history; set PSABRIDGE_WEBHOOK_SECRET or "
             "--secret-file PATH") in refused.output
     assert "a-long-enough-webhook-secret" not in refused.output
-    missing = run("serve")
+    # Without a secret, serve serves the console only (tests/console): the callback it would
+    # register needs the secret.
+    missing = run("serve", "--public-url", "https://bridge.example.com")
     assert missing.exit_code == 2
-    assert "no webhook secret: set PSABRIDGE_WEBHOOK_SECRET or --secret-file PATH" in missing.output
+    assert "needs the webhook secret: set PSABRIDGE_WEBHOOK_SECRET or --secret-file PATH" in \
+        missing.output
     short = tmp_path / "short"
     short.write_text("too-short\n")
     weak = run("serve", "--secret-file", str(short))

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from psabridge.cli import App, cli
-from psabridge.core.models import DeviceDetails
+from psabridge.core.models import DeviceDetails, Site
 from tests.core.memory import ServerError
 from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fixtures
 
@@ -23,6 +23,14 @@ def run(pm, db_path, bridge):  # noqa: F811 - the bridge fixture enables the mem
         return result.output
 
     return invoke
+
+
+@pytest.fixture(autouse=True)
+def runners_up(rmm):  # noqa: F811
+    """Sites that resemble a company without being its own: each company's runner-up."""
+    rmm.sites |= {"s-acme2": Site("s-acme2", "Acme Supplies"),
+                  "s-smith2": Site("s-smith2", "Smith Brothers"),
+                  "s-initech": Site("s-initech", "Initech Labs")}
 
 
 def test_companies_load_map_dry_run_then_map(run, rmm):  # noqa: F811
@@ -92,13 +100,13 @@ def test_devices_map_all_maps_the_rest_and_reports_a_device_it_could_not_read(ru
 
 def test_companies_load_says_why_each_site_is_suggested_and_which_comes_next(run):
     rows = {r["company"]: r["suggestion"] for r in json.loads(run("companies", "load", "--json"))}
-    assert rows["Acme Corp."]["reason"] == ("same name once case, punctuation, '&' and legal "
-                                            "suffixes are set aside")
-    assert rows["Acme Corp."]["runner_up"]["site_uid"] == "s-smith"
+    assert rows["Acme Corp."]["reason"] == ("same name once case, punctuation, abbreviations, '&' "
+                                            "and legal forms are set aside")
+    assert rows["Acme Corp."]["runner_up"]["site_uid"] == "s-acme2"
     initech = rows["Initech"]
     assert initech["create_new"] and initech["site_uid"] is None
     assert initech["reason"] == "no site scores 85 or more"
-    assert initech["runner_up"]["site_uid"] in ("s-acme", "s-smith")
+    assert initech["runner_up"]["site_uid"] == "s-initech"
     table = run("companies", "load")
     assert "reason" in table and "runner_up" in table and "no site scores 85 or more" in table
     assert "Create New Initech" in table
@@ -110,9 +118,9 @@ def test_companies_map_takes_names_and_a_choice_per_company(run, rmm):  # noqa: 
     assert [c["ids"] for c in plan["changes"]] == [
         {"company_id": "1", "site_uid": "s-acme"}, {"company_id": "3", "site_uid": None}]
     plan = json.loads(run("companies", "map", "Smith & Sons LLC=runner-up", "--dry-run", "--json"))
-    assert [c["ids"] for c in plan["changes"]] == [{"company_id": "2", "site_uid": "s-acme"}]
+    assert [c["ids"] for c in plan["changes"]] == [{"company_id": "2", "site_uid": "s-smith2"}]
     # Both to the ACME site: refused before anything is done, a site maps to one company.
-    refused = run("companies", "map", "Acme Corp.=s-acme", "Smith & Sons LLC=runner-up", code=1)
+    refused = run("companies", "map", "Acme Corp.=s-acme", "Smith & Sons LLC=ACME Corporation", code=1)
     assert "site ACME Corporation is already mapped to another company in this request" in refused
     assert json.loads(run("companies", "load", "--mapping", "mapped", "--json")) == []
 
@@ -131,10 +139,10 @@ def test_companies_map_review_asks_row_by_row(run, rmm):  # noqa: F811
                                                          "Initech": "Initech"}
     assert rmm.calls["create_site"] == 1
 
-    # The runner-up, by its letter: Acme's closest free site is now Smith's.
+    # The runner-up, by its letter: Acme's own site is taken, its closest free one is next.
     run("companies", "map", "--review", input="r\n")
     mapped = json.loads(run("companies", "load", "--mapping", "mapped", "--json"))
-    assert {r["company"]: r["site_uid"] for r in mapped}["Acme Corp."] == "s-smith"
+    assert {r["company"]: r["site_uid"] for r in mapped}["Acme Corp."] == "s-acme2"
 
 
 def test_devices_auto_without_an_argument_says_whether_it_is_on(run):

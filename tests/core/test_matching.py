@@ -217,3 +217,10 @@ def test_another_surname_with_the_same_trade_is_another_business():
          *((f"x{i}", f"Filler{i} Electric") for i in range(5))],
     )
     assert (suggestions["1"].site_uid, suggestions["2"].site_uid) == (None, None)
+
+
+def test_the_reason_names_the_location_and_legal_form_evidence():
+    tagged = suggest_sites([("1", "Redwood Corp.")], [("s1", "Redwood - Downtown")])["1"]
+    assert tagged.reason.endswith("; the site names a location (downtown)")
+    forms = suggest_sites([("1", "Stonebridge Inc.")], [("s1", "Stonebridge LLP (HQ)")])["1"]
+    assert forms.reason.endswith("; legal forms differ (inc, llp); the site names a location (main)")

@@ -28,6 +28,7 @@ from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered wit
     psa_match_configurations,
     psa_register_ticket_callback,
     psa_ticket_options,
+    psa_ticket_url,
     psa_unmap_configurations,
     psa_unregister_ticket_callback,
     psa_update_configuration,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator, Sequence
+from urllib.parse import quote
 
 from psabridge.core import logs
 from psabridge.core.hookspecs import hookimpl
@@ -570,6 +571,15 @@ def _after(cursor: tuple[str, int]) -> str:
 
 
 # -- callbacks ---------------------------------------------------------------------------------
+
+
+@hookimpl
+def psa_ticket_url(connection: Connection, ticket_id: str) -> str:
+    """The ticket's page in Manage's web client, which opens a ticket by its record id."""
+    site = connection.settings["url"].rstrip("/")
+    company = quote(connection.settings.get("company", ""), safe="")
+    return (f"{site}/v4_6_release/services/system_io/Service/fv_sr100_request.rsp"
+            f"?service_recid={quote(str(ticket_id), safe='')}&companyName={company}")
 
 
 @hookimpl

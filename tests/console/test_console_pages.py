@@ -1,0 +1,235 @@
+"""The console's pages and forms through a werkzeug test client, against both simulators: each
+write goes through the library's plan, is previewed first, and what goes wrong is said on the
+page with the field and what to do."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from psabridge.core import plugins as plugins_lib
+from psabridge.core import ticketing
+from psabridge.core.bridge import open_bridge
+from psabridge.core.models import JournalEntry
+
+
+def page_text(response) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
+
+
+def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
+        browser, pm, store, transports):
+    browser.log_in()
+    bridge = open_bridge(pm, store, transports)
+    northwind = "99"  # Northwind Corp., suggested its own site
+    preview = browser.post("/companies/preview", [("select", northwind),
+                                                  ("choice:99", "suggested")])
+    assert preview.status_code == 200
+    assert "map company" in preview.text and "site Northwind Corp." in preview.text
+    assert store.company_mappings(*bridge.pair) == []
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview.text)
+    applied = browser.post("/companies/apply", [f for f in fields if f[0] != "csrf_token"])
+    assert applied.status_code == 303
+    (mapped,) = store.company_mappings(*bridge.pair)
+    assert (mapped.company_id, mapped.site_name) == ("99", "Northwind Corp.")
+    assert "Done: 1 change, 0 failed, 0 skipped." in page_text(browser.get("/companies"))
+
+
+def test_a_site_taken_twice_is_refused_on_the_page_with_the_reason(browser, pm, store, transports,
+                                                                   sims):
+    browser.log_in()
+    site = next(s for s in open_bridge(pm, store, transports).rmm.call("rmm_list_sites")
+                if s.name == "Northwind Corp.")
+    other = str(sims[0].company("Jackson Pharmacy")["id"])
+    response = browser.post("/companies/preview", [
+        ("select", "99"), ("choice:99", f"site:{site.uid}"),
+        ("select", other), (f"choice:{other}", f"site:{site.uid}")])
+    assert response.status_code == 303
+    text = page_text(browser.get("/companies"))
+    assert "site Northwind Corp. is already mapped to another company in this request" in text
+
+
+def test_a_choice_the_form_never_offered_gets_a_specific_message(browser):
+    browser.log_in()
+    browser.post("/companies/preview", [("select", "99"), ("choice:99", "somewhere")])
+    assert "'somewhere' is not a choice this form offers" in page_text(browser.get("/companies"))
+
+
+def test_the_companies_filter_answers_htmx_with_the_table_alone(browser):
+    browser.log_in()
+    full = browser.get("/companies?search=lakeside")
+    part = browser.get("/companies?search=lakeside", headers={"HX-Request": "true"})
+    assert "<html" in full.text and "<html" not in part.text
+    assert part.text.lstrip().startswith('<div id="companies-table">')
+    assert "Select Lakeside Marketing P.C." in part.text and "Select Northwind" not in part.text
+    restored = browser.get("/companies?search=lakeside",  # the Back button, through htmx
+                           headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert "<html" in restored.text
+
+
+def test_device_exceptions_come_first_each_with_its_candidates_and_why(
+        browser, pm, store, transports, sims):
+    cw, _ = sims
+    bridge = open_bridge(pm, store, transports)
+    from psabridge.core import mapping
+
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, {"99": None}))
+    twins = [cw.db.add_configuration(cw.company("Northwind Corp."), "NC-WS01",
+                                     "Managed Workstation") for _ in range(2)]
+    browser.log_in()
+    text = page_text(browser.get("/devices"))
+    attention = text[text.index("Needs attention"):text.index("Proposals")]
+    assert attention.index("NC-WS01") < attention.index("NC-LT04")  # ambiguous before no match
+    assert "2 configurations still match after the model number step" in attention
+    assert "not audited by the RMM yet" in attention  # NEW-PC-01
+    for twin in twins:
+        assert f'value="configuration:{twin["id"]}"' in browser.get("/devices").text
+    assert 'id="select-' + next(d.uid for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
+                                if d.hostname == "NEW-PC-01") not in browser.get("/devices").text
+
+
+def test_map_now_needs_automatic_mapping_on_and_the_switch_turns_it_on(browser, store):
+    browser.log_in()
+    browser.post("/devices/preview", {"what": "map-now"})
+    assert "automatic mapping is off" in page_text(browser.get("/devices"))
+    browser.post("/devices/auto", {"auto_map": "on"})
+    assert store.option("connectwise", "auto_map") is True
+    preview = browser.post("/devices/preview", {"what": "map-now"})
+    assert preview.status_code == 200 and "Devices: the plan" in preview.text
+
+
+def test_a_board_without_default_team_is_not_offered_and_cannot_be_forced(
+        browser, pm, store, transports):
+    browser.log_in()
+    options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
+    (unusable,) = [b for b in options.boards if not b.has_default_team]
+    page = browser.get("/ticketing").text
+    assert f'<option value="{unusable.id}">' not in page.split("Boards not offered")[0]
+    assert f"{unusable.name}: it has no default team" in page_text(browser.get("/ticketing"))
+    browser.post("/ticketing/save", {"board:alert": unusable.id, "repeat_minutes": "0"})
+    text = page_text(browser.get("/ticketing"))
+    assert f"Board (alert tickets): '{unusable.id}' is not one the PSA offers" in text
+    assert ticketing.ticket_settings(open_bridge(pm, store, transports)).attributes == {}
+
+
+def test_ticketing_cannot_be_enabled_with_settings_the_psa_refuses(browser, pm, store, transports):
+    browser.log_in()
+    options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
+    board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
+    browser.post("/ticketing/save", {"board:alert": board.id, "repeat_minutes": "15"})
+    browser.post("/ticketing/switch", {"ticketing": "on"})
+    text = page_text(browser.get("/ticketing"))
+    assert "cannot enable ticketing" in text and "no closed status is set" in text
+    assert not ticketing.ticket_settings(open_bridge(pm, store, transports)).enabled
+
+
+def test_a_monitor_override_turns_its_tickets_off(browser, pm, store, transports):
+    browser.log_in()
+    page = browser.get("/ticketing").text
+    key, name = re.search(r'name="name:(\d+)" value="([^"]+)"', page).groups()
+    browser.post("/ticketing/monitors", [("monitor", key), ("name:" + key, html.unescape(name))])
+    settings = ticketing.ticket_settings(open_bridge(pm, store, transports))
+    assert settings.monitors[html.unescape(name)].create_tickets is False
+
+
+def test_warnings_are_listed_and_cleared(browser, store):
+    store.add_warning("connectwise", "NC-WS01 (uid)", "configuration type has required questions")
+    browser.log_in()
+    assert "configuration type has required questions" in browser.get("/tickets").text
+    assert "1 open warning" in page_text(browser.get("/"))
+    browser.post("/warnings/clear")
+    assert store.warnings() == []
+    assert "Cleared 1 warning" in page_text(browser.get("/tickets"))
+
+
+def test_the_journal_filters_by_plugin_outcome_and_text(browser, store):
+    store.record(JournalEntry("datto", "create_site", "Acme", "ok", {"name": "Acme"}))
+    store.record(JournalEntry("connectwise", "create_ticket", "alert-1", "failed",
+                              {"error": "500 from the PSA"}))
+    browser.log_in()
+    assert "create_site" in browser.get("/journal").text
+    failed = browser.get("/journal?outcome=failed").text
+    assert "create_ticket" in failed and "create_site" not in failed
+    by_text = browser.get("/journal?search=acme").text
+    assert "create_site" in by_text and "create_ticket" not in by_text
+
+
+def test_with_the_psa_disabled_each_page_says_so_instead_of_failing(browser, pm, store):
+    browser.log_in()
+    assert browser.get("/companies").status_code == 200
+    plugins_lib.disable_plugin(pm, store, "connectwise")
+    for path in ("/companies", "/device-types", "/devices", "/ticketing", "/tickets"):
+        response = browser.get(path)
+        assert response.status_code == 503, path
+        assert "no PSA plugin is enabled" in page_text(response)
+    overview = browser.get("/")
+    assert overview.status_code == 200 and "Not connected" in overview.text
+    plugins_lib.enable_plugin(pm, store, "connectwise", check=False)
+    assert browser.get("/companies").status_code == 200
+
+
+def test_a_pass_from_the_overview_is_reported_and_remembered(browser, store):
+    browser.log_in()
+    browser.post("/pass")
+    text = page_text(browser.get("/"))
+    assert "Pass finished" in text
+    assert store.option("console", "last_pass")["figures"]["tickets_created"] == 0
+    assert "No pass has been run" not in text
+
+
+def test_many_skipped_devices_are_summed_up_and_the_session_survives(
+        browser, pm, store, transports):
+    from psabridge.core import mapping
+
+    bridge = open_bridge(pm, store, transports)
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, None))  # every company
+    browser.log_in()
+    browser.post("/devices/auto", {"auto_map": "on"})
+    # No device type is mapped: Map Now links the devices the MSP had entered in the PSA and holds
+    # back every device that needs a new configuration.
+    applied = browser.post("/devices/apply", {"what": "map-now"})
+    assert applied.status_code == 303
+    cookie = next(h for h in applied.headers.getlist("Set-Cookie") if h.startswith("psabridge"))
+    assert len(cookie) < 4000  # a browser keeps it: the admin stays logged in
+    page = browser.get("/devices")
+    assert page.status_code == 200
+    skipped = len(store.warnings())
+    assert skipped > 10
+    text = page_text(page)
+    linked = len(store.device_mappings(*bridge.pair))
+    assert f"Done: {linked} changes, 0 failed, {skipped} skipped." in text
+    assert f"{skipped - 2} more skipped" in text
+
+
+def test_the_overview_tests_both_connections(browser):
+    browser.log_in()
+    assert browser.post("/check").status_code == 303
+    text = page_text(browser.get("/"))
+    assert "connectwise: answers" in text and "datto: answers" in text
+
+
+def test_an_unexpected_error_is_a_page_without_the_traceback(browser, monkeypatch):
+    from psabridge.core import mapping
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail that must not reach the browser")
+
+    monkeypatch.setattr(mapping, "load_device_types", broken)
+    browser.log_in()
+    response = browser.get("/device-types")
+    assert response.status_code == 500
+    assert "Something unexpected went wrong" in response.text
+    assert "internal detail" not in response.text and "Traceback" not in response.text
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_tickets_page_shows_the_newest_alerts_and_says_how_many_are_left_out(browser, store):
+    from psabridge.core.models import AlertTicket
+
+    for n in range(205):
+        store.save_alert_ticket(AlertTicket("connectwise", "datto", f"alert-{n:03}", "skipped",
+                                            monitor="m", device_uid="d", note="test"))
+    browser.log_in()
+    page = browser.get("/tickets")
+    assert "the newest 200 of 205" in page_text(page)
+    assert "alert-204" in page.text and "alert-004" not in page.text
