@@ -233,7 +233,8 @@ def run_commands(bridge: Bridge, facts: dict) -> Counter:
     facts["to_match"] = facts["datto"].ask(
         "to_match", {m.device_uid for m in bridge.store.device_mappings(psa, rmm)},
         {m.site_uid for m in bridge.store.company_mappings(psa, rmm)}, facts["datto_portal"])
-    plan, outcome = mapping.map_automatically(bridge, progress=progress_printer("devices", 1000))
+    plan, outcome = mapping.map_automatically(
+        bridge, progress=progress_printer("devices", len(facts["to_match"])))
     did.update(c.action for c in outcome.done)
     did["failed"] += len(outcome.failed)
     did["skipped"] += len(plan.skipped)

@@ -199,3 +199,37 @@ def test_a_mapping_killed_mid_apply_and_run_again_creates_no_configuration_twice
                 link = device_link(w.datto, w.datto_url, m.device_uid)
                 assert [str(c["id"]) for c in configurations_linking(w.cw, link)] == \
                     [m.configuration_id]
+
+
+def test_mapping_in_groups_planned_beside_applied_maps_as_one_plan_would(pm, store, tmp_path,
+                                                                         monkeypatch):
+    from psabridge.core.plugins import make_plugin_manager
+    from psabridge.core.store import open_store
+
+    def mapped(bridge, sims_) -> dict:
+        """device hostname -> (configuration name, created or seeded), as the PSA holds them."""
+        result = {}
+        for m in bridge.store.device_mappings(*bridge.pair):
+            configuration = sims_[0].db.configurations[int(m.configuration_id)]
+            result[sims_[1].devices[m.device_uid]["hostname"], m.device_uid] = (
+                configuration["name"], configuration["company"]["id"])
+        return result
+
+    whole_sims = sims()
+    whole = bridge_on(pm, store, *whole_sims, workers=4)
+    map_companies_and_types(whole)
+    outcome = mapping.apply(whole, mapping.plan_automatic_mapping(whole))
+
+    monkeypatch.setattr(mapping, "PIPELINE_GROUP", 5)  # many groups, a company or two each
+    other_pm = make_plugin_manager()
+    other_store = open_store(other_pm, f"sqlite://{tmp_path / 'other.db'}")
+    grouped_sims = sims()
+    grouped = bridge_on(other_pm, other_store, *grouped_sims, workers=4)
+    map_companies_and_types(grouped)
+    plan, grouped_outcome = mapping.map_automatically(grouped)
+
+    assert len(grouped_outcome.done) == len(outcome.done) and not grouped_outcome.failed
+    assert mapped(grouped, grouped_sims) == mapped(whole, whole_sims)
+    assert grouped_sims[0].counts["POST /company/configurations"] == \
+        whole_sims[0].counts["POST /company/configurations"]
+    other_store.close()
