@@ -80,6 +80,15 @@ def usage() -> tuple[float, float]:
     return used.ru_utime + used.ru_stime, used.ru_maxrss / 1024  # KiB on Linux
 
 
+def bytes_written() -> int | None:
+    """Bytes this process has caused to be written to disk (Linux /proc/self/io): the store's."""
+    try:
+        with open("/proc/self/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("write_bytes:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 # -- the simulators, each in its own process ----------------------------------------------------
 
 
@@ -363,17 +372,21 @@ def run_phase(name: str, pm, store, facts: dict, real_quotas: bool) -> dict:
                                if store.device_details("datto", uid) is not None}
     before = snapshot(facts)
     cpu_before, _ = usage()
+    written_before = bytes_written()
     started = time.perf_counter()
     bridge = open_session(pm, store, real_quotas)
     with bridge.one_run():
         did = run_commands(bridge, facts)
     wall = time.perf_counter() - started
     cpu, rss = usage()
+    written = bytes_written()
     used = snapshot(facts) - before
     after = facts["datto"].ask("datto_facts")
     facts["new_manufacturers"] = facts["cw"].ask("cw_facts")["manufacturers"] \
         - facts["cw_before"]["manufacturers"]
     return {"name": name, "wall": wall, "cpu": cpu - cpu_before, "rss": rss, "used": used,
+            "written": None if written is None or written_before is None
+            else written - written_before,
             "did": did, "workers": bridge.workers, "minimum": minimum(facts, did, bridge),
             "refused": after["refused"] - facts["datto_before"]["refused"],
             "most_in_flight": after["most_in_flight"]}
@@ -386,6 +399,8 @@ def report(phase: dict, latency: float, real_quotas: bool) -> None:
     print(f"wall time        {phase['wall']:.1f} s")
     print(f"psabridge        {phase['cpu']:.1f} s CPU, peak RSS {phase['rss']:.0f} MiB "
           f"(this process only; {phase['workers']} workers per remote)")
+    if phase["written"] is not None:
+        print(f"store writes     {phase['written'] / 2**20:.1f} MiB to disk (this process)")
     print(f"what was done    {dict(sorted(phase['did'].items()))}")
     print("requests by endpoint:")
     for endpoint, count in sorted(used.items()):

@@ -138,7 +138,9 @@ class Bridge:
         the remote system acted, before the answer was recorded) still leaves a trace of it.
         Nothing is sent by a holder whose lease covering this write was lost."""
         coordination.ensure_held()
-        self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
+        batch = _batch.get()
+        if batch is None or (connector.name, action, target) not in batch.intended:
+            self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
         try:
             result = call()
         except Exception as exc:
@@ -171,11 +173,18 @@ class Bridge:
             batch.writes.append(write)
 
     @contextmanager
-    def batched_writes(self) -> Iterator[None]:
+    def batched_writes(self, intents: Sequence[JournalEntry] = ()) -> Iterator[None]:
         """Collect the `record_soon` and `save_soon` writes made in this block (by any worker
         started in it) and commit them at its end: the journal in one unfenced transaction (what
-        was done elsewhere is recorded whoever did it), the rest in one fenced one."""
-        batch = _Batch()
+        was done elsewhere is recorded whoever did it), the rest in one fenced one.
+
+        `intents` are the remote writes the block is about to make: journalled together, before
+        any is sent, so that `write` does not journal them one by one."""
+        batch = _Batch(intended={(e.plugin, e.action, e.target) for e in intents})
+        if intents:
+            with self.store.transaction(fenced=False):
+                for entry in intents:
+                    self.store.record(entry)
         token = _batch.set(batch)
         try:
             yield
@@ -193,6 +202,7 @@ class Bridge:
 
 @attrs.define
 class _Batch:
+    intended: set[tuple[str, str, str]] = attrs.field(factory=set)  # journalled beforehand
     journal: list[JournalEntry] = attrs.field(factory=list)
     writes: list[Callable[[], object]] = attrs.field(factory=list)
 

@@ -44,6 +44,7 @@ from psabridge.core.models import (
     DeviceDetails,
     DeviceMapping,
     DeviceTypeMapping,
+    JournalEntry,
     Site,
 )
 
@@ -88,6 +89,9 @@ class Change:
     # The subject's and the target's ids (company_id, site_uid, device_uid, configuration_id),
     # for callers that report changes as data rather than words; None for one not made yet.
     ids: dict[str, str | None] = attrs.field(factory=dict, kw_only=True, eq=False)
+    # The remote write it makes through `Bridge.write`, when known at planning: its intent is
+    # journalled with its group's, before the group starts.
+    intent: JournalEntry | None = attrs.field(default=None, kw_only=True, eq=False)
 
 
 @attrs.define
@@ -106,8 +110,8 @@ class Plan:
     skipped_ids: dict[str, dict[str, str | None]] = attrs.field(factory=dict)  # subject -> ids
 
     def add(self, action: str, subject: str, detail: str, run: Callable[[], object],
-            ids: dict[str, str | None] | None = None) -> None:
-        self.changes.append(Change(action, subject, detail, run, ids=ids or {}))
+            ids: dict[str, str | None] | None = None, intent: JournalEntry | None = None) -> None:
+        self.changes.append(Change(action, subject, detail, run, ids=ids or {}, intent=intent))
 
     def skip(self, subject: str, why: str, transient: bool = False,
              ids: dict[str, str | None] | None = None) -> None:
@@ -158,7 +162,7 @@ def _apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None
     for start in range(0, len(plan.changes), group):
         changes = plan.changes[start:start + group]
         try:
-            with bridge.batched_writes():
+            with bridge.batched_writes([c.intent for c in changes if c.intent is not None]):
                 outcomes = bridge.concurrently(lambda change: change.run(), changes)
         except PsabridgeError as exc:
             # The group's rows could not be committed (a lost lease): what was made remotely is
@@ -849,7 +853,9 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                                      readings.details[device.uid])
         plan.add("create configuration", subject, f"new configuration [{draft.name}] "
                  f"of type {config_type.name}", _create_and_map(bridge, device, draft),
-                 ids={**ids, "configuration_id": None})
+                 ids={**ids, "configuration_id": None},
+                 intent=JournalEntry(psa, "create_configuration", device.uid, "intent",
+                                     {"name": draft.name}))
 
 
 def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
