@@ -423,8 +423,11 @@ def report(phase: dict, latency: float, real_quotas: bool) -> None:
             print(f"  {seconds:>7.1f} s  {what}: {why}")
         bound = max((seconds for _, seconds, _ in bounds), default=0.0)
         print(f"  {bound:>7.1f} s  bound: the larger (the remotes are paced independently)")
-        if bound:
+        if bound > latency:
             print(f"wall time / bound     {phase['wall'] / bound:.2f}")
+        else:  # every remote's requests fit in one window: latency, not the quota, decides
+            print("wall time / bound     - (the quotas do not bind: every remote's requests fit "
+                  "in one window)")
 
 
 def run(companies: int, devices: int, configurations: int, latency: float,
