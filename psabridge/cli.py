@@ -1138,14 +1138,9 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
     (then nothing is saved and the command exits 1)."""
     with _asking("the PSA's ticket options"):
         options = options or bridge.psa.call("psa_ticket_options")
-    known = {p.message for p in ticketing.check_ticket_settings(bridge, before, options)}
-    problems = ticketing.check_ticket_settings(bridge, after, options)
-    new_errors = [p.message for p in problems if p.severity == "error" and p.message not in known]
-    if new_errors:
-        raise click.ClickException("nothing saved: " + "; ".join(new_errors))
     changes = _setting_changes(before, after, dry_run)
-    if not dry_run and changes:
-        ticketing.save_ticket_settings(bridge, after)
+    problems = ticketing.change_ticket_settings(bridge, after, options,
+                                                dry_run=dry_run or not changes)
     if not as_json:
         for problem in problems:
             output.warn(f"{problem.severity.capitalize()}: {problem.message}")
@@ -1233,17 +1228,14 @@ def _set_ticketing(app: App, enabled: bool, dry_run: bool, as_json: bool, done_t
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     state = "on" if enabled else "off"
+    if enabled:
+        ticketing.check_can_enable(bridge, settings)
     if settings.enabled == enabled:
         report = output.Report([output.ChangeResult(
             "set ticketing", "ticketing", output.UNCHANGED, f"already {state}",
             {"enabled": enabled})], dry_run)
     else:
-        if dry_run and enabled:
-            problems = [p.message for p in ticketing.check_ticket_settings(bridge, settings)
-                        if p.severity == "error"]
-            if problems:
-                raise ticketing.TicketingError("cannot enable ticketing: " + "; ".join(problems))
-        elif not dry_run:
+        if not dry_run:
             with output.spinner("Recording the alerts open now"):
                 ticketing.set_ticketing_enabled(bridge, enabled)
         report = _changes("set ticketing", "ticketing", dry_run, state, enabled=enabled)
@@ -1393,7 +1385,9 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
     from psabridge.console import auth
     from psabridge.console.app import ConsoleApp
     from psabridge.console.server import ServedApp
+    from psabridge.core.settings import trusted_proxies
 
+    proxies = trusted_proxies()  # a bad value stops here, before anything listens
     secret = secret_value(secret_given, "secret", WEBHOOK_SECRET_ENV, "webhook secret")
     if public_url and not secret:
         raise click.UsageError(f"--public-url registers the webhook callback, which needs the "
@@ -1409,9 +1403,13 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
             bridge.psa.call("psa_register_ticket_callback", url=callback)
             click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                        f"{public_url.rstrip('/')}/hooks/psa")
-    console = ConsoleApp(app.pm, app.store, app.transports)
+    console = ConsoleApp(app.pm, app.store, app.transports, trusted_proxies=proxies)
     server = webhooks.listen(ServedApp(console, hooks), host, port)
     base = f"http://{host}:{port}"
+    if not _is_loopback(host):
+        click.echo(f"Warning: serving on {host}, reachable from other machines, over plain HTTP: "
+                   "passwords and session cookies cross the network unencrypted; put a TLS "
+                   "reverse proxy in front, or bind to 127.0.0.1.", err=True)
     if hooks:
         click.echo(f"Listening on {base} (the console at /; POST /hooks/psa, /hooks/rmm)")
     else:
@@ -1421,6 +1419,17 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
         click.echo(f"One-time login link (valid {auth.LOGIN_LINK_SECONDS // 60} minutes): "
                    f"{base}/login/{console.links.issue()}")
     server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may well resolve to another interface
 
 
 @cli.group("console")

@@ -890,12 +890,16 @@ def _map_existing(bridge: Bridge, device: Device, company_id: str,
                   configuration: Configuration) -> Callable[[], object]:
     def run():
         changes = _link_changes(bridge, device, configuration)
+        key = f"configuration:{configuration.id}"
         with bridge.store.transaction():  # the mapping and the link it calls for, together
             _save_device_mapping(bridge, device, company_id, configuration.id)
+            if changes is None and outbox.waiting(bridge, bridge.psa, key):
+                # A write to this configuration is still to be sent (the clear of an earlier
+                # unmap, say): the link as read will not last, so it is written again after it.
+                changes = ConfigurationChanges(management_link=device_url(bridge, device))
             if changes is not None:
-                link = outbox.enqueue(bridge, bridge.psa, "update_configuration",
-                                      f"configuration:{configuration.id}", configuration.id,
-                                      changes=changes)
+                link = outbox.enqueue(bridge, bridge.psa, "update_configuration", key,
+                                      configuration.id, changes=changes)
         log.info("configuration_linked", device_uid=device.uid, configuration_id=configuration.id,
                  company_id=company_id)
         if changes is not None:
