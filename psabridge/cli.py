@@ -444,10 +444,13 @@ def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool =
     if not dry_run:
         with output.progress("Applying", len(plan.changes)) as step:
             outcome = mapping.apply(bridge, plan, progress=lambda change: step())
-    left_out = [{"subject": subject, "ids": {"device_uid": uid}, "why": NOT_AUDITED}
-                for subject, uid in plan.not_audited]
-    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run, left_out)
+    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run, _left_out(plan))
     output.show_report(report, as_json)
+
+
+def _left_out(plan: mapping.Plan) -> list[dict]:
+    return [{"subject": subject, "ids": {"device_uid": uid}, "why": NOT_AUDITED}
+            for subject, uid in plan.not_audited]
 
 
 def _planning(what: str = "Planning"):
@@ -801,6 +804,12 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
         raise click.UsageError("name devices to map (DEVICE, DEVICE=CONFIGURATION or DEVICE=new) "
                                "or pass --all")
     with _changing_mappings(bridge, dry_run):
+        if map_all and not dry_run:  # planned and applied side by side, a group at a time
+            with _planning("Mapping"):
+                plan, outcome = mapping.map_automatically(bridge)
+            output.show_report(output.Report(_plan_results(plan, outcome), dry_run,
+                                             _left_out(plan)), as_json)
+            return
         with _planning():
             if map_all:
                 plan = mapping.plan_automatic_mapping(bridge)
