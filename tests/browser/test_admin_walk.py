@@ -85,8 +85,11 @@ def test_the_admin_walks_from_login_to_a_closed_ticket(page, console, artifacts)
 
     # -- device types: every suggestion, with the keyboard --------------------------------------
     page.get_by_role("link", name="Device types", exact=True).click()
+    page.wait_for_load_state("load")  # the console's script, which makes "select all" work
     page.get_by_label("Select all device types").focus()
     page.keyboard.press("Space")
+    for row in page.locator("input[name=select]").all():
+        expect(row).to_be_checked()
     page.get_by_role("button", name="Save the selected device types").focus()
     page.keyboard.press("Enter")
     page.wait_for_load_state()
