@@ -401,8 +401,10 @@ class SQLiteStore:
         return PluginState(name=row[0], enabled=bool(row[1]), settings=json.loads(row[2] or "{}"))
 
     def plugin_states(self) -> list[PluginState]:
-        rows = self.db.execute("select name from plugins order by name").fetchall()
-        return [self.plugin_state(name) for (name,) in rows]
+        # One query: `serve` and `sync --watch` read every plugin's state for each event.
+        rows = self.db.execute("select name, enabled, settings from plugins order by name").fetchall()
+        return [PluginState(name=name, enabled=bool(enabled), settings=json.loads(settings or "{}"))
+                for name, enabled, settings in rows]
 
     def save_settings(self, name: str, settings: dict[str, str]) -> None:
         self._write(
