@@ -57,9 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from psabridge import simulation  # noqa: E402
 from psabridge.core import logs, mapping, sync, ticketing  # noqa: E402
 from psabridge.core.bridge import open_bridge  # noqa: E402
+from psabridge.core.models import DeviceMapping  # noqa: E402
 from psabridge.core.plugins import configure_plugin, enable_plugin, make_plugin_manager  # noqa: E402
 from psabridge.core.store import open_store  # noqa: E402
-from psabridge.core.models import DeviceMapping  # noqa: E402
 from psabridge.core.webhooks import LiveBridge, WebhookApp  # noqa: E402
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names  # noqa: E402
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator  # noqa: E402
