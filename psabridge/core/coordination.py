@@ -37,7 +37,7 @@ from psabridge.core import logs
 from psabridge.core.errors import PsabridgeError, StoreError
 from psabridge.core.models import Lease, LeaseHolder
 from psabridge.core.settings import seconds_from_environment
-from psabridge.core.store import LeaseLost, Store, _held_fences
+from psabridge.core.store import LeaseLost, Store, _held_fences, _held_in_flight
 
 log = logs.get_logger(__name__)
 
@@ -119,6 +119,7 @@ class Held:
     valid_until: float  # by time.monotonic(): the lease cannot have run out before then
     guards_writes: bool = True  # its remote writes keep it taken while in flight
     unanswered: bool = False  # a write made under it got no answer: it stays in flight
+    answered: bool = False  # its last write was answered; the store clears its mark next commit
     lost: bool = False
     _stop: threading.Event = attrs.field(factory=threading.Event, repr=False)
     _thread: threading.Thread | None = attrs.field(default=None, repr=False)
@@ -227,12 +228,16 @@ def _holding(held: Held) -> Iterator[None]:
     held._start()
     leases = _held.set(_held.get() + (held,))
     fences = _held_fences.set(_held_fences.get() + (held.lease,))
+    in_flight = _held_in_flight.set(_held_in_flight.get() + (held,))
     try:
         yield
     finally:
         _held_fences.reset(fences)
         _held.reset(leases)
-        held._finish()
+        try:
+            held._finish()  # its release clears an answered write's mark
+        finally:
+            _held_in_flight.reset(in_flight)
 
 
 def ensure_held(spare: float | None = None) -> None:
@@ -248,11 +253,21 @@ def mark_in_flight(seconds: float | None) -> None:
     an earlier write under the same lease got no answer).
 
     Until then no other process takes those leases over, not even from a holder that died:
-    it would otherwise look for what the write made before the remote system has made it."""
+    it would otherwise look for what the write made before the remote system has made it.
+
+    An answer is not written at once: the store clears the mark in the holder's next commit
+    (the journal entry of the answer, the next write's mark, or the lease's release), so the
+    answer costs no commit of its own. A holder that dies in between leaves its lease in flight
+    for the window, as if the answer had not come."""
     by_store: dict[int, tuple[Store, list[Lease]]] = {}
     for held in _held.get():
-        if held.guards_writes and not (seconds is None and held.unanswered):
-            by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
+        if not held.guards_writes:
+            continue
+        if seconds is None:
+            held.answered = not held.unanswered
+            continue
+        held.answered = False
+        by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
     for store, leases in by_store.values():
         store.mark_in_flight(leases, seconds)
 
