@@ -684,10 +684,11 @@ class SQLiteStore:
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up; one with a write still in flight stays taken until it lands."""
         with self.transaction(fenced=False):
-            self.db.execute(f"delete from leases where name = ? and token = ? "
-                            f"and quiet_until <= {self._NOW}", (lease.name, lease.token))
-            self.db.execute("update leases set expires_at = 0 where name = ? and token = ?",
-                            (lease.name, lease.token))
+            deleted = self.db.execute(f"delete from leases where name = ? and token = ? "
+                                      f"and quiet_until <= {self._NOW}", (lease.name, lease.token))
+            if deleted.rowcount == 0:
+                self.db.execute("update leases set expires_at = 0 where name = ? and token = ?",
+                                (lease.name, lease.token))
 
     def mark_in_flight(self, leases: list[Lease], seconds: float | None) -> None:
         tokens = [lease.token for lease in leases]
