@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import json
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import pluggy
 from click.core import ParameterSource
 
 from psabridge import __version__, output
-from psabridge.core import logs
+from psabridge.core import logs, lookups, mapping, sync, ticketing
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
@@ -25,28 +24,6 @@ from psabridge.core.settings import setting_envvar
 from psabridge.core.store import Store, open_store, store_url
 
 log = logs.get_logger(__name__)
-
-
-def imported_when_used(name: str):
-    """Module `name`, executed at its first attribute access rather than now: the engine's
-    modules (the matcher and its rapidfuzz, mapping, ticketing) are needed by the commands that
-    run them, not by `psabridge --help` or `plugins list`."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)
-    return module
-
-
-lookups = imported_when_used("psabridge.core.lookups")
-mapping = imported_when_used("psabridge.core.mapping")
-sync = imported_when_used("psabridge.core.sync")
-ticketing = imported_when_used("psabridge.core.ticketing")
 
 
 @functools.cache
