@@ -24,6 +24,7 @@ import attrs
 from psabridge.core import coordination, logs, outbox
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
+from psabridge.core.mapping import device_url
 from psabridge.core.models import (
     Alert,
     AlertTicket,
@@ -360,10 +361,6 @@ def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) ->
 def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
                    configuration_id: str | None, settings: TicketSettings,
                    device: Device | None = None) -> AlertTicket:
-    # Imported here: the CLI reads this module's choices at start-up, and mapping brings the
-    # matcher (rapidfuzz), which `psabridge --help` does not need.
-    from psabridge.core.mapping import device_url
-
     psa, rmm = bridge.pair
     attributes = settings.attributes_for(origin, alert.monitor)
     marker = alert_marker(bridge, alert.uid)
