@@ -202,6 +202,7 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     """Enable a connector (only one PSA at a time).
 
     A dry run checks the settings and the one-PSA rule, but not the connection."""
+    was_enabled = plugins_lib.plugin_record(app.pm, name, app.store).enabled
     with output.spinner(f"Testing the connection to {name}"):
         report = plugins_lib.enable_plugin(app.pm, app.store, name, check=not skip_check,
                                            transport=app.transports.get(name), dry_run=dry_run)
@@ -209,6 +210,12 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     for permission in missing:
         output.warn(f"Warning: the API user lacks {permission}")
     detail = f"the API user lacks {', '.join(missing)}" if missing else ""
+    if was_enabled:
+        result = output.Report([output.ChangeResult(
+            "enable plugin", name, output.UNCHANGED, "; ".join(filter(None, (
+                "already enabled", detail))), {"plugin": name})], dry_run)
+        output.show_report(result, as_json, done_text=f"{name} is already enabled.")
+        return
     output.show_report(_changes("enable plugin", name, dry_run, detail, plugin=name), as_json,
                        done_text=f"Enabled {name}.")
 
@@ -407,9 +414,34 @@ def configure():
 # -- mapping ----------------------------------------------------------------------------------
 
 
-def _split_choice(text: str) -> tuple[str, str | None]:
-    key, _, value = text.partition("=")
-    return key.strip(), (value.strip() or None)
+def _split_choice(text: str, what: str) -> tuple[str, str | None]:
+    """KEY or KEY=CHOICE; KEY alone (None) takes the suggestion, so an empty choice after `=`
+    is refused rather than read as one."""
+    key, sep, value = (part.strip() for part in text.partition("="))
+    if not key:
+        raise click.UsageError(f"{text!r} names no {what}: give {what.upper()} or "
+                               f"{what.upper()}=CHOICE")
+    if sep and not value:
+        raise click.UsageError(f"{text!r} has nothing after '=': give {key}=CHOICE, or {key} "
+                               "alone to take its suggestion")
+    return key, value or None
+
+
+def _one_choice_each(pairs, what: str, names: dict | None = None) -> dict:
+    """The choices by key; a key given twice with different choices is a usage error, not
+    the last one silently winning."""
+    def folded(value):
+        return value.casefold() if isinstance(value, str) else value
+
+    chosen: dict = {}
+    for key, value in pairs:
+        if key in chosen and folded(chosen[key]) != folded(value):
+            def shown(v):
+                return "its suggestion" if v is None else repr((names or {}).get(v, v))
+            raise click.UsageError(f"{what} {key} is given twice, with different choices "
+                                   f"({shown(chosen[key])} and {shown(value)}): give it once")
+        chosen[key] = value
+    return chosen
 
 
 def _changing_mappings(bridge: Bridge, dry_run: bool = False):
@@ -436,6 +468,9 @@ def _plan_results(plan: mapping.Plan, outcome: mapping.Outcome | None) -> list[o
     return results
 
 
+NOT_AUDITED = "not audited by the RMM yet (each can be mapped after its first audit)"
+
+
 def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool = False,
               unchanged: list[output.ChangeResult] = ()) -> None:
     """Show a plan (dry run) or apply it, then report each change; exit 1 when a change failed
@@ -444,8 +479,13 @@ def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool =
     if not dry_run:
         with output.progress("Applying", len(plan.changes)) as step:
             outcome = mapping.apply(bridge, plan, progress=lambda change: step())
-    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run)
+    report = output.Report([*_plan_results(plan, outcome), *unchanged], dry_run, _left_out(plan))
     output.show_report(report, as_json)
+
+
+def _left_out(plan: mapping.Plan) -> list[dict]:
+    return [{"subject": subject, "ids": {"device_uid": uid}, "why": NOT_AUDITED}
+            for subject, uid in plan.not_audited]
 
 
 def _planning(what: str = "Planning"):
@@ -556,7 +596,10 @@ def _review(rows: list[mapping.CompanyRow], site_uid) -> dict[str, str | None]:
             key = answer.casefold()
             if key in ("a", "accept"):
                 choices[row.company.id] = None
-            elif key in ("r", RUNNER_UP) and runner_up:
+            elif key in ("r", RUNNER_UP):
+                if runner_up is None:
+                    click.echo(f"  {row.company.name} has no runner-up site", err=True)
+                    continue
                 choices[row.company.id] = runner_up.site_uid
             elif key in ("n", mapping.NEW):
                 choices[row.company.id] = mapping.NEW
@@ -594,8 +637,12 @@ def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_jso
         psa_companies = lookups.companies(bridge)
         sites = lookups.sites(bridge)
         rows = {r.company.id: r for r in mapping.load_companies(bridge, "all")}
-        named = {lookups.company_id(bridge, key, psa_companies): value
-                 for key, value in map(_split_choice, choices)}
+        named = {}
+        for key, choice in (_split_choice(c, "company") for c in choices):
+            company = lookups.company_id(bridge, key, psa_companies)
+            named = _one_choice_each(
+                [*named.items(), (company, _site_choice(bridge, rows.get(company), choice, sites))],
+                "company", {s["uid"]: s["name"] for s in sites})
         left_out = {lookups.company_id(bridge, name, psa_companies) for name in skipped}
     if suggested or review:
         unmapped = [r for r in rows.values() if r.mapping is None
@@ -603,8 +650,7 @@ def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_jso
         extra = (_review(unmapped, lambda text: lookups.site_uid(bridge, text, sites)) if review
                  else {r.company.id: None for r in unmapped})
         named = {**extra, **named}
-    wanted = {company: _site_choice(bridge, rows.get(company), choice, sites)
-              for company, choice in named.items()}
+    wanted = named
     with _changing_mappings(bridge, dry_run):
         with _planning():
             plan = mapping.plan_company_mappings(bridge, wanted)
@@ -677,7 +723,7 @@ def device_types_list(app: App, as_json):
             "score": None if row.score is None else round(row.score, 1),
             "can_create": chosen is not None and not row.flagged,
             "warning": "has required questions: cannot create configurations" if row.flagged
-            else "" if chosen else "no configuration type is similar enough: name one",
+            else None if chosen else "no configuration type is similar enough: name one",
         })
     _print_table(rows, as_json)
 
@@ -690,20 +736,28 @@ def device_types_list(app: App, as_json):
 @pass_app
 def device_types_map(app: App, choices, suggested, dry_run, as_json):
     """Map device types: TYPE (its suggestion) or TYPE=CONFIGURATION_TYPE (id or name)."""
-    bridge = app.bridge()
-    chosen = dict(_split_choice(c) for c in choices)
-    if not (chosen or suggested):
+    pairs = [_split_choice(c, "device type") for c in choices]
+    if not (pairs or suggested):
         raise click.UsageError("name device types to map (TYPE or TYPE=CONFIG_TYPE) or pass --suggested")
+    bridge = app.bridge()
     with _changing_mappings(bridge, dry_run):
         with _planning():
+            loaded = mapping.load_device_types(bridge)
+            known = [r.device_type for r in loaded]
+            chosen = _one_choice_each([(lookups.device_type(bridge, key, known), value)
+                                       for key, value in pairs], "device type")
             if suggested:
-                chosen = {**{r.device_type: None for r in mapping.load_device_types(bridge)
+                chosen = {**{r.device_type: None for r in loaded
                              if not r.mapped and r.configuration_type}, **chosen}
             plan = mapping.plan_device_type_mappings(bridge, chosen)
         planned = {c.subject for c in plan.changes}
-        unchanged = [output.ChangeResult("map device type", t, output.UNCHANGED, "already mapped",
-                                         {"device_type": t, "configuration_type_id": None})
-                     for t in chosen if t not in planned]
+        current = {r.device_type: r.configuration_type for r in loaded if r.mapped}
+        unchanged = [output.ChangeResult(
+            "map device type", t, output.UNCHANGED,
+            f"already mapped to configuration type {current[t].name}" if t in current
+            else "already mapped",
+            {"device_type": t, "configuration_type_id": current[t].id if t in current else None})
+            for t in chosen if t not in planned]
         _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
 
@@ -730,20 +784,25 @@ def devices_load(app: App, view, as_json):
             "company": row.company_name, "state": row.state,
             "configuration_id": (row.mapping.configuration_id if row.mapping else
                                  proposed.id if proposed else None),
-            "configuration": proposed.name if proposed else None,
+            "configuration": (row.configuration_name if row.mapping else
+                              proposed.name if proposed else None),
             "create_new": None if row.mapping or not match else proposed is None,
             "new_name": match.create_name if match and proposed is None else None,
-            "step": match.step if match else None, "reason": match.reason if match else "",
-            "problem": row.problem,
+            "step": match.step if match else None,
+            "reason": (match.reason or None) if match else None,
+            "problem": row.problem or None,
         })
     if as_json:
         output.emit_json(rows)
         return
-    output.table([{"device_uid": r["device_uid"], "hostname": r["hostname"],
-                   "type": r["device_type"], "company": r["company"], "state": r["state"],
+    # The hostname names the device (DEVICE takes it): the uid, long, comes last, so that a
+    # narrow terminal leaves it out (and says so) before the reasons.
+    output.table([{"hostname": r["hostname"], "type": r["device_type"], "company": r["company"],
+                   "state": r["state"],
                    "configuration": r["configuration_id"] or (
                        f"new [{r['new_name']}]" if r["new_name"] else ""),
-                   "step": r["step"], "reason": r["reason"] or r["problem"]} for r in rows])
+                   "step": r["step"], "reason": r["reason"] or r["problem"],
+                   "device_uid": r["device_uid"]} for r in rows])
 
 
 def _device_choices(bridge: Bridge, choices: tuple[str, ...]) -> dict[str, str | None]:
@@ -754,14 +813,14 @@ def _device_choices(bridge: Bridge, choices: tuple[str, ...]) -> dict[str, str |
     companies_of_sites = {m.site_uid: m.company_id
                           for m in bridge.store.company_mappings(*bridge.pair)}
     wanted: dict[str, str | None] = {}
-    for key, value in map(_split_choice, choices):
+    for key, value in (_split_choice(c, "device") for c in choices):
         uid = lookups.device_uid(bridge, key, rmm_devices)
         company = companies_of_sites.get(by_uid[uid]["site_uid"])
         if value and value.casefold() == mapping.NEW:
             value = mapping.NEW
         elif value and company:
             value = lookups.configuration_id(bridge, value, company)
-        wanted[uid] = value
+        wanted = _one_choice_each([*wanted.items(), (uid, value)], "device")
     return wanted
 
 
@@ -780,6 +839,12 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
         raise click.UsageError("name devices to map (DEVICE, DEVICE=CONFIGURATION or DEVICE=new) "
                                "or pass --all")
     with _changing_mappings(bridge, dry_run):
+        if map_all and not dry_run:  # planned and applied side by side, a group at a time
+            with _planning("Mapping"):
+                plan, outcome = mapping.map_automatically(bridge)
+            output.show_report(output.Report(_plan_results(plan, outcome), dry_run,
+                                             _left_out(plan)), as_json)
+            return
         with _planning():
             if map_all:
                 plan = mapping.plan_automatic_mapping(bridge)
@@ -789,8 +854,11 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
                 plan = mapping.plan_device_mappings(bridge, wanted)
         touched = ({c.ids.get("device_uid") for c in plan.changes}
                    | {ids.get("device_uid") for ids in plan.skipped_ids.values()})
-        unchanged = [output.ChangeResult("map device", uid, output.UNCHANGED, "already mapped",
-                                         {"device_uid": uid, "configuration_id": None})
+        mapped = {m.device_uid: m.configuration_id
+                  for m in bridge.store.device_mappings(*bridge.pair)}
+        unchanged = [output.ChangeResult("map device", uid, output.UNCHANGED,
+                                         f"already mapped to configuration {mapped.get(uid)}",
+                                         {"device_uid": uid, "configuration_id": mapped.get(uid)})
                      for uid in wanted if uid not in touched]
         _run_plan(bridge, plan, dry_run, as_json, unchanged)
 
@@ -804,18 +872,25 @@ def devices_unmap(app: App, devices_given, dry_run, as_json):
     """Unmap devices (by uid, id or hostname); their configurations stay Active."""
     bridge = app.bridge()
     mapped = {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}
-    rmm_devices: list[dict] | None = None
+    try:
+        with _asking("the RMM's devices"):
+            rmm_devices = lookups.devices(bridge)
+    except PsabridgeError:
+        if not set(devices_given) <= mapped:
+            raise
+        rmm_devices = []  # uids of mapped devices need no RMM; only their hostnames are missed
     uids = []
     for text in devices_given:
         if text in mapped:  # also a device the RMM no longer lists
             uids.append(text)
             continue
-        rmm_devices = lookups.devices(bridge) if rmm_devices is None else rmm_devices
         uids.append(lookups.device_uid(bridge, text, rmm_devices))
+    hostnames = {d["uid"]: d["hostname"] for d in rmm_devices}
     with _changing_mappings(bridge, dry_run):
-        plan = mapping.unmap_devices(bridge, uids)
+        plan = mapping.unmap_devices(bridge, uids, hostnames)
         planned = {c.ids["device_uid"] for c in plan.changes}
-        unchanged = [output.ChangeResult("unmap device", uid, output.UNCHANGED, "not mapped",
+        unchanged = [output.ChangeResult("unmap device", mapping.device_subject(uid, hostnames),
+                                         output.UNCHANGED, "not mapped",
                                          {"device_uid": uid, "configuration_id": None})
                      for uid in dict.fromkeys(uids) if uid not in planned]
         _run_plan(bridge, plan, dry_run, as_json, unchanged)
@@ -1138,6 +1213,39 @@ def _priority_pair(text: str) -> tuple[str, str]:
     return rmm_priority.strip(), psa_priority.strip()
 
 
+def _setting_words(key: str, value) -> str:
+    """A setting's value as the change's detail says it: no Python spellings."""
+    if key == "repeat_minutes":
+        return f"{value} minutes" if value else "off"
+    if key == "create_tickets":
+        return "tickets on" if value else "tickets off"
+    if value is None:
+        return "not set"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.removesuffix('_id')} {v}" for k, v in value.items()
+                         if v is not None) or "none"
+    return str(value)
+
+
+def _setting_detail(item: dict, label: str) -> str:
+    parts = []
+    for key, value in item.items():
+        if key == label or (value is None and key != "create_tickets"):
+            continue
+        if key == "create_tickets":
+            parts.append(_setting_words(key, value))
+        elif key == "attributes":
+            parts.append(f"attributes: {_setting_words(key, value)}")
+        else:
+            name = key.removesuffix("_id").replace("_", " ").replace("psa ", "PSA ")
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
+SETTING_GROUPS = (("priorities", "rmm_priority", "priority"), ("attributes", "origin", "origin"),
+                  ("monitors", "monitor", "monitor"))
+
+
 def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSettings,
                      dry_run: bool) -> list[output.ChangeResult]:
     """One change per setting that differs, with the new value's ids."""
@@ -1146,36 +1254,30 @@ def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSe
     changes = []
     for key in ("source_id", "repeat_minutes"):
         if old[key] != new[key]:
-            changes.append(output.ChangeResult("set", key.removesuffix("_id"), result,
-                                               f"{old[key]} -> {new[key]}", {key: new[key]}))
-    for group, label in (("priorities", "rmm_priority"), ("attributes", "origin"),
-                         ("monitors", "monitor")):
+            detail = f"{_setting_words(key, old[key])} -> {_setting_words(key, new[key])}"
+            changes.append(output.ChangeResult("set", key.removesuffix("_id"), result, detail,
+                                               {key: new[key]}))
+    for group, label, noun in SETTING_GROUPS:
         was = {item[label]: item for item in old[group]}
         for item in new[group]:
             if was.get(item[label]) != item:
                 ids = {k: v for k, v in item.items() if k.endswith("_id")}
-                detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != label)
-                changes.append(output.ChangeResult("set", f"{group.removesuffix('s')} "
-                                                   f"{item[label]}", result, detail,
+                changes.append(output.ChangeResult("set", f"{noun} {item[label]}", result,
+                                                   _setting_detail(item, label),
                                                    {label: item[label], **ids}))
     return changes
 
 
 def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
                    after: ticketing.TicketSettings, dry_run: bool, as_json: bool,
-                   options=None, done_text: str = "Ticket settings saved.") -> None:
+                   options=None, done_text: str | None = None) -> None:
     """Check the new settings against the PSA and save them, unless that would add an error
     (then nothing is saved and the command exits 1)."""
     with _asking("the PSA's ticket options"):
         options = options or bridge.psa.call("psa_ticket_options")
-    known = {p.message for p in ticketing.check_ticket_settings(bridge, before, options)}
-    problems = ticketing.check_ticket_settings(bridge, after, options)
-    new_errors = [p.message for p in problems if p.severity == "error" and p.message not in known]
-    if new_errors:
-        raise click.ClickException("nothing saved: " + "; ".join(new_errors))
     changes = _setting_changes(before, after, dry_run)
-    if not dry_run and changes:
-        ticketing.save_ticket_settings(bridge, after)
+    problems = ticketing.change_ticket_settings(bridge, after, options,
+                                                dry_run=dry_run or not changes)
     if not as_json:
         for problem in problems:
             output.warn(f"{problem.severity.capitalize()}: {problem.message}")
@@ -1189,8 +1291,8 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
 @click.option("--source", help="PSA ticket source, id or name (for tickets created afterwards).")
 @click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_PRIORITY",
               callback=lambda ctx, param, values: [_priority_pair(v) for v in values],
-              help="Map an RMM priority to a PSA priority (id or name), e.g. Critical=1 "
-                   "(repeatable).")
+              help="Map an RMM priority (one of the RMM's own, case aside) to a PSA priority "
+                   "(id or name), e.g. Critical=1 (repeatable).")
 @click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
               help="Which origin's attributes to set.")
 @click.option("--board", help="Board for --origin: its id or name.")
@@ -1210,6 +1312,12 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
     Every value is checked against the PSA first: an unknown one, or settings that would not
     work (a board that cannot take tickets, an open status that is closed...), save nothing
     and exit 1."""
+    for flag, value in (("--source", source), ("--board", board), ("--type", type_id),
+                        ("--subtype", subtype), ("--open-status", open_status),
+                        ("--closed-status", closed_status)):
+        if value is not None and not value.strip():
+            raise click.UsageError(f"{flag} is empty: give an id or a name (the `psabridge psa` "
+                                   f"commands list them), or leave {flag} out to keep it as it is")
     given = {"board_id": board, "type_id": type_id, "subtype_id": subtype,
              "open_status_id": open_status, "closed_status_id": closed_status}
     if any(given.values()) and not origin:
@@ -1222,8 +1330,17 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
     if source:
         changes["source_id"] = lookups.source_id(bridge, source, options)
     if priorities:
-        changes["priorities"] = {**before.priorities, **{
-            rmm: lookups.priority_id(bridge, psa, options) for rmm, psa in priorities}}
+        wanted: dict[str, str] = {}
+        for rmm, psa in priorities:
+            name, psa_id = lookups.rmm_priority(bridge, rmm), lookups.priority_id(bridge, psa,
+                                                                                  options)
+            if wanted.get(name, psa_id) != psa_id:
+                raise click.UsageError(f"--priority maps the RMM priority {name} twice, to PSA "
+                                       f"priorities {wanted[name]} and {psa_id}: give it once")
+            wanted[name] = psa_id
+        renamed = {n.casefold() for n in wanted}  # an earlier spelling of the same priority
+        changes["priorities"] = {**{k: v for k, v in before.priorities.items()
+                                    if k.casefold() not in renamed}, **wanted}
     if repeat_minutes is not None:
         changes["repeat_minutes"] = repeat_minutes or None
     if any(given.values()):
@@ -1250,8 +1367,17 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
 @pass_app
 def ticketing_monitor(app: App, monitor, tickets, dry_run, as_json):
     """Override ticket creation for one monitor (`psabridge rmm monitors` lists them)."""
+    if not monitor.strip():
+        raise click.UsageError("MONITOR is empty: give a monitor's name (`psabridge rmm "
+                               "monitors` lists those raising alerts now)")
     bridge = app.bridge()
     before = ticketing.ticket_settings(bridge)
+    with _asking("the RMM's open alerts"):
+        monitor, seen = lookups.monitor_name(bridge, monitor, before.monitors)
+    if not seen:
+        output.warn(f"Note: no open alert names the monitor {monitor!r} now, so it cannot be "
+                    "checked; it is saved as given (`psabridge rmm monitors` lists the monitors "
+                    "raising alerts)")
     current = before.monitors.get(monitor, ticketing.MonitorOverride())
     override = attrs.evolve(current, create_tickets=tickets)
     after = attrs.evolve(before, monitors={**before.monitors, monitor: override})
@@ -1263,17 +1389,14 @@ def _set_ticketing(app: App, enabled: bool, dry_run: bool, as_json: bool, done_t
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     state = "on" if enabled else "off"
+    if enabled:
+        ticketing.check_can_enable(bridge, settings)
     if settings.enabled == enabled:
         report = output.Report([output.ChangeResult(
             "set ticketing", "ticketing", output.UNCHANGED, f"already {state}",
             {"enabled": enabled})], dry_run)
     else:
-        if dry_run and enabled:
-            problems = [p.message for p in ticketing.check_ticket_settings(bridge, settings)
-                        if p.severity == "error"]
-            if problems:
-                raise ticketing.TicketingError("cannot enable ticketing: " + "; ".join(problems))
-        elif not dry_run:
+        if not dry_run:
             with output.spinner("Recording the alerts open now"):
                 ticketing.set_ticketing_enabled(bridge, enabled)
         report = _changes("set ticketing", "ticketing", dry_run, state, enabled=enabled)
@@ -1310,7 +1433,8 @@ def tickets_list(app: App, as_json):
     """Each alert psabridge has seen and what became of it."""
     bridge = app.bridge()
     rows = [{"alert_uid": r.alert_uid, "state": r.state, "ticket_id": r.ticket_id,
-             "monitor": r.monitor, "device_uid": r.device_uid, "origin": r.origin, "note": r.note}
+             "monitor": r.monitor, "device_uid": r.device_uid, "origin": r.origin,
+             "note": r.note or None}
             for r in bridge.store.alert_tickets(*bridge.pair)]
     _print_table(rows, as_json)
 
@@ -1325,6 +1449,8 @@ def tickets_list(app: App, as_json):
 @pass_app
 def tickets_create(app: App, device, summary, description, request_id, dry_run, as_json):
     """Create a manual ticket for a mapped device (DEVICE: its uid, id or hostname)."""
+    if not summary.strip():
+        raise click.UsageError("SUMMARY is empty: say in a few words what the ticket is about")
     bridge = app.bridge()
     with _asking("the RMM's devices"):
         found = lookups.device(bridge, device)
@@ -1353,23 +1479,28 @@ def _report_rows(report: sync.PassReport) -> list[dict]:
 
 
 @cli.command("sync")
-@click.option("--once", "mode", flag_value="once", default=True, help="One pass (the default).")
-@click.option("--watch", "mode", flag_value="watch", help="Repeat until interrupted.")
+@click.option("--once", is_flag=True, help="One pass (the default).")
+@click.option("--watch", is_flag=True, help="Repeat until interrupted.")
 @click.option("--interval", type=click.FloatRange(min=1, max=24 * 3600), default=60,
               show_default=True,
               help="Seconds between passes with --watch.")
 @dry_run_option
 @json_option
 @pass_app
-def sync_command(app: App, mode, interval, dry_run, as_json):
+def sync_command(app: App, once, watch, interval, dry_run, as_json):
     """Run the integration: mapping triggers, alerts to tickets, the round trip."""
+    if once and watch:
+        raise click.UsageError("--once and --watch contradict each other: give one (--once, "
+                               "one pass, is the default)")
+    mode = "watch" if watch else "once"
 
     def show(report: sync.PassReport) -> None:
         if as_json:
             click.echo(json.dumps(attrs.asdict(report)))
             return
         if dry_run:
-            click.echo(f"Plan ({len(report.planned)} changes, nothing done):")
+            count = len(report.planned)
+            click.echo(f"Plan ({count} change{'s' * (count != 1)}, nothing done):")
             for line in report.planned:
                 click.echo(f"  {line}")
             return
@@ -1424,7 +1555,9 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
     from psabridge.console.app import ConsoleApp
     from psabridge.console.server import ServedApp
     from psabridge.core import webhooks  # the web stack: only `serve` needs it
+    from psabridge.core.settings import trusted_proxies
 
+    proxies = trusted_proxies()  # a bad value stops here, before anything listens
     secret = secret_value(secret_given, "secret", WEBHOOK_SECRET_ENV, "webhook secret")
     if public_url and not secret:
         raise click.UsageError(f"--public-url registers the webhook callback, which needs the "
@@ -1440,9 +1573,13 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
             bridge.psa.call("psa_register_ticket_callback", url=callback)
             click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                        f"{public_url.rstrip('/')}/hooks/psa")
-    console = ConsoleApp(app.pm, app.store, app.transports)
+    console = ConsoleApp(app.pm, app.store, app.transports, trusted_proxies=proxies)
     server = webhooks.listen(ServedApp(console, hooks), host, port)
     base = f"http://{host}:{port}"
+    if not _is_loopback(host):
+        click.echo(f"Warning: serving on {host}, reachable from other machines, over plain HTTP: "
+                   "passwords and session cookies cross the network unencrypted; put a TLS "
+                   "reverse proxy in front, or bind to 127.0.0.1.", err=True)
     if hooks:
         click.echo(f"Listening on {base} (the console at /; POST /hooks/psa, /hooks/rmm)")
     else:
@@ -1452,6 +1589,17 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
         click.echo(f"One-time login link (valid {auth.LOGIN_LINK_SECONDS // 60} minutes): "
                    f"{base}/login/{console.links.issue()}")
     server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may well resolve to another interface
 
 
 @cli.group("console")
@@ -1493,8 +1641,10 @@ def demo_command(app: App, seed, companies):
 
     Configures and enables both connectors, maps companies to sites, device types and devices,
     sets up ticketing, then raises alerts, resolves some in the RMM and closes tickets in the
-    PSA, and prints what each step did and a summary. Uses --db if it names a file that does
-    not exist yet, else a new file in a temporary folder.
+    PSA, and prints what each step did and a summary.
+
+    The store is new: --db (or PSABRIDGE_DB) must name a file that does not exist yet, and an
+    existing store is refused, never changed; without either, a new file in a temporary folder.
     """
     from psabridge import demo  # imports the simulators, which only this command needs
 

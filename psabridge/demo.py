@@ -127,13 +127,17 @@ def _map_devices(demo: Demo, summary: Counter) -> None:
     demo.section("Devices -> configurations (automatic mapping, Map Now)")
     rows = mapping.load_devices(demo.bridge)
     steps = Counter(r.match.step if r.match else r.state for r in rows)
-    demo.echo("Proposals: " + ", ".join(f"{step} {n}" for step, n in sorted(steps.items())))
+    found = {step: n for step, n in sorted(steps.items()) if step not in ("none", "unaudited")}
+    demo.echo(f"Proposals: {sum(found.values())} devices match a configuration the MSP had entered ("
+              + ", ".join(f"{n} by {step}" for step, n in found.items())
+              + f"), {steps['none']} need a new one, {steps['unaudited']} are not audited yet.")
     demo.bridge.set_option("auto_map", True)
     outcome = mapping.apply(demo.bridge, mapping.map_now(demo.bridge))
     summary["configurations created"] = sum(c.action == "create configuration" for c in outcome.done)
     summary["devices matched to existing configurations"] = sum(c.action == "map device"
                                                                 for c in outcome.done)
     matched = [r for r in rows if r.match and r.match.configuration][:6]
+    demo.echo(f"The first {len(matched)} matches:")
     demo.table([{"device": r.device.hostname, "configuration": r.match.configuration.name,
                  "found by": r.match.step, "why": r.match.reason} for r in matched])
     warnings = demo.bridge.store.warnings()
@@ -168,6 +172,10 @@ def _set_up_ticketing(demo: Demo) -> None:
     ticketing.set_ticketing_enabled(demo.bridge, True)
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     bridge, datto = demo.bridge, demo.datto
     mapped = [m.device_uid for m in bridge.store.device_mappings(*bridge.pair)]
@@ -186,9 +194,11 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     first = sync.run_pass(bridge)
     summary["tickets created"] += first.tickets_created
     summary["repeating alerts added as notes"] += first.tickets_joined
-    demo.echo(f"{first.tickets_created} tickets created, {first.tickets_joined} repeating alert "
-              f"added as a note, {first.alerts_skipped} alerts without a ticket ({existing} were "
-              "raised before ticketing was on; one monitor does not create tickets).")
+    demo.echo(f"{_count(first.tickets_created, 'ticket')} created, "
+              f"{_count(first.tickets_joined, 'repeating alert')} added as a note to its open "
+              f"ticket, {_count(first.alerts_skipped, 'alert')} left without a ticket (its monitor "
+              f"does not create tickets). The {existing} alerts already open when ticketing was "
+              "switched on make no tickets.")
     rows = {r.alert_uid: r for r in bridge.store.alert_tickets(*bridge.pair)}
     demo.table([{"alert": a["alertUid"][:8], "device": a["alertSourceInfo"]["deviceName"],
                  "priority": a["priority"], "monitor": rows[a["alertUid"]].monitor[:40],

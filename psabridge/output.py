@@ -2,7 +2,9 @@
 
 Tables are drawn with rich at the terminal's width (`COLUMNS` when set, 80 columns when stdout is
 not a terminal): ids are never cut, so they can be copied; long text is cut with an ellipsis or,
-in the columns meant to be read (reasons, errors), wrapped. No colour when stdout is not a
+in the columns meant to be read (reasons, errors), wrapped. When that is not enough, text columns
+are wrapped narrower; columns that still cannot fit are left out, and a line under the table
+names them and says how to see them. No colour when stdout is not a
 terminal or `NO_COLOR` is set.
 
 Progress and spinners go to stderr, and only when stderr is a terminal, so that `--json` on
@@ -81,15 +83,20 @@ HEADER_FLOOR = 10  # nor than its header, up to this many characters
 WRAP_FLOOR = 20  # a wrapped column is never narrower than this
 
 
+# When columns would be left out, a text column wraps down to this width (or its header's).
+TIGHT_FLOOR = 10
+
+
 def fit_widths(headers: Sequence[str], naturals: Sequence[int], width: int,
-               fixed: Sequence[bool]) -> list[int | None]:
+               fixed: Sequence[bool], tight: bool = False) -> list[int | None]:
     """The width of each column so that the table fits in `width`, None for a column left out.
 
     Each column has a floor: its whole width for a `fixed` one (an id), else a readable
-    minimum. The columns shown are the first ones whose floors fit (columns come in order of
-    importance); the room left is shared out, the narrowest wants served first."""
-    floors = [n if f else min(n, max(FLOOR, min(len(h), HEADER_FLOOR),
-                                      WRAP_FLOOR if h in WRAPPED else 0))
+    minimum, or, `tight`, the narrowest it can be wrapped to. The columns shown are the first
+    ones whose floors fit (columns come in order of importance); the room left is shared out,
+    the narrowest wants served first."""
+    floors = [n if f else min(n, max(TIGHT_FLOOR, len(h)) if tight else max(
+                  FLOOR, min(len(h), HEADER_FLOOR), WRAP_FLOOR if h in WRAPPED else 0))
               for h, n, f in zip(headers, naturals, fixed, strict=True)]
     shown, used = 0, -GAP
     for floor in floors:
@@ -125,12 +132,20 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     from rich.text import Text
 
     console = stdout_console()
-    widths = fit_widths(names, naturals, console.width, [_is_id_column(n) for n in names])
+    fixed = [_is_id_column(n) for n in names]
+    widths = fit_widths(names, naturals, console.width, fixed)
+    tight = False
+    if None in widths:
+        # Rather than leave columns out, wrap text columns (headers too) as narrow as needed.
+        wrapped = fit_widths(names, naturals, console.width, fixed, tight=True)
+        tight = wrapped.count(None) < widths.count(None)
+        widths = wrapped if tight else widths
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False,
                  padding=(0, GAP // 2), collapse_padding=True)
     shown = [(name, width) for name, width in zip(names, widths, strict=True) if width is not None]
+    natural = dict(zip(names, naturals, strict=True))
     for name, width in shown:
-        wrap = name in WRAPPED
+        wrap = name in WRAPPED or (tight and not _is_id_column(name) and width < natural[name])
         grid.add_column(name, width=width, no_wrap=not wrap,
                         overflow="fold" if wrap or _is_id_column(name) else "ellipsis")
     links = links if console.is_terminal else {}
@@ -203,13 +218,13 @@ class ChangeResult:
     action: str  # e.g. "map company", "save ticket settings"
     subject: str  # what it is about, in words
     result: str  # done, failed, planned (a dry run), skipped, unchanged
-    detail: str = ""
+    detail: str = ""  # null in JSON when empty
     ids: dict = attrs.field(factory=dict)  # the subject's and target's ids, e.g. company_id
     error: str | None = None  # why it failed or was skipped
 
     def as_json(self) -> dict:
         return {"action": self.action, "subject": self.subject, "ids": dict(self.ids),
-                "detail": self.detail, "result": self.result, "error": self.error}
+                "detail": self.detail or None, "result": self.result, "error": self.error}
 
 
 @attrs.frozen
@@ -219,6 +234,9 @@ class Report:
 
     changes: list[ChangeResult]
     dry_run: bool = False
+    # What was not asked for and is not done, with why, e.g. devices not audited yet: said, but
+    # not a failure. Each is a dict with `subject`, `ids` and `why`.
+    left_out: list[dict] = attrs.field(factory=list)
 
     @property
     def complete(self) -> bool:
@@ -228,9 +246,10 @@ class Report:
         return sum(1 for c in self.changes if c.result == result)
 
     def as_json(self) -> dict:
-        return {"dry_run": self.dry_run, "complete": self.complete,
-                "changes": [c.as_json() for c in self.changes],
-                "summary": {r: self.count(r) for r in (PLANNED, DONE, UNCHANGED, FAILED, SKIPPED)}}
+        shown = {"dry_run": self.dry_run, "complete": self.complete,
+                 "changes": [c.as_json() for c in self.changes],
+                 "summary": {r: self.count(r) for r in (PLANNED, DONE, UNCHANGED, FAILED, SKIPPED)}}
+        return shown | ({"left_out": self.left_out} if self.left_out else {})
 
 
 def _plural(count: int, word: str) -> str:
@@ -264,7 +283,17 @@ def show_report(report: Report, as_json: bool, done_text: str | None = None) -> 
         raise click.exceptions.Exit(1)
 
 
+LEFT_OUT_SHOWN = 10
+
+
 def _tell_left_out(report: Report) -> None:
+    by_why: dict[str, list[str]] = {}
+    for item in report.left_out:
+        by_why.setdefault(item["why"], []).append(item["subject"])
+    for why, subjects in by_why.items():
+        more = len(subjects) - LEFT_OUT_SHOWN
+        listed = ", ".join(subjects[:LEFT_OUT_SHOWN]) + (f" and {more} more" if more > 0 else "")
+        warn(f"Left out, {why}: {listed}")
     for change in report.changes:
         if change.result == FAILED:
             warn(f"Failed: {change.action} for {change.subject}: {change.error}")

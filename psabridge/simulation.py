@@ -121,6 +121,8 @@ class FaultInjector:
                                      content_type="application/json"))
         self.counts: collections.Counter[str] = collections.Counter()
         self.faults_served: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
 
@@ -128,6 +130,7 @@ class FaultInjector:
         with self._lock:
             self.counts.clear()
             self.faults_served.clear()
+            self.most_in_flight = self.in_flight
 
     def _roll(self, rate: float) -> bool:
         if rate <= 0:
@@ -149,6 +152,17 @@ class FaultInjector:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         with self._lock:
             self.counts[self.endpoint_of(method, path)] += 1
+            # How many requests the server was answering at once: what shows that a client's
+            # workers really overlap, whatever the machine's speed.
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return self._answer(method, path, environ, start_response)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(self, method, path, environ, start_response):
         f = self.faults
         if f.latency:
             time.sleep(f.latency)

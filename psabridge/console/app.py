@@ -3,7 +3,7 @@ CLI also does (companies, device types, devices, ticketing, tickets, warnings, t
 
 Every change goes through the library functions the CLI calls: a mapping is planned with the
 same `mapping.plan_*` function, shown as a preview, and carried out by `mapping.apply` under
-`mapping.mapping_lease`; ticket settings are saved by `ticketing.save_ticket_settings`. The
+`mapping.mapping_lease`; ticket settings are saved by `ticketing.change_ticket_settings`. The
 console holds no rules of its own beyond reading a form.
 
 Safe by default: every page but the login needs a session; the session is a signed cookie
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import mimetypes
 import secrets
 import threading
@@ -35,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 from psabridge.console import auth
 from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
 from psabridge.core import plugins as plugins_lib
+from psabridge.core import settings as settings_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import Alert, CompanyFilters
@@ -164,8 +166,10 @@ class ConsoleApp:
     one-time login links `serve` prints."""
 
     def __init__(self, pm, store: Store, transports: Mapping[str, Any] | None = None,
-                 links: auth.LoginLinks | None = None, throttle: auth.LoginThrottle | None = None):
+                 links: auth.LoginLinks | None = None, throttle: auth.LoginThrottle | None = None,
+                 trusted_proxies: tuple[settings_lib.Network, ...] = ()):
         self.pm, self.store = pm, store
+        self.trusted_proxies = tuple(trusted_proxies)
         self.bridges = Bridges(pm, store, transports)
         self.links = links or auth.LoginLinks()
         self.throttle = throttle or auth.LoginThrottle()
@@ -309,8 +313,15 @@ class ConsoleApp:
         log.info("console login", remote=address)
         return redirect(_local_path(target), 303)
 
+    def client_address(self, ctx: Ctx) -> str:
+        """Who is logging in, for the brake on guessing: behind a trusted reverse proxy, the
+        address it says it was reached from; else the connection's."""
+        return settings_lib.client_address(ctx.request.remote_addr,
+                                           ctx.request.headers.get("X-Forwarded-For"),
+                                           self.trusted_proxies)
+
     def on_login(self, ctx: Ctx) -> Response:
-        address = ctx.request.remote_addr or "?"
+        address = self.client_address(ctx)
         target = ctx.request.args.get("next") or ctx.form("next") or "/"
         values = {"next": _local_path(target), "has_password": auth.has_password(self.store)}
         if ctx.request.method == "GET":
@@ -327,7 +338,7 @@ class ConsoleApp:
     def on_login_link(self, ctx: Ctx, token: str) -> Response:
         """A one-time link: a GET shows a button (a link previewer must not use it up), the
         POST it makes logs in."""
-        address = ctx.request.remote_addr or "?"
+        address = self.client_address(ctx)
         if ctx.request.method == "GET":
             return self.render(ctx, "login_link.html", token=token)
         if wait := self.throttle.wait_seconds(address):
@@ -423,7 +434,7 @@ class ConsoleApp:
             rows, seen = [], set()
             for row in mapping.load_companies(bridge, view, filters, sites=sites):
                 if (row.company.id, row.mapping is None) in seen:
-                    continue  # one row per company, whatever its number of types
+                    continue  # one row per company, naming every type it has
                 seen.add((row.company.id, row.mapping is None))
                 rows.append(row)
             taken = {m.site_uid for m in bridge.store.company_mappings(*bridge.pair)}
@@ -442,8 +453,8 @@ class ConsoleApp:
 
     def _company_plan(self, ctx: Ctx, bridge: Bridge) -> tuple[mapping.Plan, dict]:
         chosen = _rows_chosen(ctx, "site")
-        types = {key: ctx.form(f"type:{key}") for key in chosen if ctx.form(f"type:{key}")}
-        return mapping.plan_company_mappings(bridge, chosen, types), chosen
+        # The company's type kept with the mapping is the library's choice, as for the CLI.
+        return mapping.plan_company_mappings(bridge, chosen), chosen
 
     def on_companies_preview(self, ctx: Ctx) -> Response:
         def preview(bridge: Bridge) -> Response:
@@ -451,18 +462,15 @@ class ConsoleApp:
             hidden = [("select", key) for key in chosen]
             hidden += [(f"choice:{key}", ctx.request.form.get(f"choice:{key}", "suggested"))
                        for key in chosen]
-            hidden += [(f"type:{key}", ctx.form(f"type:{key}")) for key in chosen
-                       if ctx.form(f"type:{key}")]
-            return self.render(ctx, "preview.html", title="Companies: the plan", plan=plan,
-                               hidden=hidden, apply_url="/companies/apply", back_url="/companies")
+            return self._preview(ctx, plan, hidden, "companies")
 
         return self.act(ctx, "/companies", preview)
 
     def on_companies_apply(self, ctx: Ctx) -> Response:
-        def run(bridge: Bridge) -> None:
+        def run(bridge: Bridge) -> Response | None:
             with mapping.mapping_lease(bridge):
                 plan, _ = self._company_plan(ctx, bridge)
-                self._apply(ctx, bridge, plan)
+                return self._apply_as_previewed(ctx, bridge, plan, "companies")
 
         return self.act(ctx, "/companies", run)
 
@@ -477,6 +485,68 @@ class ConsoleApp:
                       "their devices keep their configurations.")
 
         return self.act(ctx, "/companies?view=mapped", run)
+
+    def _preview(self, ctx: Ctx, plan: mapping.Plan, hidden: list, what: str,
+                 status: int = 200) -> Response:
+        """The plan, and a form to apply it that carries the choices and, for the apply to
+        compare, the changes previewed."""
+        planned = [("planned", json.dumps([c.action, c.subject, c.detail, c.ids]))
+                   for c in plan.changes]
+        return self.render(ctx, "preview.html", status, title=f"{what.capitalize()}: the plan",
+                           plan=plan, hidden=[*hidden, *planned], apply_url=f"/{what}/apply",
+                           back_url=f"/{what}")
+
+    def _apply_as_previewed(self, ctx: Ctx, bridge: Bridge, plan: mapping.Plan,
+                            what: str) -> Response | None:
+        """Carry out `plan` (planned again just now) if it is the plan the admin previewed;
+        else apply nothing and show the new plan, saying what left the old one and why."""
+        previewed = []
+        for value in ctx.request.form.getlist("planned"):
+            try:
+                action, subject, detail, ids = json.loads(value)
+            except (ValueError, TypeError):
+                raise FormError("this form's plan is unreadable; preview again") from None
+            previewed.append((action, subject, detail, ids if isinstance(ids, dict) else {}))
+        now = {(c.action, c.subject, c.detail) for c in plan.changes}
+        before = {(a, s, d) for a, s, d, _ in previewed}
+        if now == before:
+            self._apply(ctx, bridge, plan)
+            return None
+        for action, subject, detail, ids in previewed:
+            if (action, subject, detail) not in now:
+                ctx.flash("warning", f"No longer in the plan: {action} for {subject} ({detail}): "
+                          f"{self._why_gone(bridge, plan, subject, ids)}.")
+        for change in plan.changes:
+            if (change.action, change.subject, change.detail) not in before:
+                ctx.flash("warning", f"New in the plan: {change.action} for {change.subject} "
+                          f"({change.detail}).")
+        ctx.flash("error", "Nothing was applied: the plan changed since the preview. Check the "
+                           "plan below and apply it again.")
+        hidden = [(k, v) for k, v in ctx.request.form.items(multi=True)
+                  if k not in (CSRF_FIELD, "planned")]
+        return self._preview(ctx, plan, hidden, what, status=409)
+
+    @staticmethod
+    def _why_gone(bridge: Bridge, plan: mapping.Plan, subject: str, ids: dict) -> str:
+        """Why a previewed change is not in the plan made again: what changed meanwhile."""
+        for skipped, why in plan.skipped:
+            if skipped == subject:
+                return why
+        company_id, device_uid = ids.get("company_id"), ids.get("device_uid")
+        if company_id and not device_uid:
+            mapped = {m.company_id: m for m in bridge.store.company_mappings(*bridge.pair)}
+            if company_id in mapped:
+                return (f"since the preview, it was mapped to site "
+                        f"{mapped[company_id].site_name} (by the CLI or another session)")
+            return "since the preview, it is no longer mapped"
+        if device_uid:
+            mapped = {m.device_uid: m for m in bridge.store.device_mappings(*bridge.pair)}
+            if device_uid in mapped:
+                return (f"since the preview, it was mapped to configuration "
+                        f"{mapped[device_uid].configuration_id} (by automatic mapping, the CLI "
+                        "or another session)")
+            return "since the preview, it is no longer mapped"
+        return "the PSA or the RMM changed since the preview"
 
     def _apply(self, ctx: Ctx, bridge: Bridge, plan: mapping.Plan) -> None:
         outcome = mapping.apply(bridge, plan)
@@ -575,16 +645,15 @@ class ConsoleApp:
         def preview(bridge: Bridge) -> Response:
             plan, hidden = self._device_plan(ctx, bridge)
             hidden.append(("what", ctx.form("what")))
-            return self.render(ctx, "preview.html", title="Devices: the plan", plan=plan,
-                               hidden=hidden, apply_url="/devices/apply", back_url="/devices")
+            return self._preview(ctx, plan, hidden, "devices")
 
         return self.act(ctx, "/devices", preview)
 
     def on_devices_apply(self, ctx: Ctx) -> Response:
-        def run(bridge: Bridge) -> None:
+        def run(bridge: Bridge) -> Response | None:
             with mapping.mapping_lease(bridge):
                 plan, _ = self._device_plan(ctx, bridge)
-                self._apply(ctx, bridge, plan)
+                return self._apply_as_previewed(ctx, bridge, plan, "devices")
 
         return self.act(ctx, "/devices", run)
 
@@ -679,9 +748,9 @@ class ConsoleApp:
                                 f"0 (off) to {REPEAT_MINUTES_MAX} (a week)")
             settings = attrs.evolve(settings, source_id=source, priorities=priorities,
                                     attributes=attributes, repeat_minutes=minutes or None)
-            ticketing.save_ticket_settings(bridge, settings)
+            problems = ticketing.change_ticket_settings(bridge, settings, options)
             ctx.flash("ok", "Ticket settings saved.")
-            for problem in ticketing.check_ticket_settings(bridge, settings, options):
+            for problem in problems:
                 ctx.flash(problem.severity, problem.message)
 
         return self.act(ctx, "/ticketing", run)
@@ -701,7 +770,7 @@ class ConsoleApp:
                     overrides[name] = attrs.evolve(current, create_tickets=wanted)
                 elif not wanted:
                     overrides[name] = ticketing.MonitorOverride(create_tickets=False)
-            ticketing.save_ticket_settings(bridge, attrs.evolve(settings, monitors=overrides))
+            ticketing.change_ticket_settings(bridge, attrs.evolve(settings, monitors=overrides))
             ctx.flash("ok", "Monitor overrides saved.")
 
         return self.act(ctx, "/ticketing", run)

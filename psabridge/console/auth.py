@@ -28,13 +28,19 @@ _hasher = argon2.PasswordHasher()
 
 
 class BadPassword(PsabridgeError, ValueError):
-    """A password the console will not take (too short)."""
+    """A password the console will not take (blank, or too short)."""
 
 
 def set_password(store: Store, password: str) -> None:
     """Keep the argon2 hash of `password` as the console's login password."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise BadPassword(f"the console password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if not password.strip():
+        raise BadPassword("the console password is blank (only spaces or other blank "
+                          "characters): anyone could guess it; choose one of at least "
+                          f"{MIN_PASSWORD_LENGTH} characters with letters, digits or symbols")
+    # Spaces around a password add no strength (and are easily typed by mistake).
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:
+        raise BadPassword(f"the console password must be at least {MIN_PASSWORD_LENGTH} "
+                          "characters, not counting spaces at either end")
     store.set_option(OPTION_PLUGIN, PASSWORD_OPTION, _hasher.hash(password))
 
 

@@ -6,20 +6,23 @@ Every engine function (mapping, ticketing, sync) takes a `Bridge`. Remote writes
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import attrs
 import pluggy
 
-from psabridge.core import coordination, logs
+from psabridge.core import coordination, logs, pacing
 from psabridge.core.errors import PluginError, PsabridgeError
-from psabridge.core.models import CompanyFilters, JournalEntry, PluginState
+from psabridge.core.models import CompanyFilters, Device, JournalEntry, PluginState, Site
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
 from psabridge.core.store import Store
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = logs.get_logger(__name__)
 
 # Integration options, per PSA plugin, with their defaults.
@@ -35,8 +38,14 @@ class Bridge:
     store: Store
     psa: Connector
     rmm: Connector
+    # Workers per remote system (PSABRIDGE_CONCURRENCY): how many of its calls may be in flight.
+    workers: int = attrs.field(factory=pacing.concurrency_from_environment, kw_only=True)
     _configuration_types: list | None = attrs.field(default=None, repr=False)
     _company_ids: set[str] | None = attrs.field(default=None, repr=False)
+    _devices: list[Device] | None = attrs.field(default=None, repr=False)
+    _sites: list[Site] | None = attrs.field(default=None, repr=False)
+    _lists_lock: threading.RLock = attrs.field(factory=threading.RLock, repr=False)
+    _keeping: int = attrs.field(default=0, repr=False)  # depth of `one_run` blocks
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -58,11 +67,59 @@ class Bridge:
                                  if not c.deleted}
         return self._company_ids
 
+    @contextmanager
+    def one_run(self) -> Iterator[Bridge]:
+        """Within this block (a sync pass, a plan being applied, a benchmark's run of the
+        mapping commands), the RMM's device and site lists are read once: every command and
+        step plans from one reading, whose pages are the bulk of a no-change run's requests.
+        Outside it each asks the RMM afresh. Blocks nest; the outermost one forgets the lists."""
+        with self._lists_lock:
+            self._keeping += 1
+        try:
+            yield self
+        finally:
+            with self._lists_lock:
+                self._keeping -= 1
+                if not self._keeping:
+                    self._devices = self._sites = None
+
+    def devices(self) -> list[Device]:
+        """Every device of the RMM's account (read once per `one_run`; psabridge's own writes
+        do not change it)."""
+        with self._lists_lock:
+            if self._devices is not None:
+                return self._devices
+            devices = list(self.rmm.call("rmm_list_devices", site_uid=None))
+            if self._keeping:
+                self._devices = devices
+            return devices
+
+    def sites(self) -> list[Site]:
+        """The RMM's sites (read once per `one_run`, and again after psabridge created one)."""
+        with self._lists_lock:
+            if self._sites is not None:
+                return self._sites
+            sites = list(self.rmm.call("rmm_list_sites"))
+            if self._keeping:
+                self._sites = sites
+            return sites
+
+    def forget_sites(self) -> None:
+        """A site was created: the next `sites()` reads the list again."""
+        with self._lists_lock:
+            self._sites = None
+
+    def concurrently(self, function: Callable[[T], R], items: Sequence[T]) -> list[pacing.Done]:
+        """`function(item)` for each item on this bridge's workers, under the leases held here
+        (see `pacing.concurrently`)."""
+        return pacing.concurrently(function, items, self.workers)
+
     def with_fresh_reads(self) -> Bridge:
         """This bridge's connectors (their HTTP clients, tokens and caches), without the reads
         it keeps for one run: the next pass of `sync --watch` must see a company deleted since
         the last, or a configuration type added."""
-        return Bridge(pm=self.pm, store=self.store, psa=self.psa, rmm=self.rmm)
+        return Bridge(pm=self.pm, store=self.store, psa=self.psa, rmm=self.rmm,
+                      workers=self.workers)
 
     def option(self, name: str) -> Any:
         value = self.store.option(self.psa.name, name)
@@ -81,15 +138,77 @@ class Bridge:
         the remote system acted, before the answer was recorded) still leaves a trace of it.
         Nothing is sent by a holder whose lease covering this write was lost."""
         coordination.ensure_held()
-        self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
+        batch = _batch.get()
+        if batch is None or (connector.name, action, target) not in batch.intended:
+            self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
         try:
             result = call()
         except Exception as exc:
             self.store.record(JournalEntry(connector.name, action, target, "failed",
                                            {**detail, "error": logs.redact_text(str(exc))}))
             raise
-        self.store.record(JournalEntry(connector.name, action, target, "ok", detail))
+        self.record_soon(JournalEntry(connector.name, action, target, "ok", detail))
         return result
+
+    # -- store writes batched per group of changes ---------------------------------------------
+
+    def record_soon(self, entry: JournalEntry) -> None:
+        """Journal `entry` now, or with the batch being collected (`batched_writes`)."""
+        batch = _batch.get()
+        if batch is None:
+            self.store.record(entry)
+        else:
+            batch.journal.append(entry)
+
+    def save_soon(self, write: Callable[[], object]) -> None:
+        """Make a store write now, or in the batch's one transaction (`batched_writes`).
+
+        Only for a write whose loss in a crash the next run makes good by itself: a mapping to
+        a record the remote system now holds with psabridge's link on it, which the next run's
+        matching finds and adopts."""
+        batch = _batch.get()
+        if batch is None:
+            write()
+        else:
+            batch.writes.append(write)
+
+    @contextmanager
+    def batched_writes(self, intents: Sequence[JournalEntry] = ()) -> Iterator[None]:
+        """Collect the `record_soon` and `save_soon` writes made in this block (by any worker
+        started in it) and commit them at its end: the journal in one unfenced transaction (what
+        was done elsewhere is recorded whoever did it), the rest in one fenced one.
+
+        `intents` are the remote writes the block is about to make: journalled together, before
+        any is sent, so that `write` does not journal them one by one."""
+        batch = _Batch(intended={(e.plugin, e.action, e.target) for e in intents})
+        if intents:
+            with self.store.transaction(fenced=False):
+                for entry in intents:
+                    self.store.record(entry)
+        token = _batch.set(batch)
+        try:
+            yield
+        finally:
+            _batch.reset(token)
+            if batch.journal:
+                with self.store.transaction(fenced=False):
+                    for entry in batch.journal:
+                        self.store.record(entry)
+            if batch.writes:
+                with self.store.transaction():
+                    for write in batch.writes:
+                        write()
+
+
+@attrs.define
+class _Batch:
+    intended: set[tuple[str, str, str]] = attrs.field(factory=set)  # journalled beforehand
+    journal: list[JournalEntry] = attrs.field(factory=list)
+    writes: list[Callable[[], object]] = attrs.field(factory=list)
+
+
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "psabridge_batched_writes", default=None)
 
 
 def _enabled_connector(pm: pluggy.PluginManager, store: Store, kind: str,

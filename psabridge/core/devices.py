@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from psabridge.core import logs
+from psabridge.core import logs, pacing
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.models import Device, DeviceDetails
 
@@ -35,16 +35,19 @@ class DetailsRefresh:
     unaudited: int = 0
 
 
-def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]) -> DetailsRefresh:
+def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device],
+                           workers: int = 1) -> DetailsRefresh:
     """Return the details of `devices`, calling `rmm_device_details` only where the audit changed.
 
     `connector` is a `psabridge.core.plugins.Connector` bound to the RMM plugin named `rmm`.
     A device never audited (`last_audit` None) has no details to read and is skipped.
     A device whose cached audit time equals its `last_audit` reuses the cached details; any other
-    is read through the hook and saved under its new audit time. A device whose read fails is
+    is read through the hook (on up to `workers` threads, in the caller's context) and saved
+    under its new audit time, a group of devices per transaction. A device whose read fails is
     left out of `details` and put in `failed`; the others are read all the same.
     """
     result = DetailsRefresh()
+    to_read = []
     for device in devices:
         if device.last_audit is None:
             result.unaudited += 1
@@ -54,18 +57,31 @@ def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]
             result.details[device.uid] = cached[1]
             result.cached += 1
             continue
-        try:
-            details = connector.call("rmm_device_details", device=device)
-        except PsabridgeError as exc:
-            # Nothing is saved: the cache keeps the earlier audit's time, so the next refresh
-            # sees the audit as changed and asks again.
-            result.failed[device.uid] = exc
-            log.warning("device details not read", rmm=rmm, device=device.uid,
-                        hostname=device.hostname, error=str(exc))
-            continue
-        store.save_device_details(rmm, device.uid, device.last_audit, details)
-        result.details[device.uid] = details
-        result.fetched += 1
+        to_read.append(device)
+    group = max(SAVE_GROUP, 8 * workers)
+    for start in range(0, len(to_read), group):
+        read = pacing.concurrently(lambda device: connector.call("rmm_device_details", device=device),
+                                   to_read[start:start + group], workers)
+        for outcome in read:
+            device = outcome.item
+            if outcome.error is not None:
+                # Nothing is saved: the cache keeps the earlier audit's time, so the next
+                # refresh sees the audit as changed and asks again.
+                result.failed[device.uid] = outcome.error
+                log.warning("device details not read", rmm=rmm, device=device.uid,
+                            hostname=device.hostname, error=str(outcome.error))
+                continue
+            result.details[device.uid] = outcome.value
+            result.fetched += 1
+        # One commit per group: a crash loses at most a group's reads, which are read again.
+        with store.transaction():
+            for outcome in read:
+                if outcome.error is None:
+                    store.save_device_details(rmm, outcome.item.uid, outcome.item.last_audit,
+                                              outcome.value)
     log.info("device_details_refreshed", rmm=rmm, fetched=result.fetched, cached=result.cached,
              unaudited=result.unaudited, failed=len(result.failed))
     return result
+
+
+SAVE_GROUP = 100  # details read, then saved in one transaction

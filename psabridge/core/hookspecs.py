@@ -128,6 +128,25 @@ def psa_list_configurations(connection: Connection, company_id: str) -> Iterator
 
 
 @hookspec(firstresult=True)
+def psa_configuration_listing_cost(connection: Connection) -> int | None:
+    """How many requests `psa_list_all_configurations` would take now (None: unknown).
+
+    Optional, with `psa_list_all_configurations`: core compares it with the requests of
+    `psa_match_configurations` (at least one per company with devices to match) and lists every
+    configuration instead when that is cheaper, as on a first mapping of a large estate.
+    """
+
+
+@hookspec(firstresult=True)
+def psa_list_all_configurations(connection: Connection) -> Iterator[Configuration]:
+    """Yield every configuration of every company, active or not, in the fewest pages.
+
+    Optional, with `psa_configuration_listing_cost`. Core finds each device's candidates in the
+    listing by the rule of `psa_match_configurations` (the same link, serial number or name).
+    """
+
+
+@hookspec(firstresult=True)
 def psa_get_configurations(connection: Connection, ids: Sequence[str]) -> list[Configuration]:
     """Return the configurations with these ids; ids that no longer exist are left out."""
 

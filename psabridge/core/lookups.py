@@ -318,3 +318,59 @@ def device(bridge: Bridge, text: str) -> Device:
     uid = resolve("device", text, [(d.uid, d.hostname) for d in found], "`psabridge rmm devices`",
                   where="the RMM", ids=[(str(d.id), d.uid) for d in found if d.id])
     return next(d for d in found if d.uid == uid)
+
+
+def rmm_priority(bridge: Bridge, text: str) -> str:
+    """An RMM alert priority as the RMM spells it (`critical` is `Critical`). An RMM that says
+    which priorities it has (its `alert_priorities`) takes only those; one that does not takes
+    any name but an empty one."""
+    from psabridge.core.plugins import plugin_record
+
+    wanted = str(text).strip()
+    known = plugin_record(bridge.pm, bridge.rmm.name).alert_priorities
+    if not wanted:
+        raise NotFound("an empty RMM priority was given; give one of the RMM's priorities"
+                       + (f" ({', '.join(known)})" if known else ""))
+    if not known:
+        return wanted
+    found = next((p for p in known if p.casefold() == wanted.casefold()), None)
+    if found is None:
+        raise NotFound(f"the RMM has no alert priority {wanted!r}; its priorities are "
+                       f"{', '.join(known)}")
+    return found
+
+
+def monitor_name(bridge: Bridge, text: str, known: Iterable[str] = ()) -> tuple[str, bool]:
+    """A monitor as `ticketing monitor` saves it, and whether the RMM's open alerts (or the
+    names in `known`, the monitors already set) name it.
+
+    The RMM names a monitor only on its alerts, so a monitor with no open alert cannot be
+    checked: such a name is taken as given, and the caller says so. An empty name never is."""
+    wanted = str(text).strip()
+    if not wanted:
+        raise NotFound("an empty monitor name was given; `psabridge rmm monitors` lists the "
+                       "monitors raising alerts now")
+    names = [*known, *(row["monitor"] for row in monitors(bridge))]
+    if wanted in names:
+        return wanted, True
+    close = [n for n in dict.fromkeys(names) if n.casefold() == wanted.casefold()]
+    if len(close) == 1:
+        return close[0], True
+    return wanted, False
+
+
+def device_type(bridge: Bridge, text: str, known: Iterable[str]) -> str:
+    """An RMM device type as the RMM spells it, among `known` (the RMM's devices' types and
+    the types already mapped)."""
+    wanted = str(text).strip()
+    known = sorted(set(known))
+    if not wanted:
+        raise NotFound("an empty device type was given; `psabridge device-types list` lists "
+                       "them")
+    if wanted in known:
+        return wanted
+    found = [t for t in known if t.casefold() == wanted.casefold()]
+    if len(found) == 1:
+        return found[0]
+    raise NotFound(f"the RMM has no device of type {wanted!r}; its device types are "
+                   f"{', '.join(known) or 'none yet'} (`psabridge device-types list`)")

@@ -13,14 +13,16 @@ on (the device list, the companies, the configuration types) raises.
 
 from __future__ import annotations
 
+import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
 import attrs
 
-from psabridge.core import coordination, logs, outbox
+from psabridge.core import coordination, logs, outbox, pacing
 from psabridge.core.bridge import Bridge
 from psabridge.core.devices import DetailsRefresh, refresh_device_details
 from psabridge.core.errors import PsabridgeError
@@ -42,12 +44,14 @@ from psabridge.core.models import (
     DeviceDetails,
     DeviceMapping,
     DeviceTypeMapping,
+    JournalEntry,
     Site,
 )
 
 log = logs.get_logger(__name__)
 
 NEW = "new"  # a choice meaning "create a new site / configuration"
+UNDECIDED = object()  # whether to list every configuration is for `_readings` to decide
 MappingView = Literal["unmapped", "mapped", "all"]
 
 
@@ -85,6 +89,9 @@ class Change:
     # The subject's and the target's ids (company_id, site_uid, device_uid, configuration_id),
     # for callers that report changes as data rather than words; None for one not made yet.
     ids: dict[str, str | None] = attrs.field(factory=dict, kw_only=True, eq=False)
+    # The remote write it makes through `Bridge.write`, when known at planning: its intent is
+    # journalled with its group's, before the group starts.
+    intent: JournalEntry | None = attrs.field(default=None, kw_only=True, eq=False)
 
 
 @attrs.define
@@ -101,10 +108,13 @@ class Plan:
     held: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
     deferred: list[tuple[str, str]] = attrs.field(factory=list)  # (subject, why)
     skipped_ids: dict[str, dict[str, str | None]] = attrs.field(factory=dict)  # subject -> ids
+    # Devices automatic mapping does not try yet, being unaudited (subject, device uid): not
+    # asked for, so not a failure, but said, so that the admin knows they wait.
+    not_audited: list[tuple[str, str]] = attrs.field(factory=list)
 
     def add(self, action: str, subject: str, detail: str, run: Callable[[], object],
-            ids: dict[str, str | None] | None = None) -> None:
-        self.changes.append(Change(action, subject, detail, run, ids=ids or {}))
+            ids: dict[str, str | None] | None = None, intent: JournalEntry | None = None) -> None:
+        self.changes.append(Change(action, subject, detail, run, ids=ids or {}, intent=intent))
 
     def skip(self, subject: str, why: str, transient: bool = False,
              ids: dict[str, str | None] | None = None) -> None:
@@ -132,18 +142,43 @@ def _transient(error: PsabridgeError) -> bool:
 
 def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None = None) -> Outcome:
     """Carry out a plan. What was held back, and a change that fails for a lasting reason,
-    become warnings; the rest go on."""
+    become warnings; the rest go on.
+
+    The changes of a plan are independent of one another (each has its own subject, and what
+    they take was settled when planning), so they run on the bridge's workers, a group at a
+    time; the store rows of a group that can wait (the journal's outcomes, mappings to newly
+    created records) are committed together at the end of the group (`Bridge.batched_writes`).
+    `progress` is called in the caller's thread, once per change, as its group finishes."""
     known = {(w.subject, w.message) for w in bridge.store.warnings(bridge.psa.name)}
-    for subject, why in plan.held:
-        if (subject, why) not in known:
-            bridge.store.add_warning(bridge.psa.name, subject, why)
+    held = [(subject, why) for subject, why in plan.held if (subject, why) not in known]
+    if held:
+        with bridge.store.transaction():
+            for subject, why in held:
+                bridge.store.add_warning(bridge.psa.name, subject, why)
+    with bridge.one_run():  # changes that plan again (a site mapped under auto_map) read once
+        return _apply(bridge, plan, progress)
+
+
+def _apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None) -> Outcome:
     done, failed = [], []
-    for change in plan.changes:
-        if progress:
-            progress(change)
+    group = max(APPLY_GROUP, 8 * bridge.workers)
+    for start in range(0, len(plan.changes), group):
+        changes = plan.changes[start:start + group]
         try:
-            change.run()
+            with bridge.batched_writes([c.intent for c in changes if c.intent is not None]):
+                outcomes = bridge.concurrently(lambda change: change.run(), changes)
         except PsabridgeError as exc:
+            # The group's rows could not be committed (a lost lease): what was made remotely is
+            # found and adopted by the next run, as after a crash.
+            outcomes = [pacing.Done(change, error=exc) for change in changes]
+        for outcome in outcomes:
+            change = outcome.item
+            if progress:
+                progress(change)
+            if outcome.error is None:
+                done.append(change)
+                continue
+            exc = outcome.error
             message = f"{change.action} for {change.subject} failed: {exc}"
             # A stored warning holds a device back from automatic mapping until cleared;
             # a passing failure (5xx, throttled, no answer) is only retried by the next pass.
@@ -151,9 +186,12 @@ def apply(bridge: Bridge, plan: Plan, progress: Callable[[Change], None] | None 
                 bridge.store.add_warning(bridge.psa.name, change.subject, message)
             log.warning("change failed", action=change.action, subject=change.subject, error=str(exc))
             failed.append((change, str(exc)))
-        else:
-            done.append(change)
     return Outcome(done, failed)
+
+
+# Changes applied together: their store rows are committed at once, and a crash loses at most
+# a group's worth of rows, which the next run makes good (see `Bridge.save_soon`).
+APPLY_GROUP = 100
 
 
 # -- companies and sites --------------------------------------------------------------------
@@ -182,7 +220,7 @@ def _company_passes(company: Company, filters: CompanyFilters) -> bool:
 
 
 def rmm_sites(bridge: Bridge) -> list[Site]:
-    return [site for site in bridge.rmm.call("rmm_list_sites") if not site.system]
+    return [site for site in bridge.sites() if not site.system]
 
 
 def site_url(bridge: Bridge, site: Site) -> str:
@@ -242,7 +280,9 @@ def plan_company_mappings(
     None means every unmapped company by its suggestion (`companies map --suggested`)."""
     psa, rmm = bridge.pair
     plan = Plan()
-    site_list = rmm_sites(bridge)
+    every_site = list(bridge.rmm.call("rmm_list_sites"))
+    site_list = [site for site in every_site if not site.system]
+    system_sites = {site.uid: site for site in every_site if site.system}
     rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
     if choices is None:
         choices = {company_id: None for company_id, row in rows.items() if row.mapping is None}
@@ -265,8 +305,10 @@ def plan_company_mappings(
         if choice is None:
             choice = row.suggestion.site_uid or NEW
         company_type = (company_types or {}).get(company_id, row.company_type)
+        reused = ""
         if choice == NEW:
-            # A site of exactly that name left by an interrupted run is reused, not doubled.
+            # A site of exactly that name (one left by an interrupted run, say) is reused: never
+            # two sites of one name.
             existing = next((s for s in sites.values() if s.name == company.name
                              and s.uid not in mapped_sites and s.uid not in planned_sites), None)
             if existing is None:
@@ -275,6 +317,11 @@ def plan_company_mappings(
                          ids={"company_id": company.id, "site_uid": None})
                 continue
             choice = existing.uid
+            reused = " (the RMM already has a site of that name: mapped to it, not created again)"
+        if choice in system_sites:
+            raise MappingError(f"site {system_sites[choice].name} is one of the RMM's own "
+                               f"(system) sites, which are never mapped; choose another site "
+                               f"for {subject}")
         site = sites.get(choice)
         if site is None:
             raise MappingError(f"the RMM has no site with uid {choice} (for {subject})")
@@ -282,7 +329,7 @@ def plan_company_mappings(
             other = mapped_sites.get(site.uid, "another company in this request")
             raise MappingError(f"site {site.name} is already mapped to {other}; a site maps to one company")
         planned_sites.add(site.uid)
-        plan.add("map company", subject, f"site {site.name}",
+        plan.add("map company", subject, f"site {site.name}{reused}",
                  lambda c=company, s=site, t=company_type: _save_company_mapping(bridge, c, s, t),
                  ids={"company_id": company.id, "site_uid": site.uid})
     return plan
@@ -292,6 +339,7 @@ def _map_to_new_site(bridge: Bridge, company: Company, company_type: str) -> Cal
     def run():
         site = bridge.write(bridge.rmm, "create_site", company.name,
                             lambda: bridge.rmm.call("rmm_create_site", name=company.name))
+        bridge.forget_sites()
         _save_company_mapping(bridge, company, site, company_type)
 
     return run
@@ -351,8 +399,7 @@ def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None)
     by_id = {t.id: t for t in types}
     stored = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
     if device_types is None:
-        device_types = {d.device_type for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
-                        if d.device_type}
+        device_types = {d.device_type for d in bridge.devices() if d.device_type}
     rows = []
     for device_type in sorted(set(device_types) | set(stored)):
         if mapping := stored.get(device_type):
@@ -436,7 +483,8 @@ class DeviceRow:
     company_name: str = ""
     mapping: DeviceMapping | None = None
     match: Match | None = None  # the proposal for an unmapped, audited device
-    problem: str = ""  # why an unmapped, audited device has no proposal this time
+    problem: str = ""  # why an unmapped device has no proposal this time
+    configuration_name: str | None = None  # the mapped configuration's, as the PSA names it
 
 
 @attrs.define
@@ -451,7 +499,7 @@ class Estate:
     def read(cls, bridge: Bridge) -> Estate:
         psa, rmm = bridge.pair
         return cls(
-            devices=list(bridge.rmm.call("rmm_list_devices", site_uid=None)),
+            devices=bridge.devices(),
             site_company={m.site_uid: m for m in bridge.store.company_mappings(psa, rmm)},
             device_mappings={m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)},
         )
@@ -470,7 +518,8 @@ class Estate:
 def device_details(bridge: Bridge, devices: Iterable[Device]) -> DetailsRefresh:
     """Hardware identity per audited device, read from the RMM only where the audit changed;
     the devices whose read failed are in `failed`, with the error."""
-    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices)
+    return refresh_device_details(bridge.rmm, bridge.store, bridge.rmm.name, devices,
+                                  workers=bridge.workers)
 
 
 def device_url(bridge: Bridge, device: Device) -> str:
@@ -496,7 +545,7 @@ class Readings:
 
 
 def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
-                  to_match: list[Device]) -> Readings:
+                  to_match: list[Device], listing: Listing | None | object = UNDECIDED) -> Readings:
     """The details of `devices` and the proposals for `to_match` (some of `devices`), with
     one candidates query batch per company. A device whose details cannot be read, or whose
     company's candidates cannot, is in `unreadable` instead; the others are read all the same."""
@@ -507,21 +556,88 @@ def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
     for device in to_match:
         if device.uid not in unreadable:
             by_company[estate.site_company[device.site_uid].company_id].append(device)
+    if listing is UNDECIDED:
+        listing = Listing.read(bridge, set(by_company))
+
+    def candidates_of(company: tuple[str, list[Device]]) -> dict[str, list[Configuration]]:
+        company_id, company_devices = company
+        if listing is not None:
+            return listing.candidates(company_id, company_devices, refresh.details)
+        return bridge.psa.call("psa_match_configurations", company_id=company_id,
+                               devices=company_devices, details=refresh.details)
+
     proposals = {}
-    for company_id, company_devices in by_company.items():
-        try:
-            candidates = bridge.psa.call("psa_match_configurations", company_id=company_id,
-                                         devices=company_devices, details=refresh.details)
-        except PsabridgeError as exc:
+    for outcome in bridge.concurrently(candidates_of, list(by_company.items())):
+        company_id, company_devices = outcome.item
+        if outcome.error is not None:
             linked = estate.site_company[company_devices[0].site_uid]  # any of them names it
-            log.warning("candidate configurations not read", company=company_id, error=str(exc))
-            unreadable |= {d.uid: _unreadable_candidates(linked, exc) for d in company_devices}
+            log.warning("candidate configurations not read", company=company_id,
+                        error=str(outcome.error))
+            unreadable |= {d.uid: _unreadable_candidates(linked, outcome.error)
+                           for d in company_devices}
             continue
         for device in company_devices:
             proposals[device.uid] = match_configuration(
                 device, refresh.details[device.uid], device_url(bridge, device),
-                candidates.get(device.uid, ()), taken)
+                outcome.value.get(device.uid, ()), taken)
     return Readings(refresh.details, proposals, unreadable)
+
+
+@attrs.define
+class Listing:
+    """Every configuration of the companies with devices to match, from one paged listing,
+    indexed by what a device can share with one (the rule of `psa_match_configurations`: the
+    same management link, or the same serial number or name, case and spaces aside)."""
+
+    by_key: dict[tuple[str, str, str], list[Configuration]]  # (company, kind, value)
+
+    @classmethod
+    def read(cls, bridge: Bridge, company_ids: set[str]) -> Listing | None:
+        """The listing, when it costs fewer requests than asking company by company (at least
+        one request each); None when it does not, or the PSA cannot list them all. A listing
+        that fails leaves the per-company questions to try."""
+        # A listing costs its count and at least one page: it can win from three companies on.
+        if len(company_ids) < 3 or not (bridge.psa.supports("psa_configuration_listing_cost")
+                                        and bridge.psa.supports("psa_list_all_configurations")):
+            return None
+        try:
+            cost = bridge.psa.call("psa_configuration_listing_cost")
+            if cost is None or cost >= len(company_ids):
+                return None
+            by_key: dict[tuple[str, str, str], list[Configuration]] = defaultdict(list)
+            for configuration in bridge.psa.call("psa_list_all_configurations"):
+                if configuration.company_id in company_ids:
+                    for kind, value in _configuration_keys(configuration):
+                        by_key[(configuration.company_id, kind, value)].append(configuration)
+        except PsabridgeError as exc:
+            log.warning("configurations not listed; asking company by company", error=str(exc))
+            return None
+        log.info("configurations_listed", requests=cost, companies=len(company_ids))
+        return cls(dict(by_key))
+
+    def candidates(self, company_id: str, devices: list[Device],
+                   details: Mapping[str, DeviceDetails]) -> dict[str, list[Configuration]]:
+        """For each of `devices` (of company `company_id`), its candidate configurations."""
+        found = {}
+        for device in devices:
+            serial = getattr(details.get(device.uid), "serial_number", None)
+            matches: dict[str, Configuration] = {}
+            for kind, value in (("link", device.url or ""), ("serial", _fold(serial)),
+                                ("name", _fold(device.hostname))):
+                for configuration in self.by_key.get((company_id, kind, value), ()) if value else ():
+                    matches[configuration.id] = configuration
+            found[device.uid] = list(matches.values())
+        return found
+
+
+def _configuration_keys(configuration: Configuration) -> list[tuple[str, str]]:
+    return [key for key in (("link", configuration.management_link or ""),
+                            ("serial", _fold(configuration.serial_number)),
+                            ("name", _fold(configuration.name))) if key[1]]
+
+
+def _fold(value: str | None) -> str:
+    return (value or "").strip().casefold()
 
 
 def _unreadable_details(device_uid: str, error: PsabridgeError) -> Unreadable:
@@ -564,8 +680,28 @@ def load_devices(bridge: Bridge, view: MappingView = "unmapped") -> list[DeviceR
             to_match.append(device)
     readings = _readings(bridge, estate, to_match, to_match)
     problems = {uid: unreadable.why for uid, unreadable in readings.unreadable.items()}
+    problems |= {row.device.uid: UNAUDITED for row in rows if row.state == "unaudited"}
+    names = _configuration_names(bridge, [row.mapping.configuration_id for row in rows
+                                          if row.mapping])
     return [attrs.evolve(row, match=readings.proposals.get(row.device.uid),
-                         problem=problems.get(row.device.uid, "")) for row in rows]
+                         problem=problems.get(row.device.uid, ""),
+                         configuration_name=names.get(row.mapping.configuration_id)
+                         if row.mapping else None) for row in rows]
+
+
+UNAUDITED = "not audited by the RMM yet: it can be mapped after its first audit"
+
+
+def _configuration_names(bridge: Bridge, ids: list[str]) -> dict[str, str]:
+    """The names of the mapped configurations, for the table; none when the PSA cannot say
+    now (the ids are still shown)."""
+    if not ids:
+        return {}
+    try:
+        return {c.id: c.name for c in bridge.psa.call("psa_get_configurations", ids=sorted(ids))}
+    except PsabridgeError as error:
+        log.warning("configuration_names_unread", error=str(error))
+        return {}
 
 
 def plan_device_mappings(bridge: Bridge, choices: Mapping[str, str | None]) -> Plan:
@@ -602,17 +738,79 @@ def plan_automatic_mapping(bridge: Bridge, site_uids: set[str] | None = None,
     """Plan automatic mapping: every unmapped, audited device of the mapped sites (or of
     `site_uids`) by its proposal. Devices with an open warning wait until it is cleared."""
     estate = estate or Estate.read(bridge)
+    plan = Plan(not_audited=_not_audited(estate, site_uids))
+    _plan_devices(bridge, estate, _automatic_candidates(bridge, estate, site_uids), {}, plan)
+    return plan
+
+
+def _not_audited(estate: Estate, site_uids: set[str] | None) -> list[tuple[str, str]]:
+    """The devices automatic mapping leaves for after their first audit (subject, uid)."""
+    return [(_device_subject(d), d.uid) for d in estate.devices
+            if not d.deleted and estate.state_of(d) == "unaudited"
+            and (site_uids is None or d.site_uid in site_uids)]
+
+
+def _automatic_candidates(bridge: Bridge, estate: Estate, site_uids: set[str] | None) -> list[Device]:
     waiting = {w.subject for w in bridge.store.warnings(bridge.psa.name)}
-    devices = [
+    return [
         d for d in estate.devices
         if not d.deleted and estate.state_of(d) in ("unmapped", "moved")
         and d.last_audit is not None and d.site_uid in estate.site_company
         and (site_uids is None or d.site_uid in site_uids)
         and _device_subject(d) not in waiting
     ]
-    plan = Plan()
-    _plan_devices(bridge, estate, devices, {}, plan)
-    return plan
+
+
+def map_automatically(bridge: Bridge, site_uids: set[str] | None = None,
+                      estate: Estate | None = None,
+                      progress: Callable[[Change], None] | None = None) -> tuple[Plan, Outcome]:
+    """`plan_automatic_mapping`, applied as it is planned: the devices go company by company
+    in groups, and while one group's changes are applied (ConnectWise's requests) the next
+    group is planned (Datto's audits), so each remote works at its own pace beside the other
+    instead of one waiting for the other. Returns the whole plan and what applying it did.
+
+    The result is the plan's: a group's devices are planned from the same state as the whole
+    plan would be (a company's candidates and the configurations its devices take are the
+    company's alone), and each group's changes are applied as `apply` applies a plan."""
+    estate = estate or Estate.read(bridge)
+    devices = _automatic_candidates(bridge, estate, site_uids)
+    by_company: dict[str, list[Device]] = defaultdict(list)
+    for device in devices:
+        by_company[estate.site_company[device.site_uid].company_id].append(device)
+    listing = Listing.read(bridge, set(by_company)) if devices else None
+    groups: list[list[Device]] = [[]]
+    for company_devices in by_company.values():
+        if groups[-1] and len(groups[-1]) + len(company_devices) > PIPELINE_GROUP:
+            groups.append([])
+        groups[-1].extend(company_devices)
+    whole, done, failed = Plan(not_audited=_not_audited(estate, site_uids)), [], []
+
+    def plan_group(group: list[Device]) -> Plan:
+        plan = Plan()
+        _plan_devices(bridge, estate, group, {}, plan, listing)
+        return plan
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psabridge-planner") as planner:
+        # One group planned ahead: the planner's context carries this caller's leases.
+        pending = planner.submit(contextvars.copy_context().run, plan_group, groups[0])
+        for index in range(len(groups)):
+            plan = pending.result()
+            if index + 1 < len(groups):
+                pending = planner.submit(contextvars.copy_context().run, plan_group,
+                                         groups[index + 1])
+            outcome = apply(bridge, plan, progress)
+            whole.changes += plan.changes
+            whole.held += plan.held
+            whole.deferred += plan.deferred
+            whole.skipped_ids |= plan.skipped_ids
+            done += outcome.done
+            failed += outcome.failed
+    return whole, Outcome(done, failed)
+
+
+# Devices planned at once by `map_automatically`: enough for the workers of both remotes to be
+# busy, few enough that the first changes start soon.
+PIPELINE_GROUP = 200
 
 
 def _device_subject(device: Device) -> str:
@@ -620,12 +818,14 @@ def _device_subject(device: Device) -> str:
 
 
 def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
-                  choices: Mapping[str, str | None], plan: Plan) -> None:
+                  choices: Mapping[str, str | None], plan: Plan,
+                  listing: Listing | None | object = UNDECIDED) -> None:
     psa, rmm = bridge.pair
     # A device chosen by hand for an existing configuration needs neither details nor proposal.
     by_hand = {d.uid for d in devices if choices.get(d.uid) not in (None, NEW)}
     to_match = [d for d in devices if choices.get(d.uid) is None]
-    readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match)
+    readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match,
+                         listing)
     manual_ids = {choices[uid] for uid in by_hand}
     manual = {c.id: c for c in bridge.psa.call("psa_get_configurations", ids=sorted(manual_ids))} \
         if manual_ids else {}
@@ -693,7 +893,9 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
                                      readings.details[device.uid])
         plan.add("create configuration", subject, f"new configuration [{draft.name}] "
                  f"of type {config_type.name}", _create_and_map(bridge, device, draft),
-                 ids={**ids, "configuration_id": None})
+                 ids={**ids, "configuration_id": None},
+                 intent=JournalEntry(psa, "create_configuration", device.uid, "intent",
+                                     {"name": draft.name}))
 
 
 def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
@@ -712,7 +914,10 @@ def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Cal
         created = bridge.write(bridge.psa, "create_configuration", device.uid,
                                lambda: bridge.psa.call("psa_create_configuration", configuration=draft),
                                name=draft.name)
-        _save_device_mapping(bridge, device, created.company_id, created.id)
+        # It can wait for the group's commit: a crash before it leaves a configuration with
+        # this device's link, which the next run's matching finds and maps.
+        bridge.save_soon(lambda: _save_device_mapping(bridge, device, created.company_id,
+                                                      created.id))
         log.info("configuration_created", device_uid=device.uid, configuration_id=created.id,
                  company_id=created.company_id, name=created.name)
         bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,
@@ -725,12 +930,16 @@ def _map_existing(bridge: Bridge, device: Device, company_id: str,
                   configuration: Configuration) -> Callable[[], object]:
     def run():
         changes = _link_changes(bridge, device, configuration)
+        key = f"configuration:{configuration.id}"
         with bridge.store.transaction():  # the mapping and the link it calls for, together
             _save_device_mapping(bridge, device, company_id, configuration.id)
+            if changes is None and outbox.waiting(bridge, bridge.psa, key):
+                # A write to this configuration is still to be sent (the clear of an earlier
+                # unmap, say): the link as read will not last, so it is written again after it.
+                changes = ConfigurationChanges(management_link=device_url(bridge, device))
             if changes is not None:
-                link = outbox.enqueue(bridge, bridge.psa, "update_configuration",
-                                      f"configuration:{configuration.id}", configuration.id,
-                                      changes=changes)
+                link = outbox.enqueue(bridge, bridge.psa, "update_configuration", key,
+                                      configuration.id, changes=changes)
         log.info("configuration_linked", device_uid=device.uid, configuration_id=configuration.id,
                  company_id=company_id)
         if changes is not None:
@@ -766,8 +975,16 @@ def _save_device_mapping(bridge: Bridge, device: Device, company_id: str, config
         DeviceMapping(psa, rmm, device.uid, configuration_id, company_id, device.site_uid))
 
 
-def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
-    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping."""
+def device_subject(uid: str, hostnames: Mapping[str, str]) -> str:
+    """A device as a plan names it: `HOSTNAME (uid)`, or the uid of one the RMM no longer
+    lists."""
+    return f"{hostnames[uid]} ({uid})" if hostnames.get(uid) else uid
+
+
+def unmap_devices(bridge: Bridge, device_uids: Iterable[str],
+                  hostnames: Mapping[str, str] | None = None) -> Plan:
+    """Plan an unmap: clear the link on the configuration (it stays Active), forget the mapping.
+    `hostnames` (uid -> hostname) name the devices in the plan."""
     psa, rmm = bridge.pair
     mappings = {m.device_uid: m for m in bridge.store.device_mappings(psa, rmm)}
     plan = Plan()
@@ -775,7 +992,8 @@ def unmap_devices(bridge: Bridge, device_uids: Iterable[str]) -> Plan:
         mapping = mappings.get(uid)
         if mapping is None:
             continue  # not mapped (or already unmapped by an earlier run)
-        plan.add("unmap device", uid, f"configuration {mapping.configuration_id} keeps its status",
+        plan.add("unmap device", device_subject(uid, hostnames or {}),
+                 f"configuration {mapping.configuration_id} keeps its status",
                  lambda m=mapping: _unmap(bridge, m),
                  ids={"device_uid": uid, "configuration_id": mapping.configuration_id})
     return plan

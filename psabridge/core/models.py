@@ -45,6 +45,9 @@ class ConnectorInfo:
     kind: Literal["psa", "rmm"]
     title: str
     settings: tuple[Setting, ...] = ()
+    # An RMM's alert priorities, when it has a fixed list: `ticketing set --priority` takes
+    # only these. Empty when the RMM does not say (any name is then taken as given).
+    alert_priorities: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -91,6 +91,11 @@ def enqueue(bridge: Bridge, connector: Connector, action: str, key: str, target:
                                            target, converter.unstructure(payload)))
 
 
+def waiting(bridge: Bridge, connector: Connector, key: str) -> bool:
+    """Whether a write is queued for `key` (waiting, or being sent right now)."""
+    return bool(bridge.store.outbox(key=f"{connector.name}:{key}"))
+
+
 @attrs.define
 class Drained:
     done: int = 0

@@ -52,6 +52,7 @@ class PluginRecord:
     version: str
     settings: tuple[Setting, ...] = ()
     enabled: bool = False
+    alert_priorities: tuple[str, ...] = ()  # an RMM's, when it has a fixed list
 
 
 def _call_on(pm: pluggy.PluginManager, plugin: object, hook: str, **kwargs: Any):
@@ -82,8 +83,10 @@ def plugin_record(pm: pluggy.PluginManager, name: str, store: Store | None = Non
         installed = ", ".join(sorted(n for n, _ in pm.list_name_plugin())) or "none"
         raise PluginError(f"no plugin named {name!r} is installed (installed: {installed})")
     info = _call_on(pm, plugin, "connector_info")
+    priorities: tuple[str, ...] = ()
     if info is not None:
         kind, title, settings = info.kind, info.title, tuple(info.settings)
+        priorities = tuple(info.alert_priorities)
     elif implements(pm, name, "storage_open"):
         kind, title, settings = "storage", name, ()
     else:
@@ -91,7 +94,7 @@ def plugin_record(pm: pluggy.PluginManager, name: str, store: Store | None = Non
     state = store.plugin_state(name) if store is not None else None
     return PluginRecord(
         name=name, kind=kind, title=title, version=_version_of(pm, plugin), settings=settings,
-        enabled=bool(state and state.enabled),
+        enabled=bool(state and state.enabled), alert_priorities=priorities,
     )
 
 

@@ -3,6 +3,7 @@ tuning knobs read from the environment."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,58 @@ def seconds_from_environment(name: str, default: float, zero_allowed: bool = Fal
               f"using {default:g}", file=sys.stderr)
         return default
     return seconds
+
+
+TRUSTED_PROXIES_ENV = "PSABRIDGE_TRUSTED_PROXIES"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(raw: str | None = None) -> tuple[Network, ...]:
+    """The reverse proxies whose `X-Forwarded-For` the console believes: addresses or networks
+    (`10.0.0.5`, `10.0.0.0/24`, `::1`), separated by commas, from PSABRIDGE_TRUSTED_PROXIES
+    (or `raw`). None by default: anyone can send that header, so it is believed only from a
+    proxy the admin named. A value that is not an address stops `serve`: a security setting
+    quietly ignored would lock everyone out together, or let a guesser pose as many clients."""
+    raw = os.environ.get(TRUSTED_PROXIES_ENV, "") if raw is None else raw
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError("serve", {TRUSTED_PROXIES_ENV: (
+                f"{item[:60]!r} is not an IP address or network; give the proxies' addresses "
+                "separated by commas, e.g. 127.0.0.1,10.0.0.0/24")}) from None
+    return tuple(networks)
+
+
+def client_address(remote_addr: str | None, forwarded_for: str | None,
+                   proxies: tuple[Network, ...]) -> str:
+    """The address of the client behind the trusted `proxies`: the connection's address,
+    unless it is a trusted proxy; then the `X-Forwarded-For` entries are read from the right
+    (each proxy appends the address it was reached from) and the first one that is not a
+    trusted proxy is the client. Entries left of it are the client's own claims, never read."""
+    address = remote_addr or "?"
+    if not proxies or not forwarded_for:
+        return address
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    while _is_trusted(address, proxies) and hops:
+        hop = hops.pop()
+        try:
+            address = str(ipaddress.ip_address(hop))
+        except ValueError:
+            return address  # garbage from the proxy's side: keep the last address known
+    return address
+
+
+def _is_trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
 
 
 def url_problem(value: str) -> str | None:

@@ -121,7 +121,7 @@ def _guarded(report: PassReport, what: str, action: Callable[[], object]):
 def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
     report = PassReport()
     started = time.monotonic()
-    with sync_lock(bridge):
+    with sync_lock(bridge), bridge.one_run():
         _guarded(report, "mapping", lambda: _mapping_triggers(bridge, report, dry_run))
         if dry_run:
             _plan_tickets(bridge, report)
@@ -151,14 +151,17 @@ def _mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None
 
 def _apply_mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -> None:
     estate = mapping.Estate.read(bridge)  # one read of the devices serves both plans
+    auto_map = bridge.option("auto_map")  # new devices in mapped sites
     plans = [mapping.plan_deleted_devices(bridge, estate)]
-    if bridge.option("auto_map"):  # new devices in mapped sites
+    if auto_map and dry_run:
         plans.append(mapping.plan_automatic_mapping(bridge, estate=estate))
+    if auto_map and not dry_run:  # planned and applied side by side, a group at a time
+        plans.append(lambda: mapping.map_automatically(bridge, estate=estate))
     for plan in plans:
         if dry_run:
             report.planned += [f"{c.action}: {c.subject} ({c.detail})" for c in plan.changes]
         else:
-            outcome = mapping.apply(bridge, plan)
+            plan, outcome = plan() if callable(plan) else (plan, mapping.apply(bridge, plan))
             report.mapping_changes += len(outcome.done)
             report.errors += [f"{c.action} {c.subject}: {e}" for c, e in outcome.failed]
             # Left out because a remote system failed for now: tried again next pass.

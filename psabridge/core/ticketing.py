@@ -98,6 +98,39 @@ def save_ticket_settings(bridge: Bridge, settings: TicketSettings) -> None:
     bridge.store.set_option(bridge.psa.name, OPTION, converter.unstructure(settings))
 
 
+def change_ticket_settings(bridge: Bridge, settings: TicketSettings,
+                           options: TicketOptions | None = None,
+                           dry_run: bool = False) -> list[Problem]:
+    """Save `settings` unless they would add an error to those the saved settings already
+    have: then nothing is saved and TicketingError names each new error. Errors that were
+    there before do not block a change (it may be the one that fixes them). Returns every
+    problem of the new settings, for the caller to show; `dry_run` checks without saving."""
+    options = options or bridge.psa.call("psa_ticket_options")
+    before = ticket_settings(bridge)
+    known = {p.message for p in check_ticket_settings(bridge, before, options)}
+    problems = check_ticket_settings(bridge, settings, options)
+    added = [p.message for p in problems if p.severity == "error" and p.message not in known]
+    if added:
+        raise TicketingError("nothing saved: " + "; ".join(added))
+    if not dry_run:
+        save_ticket_settings(bridge, settings)
+    return problems
+
+
+def check_can_enable(bridge: Bridge, settings: TicketSettings | None = None,
+                     options: TicketOptions | None = None) -> None:
+    """Raise TicketingError naming each error of the ticket settings: tickets made with them
+    would be refused by the PSA, so ticketing is not turned on (nor said to be on)."""
+    settings = settings or ticket_settings(bridge)
+    errors = [p.message for p in check_ticket_settings(bridge, settings, options)
+              if p.severity == "error"]
+    if errors:
+        state = ("ticketing is on, but its settings make alert tickets fail: " if settings.enabled
+                 else "cannot enable ticketing: ")
+        raise TicketingError(state + "; ".join(errors) + " (fix them with `psabridge ticketing "
+                             "set` or on the console's Ticketing page)")
+
+
 def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None = None) -> TicketSettings:
     """Turning ticketing off keeps every setting; on again, tickets start from that moment.
 
@@ -107,10 +140,9 @@ def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None
     Every alert open at that moment is recorded as skipped; every later one is ticketed.
     """
     settings = ticket_settings(bridge)
+    if enabled:
+        check_can_enable(bridge, settings)
     if enabled and not settings.enabled:
-        problems = [p for p in check_ticket_settings(bridge, settings) if p.severity == "error"]
-        if problems:
-            raise TicketingError("cannot enable ticketing: " + "; ".join(p.message for p in problems))
         psa, rmm = bridge.pair
         for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
             if bridge.store.alert_ticket(psa, rmm, alert.uid) is None:

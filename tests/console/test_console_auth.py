@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from click.testing import CliRunner
 from werkzeug.test import Client
 
 from psabridge.cli import App, cli
 from psabridge.console import auth
-from psabridge.console.app import SECURITY_HEADERS, SESSION_COOKIE
+from psabridge.console.app import SECURITY_HEADERS, SESSION_COOKIE, ConsoleApp
 from psabridge.console.server import ServedApp
+from psabridge.core import webhooks
+from psabridge.core.settings import client_address, trusted_proxies
 from tests.console.conftest import PASSWORD, Browser
 
 
@@ -123,6 +126,65 @@ def test_bad_form_input_gets_a_specific_message_not_an_error_page(browser):
     assert "nothing to do: tick the rows" in browser.get("/companies").text
 
 
+def test_forwarded_for_is_ignored_unless_it_comes_from_a_trusted_proxy(console, pm, store):
+    def log_in(browser, password, forwarded_for):
+        return browser.post("/login", {"password": password},
+                            headers={"X-Forwarded-For": forwarded_for},
+                            environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
+
+    # By default nobody is trusted: a guesser cannot dodge the brake by making up addresses.
+    spoofer = Browser(console)
+    for n in range(5):
+        assert log_in(spoofer, "wrong", f"198.51.100.{n}").status_code == 401
+    assert log_in(spoofer, PASSWORD, "198.51.100.99").status_code == 429
+
+    # Behind the proxy (connecting from 127.0.0.1), each user is known by their own address.
+    proxied = ConsoleApp(pm, store, console.bridges.transports,
+                         trusted_proxies=trusted_proxies("127.0.0.1, 10.0.0.0/8"))
+    guesser, colleague = Browser(proxied), Browser(proxied)
+    for _ in range(5):
+        assert log_in(guesser, "wrong", "203.0.113.7").status_code == 401
+    assert log_in(guesser, PASSWORD, "203.0.113.7").status_code == 429
+    # A made-up entry left of the one the proxy appended is not believed.
+    assert log_in(guesser, PASSWORD, "192.0.2.1, 203.0.113.7").status_code == 429
+    # Through two trusted proxies, a colleague is not locked out by the guesser.
+    assert log_in(colleague, PASSWORD, "203.0.113.8, 10.1.2.3").status_code == 303
+    assert colleague.get("/").status_code == 200
+
+
+def test_a_trusted_proxy_that_is_not_an_address_stops_serve(pm, store, db_path):
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "serve"], obj=App(pm=pm),
+                                env={"PSABRIDGE_TRUSTED_PROXIES": "127.0.0.1, proxy.lan"})
+    assert result.exit_code == 1
+    assert "PSABRIDGE_TRUSTED_PROXIES: 'proxy.lan' is not an IP address or network" in result.output
+    assert client_address("10.0.0.5", "1.2.3.4", ()) == "10.0.0.5"
+    assert client_address("10.0.0.5", "1.2.3.4", trusted_proxies("10.0.0.5")) == "1.2.3.4"
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False),
+                                           ("::1", False), ("0.0.0.0", True), ("::", True),
+                                           ("192.0.2.10", True), ("bridge.lan", True)])
+def test_serve_warns_once_on_stderr_when_it_binds_beyond_loopback(
+        pm, store, db_path, monkeypatch, host, warned):
+    class NotServing:  # what `serve` would run, kept instead of run
+        def run(self):
+            pass
+
+    monkeypatch.setattr(webhooks, "listen", lambda app, host, port: NotServing())
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "serve", "--host", host],
+                                obj=App(pm=pm))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    if warned:
+        assert warnings == [f"Warning: serving on {host}, reachable from other machines, over "
+                            "plain HTTP: passwords and session cookies cross the network "
+                            "unencrypted; put a TLS reverse proxy in front, or bind to "
+                            "127.0.0.1."]
+    else:
+        assert warnings == []
+    assert "Warning" not in result.stdout
+
+
 def test_set_password_takes_it_from_the_environment_never_argv_and_stores_a_hash(
         pm, store, db_path):
     runner = CliRunner()
@@ -132,6 +194,15 @@ def test_set_password_takes_it_from_the_environment_never_argv_and_stores_a_hash
     short = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
                           env={"PSABRIDGE_CONSOLE_PASSWORD": "short"})
     assert short.exit_code != 0 and "at least 12 characters" in short.output
+    for blank in (" " * 12, "\t \u3000" * 6):
+        spaces = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"],
+                               obj=App(pm=pm), env={"PSABRIDGE_CONSOLE_PASSWORD": blank})
+        assert spaces.exit_code != 0, spaces.output
+        assert "the console password is blank (only spaces" in spaces.output
+        assert not auth.has_password(store)
+    padded = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
+                           env={"PSABRIDGE_CONSOLE_PASSWORD": "  short  " + " " * 8})
+    assert padded.exit_code != 0 and "not counting spaces at either end" in padded.output
     done = runner.invoke(cli, ["--db", str(db_path), "console", "set-password"], obj=App(pm=pm),
                          env={"PSABRIDGE_CONSOLE_PASSWORD": PASSWORD})
     assert done.exit_code == 0, done.output

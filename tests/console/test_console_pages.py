@@ -17,6 +17,13 @@ def page_text(response) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
 
 
+def form_fields(page: str) -> list[tuple[str, str]]:
+    """The hidden fields of a preview's form, as a browser sends them back (no CSRF token:
+    the Browser adds the session's)."""
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    return [(name, html.unescape(value)) for name, value in fields if name != "csrf_token"]
+
+
 def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
         browser, pm, store, transports):
     browser.log_in()
@@ -27,8 +34,8 @@ def test_a_company_preview_writes_nothing_and_apply_carries_out_the_same_plan(
     assert preview.status_code == 200
     assert "map company" in preview.text and "site Northwind Corp." in preview.text
     assert store.company_mappings(*bridge.pair) == []
-    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview.text)
-    applied = browser.post("/companies/apply", [f for f in fields if f[0] != "csrf_token"])
+    fields = form_fields(preview.text)
+    applied = browser.post("/companies/apply", fields)
     assert applied.status_code == 303
     (mapped,) = store.company_mappings(*bridge.pair)
     assert (mapped.company_id, mapped.site_name) == ("99", "Northwind Corp.")
@@ -117,6 +124,11 @@ def test_ticketing_cannot_be_enabled_with_settings_the_psa_refuses(browser, pm, 
     options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
     board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
     browser.post("/ticketing/save", {"board:alert": board.id, "repeat_minutes": "15"})
+    assert "nothing saved: origin alert: no closed status is set" in page_text(
+        browser.get("/ticketing"))
+    # Saved by other means (an older version): the switch still refuses them.
+    ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
+        attributes={"alert": ticketing.TicketAttributes(board_id=board.id)}))
     browser.post("/ticketing/switch", {"ticketing": "on"})
     text = page_text(browser.get("/ticketing"))
     assert "cannot enable ticketing" in text and "no closed status is set" in text
@@ -187,7 +199,8 @@ def test_many_skipped_devices_are_summed_up_and_the_session_survives(
     browser.post("/devices/auto", {"auto_map": "on"})
     # No device type is mapped: Map Now links the devices the MSP had entered in the PSA and holds
     # back every device that needs a new configuration.
-    applied = browser.post("/devices/apply", {"what": "map-now"})
+    preview = browser.post("/devices/preview", {"what": "map-now"})
+    applied = browser.post("/devices/apply", form_fields(preview.text))
     assert applied.status_code == 303
     cookie = next(h for h in applied.headers.getlist("Set-Cookie") if h.startswith("psabridge"))
     assert len(cookie) < 4000  # a browser keeps it: the admin stays logged in
@@ -233,3 +246,114 @@ def test_the_tickets_page_shows_the_newest_alerts_and_says_how_many_are_left_out
     page = browser.get("/tickets")
     assert "the newest 200 of 205" in page_text(page)
     assert "alert-204" in page.text and "alert-004" not in page.text
+
+
+def test_ticket_settings_that_add_an_error_are_refused_and_nothing_is_saved(
+        browser, pm, store, transports, sims):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    by_name = {s["name"]: str(s["id"]) for s in cw.db.statuses_of(alerts["id"])}
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    help_desk_new = next(str(s["id"]) for s in cw.db.statuses_of(help_desk["id"])
+                         if s["name"] == "New")
+    browser.log_in()
+    form = {"board:alert": str(alerts["id"]), "closed_status:alert": by_name["Resolved"],
+            "repeat_minutes": "0"}
+    browser.post("/ticketing/save", {**form, "open_status:alert": help_desk_new})
+    text = page_text(browser.get("/ticketing"))
+    assert (f"nothing saved: origin alert: open status {help_desk_new} is not a status of board "
+            "RMM Alerts") in text
+    assert "Ticket settings saved." not in text
+    assert ticketing.ticket_settings(open_bridge(pm, store, transports)).attributes == {}
+    browser.post("/ticketing/save", {**form, "open_status:alert": by_name["New (Alert)"]})
+    assert "Ticket settings saved." in page_text(browser.get("/ticketing"))
+    browser.post("/ticketing/switch", {"ticketing": "on"})
+    assert ticketing.ticket_settings(open_bridge(pm, store, transports)).enabled
+
+
+def test_turning_ticketing_on_again_refuses_while_its_settings_have_errors(
+        browser, pm, store, transports, sims):
+    cw, _ = sims
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    stranger = next(str(s["id"]) for s in cw.db.statuses_of(help_desk["id"]))
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
+        enabled=True, attributes={"alert": ticketing.TicketAttributes(
+            board_id=str(alerts["id"]), open_status_id=stranger)}))
+    browser.log_in()
+    browser.post("/ticketing/switch", {"ticketing": "on"})
+    text = page_text(browser.get("/ticketing"))
+    assert "ticketing is on, but its settings make alert tickets fail" in text
+    assert "Ticketing is on: alerts raised from now on make tickets." not in text
+
+
+def test_a_company_of_several_types_is_one_row_naming_every_type(browser, sims, pm, store,
+                                                                 transports):
+    cw, _ = sims
+    both = cw.db.add_company("Twofold Traders", types=["Prospect", "Client"])
+    browser.log_in()
+    for query in ("?search=twofold", "?search=twofold&type=Client", "?search=twofold&type=Prospect"):
+        page = browser.get(f"/companies{query}").text
+        assert page.count("<th scope=\"row\">Twofold Traders</th>") == 1, query
+        assert "<th scope=\"row\">Twofold Traders</th>\n      <td>Prospect, Client</td>" in page
+    # Mapped, it is still named with both types.
+    preview = browser.post("/companies/preview", [("only", str(both["id"])),
+                                                  (f"choice:{both['id']}", "new")])
+    fields = form_fields(preview.text)
+    browser.post("/companies/apply", fields)
+    mapped = browser.get("/companies?view=mapped&search=twofold").text
+    assert re.search(r"Twofold Traders</th>\s*<td>Prospect, Client</td>", mapped)
+    (saved,) = [m for m in store.company_mappings(*open_bridge(pm, store, transports).pair)
+                if m.company_id == str(both["id"])]
+    assert saved.company_type in ("Prospect", "Client")
+
+
+def test_a_plan_gone_stale_is_not_applied_and_the_page_says_what_left_it_and_why(
+        browser, pm, store, transports, sims):
+    from psabridge.core import mapping
+
+    cw, _ = sims
+    bridge = open_bridge(pm, store, transports)
+    jackson = str(cw.company("Jackson Pharmacy")["id"])
+    browser.log_in()
+    preview = browser.post("/companies/preview", [("select", "99"), ("choice:99", "suggested"),
+                                                  ("select", jackson), (f"choice:{jackson}", "new")])
+    assert preview.status_code == 200 and "2 changes" in preview.text
+    # Meanwhile, someone maps Northwind Corp. elsewhere (as `companies map "99=SITE"` does).
+    elsewhere = next(s for s in bridge.rmm.call("rmm_list_sites")
+                     if s.name not in ("Northwind Corp.", "Jackson Pharmacy"))
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, {"99": elsewhere.uid}))
+    stale = browser.post("/companies/apply", form_fields(preview.text))
+    assert stale.status_code == 409
+    text = page_text(stale)
+    assert ("No longer in the plan: map company for Northwind Corp. (99) (site Northwind Corp.): "
+            f"since the preview, it was mapped to site {elsewhere.name}") in text
+    assert "Nothing was applied: the plan changed since the preview" in text
+    assert "1 change" in text and "Jackson Pharmacy" in text
+    assert [m.company_id for m in store.company_mappings(*bridge.pair)] == ["99"]
+    # The new plan, applied as shown, is carried out.
+    browser.post("/companies/apply", form_fields(stale.text))
+    assert "Done: 1 change, 0 failed, 0 skipped." in page_text(browser.get("/companies"))
+    assert {m.company_id: m.site_uid for m in store.company_mappings(*bridge.pair)}["99"] == \
+        elsewhere.uid
+    assert jackson in {m.company_id for m in store.company_mappings(*bridge.pair)}
+
+
+def test_a_device_unmapped_since_the_preview_is_named_with_why(browser, pm, store, transports):
+    from psabridge.core import mapping
+
+    bridge = open_bridge(pm, store, transports)
+    mapping.apply(bridge, mapping.plan_company_mappings(bridge, {"99": None}))
+    proposal = next(r for r in mapping.load_devices(bridge, "all")
+                    if r.state == "unmapped" and r.match and r.match.configuration)
+    mapping.apply(bridge, mapping.plan_device_mappings(bridge, {proposal.device.uid: None}))
+    browser.log_in()
+    preview = browser.post("/devices/preview", [("what", "unmap"),
+                                                ("unmap", proposal.device.uid)])
+    assert preview.status_code == 200 and "unmap device" in preview.text
+    mapping.apply(bridge, mapping.unmap_devices(bridge, [proposal.device.uid]))
+    stale = browser.post("/devices/apply", form_fields(preview.text))
+    assert stale.status_code == 409
+    assert (f"No longer in the plan: unmap device for {proposal.device.uid}"
+            in page_text(stale))
+    assert "since the preview, it is no longer mapped" in page_text(stale)

@@ -126,6 +126,7 @@ class MemoryPsa:
     @hookimpl
     def psa_unmap_configurations(self, connection, configuration_ids):
         self.calls["unmap_configurations"] += 1
+        self._maybe_fail("unmap_configurations")
         for cid in configuration_ids:
             if cid in self.configurations:
                 self.configurations[cid] = attrs.evolve(self.configurations[cid], management_link=None)

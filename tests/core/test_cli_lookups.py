@@ -30,9 +30,9 @@ def run(pm, store, db_path, sims):
     enable_plugin(pm, store, "connectwise", transport=transports["connectwise"])
     enable_plugin(pm, store, "datto", transport=transports["datto"])
 
-    def invoke(*args, ok=True):
+    def invoke(*args, ok=True, input=None):
         result = CliRunner().invoke(cli, ["--db", str(db_path), *args],
-                                    obj=App(pm=pm, transports=transports))
+                                    obj=App(pm=pm, transports=transports), input=input)
         if ok:
             assert result.exit_code == 0, result.output
         return result
@@ -297,3 +297,28 @@ def test_on_a_terminal_site_names_link_to_the_rmm(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "\x1b]8;" in out and "https://rmm.example.com/site/1" in out  # an OSC 8 hyperlink
     assert "\x1b[3" not in out  # NO_COLOR: no colours, links still
+
+
+def test_ticketing_enable_refuses_settings_that_would_make_alert_tickets_fail(run, sims, store):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
+    help_desk_new = next(s for s in cw.db.statuses_of(help_desk["id"]) if s["name"] == "New")
+    run("ticketing", "set", "--origin", "alert", "--board", "RMM Alerts", "--open-status",
+        "New (Alert)", "--closed-status", "Resolved")
+    run("ticketing", "enable")
+    # Settings saved broken by other means (an older version, the store edited by hand).
+    from psabridge.core import ticketing
+
+    stored = store.option("connectwise", ticketing.OPTION)
+    stored["attributes"]["alert"]["open_status_id"] = str(help_desk_new["id"])
+    store.set_option("connectwise", ticketing.OPTION, stored)
+    enabled = run("ticketing", "enable", ok=False)
+    assert enabled.exit_code == 1, enabled.output
+    assert "Ticketing is on." not in enabled.output
+    assert (f"ticketing is on, but its settings make alert tickets fail: origin alert: open "
+            f"status {help_desk_new['id']} is not a status of board {alerts['name']}"
+            in enabled.output)
+    run("ticketing", "disable")
+    refused = run("ticketing", "enable", ok=False)
+    assert refused.exit_code == 1 and "cannot enable ticketing: origin alert" in refused.output

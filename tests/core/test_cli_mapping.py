@@ -81,9 +81,9 @@ def test_devices_map_all_auto_and_warnings(run, psa, rmm):  # noqa: F811
 
 def test_devices_map_all_maps_the_rest_and_reports_a_device_it_could_not_read(run, psa, rmm):  # noqa: F811
     run("companies", "map", "1=s-acme")
-    run("device-types", "map", "Desktop")
     rmm.add_device("PC-01", "s-acme", last_audit=AUDITED)
     flaky = rmm.add_device("PC-02", "s-acme", last_audit=AUDITED)
+    run("device-types", "map", "Desktop")
     rmm.unreadable[flaky.uid] = ServerError("the RMM answered HTTP 500")
 
     out = run("devices", "map", "--all", code=1)

@@ -100,7 +100,9 @@ def test_mapping_companies_plans_then_applies_and_is_idempotent(bridge, rmm):
 def test_create_new_reuses_a_site_left_by_an_interrupted_run(bridge, rmm):
     rmm.sites["s-ini"] = Site("s-ini", "Initech")  # created, but the run died before mapping
     plan = mapping.plan_company_mappings(bridge, {"3": NEW})
-    assert [(c.action, c.detail) for c in plan.changes] == [("map company", "site Initech")]
+    assert [(c.action, c.detail) for c in plan.changes] == [
+        ("map company", "site Initech (the RMM already has a site of that name: mapped to it, "
+                        "not created again)")]
 
 
 def test_a_site_maps_to_one_company(bridge):

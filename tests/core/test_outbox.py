@@ -8,9 +8,10 @@ import datetime as dt
 import pytest
 import time_machine
 
-from psabridge.core import outbox, sync, ticketing
+from psabridge.core import mapping, outbox, sync, ticketing
 from psabridge.core.errors import RemoteError
-from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
+from psabridge.core.models import DeviceDetails
+from tests.core.test_mapping import AUDITED, bridge, map_acme, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
 
@@ -62,6 +63,31 @@ def test_a_newer_wish_for_the_same_thing_replaces_a_waiting_one(bridge, psa):  #
     assert first.key == second.key
     (waiting,) = bridge.store.outbox()
     assert waiting.payload == {"changes": {"management_link": "https://rmm.example.com/device/1"}}
+
+
+def test_a_device_mapped_again_while_its_links_clear_waits_keeps_its_link(
+        bridge, psa, rmm):  # noqa: F811
+    """Unmapped, its configuration's link to clear is still waiting (the PSA did not answer);
+    mapped again to the same configuration, which as read still carries the link: the clear must
+    not be sent after the mapping, or the mapped configuration would lose its link."""
+    map_acme(bridge)
+    device = rmm.add_device("PC-01", "s-acme", last_audit=AUDITED, details=DeviceDetails("SN1"))
+    existing = psa.add_configuration(name="PC-01", company_id="1", serial_number="SN1")
+    assert mapping.apply(bridge, mapping.plan_device_mappings(bridge, {device.uid: existing.id})).done
+    url = psa.configurations[existing.id].management_link
+    assert url
+
+    psa.fail_next["unmap_configurations"].append(Unavailable("the PSA is not answering"))
+    unmapped = mapping.apply(bridge, mapping.unmap_devices(bridge, [device.uid]))
+    assert unmapped.failed or unmapped.skipped  # the clear waits in the outbox
+    assert psa.configurations[existing.id].management_link == url
+
+    assert mapping.apply(bridge, mapping.plan_device_mappings(bridge, {device.uid: existing.id})).done
+    bridge.store.db.execute("update outbox set due_at = 0")
+    sync.run_pass(bridge)
+    assert bridge.store.outbox() == []
+    assert psa.configurations[existing.id].management_link == url
+    assert bridge.store.device_mapping(*bridge.pair, device.uid).configuration_id == existing.id
 
 
 @pytest.mark.parametrize("offset", [dt.timedelta(minutes=10), dt.timedelta(hours=1),

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import time
 
+import attrs
 import httpx
 import pytest
 
@@ -63,6 +64,33 @@ def test_r24_settings_are_checked_against_the_psas_options(bridge, psa):  # noqa
     ]
     ticketing.save_ticket_settings(bridge, settings)
     with pytest.raises(TicketingError, match="cannot enable ticketing: source nope"):
+        ticketing.set_ticketing_enabled(bridge, True)
+
+
+def test_settings_that_add_an_error_are_refused_and_nothing_is_saved(bridge, psa):  # noqa: F811
+    psa.options = OPTIONS
+    good = ticketing.TicketSettings(attributes={"alert": ALERT_ATTRS})
+    assert ticketing.change_ticket_settings(bridge, good) == []
+    other_boards_status = attrs.evolve(ALERT_ATTRS, open_status_id="x")  # a status of No Team
+    with pytest.raises(TicketingError, match="nothing saved: origin alert: open status x is not "
+                                             "a status of board Help Desk"):
+        ticketing.change_ticket_settings(bridge, attrs.evolve(
+            good, attributes={"alert": other_boards_status}))
+    assert ticketing.ticket_settings(bridge) == good
+    # An error the saved settings already have does not block another change.
+    ticketing.save_ticket_settings(bridge, attrs.evolve(good, source_id="nope"))
+    fixed_later = attrs.evolve(good, source_id="nope", repeat_minutes=30)
+    problems = ticketing.change_ticket_settings(bridge, fixed_later)
+    assert [p.message for p in problems] == ["source nope does not exist in the PSA"]
+    assert ticketing.ticket_settings(bridge).repeat_minutes == 30
+
+
+def test_ticketing_already_on_with_broken_settings_is_not_said_to_be_on(bridge, psa):  # noqa: F811
+    psa.options = OPTIONS
+    ticketing.save_ticket_settings(bridge, ticketing.TicketSettings(
+        enabled=True, attributes={"alert": attrs.evolve(ALERT_ATTRS, open_status_id="x")}))
+    with pytest.raises(TicketingError, match="ticketing is on, but its settings make alert "
+                                             "tickets fail: origin alert: open status x"):
         ticketing.set_ticketing_enabled(bridge, True)
 
 

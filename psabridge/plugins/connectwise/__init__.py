@@ -15,11 +15,13 @@ from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered wit
     psa_changed_tickets,
     psa_check_connection,
     psa_close_ticket,
+    psa_configuration_listing_cost,
     psa_create_configuration,
     psa_create_ticket,
     psa_find_ticket,
     psa_get_configurations,
     psa_get_ticket,
+    psa_list_all_configurations,
     psa_list_companies,
     psa_list_configuration_types,
     psa_list_configurations,
@@ -42,6 +44,10 @@ SETTINGS = (
             help="clientId GUID registered at developer.connectwise.com"),
     Setting("api_member", "API member", required=False,
             help="Identifier of the API member the keys belong to, for the security-role check"),
+    Setting("requests_per_minute", "Requests per minute", required=False,
+            help="Most requests psabridge sends in any minute (default 900, below the 1,000 "
+                 "ConnectWise says is likely to be limited); lower it when other integrations "
+                 "use the same instance"),
 )
 
 

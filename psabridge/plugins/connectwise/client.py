@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import httpx
 
 from psabridge.core import logs
 from psabridge.core.http import DeadlineExceeded, RetryPolicy, new_client, send
 from psabridge.core.models import Connection
+from psabridge.core.pacing import SlidingWindowLimiter
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import permissions
 from psabridge.plugins.connectwise.errors import (
@@ -46,6 +48,32 @@ _CLOUD_SITE = re.compile(r"^(na|eu|au|aus|za)\.myconnectwise\.net$|^staging\.con
 SEARCHABLE = frozenset({"service/tickets", "project/tickets"})
 
 
+# ConnectWise publishes no fixed quota: its guidance is that an integration sending over 1,000
+# requests a minute will likely be rate limited (API-NOTES §4). psabridge keeps below that by
+# default, with room for the other integrations of the instance; `requests_per_minute` changes it.
+DEFAULT_REQUESTS_PER_MINUTE = 900
+
+
+@attrs.frozen
+class Limits:
+    """The pace the client keeps: `requests` in any `window` seconds, reads and writes alike."""
+
+    window: float = 60.0
+    requests: int = DEFAULT_REQUESTS_PER_MINUTE
+
+    def of(self, bucket: str) -> int:
+        return self.requests
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> Limits:
+        rate = (settings.get("requests_per_minute") or "").strip()
+        if not rate:
+            return cls()
+        if not rate.isdigit() or int(rate) < 1:
+            raise ConnectWiseError(f"requests_per_minute must be a whole number above 0, not {rate!r}")
+        return cls(requests=int(rate))
+
+
 def api_root(site_url: str) -> str:
     """`https://na.myconnectwise.net/` -> `https://api-na.myconnectwise.net`; others unchanged."""
     parts = httpx.URL(site_url.strip().rstrip("/"))
@@ -63,7 +91,7 @@ def basic_auth(company: str, public_key: str, private_key: str) -> str:
 class ConnectWiseClient:
     def __init__(self, settings: Mapping[str, str], *, transport: httpx.BaseTransport | None = None,
                  policy: RetryPolicy = DEFAULT_POLICY, sleep: Callable[[float], None] = time.sleep,
-                 timeout: float = 30.0, state: dict | None = None):
+                 timeout: float = 30.0, state: dict | None = None, limits: Limits | None = None):
         self.company = settings.get("company", "")
         self.root = api_root(settings.get("url", ""))
         self.policy = policy
@@ -76,7 +104,12 @@ class ConnectWiseClient:
             headers["clientId"] = settings["client_id"]
         self._auth = basic_auth(self.company, settings.get("public_key", ""), private_key)
         logs.register_secret(self._auth)
-        self.http = new_client(transport=transport, headers=headers, timeout=timeout)
+        # One limiter per client, and one client per connection: every worker sending to this
+        # instance waits its turn in the same window.
+        # It waits in real time even where a test fakes the retries' sleep.
+        self.limiter = SlidingWindowLimiter(limits or Limits.from_settings(settings))
+        self.http = new_client(transport=transport, headers=headers, timeout=timeout,
+                               event_hooks={"request": [self._wait_for_pace]})
 
     @classmethod
     def for_connection(cls, connection: Connection, **options: Any) -> ConnectWiseClient:
@@ -90,6 +123,10 @@ class ConnectWiseClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def _wait_for_pace(self, request: httpx.Request) -> None:
+        """Before every attempt, retries included: wait for room in the pace."""
+        self.limiter.acquire(("request",))
 
     # -- codebase ------------------------------------------------------------------------------
 

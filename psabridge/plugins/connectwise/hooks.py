@@ -9,6 +9,7 @@ name can widen a match.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
@@ -32,7 +33,7 @@ from psabridge.core.models import (
 )
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import convert, permissions
-from psabridge.plugins.connectwise.client import ConnectWiseClient
+from psabridge.plugins.connectwise.client import PAGE_SIZE, ConnectWiseClient
 from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, PermissionDenied
 
 log = logs.get_logger(__name__)
@@ -232,6 +233,24 @@ def _records_where_in(client: ConnectWiseClient, path: str, field: str, values: 
 
 
 @hookimpl
+def psa_configuration_listing_cost(connection: Connection) -> int | None:
+    client = client_for(connection)
+    counted = client.get("company/configurations/count")
+    count = counted.get("count") if isinstance(counted, dict) else None
+    if not isinstance(count, int) or count < 0:
+        return None
+    return max(1, -(-count // PAGE_SIZE))
+
+
+@hookimpl
+def psa_list_all_configurations(connection: Connection) -> Iterator[Configuration]:
+    client = client_for(connection)
+    # Forward-only paging stays fast however deep the listing goes (API-NOTES §2).
+    for record in client.iter_list("company/configurations", forward_only=True):
+        yield convert.configuration_from(record)
+
+
+@hookimpl
 def psa_list_configurations(connection: Connection, company_id: str) -> Iterator[Configuration]:
     if not str(company_id).isdigit():
         return  # ConnectWise ids are numbers: no company has this one
@@ -298,7 +317,13 @@ def _manufacturer_id(client: ConnectWiseClient, state: dict, name: str) -> int:
     The list is read once per connection (one page holds them all in practice), not once per
     configuration created: creating 20,000 configurations must not cost 20,000 lookups.
     """
-    name = name[:50]
+    # Workers creating configurations at once must not each read the list, nor each create
+    # the same new manufacturer: one at a time per connection (dict.setdefault is atomic).
+    with state.setdefault(MANUFACTURERS_KEY + ".lock", threading.Lock()):
+        return _manufacturer_id_held(client, state, name[:50])
+
+
+def _manufacturer_id_held(client: ConnectWiseClient, state: dict, name: str) -> int:
     known = state.get(MANUFACTURERS_KEY)
     if known is None:
         known = {_fold(r["name"]): r["id"]

@@ -22,6 +22,9 @@ from psabridge.plugins.rmm_datto.hooks import (  # noqa: F401 - pluggy finds hoo
     rmm_site_url,
 )
 
+# The priorities Datto RMM gives alerts ("Unknown" when an alert has none).
+ALERT_PRIORITIES = ("Critical", "High", "Moderate", "Low", "Information", "Unknown")
+
 SETTINGS = (
     Setting("api_url", "API URL", kind="url",
             help="Your platform's API URL, e.g. https://merlot-api.centrastage.net"),
@@ -38,7 +41,8 @@ SETTINGS = (
 
 @hookimpl
 def connector_info():
-    return ConnectorInfo(kind="rmm", title="Datto RMM", settings=SETTINGS)
+    return ConnectorInfo(kind="rmm", title="Datto RMM", settings=SETTINGS,
+                         alert_priorities=ALERT_PRIORITIES)
 
 
 @hookimpl

@@ -106,7 +106,10 @@ class ClientOptions:
     IP block); requests in that time fail at once instead of extending the block.
     """
 
-    limits: Limits = Limits()
+    # Datto's 60 s window, and half a second more: the server counts a request when it
+    # arrives, later than we counted it, and a request that overtakes an earlier one on the way
+    # must not find the server's window still full.
+    limits: Limits = Limits(window=60.5)
     retry: RetryPolicy = RetryPolicy(max_retry_after=180.0)
     throttle_backoff: tuple[float, float] = (60.0, 120.0)
     block_seconds: float = 300.0

@@ -50,6 +50,7 @@ class QuotaKeeper:
         self._counted: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._refusals: collections.deque[float] = collections.deque()
         self._blocked_until: float | None = None
+        self.refused = 0  # requests answered 429 (or 403, blocked) for the quota, ever
         self._lock = threading.Lock()
 
     def blocked(self) -> bool:
@@ -72,6 +73,7 @@ class QuotaKeeper:
             return Verdict(200, self.quotas.cutoff_delay if near_limit else 0.0)
 
     def _refuse(self, now: float) -> Verdict:
+        self.refused += 1
         self._forget_old(self._refusals, now)
         self._refusals.append(now)
         if len(self._refusals) > self.quotas.block_after:
