@@ -15,7 +15,7 @@ import pluggy
 from click.core import ParameterSource
 
 from psabridge import __version__, output
-from psabridge.core import logs, lookups, mapping, sync, ticketing, webhooks
+from psabridge.core import logs, lookups, mapping, sync, ticketing
 from psabridge.core import plugins as plugins_lib
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
@@ -71,8 +71,43 @@ class CommandFailed(click.ClickException):
             super().show(file)
 
 
+_plugin_commands_registered = False
+
+
+def register_plugin_commands() -> None:
+    """Let the connectors add their commands (e.g. `simulate connectwise`) through the
+    register_commands hook, once. Called when a command is looked for that is not psabridge's
+    own, or when `simulate`'s commands are listed, rather than at import: those commands load
+    the simulators and the web stack, which `psabridge --help` and every other command do not
+    need."""
+    global _plugin_commands_registered
+    if not _plugin_commands_registered:
+        _plugin_commands_registered = True
+        default_plugin_manager().hook.register_commands(cli=cli)
+
+
+class PluginCommandsGroup(click.Group):
+    """A group the connectors add commands to: they are registered when first looked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        register_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        register_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+
 class ErrorHandlingGroup(click.Group):
-    """Turns errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns errors into one line on stderr and a non-zero exit, never a traceback. A name that
+    is not one of psabridge's own commands may be a connector's (`register_plugin_commands`)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not _plugin_commands_registered:
+            register_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context):
         as_event = ctx.params.get("log_format") == "json"
@@ -1519,6 +1554,7 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
     from psabridge.console import auth
     from psabridge.console.app import ConsoleApp
     from psabridge.console.server import ServedApp
+    from psabridge.core import webhooks  # the web stack: only `serve` needs it
     from psabridge.core.settings import trusted_proxies
 
     proxies = trusted_proxies()  # a bad value stops here, before anything listens
@@ -1620,11 +1656,9 @@ def demo_command(app: App, seed, companies):
     click.echo(f"\nDone. Inspect the result with: psabridge --db {path} tickets list")
 
 
-@cli.group()
+@cli.group(cls=PluginCommandsGroup)
 def simulate():
     """Run a service simulator on loopback, and act in a running one (raise an alert, close a
     ticket...). Connectors add their commands here."""
 
 
-# Connectors add their commands (e.g. `simulate connectwise`) through the register_commands hook.
-default_plugin_manager().hook.register_commands(cli=cli)

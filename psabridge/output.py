@@ -19,16 +19,13 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.style import Style
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported where a table, a console or a progress bar is drawn
+    from rich.console import Console
 
 # Columns that explain something, or hold a long key another command takes (a monitor's name):
 # wrapped, never cut.
@@ -58,6 +55,8 @@ def stdout_console() -> Console:
     # Piped into a file or grep there is no terminal to fit: rows are not cut, unless COLUMNS
     # says how wide to be.
     width = None if tty or os.environ.get("COLUMNS") else UNBOUNDED
+    from rich.console import Console
+
     return Console(file=stream, no_color=_no_colour() or not tty, highlight=False,
                    force_terminal=tty, soft_wrap=False, emoji=False, markup=False, width=width)
 
@@ -127,6 +126,11 @@ def table(rows: Sequence[dict], empty: str = "(none)", columns: Sequence[str] | 
     names = list(columns or dict.fromkeys(key for row in rows for key in row))
     texts = {name: [_cell(row.get(name)) for row in rows] for name in names}
     naturals = [max([len(name), *map(len, texts[name])]) for name in names]
+    from rich import box
+    from rich.style import Style
+    from rich.table import Table
+    from rich.text import Text
+
     console = stdout_console()
     fixed = [_is_id_column(n) for n in names]
     widths = fit_widths(names, naturals, console.width, fixed)
@@ -167,6 +171,8 @@ def stderr_is_tty() -> bool:
 
 
 def _stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, no_color=_no_colour(), highlight=False)
 
 
@@ -186,6 +192,8 @@ def progress(label: str, total: int) -> Iterator[Callable[[], None]]:
     if not stderr_is_tty() or total == 0:
         yield lambda: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                    MofNCompleteColumn(), console=_stderr_console(), transient=True)
     with bar:

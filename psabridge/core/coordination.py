@@ -37,7 +37,7 @@ from psabridge.core import logs
 from psabridge.core.errors import PsabridgeError, StoreError
 from psabridge.core.models import Lease, LeaseHolder
 from psabridge.core.settings import seconds_from_environment
-from psabridge.core.store import LeaseLost, Store, _held_fences
+from psabridge.core.store import LeaseLost, Store, _held_fences, _held_in_flight
 
 log = logs.get_logger(__name__)
 
@@ -112,16 +112,15 @@ def holder_is_gone(owner: str) -> bool:
 
 @attrs.define(eq=False)
 class Held:
-    """A lease this process holds, kept alive by a heartbeat thread while the work runs."""
+    """A lease this process holds, kept alive by the heartbeat thread while the work runs."""
 
     lease: Lease
     store: Store = attrs.field(repr=False)
     valid_until: float  # by time.monotonic(): the lease cannot have run out before then
     guards_writes: bool = True  # its remote writes keep it taken while in flight
     unanswered: bool = False  # a write made under it got no answer: it stays in flight
+    answered: bool = False  # its last write was answered; the store clears its mark next commit
     lost: bool = False
-    _stop: threading.Event = attrs.field(factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = attrs.field(default=None, repr=False)
 
     def check(self, spare: float | None = None) -> None:
         """Raise LeaseLost unless the lease is ours with `spare` seconds (a third of its ttl
@@ -130,35 +129,98 @@ class Held:
         if self.lost or time.monotonic() + spare > self.valid_until:
             raise LeaseLost(self.lease)
 
-    def _beat(self) -> None:
-        interval = self.lease.ttl / 3
-        while not self._stop.wait(interval):
-            sent = time.monotonic()
-            try:
-                renewed = self.store.renew_lease(self.lease)
-            except StoreError as exc:  # the store is busy or gone: try again next beat
-                log.warning("could not renew a lease", lease=self.lease.name, error=str(exc))
-                continue
-            if not renewed:
-                self.lost = True
-                log.warning("lost a lease to another holder", lease=self.lease.name)
-                return
-            self.valid_until = sent + self.lease.ttl
+    def _renew(self) -> bool:
+        """Renew the lease once; False when it is lost (no more renewals)."""
+        sent = time.monotonic()
+        try:
+            renewed = self.store.renew_lease(self.lease)
+        except StoreError as exc:  # the store is busy or gone: try again next beat
+            log.warning("could not renew a lease", lease=self.lease.name, error=str(exc))
+            return True
+        if not renewed:
+            self.lost = True
+            log.warning("lost a lease to another holder", lease=self.lease.name)
+            return False
+        self.valid_until = sent + self.lease.ttl
+        return True
 
     def _start(self) -> None:
-        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.lease.name}",
-                                        daemon=True)
-        self._thread.start()
+        _heartbeat.add(self)
 
     def _finish(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        _heartbeat.remove(self)
         try:
             self.store.release_lease(self.lease)
         except StoreError as exc:  # it will run out on its own
             log.warning("could not release a lease", lease=self.lease.name, error=str(exc))
 
+
+class _Heartbeat:
+    """The thread that renews every lease this process holds, each every third of its ttl.
+
+    One thread for all of them, not one per lease: a claim is taken for every alert, and
+    starting and joining a thread per claim cost more than the rest of its bookkeeping."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: dict[Held, float] = {}  # each lease's next renewal, by time.monotonic()
+        self._renewing: Held | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, held: Held) -> None:
+        with self._changed:
+            self._due[held] = time.monotonic() + held.lease.ttl / 3
+            # A forked child (multiprocessing) has the parent's object but not its thread.
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def remove(self, held: Held) -> None:
+        """Stop renewing `held`; returns once no renewal of it is under way, so that a release
+        that follows is never undone by a renewal."""
+        with self._changed:
+            self._due.pop(held, None)
+            while self._renewing is held:
+                self._changed.wait()
+
+    def _next_due(self) -> list[Held]:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                due = [held for held, at in self._due.items() if at <= now]
+                if due:
+                    return due
+                soonest = min(self._due.values(), default=None)
+                self._changed.wait(None if soonest is None else soonest - now)
+
+    def _run(self) -> None:
+        while True:
+            for held in self._next_due():
+                with self._changed:
+                    if held not in self._due:
+                        continue  # released meanwhile
+                    self._renewing = held
+                keep = True
+                try:
+                    keep = held._renew()
+                except Exception:  # noqa: BLE001 - the other leases must still be renewed
+                    log.warning("could not renew a lease", lease=held.lease.name, exc_info=True)
+                finally:
+                    with self._changed:
+                        self._renewing = None
+                        if held in self._due:
+                            if keep:
+                                self._due[held] = time.monotonic() + held.lease.ttl / 3
+                            else:
+                                del self._due[held]
+                        self._changed.notify_all()
+
+
+_heartbeat = _Heartbeat()
 
 _held: contextvars.ContextVar[tuple[Held, ...]] = contextvars.ContextVar(
     "psabridge_held_leases", default=())
@@ -227,12 +289,16 @@ def _holding(held: Held) -> Iterator[None]:
     held._start()
     leases = _held.set(_held.get() + (held,))
     fences = _held_fences.set(_held_fences.get() + (held.lease,))
+    in_flight = _held_in_flight.set(_held_in_flight.get() + (held,))
     try:
         yield
     finally:
         _held_fences.reset(fences)
         _held.reset(leases)
-        held._finish()
+        try:
+            held._finish()  # its release clears an answered write's mark
+        finally:
+            _held_in_flight.reset(in_flight)
 
 
 def ensure_held(spare: float | None = None) -> None:
@@ -248,11 +314,21 @@ def mark_in_flight(seconds: float | None) -> None:
     an earlier write under the same lease got no answer).
 
     Until then no other process takes those leases over, not even from a holder that died:
-    it would otherwise look for what the write made before the remote system has made it."""
+    it would otherwise look for what the write made before the remote system has made it.
+
+    An answer is not written at once: the store clears the mark in the holder's next commit
+    (the journal entry of the answer, the next write's mark, or the lease's release), so the
+    answer costs no commit of its own. A holder that dies in between leaves its lease in flight
+    for the window, as if the answer had not come."""
     by_store: dict[int, tuple[Store, list[Lease]]] = {}
     for held in _held.get():
-        if held.guards_writes and not (seconds is None and held.unanswered):
-            by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
+        if not held.guards_writes:
+            continue
+        if seconds is None:
+            held.answered = not held.unanswered
+            continue
+        held.answered = False
+        by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
     for store, leases in by_store.values():
         store.mark_in_flight(leases, seconds)
 

@@ -187,9 +187,20 @@ def _usable(stored_secret: str | None) -> bool:
 def plugin_settings(pm: pluggy.PluginManager, store: Store, name: str) -> dict[str, str]:
     """A connector's settings as its connection needs them: secrets unsealed, and read from
     the environment or the file an `env:`/`file:` reference names (now, never stored)."""
-    record = _connector_record(pm, store, name)
     state = store.plugin_state(name)
-    return secrets.open_settings(name, state.settings if state else {}, _secret_names(record))
+    return secrets.open_settings(name, state.settings if state else {},
+                                 _secret_names_of(pm, store, name))
+
+
+def _secret_names_of(pm: pluggy.PluginManager, store: Store, name: str) -> list[str]:
+    """The names of a connector's secret settings. `serve` asks for every event, so the
+    connector's declaration alone is read, not its whole record (whose version lookup reads
+    the package's metadata files)."""
+    plugin = pm.get_plugin(name)
+    info = _call_on(pm, plugin, "connector_info") if plugin is not None else None
+    if info is None or info.kind not in ("psa", "rmm"):
+        return _secret_names(_connector_record(pm, store, name))  # raises, saying why
+    return [setting.name for setting in info.settings if setting.secret]
 
 
 def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:

@@ -25,13 +25,16 @@ import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import platformdirs
-from cryptography.fernet import Fernet, InvalidToken
 
 from psabridge.core import logs
 from psabridge.core.errors import PsabridgeError
+
+if TYPE_CHECKING:  # cryptography is imported where a secret is sealed or opened
+    from cryptography.fernet import Fernet
 
 ENV_SECRET_KEY = "PSABRIDGE_SECRET_KEY"
 SEALED = "fernet:"
@@ -58,6 +61,8 @@ class SecretKey:
 
     @classmethod
     def parse(cls, text: str, where: str) -> SecretKey:
+        from cryptography.fernet import Fernet
+
         text = text.strip()
         try:
             fernet = Fernet(text)
@@ -110,6 +115,8 @@ def _create_key_file(path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret.key-")  # mode 0600
         try:
+            from cryptography.fernet import Fernet
+
             with os.fdopen(fd, "w") as file:
                 file.write(Fernet.generate_key().decode() + "\n")
                 file.flush()
@@ -172,6 +179,8 @@ def can_unseal(value: str) -> bool:
     key = secret_key()
     if key is None or key.id != key_id:
         return False
+    from cryptography.fernet import InvalidToken
+
     try:
         key.fernet.decrypt(token.encode())
     except InvalidToken:
@@ -197,6 +206,8 @@ def unseal(value: str, plugin: str, setting: str) -> str:
             f"{key.id}); set {ENV_SECRET_KEY} to the key it was encrypted with (the key file of "
             f"the machine the store comes from), {again}"
         )
+    from cryptography.fernet import InvalidToken
+
     try:
         return key.fernet.decrypt(token.encode()).decode()
     except InvalidToken:

@@ -62,6 +62,19 @@ def held_fences() -> tuple[Lease, ...]:
     return _held_fences.get()
 
 
+# The leases held here as `psabridge.core.coordination.Held`s. One whose remote write was answered
+# (`answered`) is still marked in flight in its store: the store clears the mark in the holder's
+# next commit (the journal entry of that answer, or at the latest the lease's release), so that
+# an answered write costs no commit of its own.
+_held_in_flight: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "psabridge_held_in_flight", default=())
+
+
+def answered_in_flight(store: Store) -> list[Any]:
+    """The holders whose leases `store` marks in flight although their writes were answered."""
+    return [held for held in _held_in_flight.get() if held.store is store and held.answered]
+
+
 class LeaseLost(StoreError):
     """A holder tried to commit under a lease that is no longer its own."""
 

@@ -19,6 +19,7 @@ import pytest
 
 from psabridge.core import coordination
 from psabridge.core.http import RetryPolicy, send
+from psabridge.core.models import JournalEntry
 from psabridge.core.store import LeaseLost, open_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,13 +121,35 @@ def test_a_killed_holders_unanswered_write_is_waited_out_before_its_lease_is_tak
         assert held.lease.token > killed.token
 
 
-def test_an_answered_write_leaves_nothing_in_flight(store):
+def test_an_answered_write_leaves_nothing_in_flight_from_the_holders_next_commit(store):
     with coordination.hold(store, "alert:x", ttl=30) as held:
         coordination.mark_in_flight(3600)
         assert store.lease_holder("alert:x").expires_in > 3000
-        coordination.mark_in_flight(None)  # the answer came
+        coordination.mark_in_flight(None)  # the answer came: no commit of its own
+        assert store.lease_holder("alert:x").expires_in > 3000
+        store.record(JournalEntry("psa", "create_ticket", "t", "ok"))  # as Bridge.write does
         assert store.lease_holder("alert:x").expires_in <= 30
     assert store.lease_holder("alert:x") is None and held.lease.token
+
+
+def test_an_answered_write_does_not_keep_its_lease_taken_once_released(store):
+    with coordination.hold(store, "alert:x", ttl=30):
+        coordination.mark_in_flight(3600)
+        coordination.mark_in_flight(None)  # answered, and nothing committed before the release
+    assert store.lease_holder("alert:x") is None
+    with coordination.try_hold(store, "alert:x") as again:
+        assert again is not None
+
+
+def test_an_answer_is_not_cleared_by_a_commit_that_was_rolled_back(store):
+    with coordination.hold(store, "alert:x", ttl=30):
+        coordination.mark_in_flight(3600)
+        coordination.mark_in_flight(None)
+        with pytest.raises(RuntimeError), store.transaction():
+            raise RuntimeError("the change failed")
+        assert store.lease_holder("alert:x").expires_in > 3000  # rolled back with it
+        store.set_cursor("psa", "x", "1")
+        assert store.lease_holder("alert:x").expires_in <= 30
 
 
 def test_a_write_without_an_answer_keeps_its_lease_in_flight_whatever_is_answered_after(store):

@@ -312,3 +312,36 @@ def test_a_secret_with_url_characters_works_in_the_callback_url_and_no_form_of_i
     assert "system/callbacks?conditions=" in log and "webhook_handled" in log  # -vv did log
     for name, form in every_written_form(ODD_SECRET).items():
         assert form not in log, f"the secret, {name}, is in the -vv log"
+
+
+# What one alert webhook costs the store, pinned so that a change shows. The commits, in order:
+# the alert's claim taken; its row saved `pending`; the create's intent journalled; the ticket's
+# POST marked in flight; the configuration's POST marked in flight (the first answer's clearing
+# goes with it); the create journalled done (the second answer's clearing with it); the row saved
+# `open`; the claim given up; the event remembered. None of it reads more than the alert's own
+# rows, whatever the estate or the history.
+WEBHOOK_STATEMENTS = 40
+WEBHOOK_COMMITS = 9
+
+
+@pytest.mark.parametrize("sims", ["in-process"], indirect=True)
+def test_one_alert_webhook_makes_a_fixed_number_of_statements_and_commits(desk):
+    from werkzeug.test import Client
+
+    desk.enable()
+    client = Client(WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET))
+    url = f"/hooks/rmm?token={SECRET}"
+    client.post(url, json={"alertUid": "no-such-alert"})  # connectors' tokens, fetched once
+    alert = desk.raise_alert(desk.devices[0])
+    statements: list[str] = []
+    connection = desk.bridge.store.db.conn  # this thread's: the webhook is handled on it
+    connection.set_trace_callback(statements.append)
+    try:
+        answer = client.post(url, json={"alertUid": alert})
+    finally:
+        connection.set_trace_callback(None)
+    assert answer.status_code == 200 and answer.json["state"] == "open"
+    assert len(desk.tickets_for(alert)) == 1
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    shown = "\n".join(" ".join(s.split())[:120] for s in statements)
+    assert (len(statements), len(commits)) == (WEBHOOK_STATEMENTS, WEBHOOK_COMMITS), shown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from psabridge.core.hookspecs import hookimpl
-from psabridge.plugins.storage_sqlite.store import SQLiteStore
 
 SCHEME = "sqlite://"
 
@@ -12,4 +11,7 @@ SCHEME = "sqlite://"
 def storage_open(url: str):
     if not url.startswith(SCHEME):
         return None
+    # Imported here: a command that opens no store (`--help`) need not load sqlite-utils.
+    from psabridge.plugins.storage_sqlite.store import SQLiteStore
+
     return SQLiteStore(url[len(SCHEME) :])

@@ -39,7 +39,13 @@ from psabridge.core.models import (
     converter,
     utcnow,
 )
-from psabridge.core.store import PLUGIN_TABLES, LeaseLost, StoreReadOnly, held_fences
+from psabridge.core.store import (
+    PLUGIN_TABLES,
+    LeaseLost,
+    StoreReadOnly,
+    answered_in_flight,
+    held_fences,
+)
 from psabridge.plugins.storage_sqlite import files
 
 
@@ -294,10 +300,16 @@ class SQLiteStore:
             raise files.read_only_error(self.path, self.read_only)
         connection = self._connection()
         depth = connection.depth
+        answered = []
         if depth == 0:
             self._when_not_busy(connection.db, "BEGIN IMMEDIATE")
             if fenced:
                 self._check_fences(connection.db)
+            try:
+                answered = self._clear_answered(connection.db)
+            except sqlite3.DatabaseError as exc:
+                self._roll_back(connection.db)
+                raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
         connection.depth = depth + 1
         try:
             yield
@@ -305,16 +317,19 @@ class SQLiteStore:
             connection.depth = depth
             if depth == 0:
                 self._roll_back(connection.db)
+                self._still_answered(answered)
             raise
         connection.depth = depth
         if depth == 0:
             try:
                 connection.db.execute("COMMIT")
             except StoreError:
+                self._still_answered(answered)
                 self._roll_back(connection.db)
                 raise
             except sqlite3.DatabaseError as exc:
                 self._roll_back(connection.db)
+                self._still_answered(answered)
                 raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
     @staticmethod
@@ -356,6 +371,31 @@ class SQLiteStore:
                     ) from exc
                 # Jittered, so that connections turned away together do not come back together.
                 time.sleep(min(left, random.uniform(0.001, 0.02)))
+
+    def _clear_answered(self, db: sqlite_utils.Database) -> list:
+        """Clear, in the transaction just begun, the in-flight marks of writes answered since
+        (`psabridge.core.store.answered_in_flight`): the holders whose marks it clears."""
+        answered = answered_in_flight(self)
+        if not answered:
+            return []
+        # Taken now, under the write lock: an answer that comes meanwhile (another thread of
+        # the holder) is cleared by the next commit.
+        for held in answered:
+            held.answered = False
+        tokens = [held.lease.token for held in answered]
+        try:
+            db.execute(f"update leases set quiet_until = 0 where token in "
+                       f"({', '.join('?' * len(tokens))})", tokens)
+        except BaseException:
+            self._still_answered(answered)
+            raise
+        return answered
+
+    @staticmethod
+    def _still_answered(answered: list) -> None:
+        """The transaction that was to clear these marks was rolled back: the next one does."""
+        for held in answered:
+            held.answered = True
 
     @staticmethod
     def _check_fences(db: sqlite_utils.Database) -> None:
@@ -401,8 +441,10 @@ class SQLiteStore:
         return PluginState(name=row[0], enabled=bool(row[1]), settings=json.loads(row[2] or "{}"))
 
     def plugin_states(self) -> list[PluginState]:
-        rows = self.db.execute("select name from plugins order by name").fetchall()
-        return [self.plugin_state(name) for (name,) in rows]
+        # One query: `serve` and `sync --watch` read every plugin's state for each event.
+        rows = self.db.execute("select name, enabled, settings from plugins order by name").fetchall()
+        return [PluginState(name=name, enabled=bool(enabled), settings=json.loads(settings or "{}"))
+                for name, enabled, settings in rows]
 
     def save_settings(self, name: str, settings: dict[str, str]) -> None:
         self._write(
@@ -642,10 +684,11 @@ class SQLiteStore:
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up; one with a write still in flight stays taken until it lands."""
         with self.transaction(fenced=False):
-            self.db.execute(f"delete from leases where name = ? and token = ? "
-                            f"and quiet_until <= {self._NOW}", (lease.name, lease.token))
-            self.db.execute("update leases set expires_at = 0 where name = ? and token = ?",
-                            (lease.name, lease.token))
+            deleted = self.db.execute(f"delete from leases where name = ? and token = ? "
+                                      f"and quiet_until <= {self._NOW}", (lease.name, lease.token))
+            if deleted.rowcount == 0:
+                self.db.execute("update leases set expires_at = 0 where name = ? and token = ?",
+                                (lease.name, lease.token))
 
     def mark_in_flight(self, leases: list[Lease], seconds: float | None) -> None:
         tokens = [lease.token for lease in leases]
