@@ -194,6 +194,19 @@ def echo_result(result: dict, as_json: bool, line: str) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else line)
 
 
+def fault_options(command):
+    """--latency, --error-rate, --throttle-rate and --drop-rate: the faults every simulator can
+    inject (psabridge.simulation.Faults), as the same options on each `simulate` command."""
+    for flag, kind, text in reversed((
+        ("--latency", click.FloatRange(min=0), "Seconds added to every request."),
+        ("--error-rate", click.FloatRange(0, 1), "Share of requests answered with a 5xx."),
+        ("--throttle-rate", click.FloatRange(0, 1), "Share of requests answered 429 with Retry-After."),
+        ("--drop-rate", click.FloatRange(0, 1), "Share of connections dropped without an answer."),
+    )):
+        command = click.option(flag, default=0.0, show_default=True, type=kind, help=text)(command)
+    return command
+
+
 def control_options(command):
     """--url and --json, which every command driving a simulator takes."""
     command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(command)

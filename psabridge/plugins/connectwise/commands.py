@@ -15,6 +15,7 @@ from psabridge.simulator_commands import (
     control_file_written,
     control_options,
     echo_result,
+    fault_options,
     stopping_on_terminate,
 )
 
@@ -30,14 +31,7 @@ TITLE = "ConnectWise Manage"
 @click.option("--companies", default=12, show_default=True, help="How many companies to generate.")
 @click.option("--configurations", default=6, show_default=True,
               help="Configurations per company, besides the machines the MSP already recorded.")
-@click.option("--latency", default=0.0, type=click.FloatRange(min=0),
-              help="Seconds added to every request.")
-@click.option("--error-rate", default=0.0, type=click.FloatRange(0, 1),
-              help="Share of requests answered 5xx.")
-@click.option("--throttle-rate", default=0.0, type=click.FloatRange(0, 1),
-              help="Share of requests answered 429 with Retry-After.")
-@click.option("--drop-rate", default=0.0, type=click.FloatRange(0, 1),
-              help="Share of connections dropped without an answer.")
+@fault_options
 def simulate_connectwise(port, host, seed, companies, configurations, latency, error_rate,
                          throttle_rate, drop_rate):
     """Serve a simulated ConnectWise Manage API with generated MSP data.

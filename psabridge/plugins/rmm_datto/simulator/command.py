@@ -17,6 +17,7 @@ from psabridge.simulator_commands import (
     control_file_written,
     control_options,
     echo_result,
+    fault_options,
     stopping_on_terminate,
 )
 
@@ -32,14 +33,7 @@ TITLE = "Datto RMM"
 @click.option("--companies", "--sites", "companies", default=12, show_default=True,
               type=click.IntRange(min=1),
               help="How many client companies the MSP has: a site each, plus sites of its own.")
-@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds added to every request.")
-@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests answered with a 5xx.")
-@click.option("--throttle-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests answered 429 with Retry-After.")
-@click.option("--drop-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of connections dropped without an answer.")
+@fault_options
 @click.option("--requests-per-minute", default=600, show_default=True, type=click.IntRange(min=1),
               help="The account's quota of reads, and of writes, per minute; over it: 429, then "
                    "a 403 block of 5 minutes, as Datto RMM does.")
