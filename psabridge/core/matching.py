@@ -32,7 +32,6 @@ LEGAL_FORMS = {
 }
 # Words that describe a business's structure without naming it: set aside, as evidence of nothing.
 DESCRIPTORS = frozenset({"group", "holdings", "the"})
-LEGAL_SUFFIXES = frozenset(LEGAL_FORMS) | DESCRIPTORS - {"the"}
 # Short forms MSPs and RMM sites use, read as the word they stand for.
 ABBREVIATIONS = {
     "intl": "international", "mgmt": "management", "svcs": "services", "svc": "services",
