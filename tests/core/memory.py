@@ -165,7 +165,7 @@ class MemoryPsa:
         if failure and failure[1] == "before":
             raise failure[0]
         ticket = Ticket(id=str(next(self._ids)), summary=draft.summary, company_id=draft.company_id,
-                        board_id=draft.board_id, status_id=draft.status_id, marker=draft.marker,
+                        status_id=draft.status_id, marker=draft.marker,
                         configuration_ids=(draft.configuration_id,) if draft.configuration_id else (),
                         last_updated=remote_now())
         self.tickets[ticket.id] = ticket
