@@ -1258,7 +1258,8 @@ def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSe
         was = {item[label]: item for item in old[group]}
         for item in new[group]:
             if was.get(item[label]) != item:
-                ids = {k: v for k, v in item.items() if k.endswith("_id") or k == "routing"}
+                ids = {k: v for k, v in item.items() if k.endswith("_id")}
+                ids.update({f"{field}_id": v for field, v in item.get("routing", {}).items()})
                 changes.append(output.ChangeResult("set", f"{noun} {item[label]}", result,
                                                    _setting_detail(item, label),
                                                    {label: item[label], **ids}))
