@@ -116,9 +116,18 @@ class PsaSim(Protocol):
     def configurations(self) -> list[SimConfiguration]:
         ...
 
-    def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500) -> None:
-        """The next `times` ticket creates fail: `kind` "error" (answered `status`) or "drop"
-        (no answer), `when` "before" or "after" the PSA made the ticket."""
+    def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500,
+                            seconds: float = 0.0) -> None:
+        """The next `times` ticket creates fail: `kind` "error" (answered `status`), "drop" (no
+        answer) or "slow" (answered `seconds` late), `when` "before" or "after" the PSA made
+        the ticket."""
+
+    def faults_served(self, kind: str) -> int:
+        """How many requests a fault of `kind` has struck so far."""
+
+    def tune_client(self, connection, in_flight_window: float, timeout: float | None = None) -> None:
+        """Set up the connector's client on `connection` to wait `in_flight_window` seconds
+        for an unanswered write (and `timeout` for an answer), instead of minutes."""
 
     def callback_deliveries(self, timeout: float = 10) -> list[str]:
         """The URLs the PSA has POSTed ticket callbacks to, once those in flight have ended."""
@@ -213,9 +222,21 @@ class ConnectWisePsaSim:
                                  serial_number=c.get("serialNumber"))
                 for c in self.cw.db.configurations.values()]
 
-    def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500) -> None:
+    def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500,
+                            seconds: float = 0.0) -> None:
         self.cw.faults.add(ScriptedFault(kind, "POST", self.TICKET_POST, when=when, status=status,
-                                         times=times))
+                                         seconds=seconds, times=times))
+
+    def faults_served(self, kind: str) -> int:
+        return self.cw.app.faults_served[kind]
+
+    def tune_client(self, connection, in_flight_window: float, timeout: float | None = None) -> None:
+        from psabridge.core.http import RetryPolicy
+        from psabridge.plugins.connectwise.client import ConnectWiseClient
+
+        options = {} if timeout is None else {"timeout": timeout}
+        ConnectWiseClient.for_connection(
+            connection, policy=RetryPolicy(in_flight_window=in_flight_window), **options)
 
     def callback_deliveries(self, timeout: float = 10) -> list[str]:
         return [d["url"] for d in self.cw.api.wait_for_deliveries(timeout=timeout)]
