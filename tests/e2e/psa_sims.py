@@ -14,6 +14,7 @@ and add it to `PSA_SIMS` under the connector's plugin name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -54,6 +55,16 @@ class SimConfiguration:
     management_link: str | None
     active: bool
     serial_number: str | None
+
+
+@attrs.frozen
+class Delivery:
+    """One ticket callback the PSA POSTed: where, about which ticket, and the answer's status
+    (None when no answer came)."""
+
+    url: str
+    ticket_id: str
+    status: int | None
 
 
 @attrs.frozen
@@ -129,8 +140,15 @@ class PsaSim(Protocol):
         """Set up the connector's client on `connection` to wait `in_flight_window` seconds
         for an unanswered write (and `timeout` for an answer), instead of minutes."""
 
-    def callback_deliveries(self, timeout: float = 10) -> list[str]:
-        """The URLs the PSA has POSTed ticket callbacks to, once those in flight have ended."""
+    def callback_registrations(self) -> list[str]:
+        """The URLs of the ticket callbacks registered with the PSA, as it keeps them."""
+
+    def deliveries(self, timeout: float = 10) -> list[Delivery]:
+        """The ticket callbacks the PSA has POSTed, oldest first, once those in flight ended."""
+
+    def callback(self, ticket_id: str, event_id: str) -> tuple[dict[str, str], bytes]:
+        """The callback the PSA would POST about a change of ticket `ticket_id`, as the event
+        `event_id`: headers and body (signed as the PSA signs, where it does)."""
 
 
 class ConnectWisePsaSim:
@@ -238,12 +256,20 @@ class ConnectWisePsaSim:
         ConnectWiseClient.for_connection(
             connection, policy=RetryPolicy(in_flight_window=in_flight_window), **options)
 
-    def callback_deliveries(self, timeout: float = 10) -> list[str]:
-        return [d["url"] for d in self.cw.api.wait_for_deliveries(timeout=timeout)]
+    def callback_registrations(self) -> list[str]:
+        return [entry["url"] for entry in self.cw.db.callbacks.values()]
+
+    def deliveries(self, timeout: float = 10) -> list[Delivery]:
+        return [Delivery(d["url"], str(d["payload"]["ID"]), d.get("status"))
+                for d in self.cw.api.wait_for_deliveries(timeout=timeout)]
+
+    def callback(self, ticket_id: str, event_id: str) -> tuple[dict[str, str], bytes]:
+        body = {"MessageId": event_id, "Type": "ticket", "Action": "updated", "ID": int(ticket_id)}
+        return {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
 PSA_SIMS = {"connectwise": ConnectWisePsaSim}
 
 
-__all__ = ["PSA_SIMS", "ConnectWisePsaSim", "PsaSim", "SimConfiguration", "SimTicket",
+__all__ = ["PSA_SIMS", "ConnectWisePsaSim", "Delivery", "PsaSim", "SimConfiguration", "SimTicket",
            "TicketRoute"]
