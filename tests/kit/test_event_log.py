@@ -39,7 +39,7 @@ def test_the_event_log_records_each_event(pm, bridge, psa, rmm, ready, tmp_path,
 
 class Broken:
     @hookimpl
-    def on_alert_raised(self, rmm, alert):
+    def on_alert_raised(self, rmm, alert):  # noqa: F811 - the hook's argument
         raise RuntimeError("the listener's own bug")
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from psabridge.core.connectors import RmmConnector
 from psabridge.core.devices import refresh_device_details
 from psabridge.core.http import RetryPolicy
-from psabridge.core.connectors import RmmConnector
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator, SimOptions
 from psabridge.simulation import Faults
 from tests.outages import Outage
