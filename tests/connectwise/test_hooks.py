@@ -108,9 +108,9 @@ def test_company_filters_by_type_status_and_search(connection, sim):
 
 def test_configuration_types_flag_required_questions(connection):
     types = {t.name: t for t in hooks.psa_list_configuration_types(connection)}
-    assert types["Firewall"].has_required_questions
-    assert types["Mobile Device"].has_required_questions
-    assert not types["Managed Workstation"].has_required_questions
+    assert "required questions" in types["Firewall"].unusable
+    assert "required questions" in types["Mobile Device"].unusable
+    assert not types["Managed Workstation"].unusable
 
 
 # -- configurations (R13, R15, R17, R18, R19, R29) ---------------------------------------------------
