@@ -529,8 +529,8 @@ def test_mapping_a_site_asks_for_candidates_once_and_reads_manufacturers_once(e2
     before = sims.request_counts()
     plan = mapping.plan_automatic_mapping(e2e)
     # Every device's link, serial and name in one OR'ed query (they fit in one URL).
-    assert sims.request_counts()["cw GET /company/configurations"] - before.get(
-        "cw GET /company/configurations", 0) == 1
+    assert sims.request_counts()["psa GET /company/configurations"] - before.get(
+        "psa GET /company/configurations", 0) == 1
     created = sum(c.action == "create configuration" for c in plan.changes)
     matched = sum(c.action == "map device" for c in plan.changes)  # the MSP recorded by hand
     assert created + matched == len(audited_devices_of(sims, site)) and created > 1
