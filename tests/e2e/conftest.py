@@ -67,10 +67,17 @@ def psa_kind() -> str:
     return "connectwise"
 
 
+def make_psa_sims(psa_kind: str, seed: int = SEED, companies: int = COMPANIES,
+                  **datto_options) -> tuple[PsaSim, DattoSimulator]:
+    """The PSA's simulator (any of PSA_SIMS) and a Datto RMM simulator of the same customers."""
+    psa = PSA_SIMS[psa_kind](seed, companies)
+    datto = DattoSimulator(seed=seed, company_names=psa.company_names, **datto_options)
+    return psa, datto
+
+
 @pytest.fixture(params=["in-process", "loopback"])
 def sims(request, psa_kind):
-    cw, datto = make_sims()
-    psa = PSA_SIMS[psa_kind](cw)
+    psa, datto = make_psa_sims(psa_kind)
     if request.param == "in-process":
         url = f"http://{psa.plugin}.simulator"
         psa.settings(url)
