@@ -224,11 +224,21 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+class _Cookies(httpx.Cookies):
+    """A client's cookies, looked for only in an answer that sets some: httpx otherwise passes
+    every answer through urllib's cookie machinery, a cost on every request of every alert."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
 def new_client(**options: Any) -> httpx.Client:
     """An `httpx.Client(**options)` whose connections keep to the deadline of each attempt
     `send` makes. Transports that are not httpx's own (in-process ones, for tests) are used as
     they are: they have no sockets to bound."""
     client = httpx.Client(**options)
+    client._cookies = _Cookies(client.cookies)
     # httpx has no option for httpcore's network backend, so it is put into the connection
     # pools of the client's transports: the default one and those for proxies from the
     # environment. tests/core/test_http.py's trickling server fails if httpx changes this.
