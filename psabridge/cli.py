@@ -6,8 +6,8 @@ import contextlib
 import functools
 import json
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import click
@@ -15,19 +15,29 @@ import pluggy
 from click.core import ParameterSource
 
 from psabridge import __version__, output
-from psabridge.core import logs, lookups, mapping, sync, ticketing
-from psabridge.core import plugins as plugins_lib
-from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import CompanyFilters, Setting
-from psabridge.core.settings import setting_envvar
-from psabridge.core.store import Store, open_store, store_url
 
-log = logs.get_logger(__name__)
+# Each command imports the engine's modules it needs in its own body: `psabridge --help` and a
+# command's --help load none of them (mapping and its rapidfuzz, structlog and the rich and
+# asyncio it loads, the models' cattrs, the store, httpx). benchmarks/startup.py measures it and
+# tests/core/test_cli_startup.py checks which modules --help loads.
+if TYPE_CHECKING:
+    from psabridge.core import mapping, sync, ticketing
+    from psabridge.core.bridge import Bridge
+    from psabridge.core.models import Setting
+    from psabridge.core.store import Store
+
+
+def _log():
+    from psabridge.core import logs
+
+    return logs.get_logger(__name__)
 
 
 @functools.cache
 def default_plugin_manager() -> pluggy.PluginManager:
+    from psabridge.core import plugins as plugins_lib
+
     return plugins_lib.make_plugin_manager()
 
 
@@ -35,18 +45,30 @@ def default_plugin_manager() -> pluggy.PluginManager:
 class App:
     """What every command needs; tests may pass their own plugin manager as `obj=App(pm=...)`."""
 
-    pm: pluggy.PluginManager = attrs.field(factory=default_plugin_manager)
+    # The installed plugins are loaded when a command first needs them, not when a command's
+    # --help is shown.
+    _pm: pluggy.PluginManager | None = None
     db: str | None = None
     transports: dict = attrs.field(factory=dict)  # plugin name -> httpx transport (simulators)
     _store: Store | None = None
 
     @property
+    def pm(self) -> pluggy.PluginManager:
+        if self._pm is None:
+            self._pm = default_plugin_manager()
+        return self._pm
+
+    @property
     def store(self) -> Store:
+        from psabridge.core.store import open_store, store_url
+
         if self._store is None:
             self._store = open_store(self.pm, store_url(self.db))
         return self._store
 
     def bridge(self) -> Bridge:
+        from psabridge.core.bridge import open_bridge
+
         return open_bridge(self.pm, self.store, self.transports)
 
     def close(self) -> None:
@@ -66,7 +88,7 @@ class CommandFailed(click.ClickException):
 
     def show(self, file=None) -> None:
         if self.as_event:
-            log.error("command_failed", error=self.format_message())
+            _log().error("command_failed", error=self.format_message())
         else:
             super().show(file)
 
@@ -86,8 +108,41 @@ def register_plugin_commands() -> None:
         default_plugin_manager().hook.register_commands(cli=cli)
 
 
-class PluginCommandsGroup(click.Group):
-    """A group the connectors add commands to: they are registered when first looked for."""
+def configure_logging(ctx: click.Context) -> None:
+    """Set logging up as the root command's options ask, once per run, when a command is about
+    to run: not while one is only looked up or its --help shown, which need no logging stack
+    (structlog loads rich and asyncio)."""
+    root = ctx.find_root()
+    if "log_format" not in root.params or root.meta.get("psabridge.logging_configured"):
+        return
+    from psabridge.core import logs
+
+    root.meta["psabridge.logging_configured"] = True
+    logs.configure_logging(root.params["verbose"], root.params["log_format"])
+
+
+class Command(click.Command):
+    """psabridge's commands: logging is set up when one runs."""
+
+    def invoke(self, ctx: click.Context):
+        configure_logging(ctx)
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """A group of psabridge's commands (and of groups like it)."""
+
+    command_class = Command
+    group_class = type
+
+
+class PluginCommandsGroup(Group):
+    """A group the connectors add commands to: they are registered when first looked for.
+    Their commands are click's own, so logging is set up as one of them is about to run."""
+
+    def invoke(self, ctx: click.Context):
+        configure_logging(ctx)
+        return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         register_plugin_commands()
@@ -102,6 +157,9 @@ class ErrorHandlingGroup(click.Group):
     """Turns errors into one line on stderr and a non-zero exit, never a traceback. A name that
     is not one of psabridge's own commands may be a connector's (`register_plugin_commands`)."""
 
+    command_class = Command
+    group_class = Group
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and not _plugin_commands_registered:
@@ -114,17 +172,24 @@ class ErrorHandlingGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PsabridgeError as exc:
+            from psabridge.core import logs
+
+            configure_logging(ctx)  # CommandFailed may be shown as an event
             raise CommandFailed(logs.redact_text(str(exc)), as_event) from None
         except CommandFailed:
             raise
         except click.ClickException as exc:
             if as_event and not isinstance(exc, click.UsageError):
+                configure_logging(ctx)
                 raise CommandFailed(exc.format_message(), as_event) from None
             raise
         except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence for the CLI
-            log.debug("unexpected error", exc_info=True)
+            from psabridge.core import logs
+
+            configure_logging(ctx)
+            _log().debug("unexpected error", exc_info=True)
             detail = logs.redact_text(f"{type(exc).__name__}: {exc}")
             raise CommandFailed(
                 f"unexpected error: {detail} (run with -vv for the traceback)", as_event
@@ -160,7 +225,6 @@ def _changes(action: str, subject: str, dry_run: bool, detail: str = "", **ids) 
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, verbose: int, log_format: str):
     """psabridge: map RMM sites, devices and alerts to PSA companies, configurations and tickets."""
-    logs.configure_logging(verbose, log_format)
     app = ctx.ensure_object(App)
     if db is not None:  # an empty --db is an error (store_url says so), not the default
         app.db = db
@@ -183,6 +247,8 @@ def plugins():
 @pass_app
 def plugins_list(app: App, as_json: bool):
     """List installed plugins: name, kind, version, enabled."""
+    from psabridge.core import plugins as plugins_lib
+
     records = plugins_lib.list_plugins(app.pm, app.store)
     rows = [
         {"name": r.name, "kind": r.kind, "title": r.title, "version": r.version,
@@ -202,6 +268,8 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     """Enable a connector (only one PSA at a time).
 
     A dry run checks the settings and the one-PSA rule, but not the connection."""
+    from psabridge.core import plugins as plugins_lib
+
     was_enabled = plugins_lib.plugin_record(app.pm, name, app.store).enabled
     with output.spinner(f"Testing the connection to {name}"):
         report = plugins_lib.enable_plugin(app.pm, app.store, name, check=not skip_check,
@@ -227,6 +295,8 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
 @pass_app
 def plugins_disable(app: App, name: str, dry_run: bool, as_json: bool):
     """Disable a connector; its settings and mappings are kept."""
+    from psabridge.core import plugins as plugins_lib
+
     plugins_lib.plugin_record(app.pm, name)  # an unknown name is an error, dry or not
     if not dry_run:
         plugins_lib.disable_plugin(app.pm, app.store, name)
@@ -243,6 +313,8 @@ def plugins_disable(app: App, name: str, dry_run: bool, as_json: bool):
 @pass_app
 def plugins_remove(app: App, name: str, yes: bool, dry_run: bool, as_json: bool):
     """Remove a connector's settings, mappings and links; unmap its configurations."""
+    from psabridge.core import plugins as plugins_lib
+
     plugins_lib.plugin_record(app.pm, name)
     if dry_run:
         mapped = len(app.store.device_mappings_of(name))
@@ -322,6 +394,9 @@ def secret_value(values: dict, name: str, envvar: str, label: str) -> str | None
 
 
 def _configure_command(app: App, name: str) -> click.Command:
+    from psabridge.core import plugins as plugins_lib
+    from psabridge.core.settings import setting_envvar
+
     record = plugins_lib.plugin_record(app.pm, name)
     params = []
     secrets = [s for s in record.settings if s.secret]
@@ -389,14 +464,16 @@ def _configure_command(app: App, name: str) -> click.Command:
                       "or read from its environment variable or a file.")
     params.append(click.Option(["--dry-run"], is_flag=True,
                                help="Check the values and say what would be saved; save nothing."))
-    return click.Command(name, params=params, callback=configure, help=help_text)
+    return Command(name, params=params, callback=configure, help=help_text)
 
 
-class ConfigureGroup(click.Group):
+class ConfigureGroup(Group):
     def _app(self, ctx: click.Context) -> App:
         return ctx.ensure_object(App)
 
     def list_commands(self, ctx):
+        from psabridge.core import plugins as plugins_lib
+
         app = self._app(ctx)
         return [r.name for r in plugins_lib.list_plugins(app.pm) if r.kind in ("psa", "rmm")]
 
@@ -448,6 +525,8 @@ def _one_choice_each(pairs, what: str, names: dict | None = None) -> dict:
 def _changing_mappings(bridge: Bridge, dry_run: bool = False):
     """Plan and apply under the mapping lease, so that two commands (or a command and a sync
     pass) never plan from the same state; a dry run changes nothing and needs none."""
+    from psabridge.core import mapping
+
     return contextlib.nullcontext() if dry_run else mapping.mapping_lease(bridge)
 
 
@@ -476,6 +555,8 @@ def _run_plan(bridge: Bridge, plan: mapping.Plan, dry_run: bool, as_json: bool =
               unchanged: list[output.ChangeResult] = ()) -> None:
     """Show a plan (dry run) or apply it, then report each change; exit 1 when a change failed
     or something asked for was left out."""
+    from psabridge.core import mapping
+
     outcome = None
     if not dry_run:
         with output.progress("Applying", len(plan.changes)) as step:
@@ -544,6 +625,9 @@ def _company_table_row(line: dict) -> dict:
 @pass_app
 def companies_load(app: App, view, company_type, status, search, as_json):
     """List companies with the suggested site, why, and the runner-up; or their mapped site."""
+    from psabridge.core import mapping
+    from psabridge.core.models import CompanyFilters
+
     filters = CompanyFilters(type=company_type, status=status, search=search)
     with output.spinner("Reading companies from the PSA and sites from the RMM"):
         rows = [_company_row(row) for row in mapping.load_companies(app.bridge(), view, filters)]
@@ -563,6 +647,8 @@ def _site_choice(bridge: Bridge, row: mapping.CompanyRow | None, choice: str | N
                  sites: list[dict]) -> str | None:
     """A choice for one company as `plan_company_mappings` takes it: None (the suggestion),
     NEW, or a site uid (given by uid, id or name, or as `runner-up`)."""
+    from psabridge.core import lookups, mapping
+
     if choice is None:
         return None
     if choice.casefold() == mapping.NEW:
@@ -579,6 +665,8 @@ def _site_choice(bridge: Bridge, row: mapping.CompanyRow | None, choice: str | N
 def _review(rows: list[mapping.CompanyRow], site_uid) -> dict[str, str | None]:
     """Ask, company by company, what to do with its suggestion; `site_uid` resolves a site's
     name or uid (an unknown one is asked again)."""
+    from psabridge.core import lookups, mapping
+
     choices: dict[str, str | None] = {}
     for row in rows:
         suggestion = row.suggestion
@@ -630,6 +718,8 @@ def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_jso
 
     COMPANY is an id, identifier or name; SITE a site's uid, id or name. With --suggested the
     companies not named take their suggestions."""
+    from psabridge.core import lookups, mapping
+
     if not (choices or suggested or review):
         raise click.UsageError("name companies to map (COMPANY, COMPANY=SITE, COMPANY=runner-up "
                                "or COMPANY=new), or pass --suggested or --review")
@@ -667,6 +757,8 @@ def companies_map(app: App, choices, suggested, review, skipped, dry_run, as_jso
 def _mapped_company_id(bridge: Bridge, text: str, mapped: list, psa_companies: list[dict]) -> str:
     """A company to unmap: among the mapped ones (even if the PSA no longer lists it), else
     among the PSA's companies."""
+    from psabridge.core import lookups
+
     try:
         return lookups.resolve("mapped company", text,
                                [(m.company_id, m.company_name) for m in mapped],
@@ -684,6 +776,8 @@ def _mapped_company_id(bridge: Bridge, text: str, mapped: list, psa_companies: l
 @pass_app
 def companies_unmap(app: App, companies_given, dry_run, as_json):
     """Remove company-site mappings (devices keep their configurations); by id or name."""
+    from psabridge.core import lookups, mapping
+
     bridge = app.bridge()
     mapped = bridge.store.company_mappings(*bridge.pair)
     psa_companies: list[dict] = []
@@ -711,6 +805,8 @@ def device_types():
 @pass_app
 def device_types_list(app: App, as_json):
     """Each device type with its mapped or suggested configuration type."""
+    from psabridge.core import mapping
+
     rows = []
     with output.spinner("Reading device types and configuration types"):
         loaded = mapping.load_device_types(app.bridge())
@@ -737,6 +833,8 @@ def device_types_list(app: App, as_json):
 @pass_app
 def device_types_map(app: App, choices, suggested, dry_run, as_json):
     """Map device types: TYPE (its suggestion) or TYPE=CONFIGURATION_TYPE (id or name)."""
+    from psabridge.core import lookups, mapping
+
     pairs = [_split_choice(c, "device type") for c in choices]
     if not (pairs or suggested):
         raise click.UsageError("name device types to map (TYPE or TYPE=CONFIG_TYPE) or pass --suggested")
@@ -773,6 +871,8 @@ def devices():
 @pass_app
 def devices_load(app: App, view, as_json):
     """List devices with the proposed configuration and why, or their mapping."""
+    from psabridge.core import mapping
+
     rows = []
     with output.spinner("Reading devices and proposing configurations"):
         loaded = mapping.load_devices(app.bridge(), view)
@@ -809,6 +909,8 @@ def devices_load(app: App, view, as_json):
 def _device_choices(bridge: Bridge, choices: tuple[str, ...]) -> dict[str, str | None]:
     """DEVICE[=CONFIGURATION] choices with devices by uid, id or hostname, and configurations
     by id or name among the configurations of the device's company."""
+    from psabridge.core import lookups, mapping
+
     rmm_devices = lookups.devices(bridge)
     by_uid = {d["uid"]: d for d in rmm_devices}
     companies_of_sites = {m.site_uid: m.company_id
@@ -835,6 +937,8 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
     """Map devices: DEVICE (its proposal), DEVICE=CONFIGURATION (your choice) or DEVICE=new.
 
     DEVICE is a uid, id or hostname; CONFIGURATION an id or name."""
+    from psabridge.core import mapping
+
     bridge = app.bridge()
     if not (map_all or choices):
         raise click.UsageError("name devices to map (DEVICE, DEVICE=CONFIGURATION or DEVICE=new) "
@@ -871,6 +975,8 @@ def devices_map(app: App, choices, map_all, dry_run, as_json):
 @pass_app
 def devices_unmap(app: App, devices_given, dry_run, as_json):
     """Unmap devices (by uid, id or hostname); their configurations stay Active."""
+    from psabridge.core import lookups, mapping
+
     bridge = app.bridge()
     mapped = {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}
     try:
@@ -931,6 +1037,8 @@ def devices_auto(app: App, state, dry_run, as_json):
 @pass_app
 def devices_map_now(app: App, dry_run, as_json):
     """Run automatic mapping now (needs automatic mapping on)."""
+    from psabridge.core import mapping
+
     bridge = app.bridge()
     with _changing_mappings(bridge, dry_run):
         with _planning():
@@ -962,6 +1070,8 @@ def warnings_list(app: App, plugin, as_json):
 @pass_app
 def warnings_clear(app: App, plugin, dry_run, as_json):
     """Remove warnings; devices they held back are tried again by automatic mapping."""
+    from psabridge.core import plugins as plugins_lib
+
     if plugin:
         plugins_lib.plugin_record(app.pm, plugin)  # a misspelt name clears nothing: say so
     present = app.store.warnings(plugin)
@@ -1004,6 +1114,8 @@ def psa_group():
 @pass_app
 def psa_routing(app: App, as_json):
     """The PSA's ticket routing fields (for --route FIELD=... of `ticketing set`)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's ticket options"):
         rows = lookups.routing_fields(app.bridge())
     _print_lookup(rows, as_json)
@@ -1017,6 +1129,8 @@ def psa_routing(app: App, as_json):
 def psa_choices(app: App, field, within, as_json):
     """The choices of one routing field (`psa routing` names them), and whether tickets can be
     created with each (and why not)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's ticket options"):
         rows = lookups.routing_choices(app.bridge(), field, within)
     _print_lookup(rows, as_json, ["id", "name", "scope", "usable", "why"])
@@ -1029,6 +1143,8 @@ def psa_choices(app: App, field, within, as_json):
 @pass_app
 def psa_statuses(app: App, within, board, as_json):
     """Ticket statuses (for --open-status and --closed-status of `ticketing set`)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's ticket statuses"):
         rows = lookups.statuses(app.bridge(), within or board)
     _print_lookup(rows, as_json, ["id", "name", "scope", "closed", "default"])
@@ -1039,6 +1155,8 @@ def psa_statuses(app: App, within, board, as_json):
 @pass_app
 def psa_priorities(app: App, as_json):
     """Ticket priorities (for --priority RMM=PSA_PRIORITY of `ticketing set`)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's priorities"):
         rows = lookups.priorities(app.bridge())
     _print_lookup(rows, as_json)
@@ -1049,6 +1167,8 @@ def psa_priorities(app: App, as_json):
 @pass_app
 def psa_sources(app: App, as_json):
     """Ticket sources (for --source of `ticketing set`)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's ticket sources"):
         rows = lookups.sources(app.bridge())
     _print_lookup(rows, as_json)
@@ -1060,6 +1180,8 @@ def psa_sources(app: App, as_json):
 @pass_app
 def psa_companies(app: App, search, as_json):
     """Companies, of every type and status (for `companies map`)."""
+    from psabridge.core import lookups
+
     with _asking("the PSA's companies"):
         rows = lookups.companies(app.bridge(), search)
     _print_lookup(rows, as_json)
@@ -1072,6 +1194,8 @@ def psa_companies(app: App, search, as_json):
 @pass_app
 def psa_configurations(app: App, company, as_json):
     """A company's configurations (for `devices map DEVICE=CONFIGURATION`)."""
+    from psabridge.core import lookups
+
     bridge = app.bridge()
     with _asking("the company's configurations"):
         rows = lookups.configurations(bridge, lookups.company_id(bridge, company))
@@ -1088,6 +1212,8 @@ def rmm_group():
 @pass_app
 def rmm_sites(app: App, as_json):
     """Sites (for `companies map COMPANY=SITE`)."""
+    from psabridge.core import lookups
+
     with _asking("the RMM's sites"):
         rows = lookups.sites(app.bridge())
     if as_json or not rows:
@@ -1102,6 +1228,8 @@ def rmm_sites(app: App, as_json):
 @pass_app
 def rmm_devices(app: App, site, as_json):
     """Devices (for `devices map` and `tickets create`)."""
+    from psabridge.core import lookups
+
     bridge = app.bridge()
     with _asking("the RMM's devices"):
         rows = lookups.devices(bridge, lookups.site_uid(bridge, site) if site else None)
@@ -1113,6 +1241,8 @@ def rmm_devices(app: App, site, as_json):
 @pass_app
 def rmm_monitors(app: App, as_json):
     """Monitors with open alerts now (names for `ticketing monitor`)."""
+    from psabridge.core import lookups
+
     with _asking("the RMM's open alerts"):
         rows = lookups.monitors(app.bridge())
     _print_lookup(rows, as_json, ["monitor", "open_alerts", "devices", "creates_ticket"])
@@ -1183,6 +1313,8 @@ def _option_names(options) -> dict[str, str]:
 @pass_app
 def ticketing_show(app: App, as_json):
     """Show whether ticketing is on, the ticket settings, and check them against the PSA."""
+    from psabridge.core import ticketing
+
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     with _asking("the PSA's ticket options"):
@@ -1272,6 +1404,8 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
                    options=None, done_text: str | None = None) -> None:
     """Check the new settings against the PSA and save them, unless that would add an error
     (then nothing is saved and the command exits 1)."""
+    from psabridge.core import ticketing
+
     with _asking("the PSA's ticket options"):
         options = options or bridge.psa.ticket_options()
     changes = _setting_changes(before, after, dry_run)
@@ -1301,7 +1435,7 @@ def _route_pair(text: str) -> tuple[str, str]:
               callback=lambda ctx, param, values: [_priority_pair(v) for v in values],
               help="Map an RMM priority (one of the RMM's own, case aside) to a PSA priority "
                    "(id or name), e.g. Critical=1 (repeatable).")
-@click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
+@click.option("--origin", type=click.Choice(["alert", "manual"]),  # ticketing.ORIGINS
               help="Which origin's attributes to set.")
 @click.option("--route", "routes", multiple=True, metavar="FIELD=NAME_OR_ID",
               callback=lambda ctx, param, values: [_route_pair(v) for v in values],
@@ -1325,6 +1459,8 @@ def ticketing_set(app: App, source, priorities, origin, routes, board, type_id, 
     Every value is checked against the PSA first: an unknown one, or settings that would not
     work (a choice that cannot take tickets, an open status that is closed...), save nothing
     and exit 1."""
+    from psabridge.core import lookups, ticketing
+
     for flag, value in (("--source", source), ("--board", board), ("--type", type_id),
                         ("--subtype", subtype), ("--open-status", open_status),
                         ("--closed-status", closed_status)):
@@ -1369,6 +1505,8 @@ def _routed(bridge: Bridge, options, current: ticketing.TicketAttributes,
             closed_status: str | None) -> ticketing.TicketAttributes:
     """`current` with the routing choices and statuses asked for, each resolved by id or name
     within the scope chosen (now or before): scoping fields first, as the PSA declares them."""
+    from psabridge.core import lookups
+
     fields: dict[str, str] = {}
     for field, value in asked:
         name = lookups.routing_field(options, field).name
@@ -1400,6 +1538,8 @@ def _routed(bridge: Bridge, options, current: ticketing.TicketAttributes,
 @pass_app
 def ticketing_monitor(app: App, monitor, tickets, dry_run, as_json):
     """Override ticket creation for one monitor (`psabridge rmm monitors` lists them)."""
+    from psabridge.core import lookups, ticketing
+
     if not monitor.strip():
         raise click.UsageError("MONITOR is empty: give a monitor's name (`psabridge rmm "
                                "monitors` lists those raising alerts now)")
@@ -1419,6 +1559,8 @@ def ticketing_monitor(app: App, monitor, tickets, dry_run, as_json):
 
 
 def _set_ticketing(app: App, enabled: bool, dry_run: bool, as_json: bool, done_text: str) -> None:
+    from psabridge.core import ticketing
+
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     state = "on" if enabled else "off"
@@ -1482,6 +1624,8 @@ def tickets_list(app: App, as_json):
 @pass_app
 def tickets_create(app: App, device, summary, description, request_id, dry_run, as_json):
     """Create a manual ticket for a mapped device (DEVICE: its uid, id or hostname)."""
+    from psabridge.core import lookups, ticketing
+
     if not summary.strip():
         raise click.UsageError("SUMMARY is empty: say in a few words what the ticket is about")
     bridge = app.bridge()
@@ -1522,6 +1666,8 @@ def _report_rows(report: sync.PassReport) -> list[dict]:
 @pass_app
 def sync_command(app: App, once, watch, interval, dry_run, as_json):
     """Run the integration: mapping triggers, alerts to tickets, the round trip."""
+    from psabridge.core import logs, sync
+
     if once and watch:
         raise click.UsageError("--once and --watch contradict each other: give one (--once, "
                                "one pass, is the default)")
@@ -1540,7 +1686,7 @@ def sync_command(app: App, once, watch, interval, dry_run, as_json):
         _print_table(_report_rows(report), False)
         for error in report.errors:
             if logs.rendering() == "json":  # stderr carries nothing but JSON lines then
-                log.error("pass_error", error=error)
+                _log().error("pass_error", error=error)
             else:
                 click.echo(f"Error: {logs.redact_text(error)}", err=True)
 
@@ -1678,6 +1824,8 @@ def demo_command(app: App, seed, companies):
     The store is new: --db (or PSABRIDGE_DB) must name a file that does not exist yet, and an
     existing store is refused, never changed; without either, a new file in a temporary folder.
     """
+    import tempfile
+
     from psabridge import demo  # imports the simulators, which only this command needs
 
     if app.db and "://" not in app.db:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import attrs
 import pluggy
 
-from psabridge.core import coordination, logs, pacing
+from psabridge.core import coordination, logs, pacing, secrets
 from psabridge.core.connectors import FACADES, PsaConnector, RmmConnector
 from psabridge.core.errors import PluginError, PsabridgeError
 from psabridge.core.models import (
@@ -298,6 +298,12 @@ class LiveBridge:
         self._transports = transports or {}  # plugin name -> httpx transport, as for open_bridge
         self._switch = switch
         self._lock = threading.Lock()  # waitress handles events on several threads
+        # Per plugin: a connector found current, and the stored settings it was found current
+        # with. While they are stored unchanged, it still is, and its secrets need not be
+        # unsealed again (a sealed value always opens to the same secret): the key file read
+        # and the decryption were most of an event's bookkeeping. Settings naming an
+        # environment variable or a file are read anew for every event instead.
+        self._current: dict[str, tuple[Connector, dict[str, str]]] = {}
 
     def __call__(self) -> Bridge:
         states = {state.name: state for state in self._bridge.store.plugin_states()}
@@ -318,8 +324,13 @@ class LiveBridge:
             taken_up = _enabled_connector(pm, store, kind, self._transports)
             log.info("plugin_switched", kind=kind, previous=connector.name, plugin=taken_up.name)
             return taken_up
+        seen = self._current.get(connector.name)
+        if seen is not None and seen[0] is connector and seen[1] == state.settings:
+            return connector
         # Compared as a connection is built from them: the store keeps secrets sealed.
         if plugin_settings(pm, store, connector.name) == dict(connector.connection.settings):
+            if not any(secrets.is_reference(value) for value in state.settings.values()):
+                self._current[connector.name] = (connector, dict(state.settings))
             return connector
         log.info("plugin_reconnected", plugin=connector.name, reason="settings changed")
         return FACADES[kind](pm, connection_for(pm, store, connector.name,

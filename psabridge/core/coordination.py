@@ -165,19 +165,24 @@ class _Heartbeat:
         self._changed = threading.Condition()
         self._due: dict[Held, float] = {}  # each lease's next renewal, by time.monotonic()
         self._renewing: Held | None = None
+        # When the thread, waiting, will next look (None: not until woken). Sooner work wakes
+        # it; later work waits for that look, so a claim per alert costs no thread switch.
+        self._wakes_at: float | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def add(self, held: Held) -> None:
         with self._changed:
-            self._due[held] = time.monotonic() + held.lease.ttl / 3
+            self._due[held] = due = time.monotonic() + held.lease.ttl / 3
             # A forked child (multiprocessing) has the parent's object but not its thread.
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
+                self._wakes_at = None
                 self._thread = threading.Thread(target=self._run, name="lease-heartbeat",
                                                 daemon=True)
                 self._thread.start()
-            self._changed.notify_all()
+            if self._wakes_at is None or due < self._wakes_at:
+                self._changed.notify_all()
 
     def remove(self, held: Held) -> None:
         """Stop renewing `held`; returns once no renewal of it is under way, so that a release
@@ -195,7 +200,9 @@ class _Heartbeat:
                 if due:
                     return due
                 soonest = min(self._due.values(), default=None)
+                self._wakes_at = soonest
                 self._changed.wait(None if soonest is None else soonest - now)
+                self._wakes_at = None
 
     def _run(self) -> None:
         while True:

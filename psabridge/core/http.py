@@ -28,7 +28,6 @@ from typing import Any
 import attrs
 import httpcore
 import httpx
-import tenacity
 
 from psabridge.core import coordination, logs
 from psabridge.core.settings import seconds_from_environment
@@ -225,11 +224,21 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+class _Cookies(httpx.Cookies):
+    """A client's cookies, looked for only in an answer that sets some: httpx otherwise passes
+    every answer through urllib's cookie machinery, a cost on every request of every alert."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
 def new_client(**options: Any) -> httpx.Client:
     """An `httpx.Client(**options)` whose connections keep to the deadline of each attempt
     `send` makes. Transports that are not httpx's own (in-process ones, for tests) are used as
     they are: they have no sockets to bound."""
     client = httpx.Client(**options)
+    client._cookies = _Cookies(client.cookies)
     # httpx has no option for httpcore's network backend, so it is put into the connection
     # pools of the client's transports: the default one and those for proxies from the
     # environment. tests/core/test_http.py's trickling server fails if httpx changes this.
@@ -262,46 +271,20 @@ def send(
     if idempotent is None:
         idempotent = request.method in IDEMPOTENT_METHODS
 
-    def retry_exception(exc: BaseException) -> bool:
+    def retry_exception(exc: Exception) -> bool:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return True
         if isinstance(exc, DeadlineExceeded) and not exc.connected:
             return True
         return idempotent and isinstance(exc, httpx.TransportError)
 
-    def retry_response(response: httpx.Response) -> bool:
+    def retry_response(response: httpx.Response) -> tuple[bool, float | None]:
+        """Whether to send again after `response`, and the wait its Retry-After asks for."""
         status = response.status_code
         if status not in policy.statuses or (status != 429 and not idempotent):
-            return False
+            return False, None
         retry_after = retry_after_seconds(response)
-        return retry_after is None or retry_after <= policy.max_retry_after
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        if not outcome.failed and (seconds := retry_after_seconds(outcome.result())) is not None:
-            return seconds
-        return backoff_delay(policy, state.attempt_number)
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        outcome = state.outcome
-        reason = (type(outcome.exception()).__name__ if outcome.failed
-                  else f"HTTP {outcome.result().status_code}")
-        if not outcome.failed:
-            outcome.result().close()
-        log.info("retrying_request", method=request.method, url=_where(request), reason=reason,
-                 attempt=state.attempt_number, delay=round(state.upcoming_sleep, 3))
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=wait,
-        retry=(tenacity.retry_if_exception(retry_exception)
-               | tenacity.retry_if_result(retry_response)),
-        before_sleep=before_sleep,
-        sleep=sleep,
-        reraise=True,
-        # Out of attempts on a bad status: hand the response back for the caller to map.
-        retry_error_callback=lambda state: state.outcome.result(),
-    )
+        return retry_after is None or retry_after <= policy.max_retry_after, retry_after
 
     writes = request.method not in SAFE_METHODS
 
@@ -334,7 +317,27 @@ def send(
             _settle_in_flight(answered=True)
         return response
 
-    return retrying(attempt)
+    # A plain loop rather than a retry library's: every request of every alert passes here,
+    # nearly always once.
+    attempts = max(1, policy.attempts)
+    for number in range(1, attempts + 1):
+        try:
+            response = attempt()
+        except Exception as exc:
+            if number == attempts or not retry_exception(exc):
+                raise
+            reason, delay = type(exc).__name__, backoff_delay(policy, number)
+        else:
+            again, retry_after = retry_response(response)
+            if not again or number == attempts:
+                return response  # out of attempts on a bad status: the caller maps it
+            reason = f"HTTP {response.status_code}"
+            delay = backoff_delay(policy, number) if retry_after is None else retry_after
+            response.close()
+        log.info("retrying_request", method=request.method, url=_where(request), reason=reason,
+                 attempt=number, delay=round(delay, 3))
+        sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _settle_in_flight(answered: bool) -> None:

@@ -205,3 +205,27 @@ def test_remote_words_are_quoted_as_one_printable_line_of_bounded_length():
     assert quoted.isprintable() and len(quoted) == 200 and quoted.endswith("...")
     assert quoted.startswith("line one line two [31mred right-to-left xxx")
     assert http.remote_text(["not", "text"]) == "['not', 'text']"
+
+
+def test_a_retry_is_logged_with_its_reason_and_wait(httpx_mock, slept, debug_logs):
+    httpx_mock.add_response(status_code=503, headers={"Retry-After": "2"})
+    httpx_mock.add_response(json=[1])
+    assert go("GET", slept).json() == [1]
+    retries = [e for e in debug_logs if e["event"] == "retrying_request"]
+    assert [(e["reason"], e["attempt"], e["delay"]) for e in retries] == [("HTTP 503", 1, 2.0)]
+    assert slept == [2.0]
+
+
+def test_a_cookie_the_server_sets_is_sent_back_by_a_connectors_client():
+    """Answers are only searched for cookies when they set one; one that does is honoured."""
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Cookie"))
+        headers = {"Set-Cookie": "node=b7; Path=/"} if len(seen) == 1 else {}
+        return httpx.Response(200, headers=headers, json={})
+
+    with http.new_client(transport=httpx.MockTransport(answer)) as client:
+        for _ in range(3):
+            send(client, client.build_request("GET", URL))
+    assert seen == [None, "node=b7", "node=b7"]

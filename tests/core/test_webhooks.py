@@ -11,8 +11,11 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 import pytest
 from werkzeug.test import Client
 
-from psabridge.core import sync, ticketing
+from psabridge.core import secrets, sync, ticketing
+from psabridge.core.bridge import open_bridge
 from psabridge.core.errors import RemoteError
+from psabridge.core.hookspecs import hookimpl
+from psabridge.core.models import ConnectorInfo, Setting
 from psabridge.core.plugins import configure_plugin, disable_plugin, enable_plugin
 from psabridge.core.webhooks import (
     BadSecret,
@@ -24,6 +27,7 @@ from psabridge.core.webhooks import (
     signing_secret,
 )
 from psabridge.plugins.rmm_datto.hooks import stated_alert_state
+from tests.core.memory import MemoryRmm
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -338,3 +342,51 @@ def test_a_taken_port_or_a_bad_address_is_one_clear_error_before_listening_is_an
             listen(app, "127.0.0.1", port)
     with pytest.raises(PsabridgeError, match="cannot listen on 999.1.1.1:8787: "):
         listen(app, "999.1.1.1", 8787)
+
+
+class SecretRmm(MemoryRmm):
+    """A memory RMM whose connection needs a secret, stored sealed or named by reference."""
+
+    @hookimpl
+    def connector_info(self):
+        return ConnectorInfo("rmm", "Memory RMM with a token", (
+            Setting("url", "URL", kind="url"), Setting("token", "Token", secret=True)))
+
+
+@pytest.fixture
+def secret_bridge(pm, store, psa):  # noqa: F811
+    plugin = SecretRmm()
+    pm.register(plugin, name="secretrmm")
+    configure_plugin(pm, store, "mempsa", {"url": "https://x.example.com"})
+    enable_plugin(pm, store, "mempsa", check=False)
+    yield lambda token: (configure_plugin(pm, store, "secretrmm",
+                                          {"url": "https://rmm.example.com", "token": token}),
+                         enable_plugin(pm, store, "secretrmm", check=False),
+                         open_bridge(pm, store))[-1]
+    pm.unregister(plugin)
+
+
+def test_the_live_bridge_unseals_a_stored_secret_once_not_for_every_event(secret_bridge,
+                                                                          monkeypatch):
+    started = secret_bridge("sealed-token-value")
+    assert started.rmm.connection.settings["token"] == "sealed-token-value"
+    keys_read = []
+    real_secret_key = secrets.secret_key
+    monkeypatch.setattr(secrets, "secret_key",
+                        lambda *a, **k: keys_read.append(1) or real_secret_key(*a, **k))
+    live = LiveBridge(started)
+    assert all(live() is started for _ in range(5))
+    assert len(keys_read) == 1  # found current once; the same stored settings since
+
+
+def test_the_live_bridge_reads_a_secret_named_by_file_for_every_event(secret_bridge, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("first-token-value\n")
+    started = secret_bridge(f"file:{token}")
+    live = LiveBridge(started)
+    assert live() is started and live() is started
+    token.write_text("second-token-value\n")  # rotated in its file: no store write says so
+    rotated = live()
+    assert rotated.rmm is not started.rmm
+    assert rotated.rmm.connection.settings["token"] == "second-token-value"
+    assert rotated.psa is started.psa

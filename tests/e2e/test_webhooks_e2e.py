@@ -334,7 +334,7 @@ def test_a_secret_with_url_characters_works_in_the_callback_url_and_no_form_of_i
 # goes with it); the create journalled done (the second answer's clearing with it); the row saved
 # `open`; the claim given up; the event remembered. None of it reads more than the alert's own
 # rows, whatever the estate or the history.
-WEBHOOK_STATEMENTS = 40
+WEBHOOK_STATEMENTS = 38
 WEBHOOK_COMMITS = 9
 
 

@@ -8,7 +8,6 @@ all three are kept to their owner.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import stat
@@ -204,19 +203,23 @@ class ExplainingConnection(sqlite3.Connection):
     path: Path
     read_only: str | None = None
 
+    # try/except in each method rather than a shared context manager: every statement of
+    # every alert passes here.
     def execute(self, *args):
-        with self._explained():
+        try:
             return super().execute(*args)
+        except sqlite3.DatabaseError as exc:
+            self._explain(exc)
+            raise
 
     def executescript(self, script):
-        with self._explained():
-            return super().executescript(script)
-
-    @contextlib.contextmanager
-    def _explained(self):
         try:
-            yield
+            return super().executescript(script)
         except sqlite3.DatabaseError as exc:
-            if (error := explain(exc, self.path, self.read_only)) is None:
-                raise
+            self._explain(exc)
+            raise
+
+    def _explain(self, exc: sqlite3.DatabaseError) -> None:
+        """Raise the StoreError that explains `exc`, if there is one."""
+        if (error := explain(exc, self.path, self.read_only)) is not None:
             raise error from exc
