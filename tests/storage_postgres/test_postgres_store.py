@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from psabridge.cli import App, cli
 from psabridge.core.errors import StoreError
 from psabridge.core.store import LeaseLost, _held_fences, open_store
-from psabridge.plugins.storage_postgres.store import SCHEMA_VERSION, PostgresStore, masked
+from psabridge.core.store import masked_url as masked
+from psabridge.plugins.storage_postgres.store import SCHEMA_VERSION, PostgresStore
 from psabridge.testing.postgres import database_url
 from psabridge.testing.store import race
 from tests.storage_postgres import workers

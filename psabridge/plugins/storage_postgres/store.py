@@ -28,7 +28,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import psycopg
@@ -58,6 +57,7 @@ from psabridge.core.store import (
     StoreReadOnly,
     answered_in_flight,
     held_fences,
+    masked_url,
 )
 
 # Text compares byte by byte, as in SQLite, whatever the database's locale: ISO times compare
@@ -150,19 +150,6 @@ _SERIALS = {"warnings": "id", "journal": "id", "outbox": "id", "leases": "token"
             "alert_tickets": "row_order"}
 
 
-def masked(url: str) -> str:
-    """`url` with its password (in the address or in `?password=`) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        if ":" in credentials:
-            netloc = f"{credentials.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)],
-                      safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def explain_connect_error(exc: psycopg.Error, shown: str) -> StoreError:
     """What a failed connection means to the admin, in one line that names what to fix."""
     text = str(exc).strip()
@@ -198,7 +185,7 @@ class PostgresStore:
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 10.0,
                  pool_timeout: float = 30.0):
         self.url = url
-        self.shown = masked(url)
+        self.shown = masked_url(url)
         self.read_only: str | None = None
         self.pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
@@ -469,23 +456,30 @@ class PostgresStore:
                where i.indrelid = %s::regclass and i.indisprimary
                order by array_position(i.indkey, a.attnum)""", (table,))]
 
-    def insert_rows(self, table: str, rows: list[dict]) -> int:
-        """Add rows exactly as given (their ids included), in the caller's transaction: how
-        `psabridge store copy` fills a store. The serial counters move past the ids added."""
-        if not rows:
-            return 0
-        columns = list(rows[0])
+    def replace_rows(self, table: str, rows: list[dict]) -> None:
+        """Replace a table's rows with `rows`, exactly as given (their ids included), in the
+        caller's transaction: how `psabridge store copy` fills a store. The serial counters
+        move past the ids added, so that none is handed out twice."""
+        types = dict(self._query("""select column_name, data_type from information_schema.columns
+                                    where table_schema = current_schema() and table_name = %s""",
+                                 (table,)))
+        if not types:
+            raise StoreError(f"the store {self.shown} has no table {table!r}")
+        columns = [c for c in (rows[0] if rows else ()) if c in types]
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join(["%s"] * len(columns))
         with self.transaction(fenced=False), self._connection() as conn:
-            with conn.cursor() as cursor:
-                cursor.executemany(f'insert into "{table}" ({names}) values ({marks})',
-                                   [tuple(row[c] for c in columns) for row in rows])
+            conn.execute(f'delete from "{table}"')
+            if rows:
+                with conn.cursor() as cursor:
+                    cursor.executemany(f'insert into "{table}" ({names}) values ({marks})',
+                                       [tuple(_as(types[c], row[c]) for c in columns)
+                                        for row in rows])
             serial = _SERIALS.get(table)
             if serial:
                 conn.execute(f"""select setval(pg_get_serial_sequence('{table}', '{serial}'),
-                                     greatest((select max("{serial}") from "{table}"), 1))""")
-        return len(rows)
+                                     coalesce((select max("{serial}") from "{table}"), 0) + 1,
+                                     false)""")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -848,6 +842,19 @@ class PostgresStore:
     def outbox_retry(self, item: OutboxItem, error: str, delay: float) -> None:
         self._write(f"""update outbox set attempts = attempts + 1, last_error = %s,
                         due_at = {NOW} + %s where id = %s""", (error, delay, item.id))
+
+
+def _as(data_type: str, value):
+    """`value` as a column of `data_type` takes it (SQLite may keep a number in a text column)."""
+    if value is None:
+        return None
+    if data_type == "text":
+        return value if isinstance(value, str) else str(value)
+    if data_type in ("integer", "bigint"):
+        return int(value)
+    if data_type == "double precision":
+        return float(value)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
