@@ -136,3 +136,38 @@ def test_a_change_whose_lease_passed_to_another_meanwhile_is_refused_at_its_comm
     finally:
         holder.close()
         successor.close()
+
+
+def test_a_write_blocked_past_the_lock_timeout_fails_clearly_and_succeeds_once_released(postgres_db):
+    store = PostgresStore(postgres_db, lock_timeout=0.5)
+    try:
+        store.set_cursor("datto", "alerts", "before")
+        with psycopg.connect(postgres_db) as other:  # another process, in the middle of a change
+            other.execute("select * from cursors for update")
+            with pytest.raises(StoreError) as error:
+                store.set_cursor("datto", "alerts", "blocked")
+        # Leaving the block committed the other's transaction and released its rows.
+        assert str(error.value).startswith(
+            "the store postgresql://psabridge:***@") and \
+            "is busy: another process has held rows this change needs for over 0.5 s" in str(error.value)
+        assert store.cursor("datto", "alerts") == "before"
+        store.set_cursor("datto", "alerts", "after")
+        assert store.cursor("datto", "alerts") == "after"
+    finally:
+        store.close()
+
+
+def test_a_password_in_the_url_is_masked_in_the_logs(pm, postgres_db):
+    import io
+
+    from psabridge.core import logs
+
+    stream = io.StringIO()
+    logs.configure_logging(verbosity=1, fmt="json", stream=stream)
+    store = open_store(pm, postgres_db)
+    try:
+        logs.get_logger("test").warning("connecting", url=postgres_db, error=f"no {postgres_db}")
+    finally:
+        store.close()
+    assert "connecting" in stream.getvalue()
+    assert password_of(postgres_db) not in stream.getvalue()

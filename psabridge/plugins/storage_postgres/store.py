@@ -28,6 +28,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import attrs
 import psycopg
@@ -35,6 +36,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
+from psabridge.core import logs
 from psabridge.core.errors import StoreError
 from psabridge.core.models import (
     AlertTicket,
@@ -119,6 +121,9 @@ def _v1(conn: psycopg.Connection) -> None:
 MIGRATIONS: list[Callable[[psycopg.Connection], None]] = [_v1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Seconds after which the server ends a session that sits idle in a transaction.
+IDLE_IN_TRANSACTION = 120
+
 # Any fixed number: the key of the advisory lock that serialises migrations.
 MIGRATION_LOCK = 0x70736162  # "psab"
 
@@ -182,12 +187,15 @@ class PostgresStore:
     """The store; any number of threads may use one. A thread borrows a connection from the
     pool for each read, and keeps one for the length of each transaction."""
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 10.0,
-                 pool_timeout: float = 30.0):
+    def __init__(self, url: str, pool_size: int = 20, connect_timeout: float = 10.0,
+                 pool_timeout: float = 30.0, lock_timeout: float = 10.0):
         self.url = url
         self.shown = masked_url(url)
+        # A password given in the URL is masked in every log line, as the connectors' secrets are.
+        logs.register_secret(urlsplit(url).password)
         self.read_only: str | None = None
         self.pool_timeout = pool_timeout
+        self.lock_timeout = lock_timeout  # seconds a write waits for rows another has locked
         self._connect_timeout = connect_timeout
         self._local = threading.local()
         self._pool: psycopg_pool.ConnectionPool | None = None
@@ -204,17 +212,29 @@ class PostgresStore:
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
-            check=psycopg_pool.ConnectionPool.check_connection, name="psabridge-store")
+            configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection,
+            name="psabridge-store")
         self._pool.open(wait=False)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True,
+            conn = psycopg.connect(self.url, autocommit=True,
                                    connect_timeout=max(1, int(self._connect_timeout)))
         except psycopg.Error as exc:
             raise explain_connect_error(exc, self.shown) from None
+        self._configure(conn)
+        return conn
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        # A write waits for rows another transaction holds for a bounded time, as SQLite's busy
+        # timeout bounds a wait for its write lock. A session left in a transaction (its
+        # process stopped with SIGSTOP, a frozen VM) is ended by the server, so that the rows
+        # it locked, leases included, do not stay locked for ever. Our transactions never
+        # wait on anything but the database.
+        conn.execute(f"set lock_timeout = {int(self.lock_timeout * 1000)}")
+        conn.execute(f"set idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION * 1000}")
 
     @staticmethod
     def _schema_version(conn: psycopg.Connection) -> int:
@@ -235,6 +255,8 @@ class PostgresStore:
         if version == SCHEMA_VERSION:
             return
         with conn.transaction():
+            # Another process's migration may take a while on a busy server: wait for it.
+            conn.execute("set local lock_timeout = '120s'")
             conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             # Read again under the lock: another process may have migrated meanwhile.
             conn.execute("""create table if not exists schema_version (
@@ -362,6 +384,11 @@ class PostgresStore:
     def _write_error(self, exc: psycopg.Error) -> StoreError:
         if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
             return self._read_only_error("the server refuses writes")
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return StoreError(
+                f"the store {self.shown} is busy: another process has held rows this change "
+                f"needs for over {self.lock_timeout:g} s; if a psabridge sync or server is "
+                "using it, let it finish (or stop it if it hangs) and try again")
         return StoreError(f"cannot write to the store {self.shown}: {_first_line(exc)}")
 
     def _check_fences(self, conn: psycopg.Connection, lock: bool) -> None:
