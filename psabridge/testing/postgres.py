@@ -3,9 +3,12 @@
     with throwaway_postgres() as url:      # postgresql://psabridge:...@127.0.0.1:PORT/postgres
         with fresh_database(url) as db_url:
             ...
+            server_control(url).restart()   # an outage: every connection cut
 
-The server runs from a temporary folder on a free loopback port, with durability turned off
-(a test's data is worth nothing after it), and is stopped and deleted at the end. PostgreSQL
+The server runs from a temporary folder on a free loopback port, without fsync (a test's data
+need not survive the machine, only the server: every commit is written before it returns, so a
+test may crash and restart the server, `server_control(url)`), and is stopped and deleted at
+the end. PostgreSQL
 refuses to run as root, so as root (CI) it runs as an unprivileged user: `postgres` if the
 package created it, else `nobody`.
 
@@ -28,6 +31,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import attrs
 
 USER = "psabridge"
 
@@ -81,6 +86,42 @@ def _run(command: list[str], user: str | None, what: str) -> None:
                                   f"{(done.stderr or done.stdout).strip()[-2000:]}")
 
 
+@attrs.define
+class ServerControl:
+    """Stopping and starting a running throwaway server, for tests of outages."""
+
+    binaries: Path
+    data: Path
+    user: str | None
+    options: str
+    log: Path
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as a crash would, every connection cut)."""
+        _run([str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+             self.user, "stopping PostgreSQL")
+
+    def start(self) -> None:
+        _run([str(self.binaries / "pg_ctl"), "-D", str(self.data), "-o", self.options, "-l",
+              str(self.log), "-w", "-t", "60", "start"], self.user, "starting PostgreSQL")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+_running: dict[str, ServerControl] = {}
+
+
+def server_control(url: str) -> ServerControl:
+    """The control of the running throwaway server `url` (or one of its databases) is on."""
+    parts = urlsplit(url)
+    for server_url, control in _running.items():
+        if urlsplit(server_url).port == parts.port:
+            return control
+    raise KeyError(f"no throwaway PostgreSQL server runs on port {parts.port}")
+
+
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a private PostgreSQL server; yield a URL to its `postgres` database as a superuser
@@ -107,14 +148,17 @@ def throwaway_postgres() -> Iterator[str]:
         port = _free_port()
         options = (f"-c listen_addresses=127.0.0.1 -c port={port} "
                    f"-c unix_socket_directories={sockets} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        _run([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-              str(base / "server.log"), "-w", "-t", "60", "start"], user, "starting PostgreSQL")
+                   "-c full_page_writes=off -c max_connections=300")
+        control = ServerControl(binaries, data, user, options, base / "server.log")
+        control.start()
+        url = f"postgresql://{USER}:{password}@127.0.0.1:{port}/postgres"
+        _running[url] = control
         try:
-            yield f"postgresql://{USER}:{password}@127.0.0.1:{port}/postgres"
+            yield url
         finally:
-            _run([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                 user, "stopping PostgreSQL")
+            _running.pop(url, None)
+            with contextlib.suppress(PostgresUnavailable):  # already stopped by the test
+                control.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -58,7 +58,9 @@ def test_an_unreachable_server_is_one_line_naming_host_and_port(pm, postgres_url
     with pytest.raises(StoreError) as error:
         open_store(pm, url)
     message = str(error.value)
-    assert message.startswith("cannot reach the PostgreSQL server of the store postgresql://psabridge:***@127.0.0.1:")
+    assert message.startswith("cannot reach the PostgreSQL server of the store "
+                              "postgresql://psabridge:***@127.0.0.1:")
+    assert "(Connection refused)" in message
     assert "check the host and port in the URL and that the server is running" in message
     assert "\n" not in message and password_of(url) not in message
 
@@ -171,3 +173,46 @@ def test_a_password_in_the_url_is_masked_in_the_logs(pm, postgres_db):
         store.close()
     assert "connecting" in stream.getvalue()
     assert password_of(postgres_db) not in stream.getvalue()
+
+
+def test_a_store_carries_on_after_the_server_restarts(postgres_url):
+    """A restart cuts every pooled connection: the next reads and writes get new ones."""
+    from psabridge.testing.postgres import fresh_database, server_control
+
+    with fresh_database(postgres_url) as url:
+        store = PostgresStore(url)
+        try:
+            for n in range(3):  # several pooled connections, all cut below
+                store.set_cursor("datto", f"c{n}", "before")
+            server_control(url).restart()
+            assert store.cursor("datto", "c0") == "before"
+            store.set_cursor("datto", "c0", "after")
+            with store.transaction():
+                store.set_cursor("datto", "c1", "after")
+            assert [store.cursor("datto", f"c{n}") for n in range(3)] == ["after", "after", "before"]
+        finally:
+            store.close()
+
+
+def test_a_store_whose_server_is_down_says_so_in_one_line(postgres_url):
+    from psabridge.testing.postgres import fresh_database, server_control
+
+    with fresh_database(postgres_url) as url:
+        store = PostgresStore(url, pool_timeout=2)
+        control = server_control(url)
+        try:
+            control.stop()
+            try:
+                with pytest.raises(StoreError) as error:
+                    store.set_cursor("datto", "alerts", "x")
+            finally:
+                control.start()
+            message = str(error.value)
+            assert "\n" not in message and password_of(url) not in message
+            assert message.startswith("cannot reach the PostgreSQL server of the store ")
+            assert message.endswith("(Connection refused); check the host and port in the URL "
+                                    "and that the server is running")
+            store.set_cursor("datto", "alerts", "x")  # back: carries on
+            assert store.cursor("datto", "alerts") == "x"
+        finally:
+            store.close()

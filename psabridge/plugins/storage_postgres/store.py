@@ -159,7 +159,10 @@ _SERIALS = {"warnings": "id", "journal": "id", "outbox": "id", "leases": "token"
 def explain_connect_error(exc: psycopg.Error, shown: str) -> StoreError:
     """What a failed connection means to the admin, in one line that names what to fix."""
     text = str(exc).strip()
-    first = text.splitlines()[-1] if text else type(exc).__name__
+    # libpq says `connection failed: connection to server at "H", port P failed: FATAL:  why`,
+    # then a hint on a line of its own: the why is what the admin needs.
+    first = text.splitlines()[0].rsplit(" failed: ", 1)[-1] if text else type(exc).__name__
+    first = first.removeprefix("FATAL:").strip()
     lowered = text.lower()
     state = getattr(exc, "sqlstate", None)
     if state == "3D000" or ("database" in lowered and "does not exist" in lowered):
