@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from psabridge.cli import App, cli
 from psabridge.core.errors import StoreError
-from psabridge.core.store import LeaseLost, _held_fences, open_store
+from psabridge.core.store import LeaseLost, StoreReadOnly, _held_fences, open_store
 from psabridge.core.store import masked_url as masked
 from psabridge.plugins.storage_postgres.store import SCHEMA_VERSION, PostgresStore
 from psabridge.testing.postgres import database_url
@@ -216,3 +216,23 @@ def test_a_store_whose_server_is_down_says_so_in_one_line(postgres_url):
             assert store.cursor("datto", "alerts") == "x"
         finally:
             store.close()
+
+
+def test_a_read_only_database_can_be_read_but_a_write_is_refused_saying_so(pm, postgres_db):
+    store = open_store(pm, postgres_db)
+    store.set_cursor("datto", "alerts", "kept")
+    store.close()
+    name = urlsplit(postgres_db).path.lstrip("/")
+    with psycopg.connect(database_url(postgres_db, "postgres"), autocommit=True) as admin:
+        admin.execute(f'alter database "{name}" set default_transaction_read_only = on')
+    store = open_store(pm, postgres_db)
+    try:
+        assert store.cursor("datto", "alerts") == "kept"
+        with pytest.raises(StoreReadOnly) as error:
+            store.set_cursor("datto", "alerts", "changed")
+        assert "is read-only (the server's transactions are read-only): nothing was written" in \
+            str(error.value)
+        with pytest.raises(StoreReadOnly):
+            store.acquire_lease("sync", "me", ttl=30)
+    finally:
+        store.close()

@@ -284,7 +284,7 @@ class PostgresStore:
 
     def _read_only_error(self, why: str) -> StoreReadOnly:
         return StoreReadOnly(f"the store {self.shown} is read-only ({why}): nothing was written; "
-                             "point --db at the primary server")
+                             "point --db at a server (the primary) and database that accept writes")
 
     def _state(self) -> _Transaction:
         state = getattr(self._local, "transaction", None)
