@@ -236,3 +236,13 @@ def test_a_read_only_database_can_be_read_but_a_write_is_refused_saying_so(pm, p
             store.acquire_lease("sync", "me", ttl=30)
     finally:
         store.close()
+
+
+def test_without_psycopg_a_postgresql_url_says_which_extra_to_install(pm, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "psabridge.plugins.storage_postgres.store", raising=False)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    with pytest.raises(StoreError, match=r"needs psycopg, which is not installed: "
+                                         r"pip install 'psabridge\[postgres\]'"):
+        open_store(pm, "postgresql://bridge@db.example/psabridge")
