@@ -246,3 +246,21 @@ def test_without_psycopg_a_postgresql_url_says_which_extra_to_install(pm, monkey
     with pytest.raises(StoreError, match=r"needs psycopg, which is not installed: "
                                          r"pip install 'psabridge\[postgres\]'"):
         open_store(pm, "postgresql://bridge@db.example/psabridge")
+
+
+def test_a_user_that_may_not_create_the_tables_is_told_what_to_grant(pm, postgres_db):
+    with psycopg.connect(postgres_db, autocommit=True) as admin:
+        admin.execute("create role reader login password 'reader-password'")
+        admin.execute("revoke create on schema public from public")
+    parts = urlsplit(postgres_db)
+    url = parts._replace(netloc=f"reader:reader-password@{parts.hostname}:{parts.port}").geturl()
+    try:
+        with pytest.raises(StoreError) as error:
+            open_store(pm, url)
+        message = str(error.value)
+        assert "permission denied for schema public" in message
+        assert "GRANT CREATE ON SCHEMA public" in message and "reader-password" not in message
+        assert "\n" not in message
+    finally:
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            admin.execute("drop role reader")

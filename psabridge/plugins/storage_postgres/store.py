@@ -209,8 +209,14 @@ class PostgresStore:
         try:
             self._migrate(conn)
             self.read_only = self._why_read_only(conn)
+        except pg_errors.InsufficientPrivilege as exc:
+            raise StoreError(
+                f"cannot open the store {self.shown}: {_first_line(exc)}; its tables are created "
+                "(or upgraded) on first use: let the URL's user create tables in the database "
+                "(GRANT CREATE ON SCHEMA public), or run psabridge once as the database's owner"
+            ) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open the store {self.shown}: {exc}") from exc
+            raise StoreError(f"cannot open the store {self.shown}: {_first_line(exc)}") from exc
         finally:
             conn.close()
         self._pool = psycopg_pool.ConnectionPool(
