@@ -264,3 +264,14 @@ def test_a_user_that_may_not_create_the_tables_is_told_what_to_grant(pm, postgre
     finally:
         with psycopg.connect(postgres_db, autocommit=True) as admin:
             admin.execute("drop role reader")
+
+
+def test_a_malformed_url_or_an_unknown_host_is_one_line(pm):
+    with pytest.raises(StoreError, match=r"is not a valid PostgreSQL URL \(invalid URI query "
+                                         r'parameter: "bogus"\); it takes the form'):
+        open_store(pm, "postgresql://bridge:pw-in-url@db.example/psabridge?bogus=1")
+    with pytest.raises(StoreError) as error:
+        open_store(pm, "postgresql://bridge:pw-in-url@no-such-host.invalid/psabridge")
+    assert str(error.value).startswith("cannot reach the PostgreSQL server of the store "
+                                       "postgresql://bridge:***@no-such-host.invalid/psabridge (")
+    assert "pw-in-url" not in str(error.value)

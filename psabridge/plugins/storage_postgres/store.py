@@ -172,7 +172,8 @@ def explain_connect_error(exc: psycopg.Error, shown: str) -> StoreError:
             or "no password supplied" in lowered or ("role" in lowered and "does not exist" in lowered):
         return StoreError(f"cannot open the store {shown}: the server refused the user or password "
                           f"({first}); correct them in the URL (or in ~/.pgpass / PGPASSWORD)")
-    if "refused" in lowered or "timeout" in lowered or "translate host" in lowered \
+    if "refused" in lowered or "timeout" in lowered or "resolve host" in lowered \
+            or "translate host" in lowered \
             or "no route" in lowered or "unreachable" in lowered or "could not connect" in lowered:
         return StoreError(f"cannot reach the PostgreSQL server of the store {shown} ({first}); "
                           "check the host and port in the URL and that the server is running")
@@ -201,6 +202,16 @@ class PostgresStore:
         self.pool_timeout = pool_timeout
         self.lock_timeout = lock_timeout  # seconds a write waits for rows another has locked
         self._connect_timeout = connect_timeout
+        # Named in pg_stat_activity, so that a DBA sees whose sessions these are.
+        self._options = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(f"the store URL {self.shown} is not a valid PostgreSQL URL "
+                             f"({_first_line(exc)}); it takes the form "
+                             "postgresql://USER@HOST[:PORT]/DATABASE") from None
+        if "application_name" not in given:
+            self._options["application_name"] = "psabridge"
         self._local = threading.local()
         self._pool: psycopg_pool.ConnectionPool | None = None
         # A first connection of our own: its errors say what is wrong (the pool's would only
@@ -221,7 +232,7 @@ class PostgresStore:
             conn.close()
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            kwargs=self._options,
             configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection,
             name="psabridge-store")
         self._pool.open(wait=False)
@@ -230,8 +241,7 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self.url, autocommit=True,
-                                   connect_timeout=max(1, int(self._connect_timeout)))
+            conn = psycopg.connect(self.url, **self._options)
         except psycopg.Error as exc:
             raise explain_connect_error(exc, self.shown) from None
         self._configure(conn)
