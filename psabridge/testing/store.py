@@ -14,6 +14,8 @@ the URL of a new, empty store (each test gets its own)::
 The kit opens the store through the `storage_open` hook (`make_store` opens another store object
 on the same URL: another connection, as another process would have), and starts real processes
 for the races. Override `schema_version(url)` to have the migration checks read the version.
+The checks are plain asserts: `pytest.register_assert_rewrite("psabridge.testing.store")` in
+your conftest.py, before importing this module, has pytest explain a failure.
 """
 
 from __future__ import annotations
