@@ -1,11 +1,17 @@
-"""Fixtures shared by every test: a fresh plugin manager and a store in a temporary file."""
+"""Fixtures shared by every test: a fresh plugin manager and a store in a temporary file; a
+throwaway PostgreSQL server for the tests of the PostgreSQL store."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from psabridge.core.plugins import make_plugin_manager
 from psabridge.core.store import open_store
+
+# The store conformance kit's checks are plain asserts: have pytest explain them.
+pytest.register_assert_rewrite("psabridge.testing.store")
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +44,33 @@ def store(pm, db_path):
     store = open_store(pm, f"sqlite://{db_path}")
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A URL to a throwaway PostgreSQL server's `postgres` database, for the whole session.
+
+    Without PostgreSQL's server binaries the tests that need it fail, saying how to get them,
+    unless PSABRIDGE_SKIP_POSTGRES=1 (then they are skipped)."""
+    from psabridge.testing.postgres import PostgresUnavailable, throwaway_postgres
+
+    if os.environ.get("PSABRIDGE_SKIP_POSTGRES") == "1":
+        pytest.skip("PSABRIDGE_SKIP_POSTGRES=1: the PostgreSQL store is not tested")
+    try:
+        server = throwaway_postgres()
+        url = server.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def postgres_db(postgres_url):
+    """A URL to a new, empty database on the throwaway server, dropped after the test."""
+    from psabridge.testing.postgres import fresh_database
+
+    with fresh_database(postgres_url) as url:
+        yield url
