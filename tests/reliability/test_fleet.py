@@ -32,7 +32,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -42,6 +42,7 @@ from psabridge.plugins.rmm_datto.simulator.controls import ALERT_KINDS
 from tests.reliability.fleet import Configured, SimulatorProcess, configured_store, simulators, snapshot_world
 from tests.reliability.processes import alert_marker, pause_until
 from tests.reliability.soak_processes import (
+    PLUGINS,
     Process,
     free_port,
     pass_reports,
@@ -101,7 +102,8 @@ class Fleet:
                  store_url: str, log_dir: Path, workers: int, replicas: int, kills: bool):
         self.configured, self.cw, self.datto, self.log_dir = configured, cw, datto, log_dir
         self.kills_on = kills
-        self.env = psabridge_env(store_url, PSABRIDGE_WEBHOOK_SECRET=SECRET,
+        self.env = psabridge_env(store_url, PSABRIDGE_LOAD_PLUGINS=f"{PLUGINS},postgres",
+                                 PSABRIDGE_WEBHOOK_SECRET=SECRET,
                                  PSABRIDGE_LOCK_TTL=EXPIRY, PSABRIDGE_CLAIM_TTL=EXPIRY,
                                  PSABRIDGE_IN_FLIGHT_WINDOW=IN_FLIGHT_WINDOW)
         self.workers = [Process(f"worker-{n}", ["-v", "sync", "--watch", "--interval",
@@ -173,11 +175,28 @@ class Fleet:
                                               "Type": "ticket", "Action": "updated", "ID": ticket_id})
 
     def kill_one(self, rng: random.Random) -> None:
+        """kill -9 a worker or a replica, and start it again. Every other kill is aimed at the
+        worker running the passes (the others stand by), so that a take-over happens in every
+        run, however short."""
         victim = rng.choice(self.services)
+        if sum(self.kills.values()) % 2 == 0:
+            victim = self.active_worker() or victim
         if self.kills_on:
             victim.kill()
             self.kills[victim.name] += 1
             victim.start()
+
+    def active_worker(self) -> Process | None:
+        """The worker whose latest output is the latest pass report (they share one schedule;
+        a worker just started prints its banner, not a report)."""
+        def last_line(worker: Process) -> str:
+            if not worker.stdout_path.exists():
+                return ""
+            lines = worker.stdout_path.read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else ""
+
+        reporting = [w for w in self.workers if last_line(w).startswith("{")]
+        return max(reporting, key=lambda w: w.stdout_path.stat().st_mtime, default=None)
 
     # -- the phases -------------------------------------------------------------------------------
 
@@ -280,15 +299,16 @@ def run_scenario(store_url: str, log_dir: Path, workers: int, replicas: int, kil
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_urls(request, tmp_path) -> tuple[str, str]:
+def store_urls(request, tmp_path) -> Iterator[tuple[str, str]]:
     """Two fresh stores of one kind: the fleet's, and the single worker's."""
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'fleet.db'}", f"sqlite://{tmp_path / 'single.db'}"
-    try:
-        fresh_database = request.getfixturevalue("postgres_database")
-    except pytest.FixtureLookupError:
-        pytest.skip("no PostgreSQL test fixture here yet")
-    return fresh_database(), fresh_database()
+        yield f"sqlite://{tmp_path / 'fleet.db'}", f"sqlite://{tmp_path / 'single.db'}"
+        return
+    from psabridge.testing.postgres import fresh_database
+
+    server = request.getfixturevalue("postgres_url")
+    with fresh_database(server) as fleet, fresh_database(server) as single:
+        yield fleet, single
 
 
 @pytest.mark.parametrize("long", [pytest.param(False, id="short"),
@@ -296,7 +316,7 @@ def store_urls(request, tmp_path) -> tuple[str, str]:
 def test_three_workers_and_two_replicas_on_one_store_under_faults_and_kills(store_urls, long,
                                                                           tmp_path):
     seconds = chaos_seconds(long)
-    print(f"fleet seed={SEED} chaos={seconds:g}s stores={store_urls}")
+    print(f"fleet seed={SEED} chaos={seconds:g}s")
     fleet = run_scenario(store_urls[0], tmp_path / "fleet", workers=3, replicas=2, kills=True,
                          seconds=seconds)
     assert sum(fleet.figures["kills"].values()) > 0 and fleet.figures["tickets"] > 0
