@@ -34,9 +34,12 @@ log = logs.get_logger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)
 LOCK = "sync"
-# A lease nobody renews or releases: a watcher takes it for `interval` seconds when its pass
-# ends, so that the next pass on the store, whichever watcher runs it, starts no sooner.
+# A lease nobody renews or releases: a watcher takes it when its pass ends, so that the next
+# pass on the store, whichever watcher runs it, starts no sooner than an interval later.
 SCHEDULE = "sync:schedule"
+# The others stand by half an interval longer than the watcher that ran the pass waits, so that
+# it keeps the schedule while it lives rather than racing them for it.
+STANDBY = 1.5
 
 
 class SyncBusy(coordination.Busy):
@@ -138,7 +141,7 @@ class Schedule:
 
     def passed(self, store) -> None:
         holder = store.lease_holder(SCHEDULE)
-        store.acquire_lease(SCHEDULE, self.watcher, self.interval,
+        store.acquire_lease(SCHEDULE, self.watcher, self.interval * STANDBY,
                             replacing=holder.owner if holder else None)
 
 

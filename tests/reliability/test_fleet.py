@@ -327,3 +327,40 @@ def test_three_workers_and_two_replicas_on_one_store_under_faults_and_kills(stor
           f"({fleet.requests / single.requests:.2f} x)")
     assert fleet.requests <= REQUEST_BUDGET * single.requests, (fleet.requests, single.requests)
 
+
+
+def test_a_killed_workers_passes_are_taken_over_within_an_interval(store_urls, tmp_path):
+    """Three workers share one schedule: one runs the passes, two stand by. kill -9 the one
+    running them (not started again): another runs the next pass within about an interval
+    (the dead worker's hold on the store's sync lease is recognised at once on the same host),
+    and an alert raised after the kill gets its one ticket."""
+    with simulators(SEED, COMPANIES, tmp_path) as (cw, datto), \
+            configured_store(store_urls[0], cw, datto) as configured:
+        view = snapshot_world(configured, cw, datto)
+        set_up(view)
+        converge(view, max_passes=8)
+        fleet = Fleet(configured, cw, datto, store_urls[0], tmp_path, workers=3, replicas=0,
+                      kills=True)
+        try:
+            fleet.start()
+            active = wait_until(lambda: fleet.active_worker() if sum(
+                len(pass_reports(w)) for w in fleet.workers) >= 3 else None, 60,
+                "three passes on the store")
+            standby = [w for w in fleet.workers if w is not active]
+            assert all(not pass_reports(w) for w in standby), "a worker standing by ran a pass"
+            active.kill()
+            killed_at = time.monotonic()
+            alert = datto.control("raise-alert", device=fleet.devices[0], kind="disk")
+            taken_over = wait_until(lambda: any(pass_reports(w) for w in standby) and time.monotonic(),
+                                    2 * INTERVAL + 20, "a pass by a standing-by worker")
+            wait_until(lambda: any(t.get("externalXRef") == alert_marker(alert["alert_uid"])
+                                   for t in cw.inspect()["tickets"]), 60, "the alert's ticket")
+            tickets = [t for t in cw.inspect()["tickets"]
+                       if t.get("externalXRef") == alert_marker(alert["alert_uid"])]
+            assert len(tickets) == 1
+            print(f"take-over {taken_over - killed_at:.1f} s after the kill (interval {INTERVAL} s)")
+        except BaseException:
+            print(fleet.tails())
+            raise
+        finally:
+            fleet.abandon()
