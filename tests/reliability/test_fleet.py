@@ -64,7 +64,7 @@ SECRET = "fleet-webhook-secret-0123456789"
 EXPIRY, IN_FLIGHT_WINDOW = "10", "3"
 # After the chaos, the processes must have settled within this window; the requests are counted
 # up to its end in both runs, so that both poll for the same time.
-SETTLE_WINDOW = 45.0
+SETTLE_WINDOW = 30.0
 REQUEST_BUDGET = 1.2  # the fleet's requests, at most, per request of the single worker
 
 
