@@ -28,7 +28,7 @@ import attrs
 from psabridge.core import coordination, logs, mapping, outbox, ticketing
 from psabridge.core.bridge import Bridge, LiveBridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.store import LeaseLost
+from psabridge.core.store import LeaseLost, Store
 
 log = logs.get_logger(__name__)
 
@@ -128,18 +128,19 @@ def _guarded(report: PassReport, what: str, action: Callable[[], object]):
 class Schedule:
     """The passes of every `sync --watch` on one store: `interval` seconds from the end of one
     pass to the start of the next, whichever watcher runs it. `watcher` names this watcher (the
-    same for all of its passes): it runs its next pass when its own interval is over, the other
-    watchers stand by, and one of them runs the pass once that interval is over and this watcher
-    has not (it died, or is slow)."""
+    same for all of its passes): it runs its next pass when its own interval is over; the other
+    watchers stand by, and one of them runs the pass once one and a half intervals are over and
+    this watcher has not come back (it died, hangs, or was stopped). See docs/architecture.md,
+    "Several workers"."""
 
     watcher: str
     interval: float
 
-    def due(self, store) -> bool:
+    def due(self, store: Store) -> bool:
         holder = store.lease_holder(SCHEDULE)
         return holder is None or holder.expires_in <= 0 or holder.owner == self.watcher
 
-    def passed(self, store) -> None:
+    def passed(self, store: Store) -> None:
         holder = store.lease_holder(SCHEDULE)
         store.acquire_lease(SCHEDULE, self.watcher, self.interval * STANDBY,
                             replacing=holder.owner if holder else None)
@@ -147,8 +148,8 @@ class Schedule:
 
 def run_pass(bridge: Bridge, dry_run: bool = False,
              schedule: Schedule | None = None) -> PassReport | None:
-    """One pass; with `schedule` (`sync --watch`), None when the store's last pass, by another
-    watcher, ended less than the interval ago."""
+    """One pass; with `schedule` (`sync --watch`), None when it is not this watcher's turn: the
+    store's last pass, by another watcher, ended less than one and a half intervals ago."""
     with sync_lock(bridge):
         if schedule is not None and not schedule.due(bridge.store):
             return None
