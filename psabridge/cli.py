@@ -972,6 +972,47 @@ def warnings_clear(app: App, plugin, dry_run, as_json):
     output.show_report(report, as_json, done_text=f"Cleared {cleared} warnings.")
 
 
+# -- the store itself ------------------------------------------------------------------------
+
+
+@cli.group("store")
+def store_group():
+    """The state store itself: move it between engines (SQLite, PostgreSQL)."""
+
+
+@store_group.command("copy")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.option("--replace", is_flag=True,
+              help="DST may hold rows: replace them with SRC's (else a non-empty DST is refused).")
+@json_option
+@pass_app
+def store_copy(app: App, source: str, destination: str, replace: bool, as_json: bool):
+    """Copy every table of the store SRC into DST (a SQLite path or a store URL), secrets
+    included, and check the row counts of each table. Stop psabridge's workers first."""
+    from psabridge.core.store import masked_url
+    from psabridge.core.store_copy import copy_store
+
+    urls = [store_url(source), store_url(destination)]
+    if urls[0] == urls[1]:
+        raise click.UsageError("SRC and DST are the same store")
+    with contextlib.ExitStack() as stack:
+        stores = []
+        for url in urls:
+            opened = open_store(app.pm, url)
+            stack.callback(opened.close)
+            stores.append(opened)
+        report = copy_store(*stores, *(masked_url(url) for url in urls), replace=replace)
+    if as_json:
+        output.emit_json({"source": report.source, "destination": report.destination,
+                          "replaced": report.replaced, "total_rows": report.total,
+                          "tables": [{"table": t, "rows": n} for t, n in report.rows.items()]})
+    else:
+        counts = ", ".join(f"{t} {n}" for t, n in report.rows.items() if n) or "no rows"
+        click.echo(f"Copied {report.total} rows from {report.source} to {report.destination} "
+                   f"({counts}); every table's count checked.")
+
+
 # -- look-ups: the ids the other commands ask for -------------------------------------------
 
 

@@ -75,7 +75,7 @@ def storage_open(url: str):
     """Return a store for `url` if this plugin understands its scheme, else None.
 
     The object must provide the methods of :class:`psabridge.core.store.Store`. The SQLite plugin
-    answers `sqlite:///path`; a PostgreSQL plugin would answer `postgresql://...`.
+    answers `sqlite:///path`, the PostgreSQL plugin `postgresql://...`.
     """
 
 

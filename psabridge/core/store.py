@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -152,6 +153,7 @@ class Store(Protocol):
     # plumbing
     def transaction(self, fenced: bool = True) -> AbstractContextManager[None]: ...
     def table_rows(self, table: str) -> Iterator[dict]: ...
+    def replace_rows(self, table: str, rows: list[dict]) -> None: ...  # `store copy`, ids kept
     def close(self) -> None: ...
 
 
@@ -179,6 +181,20 @@ def store_url(db: str | os.PathLike | None) -> str:
         db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = str(db)
     return text if "://" in text else f"sqlite://{Path(text).expanduser().resolve()}"
+
+
+def masked_url(url: str) -> str:
+    """`url` as it may be shown: its password (in the address or `?password=`) as ***."""
+    parts = urlsplit(url)
+    if not parts.password and "password" not in dict(parse_qsl(parts.query)):
+        return url
+    netloc = parts.netloc
+    if parts.password:
+        credentials, host = netloc.rsplit("@", 1)
+        netloc = f"{credentials.split(':', 1)[0]}:***@{host}"
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)],
+                      safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_store(pm, url: str) -> Store:

@@ -83,8 +83,8 @@ def test_one_alert_looks_up_its_own_mappings_through_an_index(store):
 
 
 def test_unknown_store_url_scheme_is_a_clear_error(pm):
-    with pytest.raises(StoreError, match="no storage plugin understands postgresql:// URLs"):
-        open_store(pm, "postgresql://localhost/psabridge")
+    with pytest.raises(StoreError, match="no storage plugin understands mysql:// URLs"):
+        open_store(pm, "mysql://localhost/psabridge")
 
 
 def test_store_url_resolves_paths_and_the_environment(monkeypatch, tmp_path):

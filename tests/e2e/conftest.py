@@ -14,6 +14,7 @@ import pytest
 
 from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.plugins import configure_plugin, enable_plugin
+from psabridge.core.store import open_store, store_url
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
 
@@ -56,6 +57,27 @@ def sims(request):
         cw_server = stack.enter_context(cw.serve())
         datto_server = stack.enter_context(datto.serve())
         yield Sims(cw, datto, cw_server.url, datto_server.url, {})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_engine(request, tmp_path):
+    """Where each test's store is, as `--db` takes it: a new SQLite file, or a new database on
+    the throwaway PostgreSQL server. Every e2e test runs on both stores."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return request.getfixturevalue("postgres_db")
+
+
+@pytest.fixture
+def db_path(store_engine):
+    return store_engine
+
+
+@pytest.fixture
+def store(pm, store_engine):
+    store = open_store(pm, store_url(store_engine))
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -23,12 +23,13 @@ Rows keep the same column types as the SQLite store's (ISO text times, JSON as t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 import psycopg
@@ -36,6 +37,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
+from psabridge.core import logs
 from psabridge.core.errors import StoreError
 from psabridge.core.models import (
     AlertTicket,
@@ -58,6 +60,7 @@ from psabridge.core.store import (
     StoreReadOnly,
     answered_in_flight,
     held_fences,
+    masked_url,
 )
 
 # Text compares byte by byte, as in SQLite, whatever the database's locale: ISO times compare
@@ -119,6 +122,9 @@ def _v1(conn: psycopg.Connection) -> None:
 MIGRATIONS: list[Callable[[psycopg.Connection], None]] = [_v1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Seconds after which the server ends a session that sits idle in a transaction.
+IDLE_IN_TRANSACTION = 120
+
 # Any fixed number: the key of the advisory lock that serialises migrations.
 MIGRATION_LOCK = 0x70736162  # "psab"
 
@@ -148,19 +154,6 @@ _OWN_COLUMNS = {"row_order"}
 # The serial columns `insert_rows` moves past the rows it copies in.
 _SERIALS = {"warnings": "id", "journal": "id", "outbox": "id", "leases": "token",
             "alert_tickets": "row_order"}
-
-
-def masked(url: str) -> str:
-    """`url` with its password (in the address or in `?password=`) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        if ":" in credentials:
-            netloc = f"{credentials.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)],
-                      safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def explain_connect_error(exc: psycopg.Error, shown: str) -> StoreError:
@@ -195,12 +188,15 @@ class PostgresStore:
     """The store; any number of threads may use one. A thread borrows a connection from the
     pool for each read, and keeps one for the length of each transaction."""
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 10.0,
-                 pool_timeout: float = 30.0):
+    def __init__(self, url: str, pool_size: int = 20, connect_timeout: float = 10.0,
+                 pool_timeout: float = 30.0, lock_timeout: float = 10.0):
         self.url = url
-        self.shown = masked(url)
+        self.shown = masked_url(url)
+        # A password given in the URL is masked in every log line, as the connectors' secrets are.
+        logs.register_secret(urlsplit(url).password)
         self.read_only: str | None = None
         self.pool_timeout = pool_timeout
+        self.lock_timeout = lock_timeout  # seconds a write waits for rows another has locked
         self._connect_timeout = connect_timeout
         self._local = threading.local()
         self._pool: psycopg_pool.ConnectionPool | None = None
@@ -217,17 +213,29 @@ class PostgresStore:
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
-            check=psycopg_pool.ConnectionPool.check_connection, name="psabridge-store")
+            configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection,
+            name="psabridge-store")
         self._pool.open(wait=False)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True,
+            conn = psycopg.connect(self.url, autocommit=True,
                                    connect_timeout=max(1, int(self._connect_timeout)))
         except psycopg.Error as exc:
             raise explain_connect_error(exc, self.shown) from None
+        self._configure(conn)
+        return conn
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        # A write waits for rows another transaction holds for a bounded time, as SQLite's busy
+        # timeout bounds a wait for its write lock. A session left in a transaction (its
+        # process stopped with SIGSTOP, a frozen VM) is ended by the server, so that the rows
+        # it locked, leases included, do not stay locked for ever. Our transactions never
+        # wait on anything but the database.
+        conn.execute(f"set lock_timeout = {int(self.lock_timeout * 1000)}")
+        conn.execute(f"set idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION * 1000}")
 
     @staticmethod
     def _schema_version(conn: psycopg.Connection) -> int:
@@ -248,6 +256,8 @@ class PostgresStore:
         if version == SCHEMA_VERSION:
             return
         with conn.transaction():
+            # Another process's migration may take a while on a busy server: wait for it.
+            conn.execute("set local lock_timeout = '120s'")
             conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             # Read again under the lock: another process may have migrated meanwhile.
             conn.execute("""create table if not exists schema_version (
@@ -375,6 +385,11 @@ class PostgresStore:
     def _write_error(self, exc: psycopg.Error) -> StoreError:
         if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
             return self._read_only_error("the server refuses writes")
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return StoreError(
+                f"the store {self.shown} is busy: another process has held rows this change "
+                f"needs for over {self.lock_timeout:g} s; if a psabridge sync or server is "
+                "using it, let it finish (or stop it if it hangs) and try again")
         return StoreError(f"cannot write to the store {self.shown}: {_first_line(exc)}")
 
     def _check_fences(self, conn: psycopg.Connection, lock: bool) -> None:
@@ -420,9 +435,16 @@ class PostgresStore:
         `conflict` explains a uniqueness violation."""
         # Inside a caller's transaction, a refused write must not abort the whole of it (as
         # PostgreSQL does after any error): one that may be refused runs in a savepoint.
-        guarded = bool(conflict) and self._state().conn is not None
+        nested = self._state().conn is not None
+        guarded = bool(conflict) and nested
+        # A statement is atomic on its own: one with no fence to check and no in-flight mark
+        # to clear runs without a transaction around it, one round trip instead of three.
+        alone = not nested and not (fenced and held_fences()) and not answered_in_flight(self)
+        if alone and self.read_only:
+            raise self._read_only_error(self.read_only)
         try:
-            with self.transaction(fenced), self._connection() as conn:
+            with contextlib.nullcontext() if alone else self.transaction(fenced), \
+                    self._connection() as conn:
                 if guarded:
                     conn.execute("savepoint psabridge_write")
                 try:
@@ -469,23 +491,30 @@ class PostgresStore:
                where i.indrelid = %s::regclass and i.indisprimary
                order by array_position(i.indkey, a.attnum)""", (table,))]
 
-    def insert_rows(self, table: str, rows: list[dict]) -> int:
-        """Add rows exactly as given (their ids included), in the caller's transaction: how
-        `psabridge store copy` fills a store. The serial counters move past the ids added."""
-        if not rows:
-            return 0
-        columns = list(rows[0])
+    def replace_rows(self, table: str, rows: list[dict]) -> None:
+        """Replace a table's rows with `rows`, exactly as given (their ids included), in the
+        caller's transaction: how `psabridge store copy` fills a store. The serial counters
+        move past the ids added, so that none is handed out twice."""
+        types = dict(self._query("""select column_name, data_type from information_schema.columns
+                                    where table_schema = current_schema() and table_name = %s""",
+                                 (table,)))
+        if not types:
+            raise StoreError(f"the store {self.shown} has no table {table!r}")
+        columns = [c for c in (rows[0] if rows else ()) if c in types]
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join(["%s"] * len(columns))
         with self.transaction(fenced=False), self._connection() as conn:
-            with conn.cursor() as cursor:
-                cursor.executemany(f'insert into "{table}" ({names}) values ({marks})',
-                                   [tuple(row[c] for c in columns) for row in rows])
+            conn.execute(f'delete from "{table}"')
+            if rows:
+                with conn.cursor() as cursor:
+                    cursor.executemany(f'insert into "{table}" ({names}) values ({marks})',
+                                       [tuple(_as(types[c], row[c]) for c in columns)
+                                        for row in rows])
             serial = _SERIALS.get(table)
             if serial:
                 conn.execute(f"""select setval(pg_get_serial_sequence('{table}', '{serial}'),
-                                     greatest((select max("{serial}") from "{table}"), 1))""")
-        return len(rows)
+                                     coalesce((select max("{serial}") from "{table}"), 0) + 1,
+                                     false)""")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -848,6 +877,19 @@ class PostgresStore:
     def outbox_retry(self, item: OutboxItem, error: str, delay: float) -> None:
         self._write(f"""update outbox set attempts = attempts + 1, last_error = %s,
                         due_at = {NOW} + %s where id = %s""", (error, delay, item.id))
+
+
+def _as(data_type: str, value):
+    """`value` as a column of `data_type` takes it (SQLite may keep a number in a text column)."""
+    if value is None:
+        return None
+    if data_type == "text":
+        return value if isinstance(value, str) else str(value)
+    if data_type in ("integer", "bigint"):
+        return int(value)
+    if data_type == "double precision":
+        return float(value)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -422,6 +422,24 @@ class SQLiteStore:
         # thread's connection, and a write from inside the caller's loop could be refused.
         return iter(list(self.db[table].rows_where(order_by="rowid")))
 
+    def replace_rows(self, table: str, rows: list[dict]) -> None:
+        """Replace a table's rows with `rows`, exactly as given (their ids included), in the
+        caller's transaction: how `psabridge store copy` fills a store."""
+        if table not in self.db.table_names():
+            raise StoreError(f"the store {self.path} has no table {table!r}")
+        known = set(self.db[table].columns_dict)
+        columns = [c for c in (rows[0] if rows else ()) if c in known]
+        try:
+            with self.transaction(fenced=False):
+                self.db.execute(f"delete from [{table}]")
+                if rows:
+                    self.db.conn.executemany(
+                        f"insert into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
+                        f"values ({', '.join('?' * len(columns))})",
+                        [tuple(row[c] for c in columns) for row in rows])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
         with self._connections_lock:
