@@ -89,6 +89,11 @@ def _owner() -> str:
     return f"{process}:{uuid.uuid4().hex[:12]}"
 
 
+def new_owner() -> str:
+    """A new holder's name: this host and process, and a random part of its own."""
+    return _owner()
+
+
 def describe_owner(owner: str) -> str:
     host, pid, *_ = (owner.split(":") + ["", ""])[:3]
     return f"process {pid} on {host}" if pid else f"holder {owner}"

@@ -28,12 +28,18 @@ import attrs
 from psabridge.core import coordination, logs, mapping, outbox, ticketing
 from psabridge.core.bridge import Bridge, LiveBridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.store import LeaseLost
+from psabridge.core.store import LeaseLost, Store
 
 log = logs.get_logger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)
 LOCK = "sync"
+# A lease nobody renews or releases: a watcher takes it when its pass ends, so that the next
+# pass on the store, whichever watcher runs it, starts no sooner than an interval later.
+SCHEDULE = "sync:schedule"
+# The others stand by half an interval longer than the watcher that ran the pass waits, so that
+# it keeps the schedule while it lives rather than racing them for it.
+STANDBY = 1.5
 
 
 class SyncBusy(coordination.Busy):
@@ -118,10 +124,46 @@ def _guarded(report: PassReport, what: str, action: Callable[[], object]):
         return None
 
 
-def run_pass(bridge: Bridge, dry_run: bool = False) -> PassReport:
+@attrs.frozen
+class Schedule:
+    """The passes of every `sync --watch` on one store: `interval` seconds from the end of one
+    pass to the start of the next, whichever watcher runs it. `watcher` names this watcher (the
+    same for all of its passes): it runs its next pass when its own interval is over; the other
+    watchers stand by, and one of them runs the pass once one and a half intervals are over and
+    this watcher has not come back (it died, hangs, or was stopped). See docs/architecture.md,
+    "Several workers"."""
+
+    watcher: str
+    interval: float
+
+    def due(self, store: Store) -> bool:
+        holder = store.lease_holder(SCHEDULE)
+        return holder is None or holder.expires_in <= 0 or holder.owner == self.watcher
+
+    def passed(self, store: Store) -> None:
+        holder = store.lease_holder(SCHEDULE)
+        store.acquire_lease(SCHEDULE, self.watcher, self.interval * STANDBY,
+                            replacing=holder.owner if holder else None)
+
+
+def run_pass(bridge: Bridge, dry_run: bool = False,
+             schedule: Schedule | None = None) -> PassReport | None:
+    """One pass; with `schedule` (`sync --watch`), None when it is not this watcher's turn: the
+    store's last pass, by another watcher, ended less than one and a half intervals ago."""
+    with sync_lock(bridge):
+        if schedule is not None and not schedule.due(bridge.store):
+            return None
+        try:
+            return _run_pass(bridge, dry_run)
+        finally:
+            if schedule is not None:
+                schedule.passed(bridge.store)
+
+
+def _run_pass(bridge: Bridge, dry_run: bool) -> PassReport:
     report = PassReport()
     started = time.monotonic()
-    with sync_lock(bridge), bridge.one_run():
+    with bridge.one_run():
         _guarded(report, "mapping", lambda: _mapping_triggers(bridge, report, dry_run))
         if dry_run:
             _plan_tickets(bridge, report)
@@ -244,16 +286,24 @@ def watch(bridge_factory: Callable[[], Bridge], interval: float,
           on_pass: Callable[[PassReport], None], stop: Callable[[], bool] = lambda: False,
           sleep: Callable[[float], None] = time.sleep) -> None:
     """Run passes every `interval` seconds until `stop()` says so; a failed pass is logged and
-    the next one tries again.
+    the next one tries again. Several watchers on one store share one schedule (`Schedule`):
+    one runs the passes, the others stand by and take over when it stops.
 
     `bridge_factory` gives each pass its bridge: a `LiveBridge` (as `sync --watch` uses) keeps
     the connectors, and so their connections, tokens and caches, from pass to pass, failed
     passes included, and follows the plugins enabled and disabled meanwhile. What a bridge reads
     once per run (the PSA's companies and configuration types) is read again each pass.
     """
+    schedule = Schedule(coordination.new_owner(), interval)
     while not stop():
         try:
-            on_pass(run_pass(bridge_factory().with_fresh_reads()))
+            report = run_pass(bridge_factory().with_fresh_reads(), schedule=schedule)
+            if report is None:
+                log.debug("pass_left_to_another_watcher")
+            else:
+                on_pass(report)
+        except SyncBusy as busy:
+            log.info("pass_left_to_another_watcher", detail=str(busy))
         except PsabridgeError as exc:
             log.warning("sync pass failed", error=str(exc))
         sleep(interval)

@@ -115,14 +115,17 @@ def test_timeout_after_creation_then_rerun(desk, sims):
         short_in_flight_window(desk, timeout=0.2)
         desk.psa.fail_ticket_creates("slow", "after", times=3, seconds=0.6)
     first = sync.run_pass(desk.bridge)
-    assert len(first.errors) == 3 and all("may or may not have been applied" in e for e in first.errors)
+    # A loaded machine may also be late with an answer that was not slowed: one more outcome
+    # unknown, recovered the same way. At least the three slowed or dropped ones are unknown.
+    unknown = len(first.errors)
+    assert unknown >= 3 and all("may or may not have been applied" in e for e in first.errors)
     assert desk.psa.faults_served("drop" if sims.transports else "slow") == 3
     created_unknowingly = [uid for uid in alerts if
                            desk.bridge.store.alert_ticket(*desk.bridge.pair, uid).state == "pending"]
-    assert len(created_unknowingly) == 3
+    assert len(created_unknowingly) == unknown
     # The PSA did create them.
     assert all(len(desk.tickets_for(uid)) == 1 for uid in created_unknowingly)
 
-    rerun = after_the_window_a_rerun(desk, unanswered=3)
-    assert rerun.recovered == 3 and (rerun.tickets_created, rerun.errors) == (0, [])
+    rerun = after_the_window_a_rerun(desk, unanswered=unknown)
+    assert rerun.recovered == unknown and (rerun.tickets_created, rerun.errors) == (0, [])
     assert_exactly_one_each(desk, alerts)
