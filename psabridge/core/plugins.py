@@ -249,9 +249,14 @@ class Connector:
         return implements(self.pm, self.name, hook)
 
     def call(self, hook: str, **kwargs: Any):
+        """Call a remote hook (one taking the connection) on this connector's plugin."""
+        return self.call_plain(hook, connection=self.connection, **kwargs)
+
+    def call_plain(self, hook: str, **kwargs: Any):
+        """Call `hook` on this connector's plugin with exactly `kwargs`."""
         if not self.supports(hook):
             raise NotSupported(f"the {self.name} plugin does not implement {hook}")
-        return _call_on(self.pm, self._plugin, hook, connection=self.connection, **kwargs)
+        return _call_on(self.pm, self._plugin, hook, **kwargs)
 
 
 # -- enable / disable / remove -------------------------------------------------------------
