@@ -1,0 +1,1 @@
+"""Autotask PSA (REST API v1.0)."""
