@@ -237,7 +237,10 @@ def connection_for(
 
 
 class Connector:
-    """One connector bound to its connection: `connector.call("psa_list_companies", filters=f)`."""
+    """One connector bound to its connection, calling hooks by name:
+    `connector.call("psa_list_companies", filters=f)`. Core uses the typed subclasses of
+    `psabridge.core.connectors` (`bridge.psa.list_companies(f)`); the conformance kit calls by
+    name, as a misspelt hook must fail there."""
 
     def __init__(self, pm: pluggy.PluginManager, connection: Connection):
         self.pm = pm
@@ -294,11 +297,12 @@ def enable_plugin(
             )
     if dry_run:
         return None
+    from psabridge.core.connectors import FACADES  # it builds on this module
+
     report = None
-    hook = f"{record.kind}_check_connection"
-    connector = Connector(pm, connection_for(pm, store, name, transport))
-    if check and connector.supports(hook):
-        report = connector.call(hook)
+    connector = FACADES[record.kind](pm, connection_for(pm, store, name, transport))
+    if check and connector.supports(f"{record.kind}_check_connection"):
+        report = connector.check_connection()
         if not report.ok:
             raise PluginError(f"cannot enable {name}: {report.detail}")
         for permission in report.missing_permissions:
@@ -323,6 +327,8 @@ def remove_plugin(
     The remote unmapping comes first: if it fails, the store still lists what to unmap and a
     rerun finishes the job. Configurations stay Active. Returns rows deleted per table.
     """
+    from psabridge.core.connectors import PsaConnector  # it builds on this module
+
     record = _connector_record(pm, store, name)
     mappings = store.device_mappings_of(name)
     by_psa: dict[str, list[str]] = {}
@@ -332,8 +338,8 @@ def remove_plugin(
         if pm.get_plugin(psa) is None:
             log.warning("psa plugin not installed; links left in place", plugin=psa)
             continue
-        connector = Connector(pm, connection_for(pm, store, psa, transport))
-        connector.call("psa_unmap_configurations", configuration_ids=configuration_ids)
+        connector = PsaConnector(pm, connection_for(pm, store, psa, transport))
+        connector.unmap_configurations(configuration_ids=configuration_ids)
         store.record(
             JournalEntry(psa, "unmap_configurations", ",".join(configuration_ids), "ok",
                          {"reason": f"remove {name}"})
