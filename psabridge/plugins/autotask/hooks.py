@@ -653,7 +653,10 @@ def _subscribe_fields(client: AutotaskClient, webhook_id: int) -> None:
     ids = {_fold(str(v.get("label") or "")): int(v["value"])
            for v in client.picklist("TicketWebhookFields", "fieldID")}
     wanted = {"status": (True, False), "externalid": (False, True)}
-    have = {f.get("fieldID") for f in client.query("TicketWebhookFields", [q.eq("webhookID", webhook_id)])}
+    # Child records are listed through their parent's URL, not queried (API-NOTES §3).
+    listed = client.get_path(f"TicketWebhooks/{int(webhook_id)}/Fields")
+    rows = listed.get("items") if isinstance(listed, dict) else None
+    have = {f.get("fieldID") for f in rows or () if isinstance(f, dict)}
     for name, (subscribed, always) in wanted.items():
         if name not in ids:
             if subscribed:
