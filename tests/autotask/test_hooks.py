@@ -61,7 +61,7 @@ def test_companies_are_listed_by_name_and_filtered(connection, sim):
     companies = list(hooks.psa_list_companies(connection, CompanyFilters()))
     names = [c.name for c in companies]
     assert names == sorted(names, key=str.casefold)
-    assert {c.id for c in companies} == {str(c["id"]) for c in sim.companies()}
+    assert {c.id for c in companies} == {str(c["id"]) for c in sim.companies() if c["id"] != 0}
     wanted = company(sim, 1)["companyName"]
     found = list(hooks.psa_list_companies(connection, CompanyFilters(search=wanted[:6])))
     assert wanted in [c.name for c in found] and all(wanted[:6].lower() in c.name.lower() for c in found)

@@ -45,6 +45,7 @@ from psabridge.plugins.autotask.errors import AutotaskError, NotFound, Permissio
 
 log = logs.get_logger(__name__)
 
+OWN_COMPANY_ID = 0
 STATUS_COMPLETE = "5"  # the one closed status every Autotask database has (API-NOTES §5)
 CALLBACK_NAME = "psabridge ticket callback"
 DEFAULT_DUE_HOURS = 24
@@ -144,7 +145,9 @@ def psa_list_companies(connection: Connection, filters: CompanyFilters) -> Itera
         conditions.append(q.in_("companyType", ids))
     if filters.search:
         conditions.append(q.contains("companyName", filters.search))
-    companies = [convert.company_from(r, types) for r in client.query("Companies", conditions)]
+    # Id 0 is the MSP's own organisation (API-NOTES §5): not a customer to map to a site.
+    companies = [convert.company_from(r, types) for r in client.query("Companies", conditions)
+                 if r.get("id") != OWN_COMPANY_ID]
     for company in sorted(companies, key=lambda c: (c.name.casefold(), c.id)):
         if _passes(company, filters):
             yield company
