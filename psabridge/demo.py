@@ -27,9 +27,9 @@ from psabridge.plugins.autotask.simulator import AutotaskSimulator
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
 
-# The PSAs the demo can run on: plugin name -> (title, simulator class).
-PSA_SIMULATORS = {"connectwise": ("ConnectWise", ConnectWiseSimulator),
-                  "autotask": ("Autotask", AutotaskSimulator)}
+# The PSAs the demo can run on: plugin name -> (short name, product name, simulator class).
+PSA_SIMULATORS = {"connectwise": ("ConnectWise", "ConnectWise Manage", ConnectWiseSimulator),
+                  "autotask": ("Autotask", "Autotask PSA", AutotaskSimulator)}
 
 # Alert contexts in Datto's wire shape (API-NOTES §5), one per kind of monitor.
 ALERT_KINDS = (
@@ -71,7 +71,7 @@ def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
     returns the summary figures."""
     if psa not in PSA_SIMULATORS:
         raise DemoError(f"the demo has no {psa!r} PSA: choose one of {', '.join(PSA_SIMULATORS)}")
-    psa_title, simulator = PSA_SIMULATORS[psa]
+    psa_title, product, simulator = PSA_SIMULATORS[psa]
     if db_path.exists():
         raise DemoError(f"{db_path} already exists; the demo starts from a fresh store: give a new path")
     # The same seed and number of companies: both describe the same MSP (psabridge.simulated_msp),
@@ -84,7 +84,7 @@ def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
         pm = make_plugin_manager()
         store = open_store(pm, f"sqlite://{db_path}")
         stack.callback(store.close)
-        echo(f"{simulator.TITLE + ' simulator:':<30}{cw_server.url}")
+        echo(f"{product + ' simulator:':<30}{cw_server.url}")
         echo(f"Datto RMM simulator:          {datto_server.url}")
         echo(f"State store (fresh SQLite):   {db_path}")
 
