@@ -146,6 +146,17 @@ class Bridge:
             raise PluginError(f"unknown option {name!r}; options are {', '.join(OPTION_DEFAULTS)}")
         self.store.set_option(self.psa.name, name, value)
 
+    def announce(self, event: str, **kwargs: Any) -> None:
+        """Tell every plugin listening to `event` (an `on_*` hook) what happened. Each listener is
+        called on its own: one that raises is logged and neither stops the others nor the work
+        that was done."""
+        for impl in getattr(self.pm.hook, event).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception:  # noqa: BLE001 - a listener's failure is not the engine's
+                log.warning("event listener failed", hook=event, plugin=impl.plugin_name,
+                            exc_info=True)
+
     def write(self, connector: Connector, action: str, target: str, call: Callable[[], T],
               **detail: Any) -> T:
         """Make one change on a remote system and journal how it ended.

@@ -349,7 +349,7 @@ def _save_company_mapping(bridge: Bridge, company: Company, site: Site, company_
     psa, rmm = bridge.pair
     bridge.store.save_company_mapping(
         CompanySiteMapping(psa, rmm, company.id, company.name, site.uid, site.name, company_type))
-    bridge.pm.hook.on_site_mapped(psa=psa, rmm=rmm, company=company, site=site)
+    bridge.announce("on_site_mapped", psa=psa, rmm=rmm, company=company, site=site)
     if bridge.option("auto_map"):  # A newly mapped site triggers automatic mapping
         apply(bridge, plan_automatic_mapping(bridge, site_uids={site.uid}))
 
@@ -920,8 +920,8 @@ def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Cal
                                                       created.id))
         log.info("configuration_created", device_uid=device.uid, configuration_id=created.id,
                  company_id=created.company_id, name=created.name)
-        bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,
-                                                configuration=created)
+        bridge.announce("on_configuration_created", psa=bridge.psa.name, device=device,
+                        configuration=created)
 
     return run
 

@@ -416,7 +416,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
     context = context or TicketContext.for_alert(bridge, alert)
     settings = context.settings
-    bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
+    bridge.announce("on_alert_raised", rmm=rmm, alert=alert)
 
     if not settings.enabled:
         return _skip(bridge, alert, "ticketing is off")
@@ -519,7 +519,8 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
     saved = bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=ticket.id))
     log.info("ticket_created", alert_uid=alert.uid, device_uid=alert.device_uid,
              ticket_id=ticket.id, company_id=company_id, origin=origin)
-    bridge.pm.hook.on_ticket_created(psa=psa, alert=alert if origin == "alert" else None, ticket=ticket)
+    bridge.announce("on_ticket_created", psa=psa, alert=alert if origin == "alert" else None,
+                    ticket=ticket)
     return saved
 
 
