@@ -171,10 +171,22 @@ def test_the_link_can_live_in_a_user_defined_field(sim):
     assert cleared.management_link is None
 
 
-def test_a_bad_device_link_field_is_refused_with_the_choices(sim):
-    report = hooks.psa_check_connection(connect({**sim.settings(), "device_link_field": "notes"},
-                                                sim.transport()))
-    assert not report.ok and "referenceNumber or udf:NAME" in report.detail
+@pytest.mark.parametrize("setting, value, said", [
+    ("device_link_field", "notes", "referenceNumber or udf:NAME"),
+    ("device_link_field", "serialNumber", "matches configuration items by serial number"),
+    ("due_hours", "soon", "due_hours must be a whole number"),
+])
+def test_a_bad_setting_fails_the_check_naming_it(sim, setting, value, said):
+    report = hooks.psa_check_connection(connect({**sim.settings(), setting: value}, sim.transport()))
+    assert not report.ok and said in report.detail
+
+
+def test_a_bad_requests_per_hour_fails_the_check_naming_it(sim):
+    from psabridge.core.models import Connection
+
+    report = hooks.psa_check_connection(Connection("autotask", {**sim.settings(), "requests_per_hour": "0"},
+                                                   transport=sim.transport()))
+    assert not report.ok and "requests_per_hour must be a whole number from 1 to 10000" in report.detail
 
 
 def test_listing_cost_counts_pages_of_500(connection, sim):

@@ -99,9 +99,10 @@ _NEEDS = (
 
 @hookimpl
 def psa_check_connection(connection: Connection) -> ConnectionReport:
-    client = client_for(connection)
     try:
+        client = client_for(connection)  # checks requests_per_hour
         link_field(connection)
+        _due_hours(connection.settings)
         used, threshold = client.threshold()  # the first authenticated request
     except AutotaskError as exc:
         return ConnectionReport(ok=False, detail=str(exc))
