@@ -333,7 +333,8 @@ def _configure_command(app: App, name: str) -> click.Command:
                 setting.name, envvar, _in_a_sentence(setting.label),
                 f"set {envvar} or run without it to be prompted, or {flag}-file PATH")
             continue
-        help_text = f"{setting.label}. {setting.help} (env {envvar})"
+        default = f"; default {setting.default}" if setting.default is not None else ""
+        help_text = f"{setting.label}. {setting.help} (env {envvar}{default})"
         params.append(click.Option(
             ["--" + setting.name.replace("_", "-"), setting.name], envvar=envvar, help=help_text,
         ))
@@ -722,7 +723,7 @@ def device_types_list(app: App, as_json):
             "mapped": row.mapped,
             "score": None if row.score is None else round(row.score, 1),
             "can_create": chosen is not None and not row.flagged,
-            "warning": "has required questions: cannot create configurations" if row.flagged
+            "warning": chosen.unusable if row.flagged
             else None if chosen else "no configuration type is similar enough: name one",
         })
     _print_table(rows, as_json)
@@ -1258,7 +1259,8 @@ def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSe
         was = {item[label]: item for item in old[group]}
         for item in new[group]:
             if was.get(item[label]) != item:
-                ids = {k: v for k, v in item.items() if k.endswith("_id") or k == "routing"}
+                ids = {k: v for k, v in item.items() if k.endswith("_id")}
+                ids.update({f"{field}_id": v for field, v in item.get("routing", {}).items()})
                 changes.append(output.ChangeResult("set", f"{noun} {item[label]}", result,
                                                    _setting_detail(item, label),
                                                    {label: item[label], **ids}))

@@ -122,7 +122,8 @@ def psa_list_companies(connection: Connection, filters: CompanyFilters) -> Itera
 @required("psa")
 @hookspec(firstresult=True)
 def psa_list_configuration_types(connection: Connection) -> list[ConfigurationType]:
-    """Return every configuration type, flagging those with required questions."""
+    """Return every configuration type, with `unusable` saying why one cannot be used to create
+    a configuration through the API (ConnectWise: a type with required questions)."""
 
 
 @required("psa")

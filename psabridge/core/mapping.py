@@ -389,7 +389,7 @@ class DeviceTypeRow:
     @property
     def flagged(self) -> bool:
         """This type cannot be used to create configurations."""
-        return bool(self.configuration_type and self.configuration_type.has_required_questions)
+        return bool(self.configuration_type and self.configuration_type.unusable)
 
 
 def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None) -> list[DeviceTypeRow]:
@@ -882,9 +882,8 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
         if config_types is None:
             config_types = {t.id: t for t in bridge.configuration_types()}
         config_type = config_types.get(type_mapping.configuration_type_id)
-        if config_type is None or config_type.has_required_questions:
-            why = ("has required questions and cannot be used to create configurations"
-                   if config_type else "no longer exists in the PSA")
+        if config_type is None or config_type.unusable:
+            why = config_type.unusable if config_type else "no longer exists in the PSA"
             plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}; "
                       f"map device type {device.device_type!r} to another one with "
                       "`psabridge device-types map`", ids=ids)

@@ -82,6 +82,11 @@ class ConnectionReport:
 
 @attrs.frozen
 class Company:
+    """A PSA company. `identifier` is its short name or number as people know it (ConnectWise's
+    company identifier, Autotask's company number; the name again where the PSA has none):
+    shown beside the name, and accepted wherever a command asks for a company. `types` lists
+    every type of the company (a company of two types is one Company, not two)."""
+
     id: str
     identifier: str
     name: str
@@ -101,9 +106,13 @@ class CompanyFilters:
 
 @attrs.frozen
 class ConfigurationType:
+    """A type of configuration. `unusable` says, in words, why psabridge cannot create a
+    configuration of this type through the API ("has required questions and cannot be used to
+    create configurations"), "" when it can: core never suggests nor uses such a type."""
+
     id: str
     name: str
-    has_required_questions: bool = False  # Never used to create a configuration
+    unusable: str = ""
     inactive: bool = False
 
 

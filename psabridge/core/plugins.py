@@ -18,7 +18,7 @@ import pluggy
 from psabridge.core import hookspecs, logs, secrets
 from psabridge.core.errors import NotSupported, PluginError, SettingsError
 from psabridge.core.models import Connection, ConnectionReport, JournalEntry, PluginKind, Setting
-from psabridge.core.settings import normalise_settings, validate_settings
+from psabridge.core.settings import normalise_settings, validate_settings, with_defaults
 
 if TYPE_CHECKING:  # core.store imports this module to encrypt old stores' secrets when opened
     from psabridge.core.store import Store
@@ -188,19 +188,21 @@ def plugin_settings(pm: pluggy.PluginManager, store: Store, name: str) -> dict[s
     """A connector's settings as its connection needs them: secrets unsealed, and read from
     the environment or the file an `env:`/`file:` reference names (now, never stored)."""
     state = store.plugin_state(name)
-    return secrets.open_settings(name, state.settings if state else {},
-                                 _secret_names_of(pm, store, name))
+    declared = _declared_settings(pm, store, name)
+    opened = secrets.open_settings(name, state.settings if state else {},
+                                   [setting.name for setting in declared if setting.secret])
+    return with_defaults(declared, opened)
 
 
-def _secret_names_of(pm: pluggy.PluginManager, store: Store, name: str) -> list[str]:
-    """The names of a connector's secret settings. `serve` asks for every event, so the
-    connector's declaration alone is read, not its whole record (whose version lookup reads
-    the package's metadata files)."""
+def _declared_settings(pm: pluggy.PluginManager, store: Store, name: str) -> tuple[Setting, ...]:
+    """A connector's declared settings. `serve` asks for every event, so the connector's
+    declaration alone is read, not its whole record (whose version lookup reads the package's
+    metadata files)."""
     plugin = pm.get_plugin(name)
     info = _call_on(pm, plugin, "connector_info") if plugin is not None else None
     if info is None or info.kind not in ("psa", "rmm"):
-        return _secret_names(_connector_record(pm, store, name))  # raises, saying why
-    return [setting.name for setting in info.settings if setting.secret]
+        return _connector_record(pm, store, name).settings  # raises, saying why
+    return tuple(info.settings)
 
 
 def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:

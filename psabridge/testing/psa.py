@@ -59,7 +59,7 @@ class PsaKit(Kit):
 
     def configuration_type_id(self) -> str:
         types = self.call("psa_list_configuration_types")
-        usable = [t for t in types if not t.has_required_questions and not t.inactive]
+        usable = [t for t in types if not t.unusable and not t.inactive]
         assert usable, "psa_list_configuration_types returned no type usable for creating"
         return usable[0].id
 

@@ -18,8 +18,6 @@ import time_machine
 
 from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl
-from psabridge.plugins.connectwise import hooks as connectwise_hooks
-from psabridge.plugins.rmm_datto import hooks as datto_hooks
 from psabridge.core.models import (
     Alert,
     Company,
@@ -34,6 +32,8 @@ from psabridge.core.models import (
     Ticket,
     TicketOptions,
 )
+from psabridge.plugins.connectwise import hooks as connectwise_hooks
+from psabridge.plugins.rmm_datto import hooks as datto_hooks
 
 
 def remote_now() -> dt.datetime:

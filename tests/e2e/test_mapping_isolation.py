@@ -166,6 +166,6 @@ def test_a_sync_pass_tickets_alerts_while_one_device_audit_answers_500(desk, sim
     assert report.tickets_created == 1
     (left_for_next_pass,) = report.errors  # said, not stored as a warning: the next pass retries
     assert left_for_next_pass.startswith("AUDIT-500") and "500" in left_for_next_pass
-    ticket = desk.ticket_for(alert)  # in ConnectWise, found by the alert's marker
-    assert desk.configurations_of(ticket) == [desk.configuration_of[desk.devices[0].uid]]
+    ticket = desk.ticket_for(alert)  # in the PSA, found by the alert's marker
+    assert ticket.configuration_ids == (desk.configuration_of[desk.devices[0].uid],)
     assert broken["uid"] not in mapped_uids(bridge) and store.warnings() == []

@@ -99,7 +99,7 @@ def test_serve_ignores_events_while_the_psa_is_disabled_and_handles_them_once_en
     run(db_path, "plugins", "enable", "connectwise", "--skip-check")
     handled = webhook(alert)  # Datto delivering it again: ignored before, so not a replay
     assert handled.status_code == 200 and handled.json()["state"] == "open"
-    assert handled.json()["ticket"] == str(desk.ticket_for(alert)["id"])
+    assert handled.json()["ticket"] == desk.ticket_for(alert).id
 
     # The server kept its connections across the events: one codebase look-up, one token.
     assert logins() == (logins_before[0] + 1, logins_before[1] + 1)

@@ -42,6 +42,8 @@ from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, Per
 log = logs.get_logger(__name__)
 
 CALLBACK_DESCRIPTION = "psabridge ticket callback"
+# A configuration type with required questions cannot be used: psabridge has no answers to give.
+REQUIRED_QUESTIONS = "has required questions and cannot be used to create configurations"
 INACTIVE_STATUS = "Inactive"  # The configuration status a deleted device's record gets
 CHANGED_TICKETS_PAGE = 1000
 
@@ -156,7 +158,7 @@ def psa_list_configuration_types(connection: Connection) -> list[ConfigurationTy
         questions = client.get(f"company/configurations/types/{record['id']}/questions",
                                {"conditions": required, "fields": "id", "pageSize": 1})
         types.append(ConfigurationType(id=str(record["id"]), name=record["name"],
-                                       has_required_questions=bool(questions),
+                                       unusable=REQUIRED_QUESTIONS if questions else "",
                                        inactive=bool(record.get("inactiveFlag"))))
     return types
 
