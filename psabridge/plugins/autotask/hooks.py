@@ -452,17 +452,31 @@ def _default(client: AutotaskClient, field: str) -> str | None:
 # -- tickets -----------------------------------------------------------------------------------
 
 
-def _ticket_from(connection: Connection, record: dict) -> Ticket:
+def _ticket_from(connection: Connection, record: dict, additional: bool = False) -> Ticket:
     client = client_for(connection)
     return convert.ticket_from(record, _labels(client, "Tickets", "status"),
                                _closed_ids(client, connection.settings),
-                               _configuration_ids(client, record))
+                               _configuration_ids(client, record, additional))
 
 
-def _configuration_ids(client: AutotaskClient, record: dict) -> tuple[str, ...]:
+def _configuration_ids(client: AutotaskClient, record: dict, additional: bool = False) -> tuple[str, ...]:
+    """The ticket's primary configuration item, and with `additional` (one request more) the
+    items added under it."""
     primary = record.get("configurationItemID")
     ids = [str(primary)] if primary not in (None, "") else []
+    if additional and ids:  # a ticket without a primary item has no additional ones from us
+        ids += [i for i in _additional_ids(client, record["id"]) if i not in ids]
     return tuple(ids)
+
+
+def _additional_ids(client: AutotaskClient, ticket_id: int) -> list[str]:
+    try:
+        listed = client.get_path(f"Tickets/{int(ticket_id)}/AdditionalConfigurationItems")
+    except NotFound:
+        return []
+    rows = listed.get("items") if isinstance(listed, dict) else None
+    return [str(r["configurationItemID"]) for r in rows or ()
+            if isinstance(r, dict) and r.get("configurationItemID") is not None]
 
 
 def _due_hours(settings: Mapping[str, str]) -> int:
@@ -516,8 +530,11 @@ def psa_attach_configuration(connection: Connection, ticket_id: str, configurati
     if current in (None, ""):
         client.update("Tickets", {"id": int(ticket_id), "configurationItemID": int(configuration_id)})
         return
-    client.create("TicketAdditionalConfigurationItems",
-                  {"ticketID": int(ticket_id), "configurationItemID": int(configuration_id)})
+    # Additional items are children of the ticket, created under it (API-NOTES §4, §5).
+    path = f"Tickets/{int(ticket_id)}/AdditionalConfigurationItems"
+    if str(configuration_id) in _additional_ids(client, int(ticket_id)):
+        return
+    client.create(path, {"ticketID": int(ticket_id), "configurationItemID": int(configuration_id)})
 
 
 @hookimpl
@@ -526,7 +543,7 @@ def psa_find_ticket(connection: Connection, marker: str) -> Ticket | None:
     stored = convert.stored_marker(marker)
     for record in client.query("Tickets", [q.eq("externalID", stored)]):
         if record.get("externalID") == stored:  # exact, whatever the server's collation
-            return _ticket_from(connection, record)
+            return _ticket_from(connection, record, additional=True)
     return None
 
 
@@ -535,7 +552,7 @@ def psa_get_ticket(connection: Connection, ticket_id: str) -> Ticket | None:
     if not str(ticket_id).isdigit():
         return None
     record = client_for(connection).get("Tickets", int(ticket_id))
-    return None if record is None else _ticket_from(connection, record)
+    return None if record is None else _ticket_from(connection, record, additional=True)
 
 
 def _note_value(client: AutotaskClient, field: str, preferred: str) -> int | None:
