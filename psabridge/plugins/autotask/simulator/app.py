@@ -319,7 +319,7 @@ class AutotaskApp:
             child = next(v for v in CHILDREN.values() if v[0] == entity)
             create, update, delete = child[2:]
         if not words:
-            return ok({"info": {"name": entity[:-1] if entity.endswith("s") else entity,
+            return ok({"info": {"name": _singular(entity),
                                 "canCreate": create, "canUpdate": update, "canDelete": delete,
                                 "canQuery": entity not in CHILD_ONLY,
                                 "hasUserDefinedFields": entity in UDFS,
@@ -622,6 +622,9 @@ class AutotaskApp:
 
 
 def _singular(entity: str) -> str:
+    """"Companies" -> "Company", "Tickets" -> "Ticket": the entity names `info` carries."""
+    if entity.endswith("ies"):
+        return entity[:-3] + "y"
     return entity[:-1] if entity.endswith("s") else entity
 
 
