@@ -279,3 +279,21 @@ def test_over_loopback_a_technician_closing_a_ticket_is_called_back_in_the_backg
     assert actions[:2] == ["Create", "Update"]
     assert json.loads(received[1][0])["Fields"]["Status"] == 5
     assert all(signature == independent_signature(SECRET, body) for body, signature in received)
+
+
+def test_an_impersonated_write_is_attributed_to_that_resource(world):
+    sim, client, receiver, clock = world
+    webhook_id = make_webhook(client)
+    technician = sim.db.technicians()[1]["id"]
+    client.post(f"TicketWebhooks/{webhook_id}/ExcludedResources", json={"resourceID": technician})
+    ticket_id = new_ticket(sim, client)
+    sim.deliver_pending()
+    as_technician = {"ImpersonationResourceId": str(technician)}
+    changed = client.patch("Tickets", json={"id": ticket_id, "status": 8}, headers=as_technician)
+    assert changed.status_code == 200
+    assert sim.ticket(ticket_id)["lastActivityResourceID"] == technician
+    assert sim.deliver_pending() == 0  # the technician is excluded from this webhook
+    refused = client.patch("Tickets", json={"id": ticket_id, "status": 1},
+                           headers={"ImpersonationResourceId": str(sim.db.api_resource()["id"])})
+    assert refused.status_code == 500 and "cannot be impersonated" in refused.json()["errors"][0]
+    assert [json.loads(r.content)["PersonID"] for r in receiver.requests] == [sim.db.api_resource()["id"]]

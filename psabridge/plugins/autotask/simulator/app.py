@@ -435,8 +435,9 @@ class AutotaskApp:
             body[parent_field] = parent_id
         with self.db.lock:
             values = self.validate(entity, body, "create")
+            person = self.acting_resource(request)
             record = self.db.insert(entity, values)
-            self.after_write(entity, None, record)
+            self.after_write(entity, None, record, person)
         return ok({"itemId": record["id"]})
 
     def update(self, request: Request, entity: str, method: str, parent_field: str | None = None,
@@ -452,13 +453,14 @@ class AutotaskApp:
             if parent_field is not None:
                 body = {k: v for k, v in body.items() if k.casefold() != parent_field.casefold()}
             values = self.validate(entity, body, "patch" if method == "PATCH" else "put", record)
+            person = self.acting_resource(request)
             before = dict(record)
             if method == "PUT":  # every writable field not sent becomes null (API-NOTES §4)
                 for name, spec in FIELDS[entity].items():
                     if not spec["readOnly"] and name != parent_field and name not in values:
                         record[name] = None
             record.update(values)
-            self.after_write(entity, before, record)
+            self.after_write(entity, before, record, person)
         return ok({"itemId": record_id}) if self.options.patch_answer == "itemId" else \
             Response("", 200, content_type="application/json")
 
@@ -484,6 +486,20 @@ class AutotaskApp:
         if entity == "TicketWebhooks":
             self.webhooks.deactivated(record)
         return ok({"itemId": record["id"]})
+
+    def acting_resource(self, request: Request) -> int:
+        """Who a write is attributed to: the API user, or the resource named by
+        `ImpersonationResourceId`, which must be a resource that can be impersonated (API-only
+        resources cannot: API-NOTES §2)."""
+        named = request.headers.get("ImpersonationResourceId")
+        if not named:
+            return self.db.api_resource()["id"]
+        resource = self.db.get("Resources", int(named)) if named.strip().isdigit() else None
+        if resource is None or not resource["isActive"]:
+            raise failed(f"ImpersonationResourceId {named} is not an active resource.")
+        if resource["licenseType"] == API_LICENSE_TYPE:
+            raise failed(f"The resource {named} cannot be impersonated.")
+        return resource["id"]
 
     def validate(self, entity: str, body: dict, mode: str, record: dict | None = None) -> dict:
         """The fields `body` writes, canonical names, checked; read-only fields are ignored."""
