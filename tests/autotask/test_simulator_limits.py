@@ -4,7 +4,6 @@ told by ThresholdInformation, and three requests in flight per integration code 
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -57,8 +56,7 @@ def test_the_rolling_hour_threshold_refuses_then_recovers(mode, status):
 @pytest.mark.parametrize("mode", ["in-process", "loopback"])
 def test_three_requests_in_flight_per_entity_then_itgenatr005(mode):
     sim = AutotaskSimulator(seed=1, companies=3)
-    gate = sim.api.holds["tickets"] = threading.Event()
-    with client_for(sim, mode) as client, ThreadPoolExecutor(4) as pool:
+    with client_for(sim, mode) as client, ThreadPoolExecutor(4) as pool, sim.holding("Tickets") as gate:
         held = [pool.submit(client.post, "Tickets/query", json=ALL) for _ in range(3)]
         deadline = time.monotonic() + 10
         while sum(sim.limits.in_flight.values()) < 3 and time.monotonic() < deadline:
@@ -72,7 +70,6 @@ def test_three_requests_in_flight_per_entity_then_itgenatr005(mode):
         assert other_entity.status_code == 200
         gate.set()
         assert [f.result().status_code for f in held] == [200, 200, 200]
-        del sim.api.holds["tickets"]
         assert client.get("Tickets/query", params={"search": '{"filter":[{"op":"exist","field":"id"}]}'}) \
             .status_code == 200
     assert sim.limits.refused["threads"] == 1
@@ -81,8 +78,7 @@ def test_three_requests_in_flight_per_entity_then_itgenatr005(mode):
 
 def test_the_thread_refusal_status_is_configurable():
     sim = AutotaskSimulator(seed=1, companies=2, options=Options(thread_limit=1, limit_status=500))
-    gate = sim.api.holds["companies"] = threading.Event()
-    with sim.client() as client, ThreadPoolExecutor(1) as pool:
+    with sim.client() as client, ThreadPoolExecutor(1) as pool, sim.holding("Companies") as gate:
         held = pool.submit(client.get, "Companies/174")
         while not sim.limits.in_flight:
             time.sleep(0.01)

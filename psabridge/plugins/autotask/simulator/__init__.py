@@ -13,6 +13,7 @@ time: give a `FakeClock` to decide when the rolling hour ends and webhook retrie
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -167,3 +168,16 @@ class AutotaskSimulator:
 
     def deliver_pending(self) -> int:
         return self.webhooks.deliver_pending()
+
+    @contextmanager
+    def holding(self, entity: str) -> Iterator[threading.Event]:
+        """Within the block, API requests for `entity` ("Tickets", "ThresholdInformation") wait
+        while counted in flight, until the event yielded is set (or the block ends): how a
+        test fills an entity's threads."""
+        gate = threading.Event()
+        self.api.holds[entity.casefold()] = gate
+        try:
+            yield gate
+        finally:
+            gate.set()
+            self.api.holds.pop(entity.casefold(), None)
