@@ -412,3 +412,29 @@ def test_counts_are_kept_per_endpoint_template(api):
     api.client.post("Companies/query", json=ALL)
     assert api.sim.counts["GET /V1.0/Companies/{id}"] == 2
     assert api.sim.counts["POST /V1.0/Companies/query"] == 1
+
+
+def test_additional_configuration_items_are_added_under_the_ticket(api):
+    body = ticket_body(api)
+    own = [c for c in api.sim.configurations() if c["companyID"] == body["companyID"]]
+    created = api.client.post("Tickets", json={**body, "configurationItemID": own[0]["id"]})
+    ticket_id = created.json()["itemId"]
+    added = api.client.post(f"Tickets/{ticket_id}/AdditionalConfigurationItems",
+                            json={"configurationItemID": own[1]["id"]})
+    assert added.status_code == 200
+    assert api.sim.ticket_configurations(ticket_id) == [own[0]["id"], own[1]["id"]]
+    listed = api.client.get(f"Tickets/{ticket_id}/AdditionalConfigurationItems").json()["items"]
+    assert [(i["ticketID"], i["configurationItemID"]) for i in listed] == [(ticket_id, own[1]["id"])]
+    again = api.client.post(f"Tickets/{ticket_id}/AdditionalConfigurationItems",
+                            json={"configurationItemID": own[1]["id"]})
+    assert again.status_code == 500 and "already on ticket" in errors(again)[0]
+    foreign = next(c for c in api.sim.configurations() if c["companyID"] != body["companyID"])
+    refused = api.client.post(f"Tickets/{ticket_id}/AdditionalConfigurationItems",
+                              json={"configurationItemID": foreign["id"]})
+    assert refused.status_code == 500 and "does not belong to company" in errors(refused)[0]
+    # there is no top-level route to create them
+    top_level = api.client.post("TicketAdditionalConfigurationItems",
+                                json={"ticketID": ticket_id, "configurationItemID": own[0]["id"]})
+    assert top_level.status_code == 404
+    removed = api.client.delete(f"Tickets/{ticket_id}/AdditionalConfigurationItems/{added.json()['itemId']}")
+    assert removed.status_code == 200 and api.sim.ticket_configurations(ticket_id) == [own[0]["id"]]

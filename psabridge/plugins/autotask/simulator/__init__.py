@@ -147,6 +147,17 @@ class AutotaskSimulator:
     def tickets(self) -> list[dict]:
         return sorted(self.db.table("Tickets").values(), key=lambda r: r["id"])
 
+    def notes(self, ticket_id: int) -> list[dict]:
+        return sorted(self.db.by("TicketNotes", ticketID=int(ticket_id)), key=lambda r: r["id"])
+
+    def ticket_configurations(self, ticket_id: int) -> list[int]:
+        """The ticket's configuration items: its primary one, then the additional ones."""
+        ticket = self.ticket(ticket_id)
+        extra = sorted(self.db.by("TicketAdditionalConfigurationItems", ticketID=ticket["id"]),
+                       key=lambda r: r["id"])
+        primary = [ticket["configurationItemID"]] if ticket["configurationItemID"] is not None else []
+        return primary + [r["configurationItemID"] for r in extra]
+
     def configurations(self) -> list[dict]:
         return sorted(self.db.table("ConfigurationItems").values(), key=lambda r: r["id"])
 

@@ -80,16 +80,21 @@ ENTITIES: dict[str, tuple[bool, bool, bool]] = {
     "TicketNotes": (False, False, False), "TicketCategories": (False, True, False),
     "TicketWebhooks": (True, True, True), "TicketWebhookFields": (False, False, False),
     "TicketWebhookExcludedResources": (False, False, False), "WebhookEventErrorLogs": (False, False, True),
+    "TicketAdditionalConfigurationItems": (False, False, False),
 }
 # (parent, child path) -> (child entity, parent id field, create, update, delete)
 CHILDREN: dict[tuple[str, str], tuple[str, str, bool, bool, bool]] = {
     ("Tickets", "Notes"): ("TicketNotes", "ticketID", True, True, False),
+    ("Tickets", "AdditionalConfigurationItems"): ("TicketAdditionalConfigurationItems", "ticketID",
+                                                  True, False, True),
     ("TicketWebhooks", "Fields"): ("TicketWebhookFields", "webhookID", True, True, True),
     ("TicketWebhooks", "ExcludedResources"): ("TicketWebhookExcludedResources", "webhookID",
                                               True, False, True),
 }
+MAX_ADDITIONAL_ITEMS = 100
 # Child entities that have no top-level query route (only under their parent).
-CHILD_ONLY = frozenset({"TicketWebhookFields", "TicketWebhookExcludedResources"})
+CHILD_ONLY = frozenset({"TicketWebhookFields", "TicketWebhookExcludedResources",
+                        "TicketAdditionalConfigurationItems"})
 META = {"zoneinformation": "zoneInformation", "thresholdinformation": "ThresholdInformation",
         "version": "Version", "modules": "Modules", "versioninformation": "VersionInformation"}
 _ENTITY_NAMES = {name.casefold(): name for name in ENTITIES}
@@ -246,6 +251,8 @@ class AutotaskApp:
         words = [p.casefold() for p in rest]
         create, update, delete = ENTITIES[entity]
         if not rest:
+            if entity in CHILD_ONLY:  # written under their parent only
+                raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
             if method == "POST" and create:
                 return self.create(request, entity)
             if method in ("PATCH", "PUT") and update:
@@ -561,6 +568,8 @@ class AutotaskApp:
             del values["companyID"]  # ignored on update, as documented (API-NOTES §4)
         if entity == "Tickets":
             self._ticket_rules(values, merged)
+        if entity == "TicketAdditionalConfigurationItems":
+            self._additional_item_rules(merged)
 
     def _not_api_user(self, resource_id: Any, what: str) -> None:
         resource = self.db.get("Resources", resource_id)
@@ -588,6 +597,21 @@ class AutotaskApp:
                              f"{merged.get('companyID')}.")
         if values.get("dueDateTime") is not None:
             values["dueDateTime"] = _datetime_text(values["dueDateTime"])
+
+    def _additional_item_rules(self, merged: dict) -> None:
+        """At most 100 per ticket, each active and of the ticket's company (API-NOTES §5)."""
+        ticket = self.db.get("Tickets", merged["ticketID"])
+        ci = self.db.get("ConfigurationItems", merged["configurationItemID"])
+        others = self.db.by("TicketAdditionalConfigurationItems", ticketID=merged["ticketID"])
+        if len(others) >= MAX_ADDITIONAL_ITEMS:
+            raise failed(f"A ticket can have at most {MAX_ADDITIONAL_ITEMS} additional configuration items.")
+        if ci["companyID"] != ticket["companyID"]:
+            raise failed(f"The configuration item {ci['id']} does not belong to company "
+                         f"{ticket['companyID']}.")
+        if not ci["isActive"]:
+            raise failed(f"The configuration item {ci['id']} is inactive.")
+        if any(o["configurationItemID"] == ci["id"] for o in others):
+            raise failed(f"The configuration item {ci['id']} is already on ticket {ticket['id']}.")
 
     def after_write(self, entity: str, before: dict | None, record: dict,
                     person_id: int | None = None) -> None:
