@@ -438,3 +438,28 @@ def test_additional_configuration_items_are_added_under_the_ticket(api):
     assert top_level.status_code == 404
     removed = api.client.delete(f"Tickets/{ticket_id}/AdditionalConfigurationItems/{added.json()['itemId']}")
     assert removed.status_code == 200 and api.sim.ticket_configurations(ticket_id) == [own[0]["id"]]
+
+
+def test_what_the_security_level_denies_is_refused_and_reported():
+    sim = AutotaskSimulator(seed=3, companies=3, options=Options(denied={"Tickets": ("Create",),
+                                                                         "Companies": ("Query",)}))
+    with running(sim, "in-process") as api:
+        info = api.client.get("Tickets/entityInformation").json()["info"]
+        assert info["userAccessForCreate"] == "None" and info["userAccessForQuery"] == "All"
+        refused = api.client.post("Tickets", json=ticket_body(api))
+        assert refused.status_code == 500
+        assert errors(refused)[0].startswith("The logged in Resource does not have the adequate permissions")
+        assert api.client.post("Tickets/query", json=ALL).status_code == 200
+        assert api.client.post("Companies/query", json=ALL).status_code == 500
+        assert api.client.get("Companies/174").status_code == 500
+        assert sim.tickets() == []
+
+
+def test_a_new_configuration_item_gets_the_default_category(api):
+    company = api.sim.companies()[1]
+    product = api.sim.db.by("Products", name="Managed Server")[0]
+    created = api.client.post("ConfigurationItems", json={"companyID": company["id"],
+                                                          "productID": product["id"], "isActive": True})
+    item = api.client.get(f"ConfigurationItems/{created.json()['itemId']}").json()["item"]
+    default = [c for c in api.sim.db.table("ConfigurationItemCategories").values() if c["isGlobalDefault"]]
+    assert item["configurationItemCategoryID"] == default[0]["id"]

@@ -65,6 +65,10 @@ class Options:
     empty_filter_error: bool = True  # a query without conditions is refused
     patch_answer: str = "itemId"  # the body of a PATCH/PUT success: "itemId", or "empty"
     ci_company_change: str = "ignore"  # a CI's companyID on update: "ignore" (as documented), "error"
+    # entity -> actions ("Query", "Create", "Update", "Delete") the API user's security level
+    # lacks: refused with the 500 Autotask answers, and "None" in entityInformation's
+    # userAccessFor* (API-NOTES §2).
+    denied: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     webhook_timeout: float = 10.0
     webhook_retry_interval: float = 30.0
     webhook_attempts: int = 5
@@ -92,6 +96,7 @@ CHILDREN: dict[tuple[str, str], tuple[str, str, bool, bool, bool]] = {
                                               True, False, True),
 }
 MAX_ADDITIONAL_ITEMS = 100
+ACTIONS = ("Create", "Delete", "Query", "Update")
 # Child entities that have no top-level query route (only under their parent).
 CHILD_ONLY = frozenset({"TicketWebhookFields", "TicketWebhookExcludedResources",
                         "TicketAdditionalConfigurationItems"})
@@ -286,6 +291,7 @@ class AutotaskApp:
             raise failed(f"No matching records found for {parent} with id {parent_id}.")
         if not rest:
             if method == "GET":
+                self.allow(entity, "Query")
                 rows = sorted(self.db.by(entity, **{parent_field: parent_id}), key=lambda r: r["id"])
                 return ok({"items": rows, "pageDetails": {"count": len(rows), "requestCount": len(rows),
                                                           "prevPageUrl": None, "nextPageUrl": None}})
@@ -301,6 +307,7 @@ class AutotaskApp:
         if record is not None and record[parent_field] != parent_id:
             record = None
         if method == "GET":
+            self.allow(entity, "Query")
             return self._item(entity, record_id, record)
         if method == "DELETE" and delete:
             if record is None:
@@ -317,7 +324,16 @@ class AutotaskApp:
             raise ApiError(404, f"No {entity} record was found with id {record_id}.")
         return ok({"item": record})
 
+    def _denied(self, entity: str, action: str) -> bool:
+        return action in self.options.denied.get(entity, ())
+
+    def allow(self, entity: str, action: str) -> None:
+        if self._denied(entity, action):
+            raise failed("The logged in Resource does not have the adequate permissions to "
+                         f"{action.lower()} this entity type: {entity}.")
+
     def get_one(self, entity: str, record_id: int) -> Response:
+        self.allow(entity, "Query")
         return self._item(entity, record_id, self.db.get(entity, record_id))
 
     def entity_information(self, entity: str, words: list[str]) -> Response:
@@ -332,8 +348,8 @@ class AutotaskApp:
                                 "hasUserDefinedFields": entity in UDFS,
                                 "supportsWebhookCallouts": entity in ("Tickets", "Companies",
                                                                       "ConfigurationItems", "TicketNotes"),
-                                "userAccessForCreate": "All", "userAccessForDelete": "All",
-                                "userAccessForQuery": "All", "userAccessForUpdate": "All"}})
+                                **{f"userAccessFor{action}": "None" if self._denied(entity, action)
+                                   else "All" for action in ACTIONS}}})
         if words == ["fields"]:
             return ok({"fields": self.field_information(entity)})
         if words == ["userdefinedfields"]:
@@ -376,6 +392,7 @@ class AutotaskApp:
             if method == "GET" and _arg(request, "search") is None:
                 # The cursor of a POST query is followed with POST and the same body.
                 raise not_supported("GET")
+        self.allow(entity, "Query")
         body = self._search_body(request)
         try:
             search = parse_search(body, FIELDS[entity], UDFS.get(entity, []), entity,
@@ -436,12 +453,15 @@ class AutotaskApp:
 
     def create(self, request: Request, entity: str, parent_field: str | None = None,
                parent_id: int | None = None) -> Response:
+        self.allow(entity, "Create")
         body = self._body(request)
         if parent_field is not None:  # the parent's id comes from the URL (API-NOTES §13)
             body = {k: v for k, v in body.items() if k.casefold() != parent_field.casefold()}
             body[parent_field] = parent_id
         with self.db.lock:
             values = self.validate(entity, body, "create")
+            if entity == "ConfigurationItems" and values.get("configurationItemCategoryID") is None:
+                values["configurationItemCategoryID"] = self.db.default_category_id()
             person = self.acting_resource(request)
             record = self.db.insert(entity, values)
             self.after_write(entity, None, record, person)
@@ -449,6 +469,7 @@ class AutotaskApp:
 
     def update(self, request: Request, entity: str, method: str, parent_field: str | None = None,
                parent_id: int | None = None) -> Response:
+        self.allow(entity, "Update")
         body = self._body(request)
         record_id = _key(body, "id")
         if isinstance(record_id, bool) or not isinstance(record_id, int):
@@ -479,6 +500,7 @@ class AutotaskApp:
             return self._delete_record(entity, record)
 
     def _delete_record(self, entity: str, record: dict) -> Response:
+        self.allow(entity, "Delete")
         with self.db.lock:
             if entity == "ConfigurationItemTypes" and self.db.by("ConfigurationItems",
                                                                   configurationItemType=record["id"]):
