@@ -136,6 +136,10 @@ def not_supported(method: str) -> ApiError:
     return ApiError(405, message=f"The requested resource does not support http method '{method}'.")
 
 
+def no_route() -> ApiError:
+    return ApiError(404, message="No HTTP resource was found that matches the request URI.")
+
+
 def ok(body: Any) -> Response:
     return Response(json.dumps(body), 200, content_type="application/json; charset=utf-8")
 
@@ -183,19 +187,19 @@ class AutotaskApp:
     def dispatch(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if not parts or parts[0].casefold() != "atservicesrest":
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         parts = parts[1:]
         if len(parts) == 1 and parts[0].casefold() == "versioninformation":
             return ok({"apiVersions": ["V1.0"]})
         if not parts or parts[0].casefold() != "v1.0" or len(parts) < 2:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         parts = parts[1:]
         head = parts[0].casefold()
         if head == "zoneinformation" and len(parts) == 1:  # no auth, no limits (API-NOTES §1, §6)
             return self.zone_information(request)
         entity = _ENTITY_NAMES.get(head)
         if entity is None and head not in META:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         self.authenticate(request)
         endpoint = entity or parts[0]
         try:
@@ -240,7 +244,7 @@ class AutotaskApp:
         if request.method != "GET":
             raise not_supported(request.method)
         if len(parts) != 1:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         if head == "thresholdinformation":
             return ok({"externalRequestThreshold": self.options.request_threshold,
                        "requestThresholdTimeframe": round(self.options.threshold_window / 60),
@@ -249,7 +253,7 @@ class AutotaskApp:
             return ok({"version": "2026.1.0.0"})
         if head == "modules":
             return ok({"modules": [{"key": "Service Desk", "value": True}, {"key": "CRM", "value": True}]})
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
 
     def entity_route(self, request: Request, entity: str, rest: list[str]) -> Response:
         method = request.method
@@ -257,7 +261,7 @@ class AutotaskApp:
         create, update, delete = ENTITIES[entity]
         if not rest:
             if entity in CHILD_ONLY:  # written under their parent only
-                raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+                raise no_route()
             if method == "POST" and create:
                 return self.create(request, entity)
             if method in ("PATCH", "PUT") and update:
@@ -268,7 +272,7 @@ class AutotaskApp:
                 raise not_supported(method)
             return self.entity_information(entity, words[1:])
         if entity in CHILD_ONLY:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         if words[0] == "query":
             return self.query_route(request, entity, words[1:])
         record_id = _int_segment(rest[0])
@@ -281,7 +285,7 @@ class AutotaskApp:
         child = next((value for (parent, name), value in CHILDREN.items()
                       if parent == entity and name.casefold() == words[1]), None)
         if child is None:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         return self.child_route(request, entity, record_id, child, rest[2:])
 
     def child_route(self, request: Request, parent: str, parent_id: int, child: tuple, rest: list[str]):
@@ -301,7 +305,7 @@ class AutotaskApp:
                 return self.update(request, entity, method, parent_field, parent_id)
             raise not_supported(method)
         if len(rest) != 1:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         record_id = _int_segment(rest[0])
         record = self.db.get(entity, record_id)
         if record is not None and record[parent_field] != parent_id:
@@ -356,7 +360,7 @@ class AutotaskApp:
             return ok({"fields": [{"name": name, "label": name, "type": "string", "length": 8000,
                                    "isPickList": False, "picklistValues": None, "isRequired": False,
                                    "isProtected": False} for name in UDFS.get(entity, [])]})
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
 
     def field_information(self, entity: str) -> list[dict]:
         picklists = self.db.picklists(entity)
@@ -379,12 +383,12 @@ class AutotaskApp:
 
     def query_route(self, request: Request, entity: str, words: list[str]) -> Response:
         method = request.method
-        if words not in ([], ["count"], ["next"], ["prev"]) or method not in ("GET", "POST"):
-            if method not in ("GET", "POST"):
-                raise not_supported(method)
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        if words not in ([], ["count"], ["next"]):
+            raise no_route()
+        if method not in ("GET", "POST"):
+            raise not_supported(method)
         after, previous, page_size = -1, [], None
-        if words in (["next"], ["prev"]):
+        if words == ["next"]:  # prevPageUrl is a /query/next URL too, with earlier ids
             paging = _paging(_arg(request, "paging"))
             page_size = paging["pageSize"]
             after = paging["nextIds"][0]
@@ -703,7 +707,7 @@ def _key(body: dict, name: str) -> Any:
 
 def _int_segment(text: str) -> int:
     if not re.fullmatch(r"-?\d{1,18}", text):
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
     return int(text)
 
 
