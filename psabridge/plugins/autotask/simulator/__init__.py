@@ -13,6 +13,7 @@ time: give a `FakeClock` to decide when the rolling hour ends and webhook retrie
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,17 @@ class AutotaskSimulator:
     def tickets(self) -> list[dict]:
         return sorted(self.db.table("Tickets").values(), key=lambda r: r["id"])
 
+    def notes(self, ticket_id: int) -> list[dict]:
+        return sorted(self.db.by("TicketNotes", ticketID=int(ticket_id)), key=lambda r: r["id"])
+
+    def ticket_configurations(self, ticket_id: int) -> list[int]:
+        """The ticket's configuration items: its primary one, then the additional ones."""
+        ticket = self.ticket(ticket_id)
+        extra = sorted(self.db.by("TicketAdditionalConfigurationItems", ticketID=ticket["id"]),
+                       key=lambda r: r["id"])
+        primary = [ticket["configurationItemID"]] if ticket["configurationItemID"] is not None else []
+        return primary + [r["configurationItemID"] for r in extra]
+
     def configurations(self) -> list[dict]:
         return sorted(self.db.table("ConfigurationItems").values(), key=lambda r: r["id"])
 
@@ -167,3 +179,16 @@ class AutotaskSimulator:
 
     def deliver_pending(self) -> int:
         return self.webhooks.deliver_pending()
+
+    @contextmanager
+    def holding(self, entity: str) -> Iterator[threading.Event]:
+        """Within the block, API requests for `entity` ("Tickets", "ThresholdInformation") wait
+        while counted in flight, until the event yielded is set (or the block ends): how a
+        test fills an entity's threads."""
+        gate = threading.Event()
+        self.api.holds[entity.casefold()] = gate
+        try:
+            yield gate
+        finally:
+            gate.set()
+            self.api.holds.pop(entity.casefold(), None)

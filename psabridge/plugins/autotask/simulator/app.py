@@ -65,6 +65,10 @@ class Options:
     empty_filter_error: bool = True  # a query without conditions is refused
     patch_answer: str = "itemId"  # the body of a PATCH/PUT success: "itemId", or "empty"
     ci_company_change: str = "ignore"  # a CI's companyID on update: "ignore" (as documented), "error"
+    # entity -> actions ("Query", "Create", "Update", "Delete") the API user's security level
+    # lacks: refused with the 500 Autotask answers, and "None" in entityInformation's
+    # userAccessFor* (API-NOTES §2).
+    denied: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     webhook_timeout: float = 10.0
     webhook_retry_interval: float = 30.0
     webhook_attempts: int = 5
@@ -80,16 +84,22 @@ ENTITIES: dict[str, tuple[bool, bool, bool]] = {
     "TicketNotes": (False, False, False), "TicketCategories": (False, True, False),
     "TicketWebhooks": (True, True, True), "TicketWebhookFields": (False, False, False),
     "TicketWebhookExcludedResources": (False, False, False), "WebhookEventErrorLogs": (False, False, True),
+    "TicketAdditionalConfigurationItems": (False, False, False),
 }
 # (parent, child path) -> (child entity, parent id field, create, update, delete)
 CHILDREN: dict[tuple[str, str], tuple[str, str, bool, bool, bool]] = {
     ("Tickets", "Notes"): ("TicketNotes", "ticketID", True, True, False),
+    ("Tickets", "AdditionalConfigurationItems"): ("TicketAdditionalConfigurationItems", "ticketID",
+                                                  True, False, True),
     ("TicketWebhooks", "Fields"): ("TicketWebhookFields", "webhookID", True, True, True),
     ("TicketWebhooks", "ExcludedResources"): ("TicketWebhookExcludedResources", "webhookID",
                                               True, False, True),
 }
+MAX_ADDITIONAL_ITEMS = 100
+ACTIONS = ("Create", "Delete", "Query", "Update")
 # Child entities that have no top-level query route (only under their parent).
-CHILD_ONLY = frozenset({"TicketWebhookFields", "TicketWebhookExcludedResources"})
+CHILD_ONLY = frozenset({"TicketWebhookFields", "TicketWebhookExcludedResources",
+                        "TicketAdditionalConfigurationItems"})
 META = {"zoneinformation": "zoneInformation", "thresholdinformation": "ThresholdInformation",
         "version": "Version", "modules": "Modules", "versioninformation": "VersionInformation"}
 _ENTITY_NAMES = {name.casefold(): name for name in ENTITIES}
@@ -124,6 +134,10 @@ def failed(*errors: str) -> ApiError:
 
 def not_supported(method: str) -> ApiError:
     return ApiError(405, message=f"The requested resource does not support http method '{method}'.")
+
+
+def no_route() -> ApiError:
+    return ApiError(404, message="No HTTP resource was found that matches the request URI.")
 
 
 def ok(body: Any) -> Response:
@@ -173,19 +187,19 @@ class AutotaskApp:
     def dispatch(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if not parts or parts[0].casefold() != "atservicesrest":
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         parts = parts[1:]
         if len(parts) == 1 and parts[0].casefold() == "versioninformation":
             return ok({"apiVersions": ["V1.0"]})
         if not parts or parts[0].casefold() != "v1.0" or len(parts) < 2:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         parts = parts[1:]
         head = parts[0].casefold()
         if head == "zoneinformation" and len(parts) == 1:  # no auth, no limits (API-NOTES §1, §6)
             return self.zone_information(request)
         entity = _ENTITY_NAMES.get(head)
         if entity is None and head not in META:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         self.authenticate(request)
         endpoint = entity or parts[0]
         try:
@@ -230,7 +244,7 @@ class AutotaskApp:
         if request.method != "GET":
             raise not_supported(request.method)
         if len(parts) != 1:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         if head == "thresholdinformation":
             return ok({"externalRequestThreshold": self.options.request_threshold,
                        "requestThresholdTimeframe": round(self.options.threshold_window / 60),
@@ -239,13 +253,15 @@ class AutotaskApp:
             return ok({"version": "2026.1.0.0"})
         if head == "modules":
             return ok({"modules": [{"key": "Service Desk", "value": True}, {"key": "CRM", "value": True}]})
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
 
     def entity_route(self, request: Request, entity: str, rest: list[str]) -> Response:
         method = request.method
         words = [p.casefold() for p in rest]
         create, update, delete = ENTITIES[entity]
         if not rest:
+            if entity in CHILD_ONLY:  # written under their parent only
+                raise no_route()
             if method == "POST" and create:
                 return self.create(request, entity)
             if method in ("PATCH", "PUT") and update:
@@ -256,7 +272,7 @@ class AutotaskApp:
                 raise not_supported(method)
             return self.entity_information(entity, words[1:])
         if entity in CHILD_ONLY:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         if words[0] == "query":
             return self.query_route(request, entity, words[1:])
         record_id = _int_segment(rest[0])
@@ -269,7 +285,7 @@ class AutotaskApp:
         child = next((value for (parent, name), value in CHILDREN.items()
                       if parent == entity and name.casefold() == words[1]), None)
         if child is None:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         return self.child_route(request, entity, record_id, child, rest[2:])
 
     def child_route(self, request: Request, parent: str, parent_id: int, child: tuple, rest: list[str]):
@@ -279,6 +295,7 @@ class AutotaskApp:
             raise failed(f"No matching records found for {parent} with id {parent_id}.")
         if not rest:
             if method == "GET":
+                self.allow(entity, "Query")
                 rows = sorted(self.db.by(entity, **{parent_field: parent_id}), key=lambda r: r["id"])
                 return ok({"items": rows, "pageDetails": {"count": len(rows), "requestCount": len(rows),
                                                           "prevPageUrl": None, "nextPageUrl": None}})
@@ -288,12 +305,13 @@ class AutotaskApp:
                 return self.update(request, entity, method, parent_field, parent_id)
             raise not_supported(method)
         if len(rest) != 1:
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+            raise no_route()
         record_id = _int_segment(rest[0])
         record = self.db.get(entity, record_id)
         if record is not None and record[parent_field] != parent_id:
             record = None
         if method == "GET":
+            self.allow(entity, "Query")
             return self._item(entity, record_id, record)
         if method == "DELETE" and delete:
             if record is None:
@@ -310,7 +328,16 @@ class AutotaskApp:
             raise ApiError(404, f"No {entity} record was found with id {record_id}.")
         return ok({"item": record})
 
+    def _denied(self, entity: str, action: str) -> bool:
+        return action in self.options.denied.get(entity, ())
+
+    def allow(self, entity: str, action: str) -> None:
+        if self._denied(entity, action):
+            raise failed("The logged in Resource does not have the adequate permissions to "
+                         f"{action.lower()} this entity type: {entity}.")
+
     def get_one(self, entity: str, record_id: int) -> Response:
+        self.allow(entity, "Query")
         return self._item(entity, record_id, self.db.get(entity, record_id))
 
     def entity_information(self, entity: str, words: list[str]) -> Response:
@@ -319,21 +346,21 @@ class AutotaskApp:
             child = next(v for v in CHILDREN.values() if v[0] == entity)
             create, update, delete = child[2:]
         if not words:
-            return ok({"info": {"name": entity[:-1] if entity.endswith("s") else entity,
+            return ok({"info": {"name": _singular(entity),
                                 "canCreate": create, "canUpdate": update, "canDelete": delete,
                                 "canQuery": entity not in CHILD_ONLY,
                                 "hasUserDefinedFields": entity in UDFS,
                                 "supportsWebhookCallouts": entity in ("Tickets", "Companies",
                                                                       "ConfigurationItems", "TicketNotes"),
-                                "userAccessForCreate": "All", "userAccessForDelete": "All",
-                                "userAccessForQuery": "All", "userAccessForUpdate": "All"}})
+                                **{f"userAccessFor{action}": "None" if self._denied(entity, action)
+                                   else "All" for action in ACTIONS}}})
         if words == ["fields"]:
             return ok({"fields": self.field_information(entity)})
         if words == ["userdefinedfields"]:
             return ok({"fields": [{"name": name, "label": name, "type": "string", "length": 8000,
                                    "isPickList": False, "picklistValues": None, "isRequired": False,
                                    "isProtected": False} for name in UDFS.get(entity, [])]})
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
 
     def field_information(self, entity: str) -> list[dict]:
         picklists = self.db.picklists(entity)
@@ -356,12 +383,12 @@ class AutotaskApp:
 
     def query_route(self, request: Request, entity: str, words: list[str]) -> Response:
         method = request.method
-        if words not in ([], ["count"], ["next"], ["prev"]) or method not in ("GET", "POST"):
-            if method not in ("GET", "POST"):
-                raise not_supported(method)
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        if words not in ([], ["count"], ["next"]):
+            raise no_route()
+        if method not in ("GET", "POST"):
+            raise not_supported(method)
         after, previous, page_size = -1, [], None
-        if words in (["next"], ["prev"]):
+        if words == ["next"]:  # prevPageUrl is a /query/next URL too, with earlier ids
             paging = _paging(_arg(request, "paging"))
             page_size = paging["pageSize"]
             after = paging["nextIds"][0]
@@ -369,6 +396,7 @@ class AutotaskApp:
             if method == "GET" and _arg(request, "search") is None:
                 # The cursor of a POST query is followed with POST and the same body.
                 raise not_supported("GET")
+        self.allow(entity, "Query")
         body = self._search_body(request)
         try:
             search = parse_search(body, FIELDS[entity], UDFS.get(entity, []), entity,
@@ -429,18 +457,23 @@ class AutotaskApp:
 
     def create(self, request: Request, entity: str, parent_field: str | None = None,
                parent_id: int | None = None) -> Response:
+        self.allow(entity, "Create")
         body = self._body(request)
         if parent_field is not None:  # the parent's id comes from the URL (API-NOTES §13)
             body = {k: v for k, v in body.items() if k.casefold() != parent_field.casefold()}
             body[parent_field] = parent_id
         with self.db.lock:
             values = self.validate(entity, body, "create")
+            if entity == "ConfigurationItems" and values.get("configurationItemCategoryID") is None:
+                values["configurationItemCategoryID"] = self.db.default_category_id()
+            person = self.acting_resource(request)
             record = self.db.insert(entity, values)
-            self.after_write(entity, None, record)
+            self.after_write(entity, None, record, person)
         return ok({"itemId": record["id"]})
 
     def update(self, request: Request, entity: str, method: str, parent_field: str | None = None,
                parent_id: int | None = None) -> Response:
+        self.allow(entity, "Update")
         body = self._body(request)
         record_id = _key(body, "id")
         if isinstance(record_id, bool) or not isinstance(record_id, int):
@@ -452,13 +485,14 @@ class AutotaskApp:
             if parent_field is not None:
                 body = {k: v for k, v in body.items() if k.casefold() != parent_field.casefold()}
             values = self.validate(entity, body, "patch" if method == "PATCH" else "put", record)
+            person = self.acting_resource(request)
             before = dict(record)
             if method == "PUT":  # every writable field not sent becomes null (API-NOTES §4)
                 for name, spec in FIELDS[entity].items():
                     if not spec["readOnly"] and name != parent_field and name not in values:
                         record[name] = None
             record.update(values)
-            self.after_write(entity, before, record)
+            self.after_write(entity, before, record, person)
         return ok({"itemId": record_id}) if self.options.patch_answer == "itemId" else \
             Response("", 200, content_type="application/json")
 
@@ -470,6 +504,7 @@ class AutotaskApp:
             return self._delete_record(entity, record)
 
     def _delete_record(self, entity: str, record: dict) -> Response:
+        self.allow(entity, "Delete")
         with self.db.lock:
             if entity == "ConfigurationItemTypes" and self.db.by("ConfigurationItems",
                                                                   configurationItemType=record["id"]):
@@ -484,6 +519,20 @@ class AutotaskApp:
         if entity == "TicketWebhooks":
             self.webhooks.deactivated(record)
         return ok({"itemId": record["id"]})
+
+    def acting_resource(self, request: Request) -> int:
+        """Who a write is attributed to: the API user, or the resource named by
+        `ImpersonationResourceId`, which must be a resource that can be impersonated (API-only
+        resources cannot: API-NOTES §2)."""
+        named = request.headers.get("ImpersonationResourceId")
+        if not named:
+            return self.db.api_resource()["id"]
+        resource = self.db.get("Resources", int(named)) if named.strip().isdigit() else None
+        if resource is None or not resource["isActive"]:
+            raise failed(f"ImpersonationResourceId {named} is not an active resource.")
+        if resource["licenseType"] == API_LICENSE_TYPE:
+            raise failed(f"The resource {named} cannot be impersonated.")
+        return resource["id"]
 
     def validate(self, entity: str, body: dict, mode: str, record: dict | None = None) -> dict:
         """The fields `body` writes, canonical names, checked; read-only fields are ignored."""
@@ -545,6 +594,8 @@ class AutotaskApp:
             del values["companyID"]  # ignored on update, as documented (API-NOTES §4)
         if entity == "Tickets":
             self._ticket_rules(values, merged)
+        if entity == "TicketAdditionalConfigurationItems":
+            self._additional_item_rules(merged)
 
     def _not_api_user(self, resource_id: Any, what: str) -> None:
         resource = self.db.get("Resources", resource_id)
@@ -572,6 +623,21 @@ class AutotaskApp:
                              f"{merged.get('companyID')}.")
         if values.get("dueDateTime") is not None:
             values["dueDateTime"] = _datetime_text(values["dueDateTime"])
+
+    def _additional_item_rules(self, merged: dict) -> None:
+        """At most 100 per ticket, each active and of the ticket's company (API-NOTES §5)."""
+        ticket = self.db.get("Tickets", merged["ticketID"])
+        ci = self.db.get("ConfigurationItems", merged["configurationItemID"])
+        others = self.db.by("TicketAdditionalConfigurationItems", ticketID=merged["ticketID"])
+        if len(others) >= MAX_ADDITIONAL_ITEMS:
+            raise failed(f"A ticket can have at most {MAX_ADDITIONAL_ITEMS} additional configuration items.")
+        if ci["companyID"] != ticket["companyID"]:
+            raise failed(f"The configuration item {ci['id']} does not belong to company "
+                         f"{ticket['companyID']}.")
+        if not ci["isActive"]:
+            raise failed(f"The configuration item {ci['id']} is inactive.")
+        if any(o["configurationItemID"] == ci["id"] for o in others):
+            raise failed(f"The configuration item {ci['id']} is already on ticket {ticket['id']}.")
 
     def after_write(self, entity: str, before: dict | None, record: dict,
                     person_id: int | None = None) -> None:
@@ -622,6 +688,9 @@ class AutotaskApp:
 
 
 def _singular(entity: str) -> str:
+    """"Companies" -> "Company", "Tickets" -> "Ticket": the entity names `info` carries."""
+    if entity.endswith("ies"):
+        return entity[:-3] + "y"
     return entity[:-1] if entity.endswith("s") else entity
 
 
@@ -638,7 +707,7 @@ def _key(body: dict, name: str) -> Any:
 
 def _int_segment(text: str) -> int:
     if not re.fullmatch(r"-?\d{1,18}", text):
-        raise ApiError(404, message="No HTTP resource was found that matches the request URI.")
+        raise no_route()
     return int(text)
 
 

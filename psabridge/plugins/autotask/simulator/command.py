@@ -68,10 +68,14 @@ def simulate_autotask(port, host, seed, companies, configurations, latency, erro
             click.echo(f"  {command}")
             click.echo("  (the API secret waits in that file until the simulator stops)")
             click.echo("Press Ctrl-C to stop.")
-            threading.Event().wait()
+            _wait_for_interrupt()
         except KeyboardInterrupt:
             pass
     click.echo("Stopped.")
+
+
+def _wait_for_interrupt() -> None:
+    threading.Event().wait()
 
 
 COMMANDS = (simulate_autotask,)

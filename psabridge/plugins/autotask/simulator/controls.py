@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from psabridge.plugins.autotask.simulator.data import (
-    STATUS_COMPLETE,
-    STATUS_NEW,
-    STATUSES,
-)
+from psabridge.plugins.autotask.simulator.data import QUEUES, STATUS_COMPLETE, STATUS_NEW, STATUSES
 from psabridge.simulation import ControlAction, ControlError
 
 if TYPE_CHECKING:
     from psabridge.plugins.autotask.simulator import AutotaskSimulator
 
 STATUS_LABELS = {value: label for value, label, *_ in STATUSES}
+QUEUE_LABELS = {value: label for value, label, *_ in QUEUES}
 
 
 def actions(sim: AutotaskSimulator) -> dict[str, ControlAction]:
@@ -47,7 +44,11 @@ def _set_status(sim: AutotaskSimulator, ticket: dict, status: int) -> dict:
     ticket["status"] = status
     sim.api.after_write("Tickets", before, ticket, person_id=technician["id"])
     company = sim.db.get("Companies", ticket["companyID"])
+    queue = QUEUE_LABELS.get(ticket["queueID"]) if ticket["queueID"] is not None else None
+    # `summary` and `board` as the ConnectWise simulator answers, so `simulate close-ticket`
+    # prints either's answer.
     return {"ticket_id": ticket["id"], "ticket_number": ticket["ticketNumber"], "title": ticket["title"],
+            "summary": ticket["title"], "board": queue or "(no queue)", "queue": queue,
             "status": STATUS_LABELS.get(status, str(status)), "closed": status == STATUS_COMPLETE,
             "company": company["companyName"] if company else None}
 

@@ -243,6 +243,11 @@ class Database:
     def api_resource(self) -> dict:
         return next(r for r in self.table("Resources").values() if r["licenseType"] == API_LICENSE_TYPE)
 
+    def default_category_id(self) -> int | None:
+        """The configuration item category applied when a create names none (API-NOTES §5)."""
+        return next((r["id"] for r in self.table("ConfigurationItemCategories").values()
+                     if r["isGlobalDefault"] and r["isActive"]), None)
+
     def add_configuration_item(self, company: dict, title: str, kind: str, **values: Any) -> dict:
         ci_type = next(r for r in self.table("ConfigurationItemTypes").values()
                        if r["name"] == KIND_CI_TYPE[kind])

@@ -1,7 +1,11 @@
 """Write `spec.py` from the derived Autotask field list (shared/specs/autotask/entity-fields.json).
 
     python -m psabridge.plugins.autotask.simulator.make_spec \\
-        ../shared/specs/autotask/entity-fields.json > psabridge/plugins/autotask/simulator/spec.py
+        ../shared/specs/autotask/entity-fields.json > /tmp/spec.py \\
+        && mv /tmp/spec.py psabridge/plugins/autotask/simulator/spec.py
+
+(through a temporary file: the package this runs from imports `spec.py`, which a redirection
+straight into it would have emptied first.)
 
 Only what the simulator enforces is kept (type, required, max length, read-only), so the package
 does not need the shared file at run time.
@@ -34,6 +38,15 @@ SERVER_SET = {
 }
 
 
+# Entities the derived file lacks, from the REST entity pages (API-NOTES §5, `ticket-add-ci`).
+EXTRA = {
+    "TicketAdditionalConfigurationItems": {
+        "configurationItemID": {"type": "integer", "required": True, "maxLength": None, "readOnly": False},
+        "ticketID": {"type": "integer", "required": True, "maxLength": None, "readOnly": False},
+    },
+}
+
+
 def extract(document: dict) -> dict:
     out = {}
     for entity in ENTITIES:
@@ -48,6 +61,9 @@ def extract(document: dict) -> dict:
             }
         fields.setdefault("id", {"type": "long", "required": False, "maxLength": None, "readOnly": True})
         out[entity] = fields
+    for entity, fields in EXTRA.items():
+        out[entity] = {**fields, "id": {"type": "long", "required": False, "maxLength": None,
+                                        "readOnly": True}}
     return out
 
 
