@@ -17,7 +17,7 @@ from psabridge.core.models import (
 )
 from psabridge.plugins.autotask import hooks
 from psabridge.plugins.autotask.client import DISCOVERY_URL
-from psabridge.plugins.autotask.simulator import STATUS_COMPLETE
+from psabridge.plugins.autotask.simulator import STATUS_COMPLETE, AutotaskSimulator
 
 from .conftest import connect
 
@@ -306,3 +306,36 @@ def test_ticket_url_opens_the_ticket_in_the_zones_web_interface():
 def test_ticket_url_names_the_ticket(connection):
     url = hooks.psa_ticket_url(connection, "7001")
     assert url.endswith("ExecuteCommand.aspx?Code=OpenTicketDetail&TicketID=7001")
+
+
+def test_attaching_a_second_item_adds_it_under_the_ticket_once(connection, sim):
+    home = str(company(sim)["id"])
+    first = hooks.psa_create_configuration(connection, Configuration(name="CI-A", company_id=home))
+    second = hooks.psa_create_configuration(connection, Configuration(name="CI-B", company_id=home))
+    ticket = hooks.psa_create_ticket(connection, draft(sim, configuration_id=first.id))
+    hooks.psa_attach_configuration(connection, ticket.id, second.id)
+    hooks.psa_attach_configuration(connection, ticket.id, second.id)
+    assert hooks.psa_get_ticket(connection, ticket.id).configuration_ids == (first.id, second.id)
+    assert sim.ticket_configurations(int(ticket.id)).count(int(second.id)) == 1
+
+
+def test_what_the_security_level_denies_is_reported_as_missing_permissions():
+    from psabridge.plugins.autotask.simulator import Options
+
+    sim = AutotaskSimulator(seed=3, companies=2, options=Options(
+        denied={"ConfigurationItems": ("Create",), "TicketNotes": ("Create",)}))
+    report = hooks.psa_check_connection(connect(sim.settings(), sim.transport()))
+    assert report.ok
+    assert report.missing_permissions == ("ConfigurationItems: Create", "TicketNotes: Create")
+
+
+def test_a_denied_create_is_a_permission_error_naming_the_security_level():
+    from psabridge.plugins.autotask.errors import PermissionDenied
+    from psabridge.plugins.autotask.simulator import Options
+
+    sim = AutotaskSimulator(seed=3, companies=2, options=Options(denied={"ConfigurationItems": ("Create",)}))
+    connection = connect(sim.settings(), sim.transport())
+    with pytest.raises(PermissionDenied, match="security level") as refused:
+        hooks.psa_create_configuration(connection,
+                                       Configuration(name="X", company_id=str(company(sim)["id"])))
+    assert not refused.value.transient
