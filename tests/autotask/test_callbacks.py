@@ -51,7 +51,8 @@ def test_registering_twice_gives_one_ready_webhook_with_the_secret(connection, s
     assert hooks.psa_register_ticket_callback(connection, URL, SECRET) == first
     [webhook] = sim.db.table("TicketWebhooks").values()
     assert webhook["webhookUrl"] == URL and webhook["secretKey"] == SECRET
-    assert webhook["isActive"] and webhook["isReady"] and webhook["isSubscribedToUpdateEvents"]
+    assert webhook["isActive"] and webhook["isReady"]
+    assert webhook["isSubscribedToCreateEvents"] and webhook["isSubscribedToUpdateEvents"]
     assert len(sim.db.by("TicketWebhookFields", webhookID=webhook["id"])) == 2  # status, externalID
 
 
@@ -75,7 +76,7 @@ def test_a_technician_closing_the_ticket_calls_back_with_a_verifiable_signature(
     ticket_id = new_ticket(connection, sim)
     sim.close_ticket(int(ticket_id))
     sim.deliver_pending()
-    [request] = received
+    created, request = received  # the new ticket, then its change of status
     headers = {k.lower(): v for k, v in request.headers.items()}
     parsed = hooks.psa_parse_ticket_callback(connection, headers, request.content, SECRET)
     assert parsed.ticket_id == ticket_id and parsed.event_id

@@ -646,7 +646,7 @@ def _ticket_webhooks(client: AutotaskClient, url: str) -> list[dict]:
 
 @hookimpl
 def psa_register_ticket_callback(connection: Connection, url: str, signing_secret: str) -> str:
-    """A TicketWebhook posting updates of the ticket's status to `url`, signed with
+    """A TicketWebhook posting new tickets and changes of a ticket's status to `url`, signed with
     `signing_secret`; psabridge's marker is in every payload (display-always `externalID`)."""
     client = client_for(connection)
     for webhook in _ticket_webhooks(client, url):
@@ -661,7 +661,7 @@ def psa_register_ticket_callback(connection: Connection, url: str, signing_secre
         return str(webhook["id"])
     webhook_id = client.create("TicketWebhooks", {
         "name": CALLBACK_NAME, "webhookUrl": url, "deactivationUrl": url, "secretKey": signing_secret,
-        "isActive": True, "isSubscribedToCreateEvents": False, "isSubscribedToUpdateEvents": True,
+        "isActive": True, "isSubscribedToCreateEvents": True, "isSubscribedToUpdateEvents": True,
         "isSubscribedToDeleteEvents": False, "sendThresholdExceededNotification": False,
     })
     _subscribe_fields(client, webhook_id)
