@@ -201,12 +201,15 @@ class WebhookApp:
         if len(body) > self.max_body:
             return _json(413, error=f"body over {self.max_body} bytes")
         try:
+            check_bounds(body)  # core's own bound, before anything is read for the event
+        except InvalidCallback as exc:
+            return _json(400, error=exc.reason)
+        try:
             bridge = self.bridge_factory()
         except PluginDisabled as exc:
             return _json(202, status="ignored", reason=str(exc))
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
-            check_bounds(body)
             event = self.parse(bridge, endpoint, headers, body)
         except InvalidCallback as exc:
             log.warning("webhook refused: not the body its sender sends", endpoint=endpoint,

@@ -49,12 +49,26 @@ class SimTicket:
 
 @attrs.frozen
 class SimConfiguration:
+    """A configuration as the simulator holds it; `expiration_date` as an ISO date, or None."""
+
     id: str
     name: str
     company_id: str
     management_link: str | None
     active: bool
     serial_number: str | None
+    type_name: str = ""
+    manufacturer: str | None = None
+    model: str | None = None
+    expiration_date: str | None = None
+
+
+@attrs.frozen
+class SimCompany:
+    id: str
+    name: str
+    status: str
+    types: tuple[str, ...]
 
 
 @attrs.frozen
@@ -125,6 +139,27 @@ class PsaSim(Protocol):
         """A technician changes a ticket without closing it: a new summary and a note."""
 
     def configurations(self) -> list[SimConfiguration]:
+        ...
+
+    def configuration(self, configuration_id: str) -> SimConfiguration | None:
+        """The configuration, or None once it was deleted."""
+
+    def add_configuration(self, company_id: str, name: str, type_name: str | None = None, *,
+                          serial_number: str | None = None, manufacturer: str | None = None,
+                          model: str | None = None, management_link: str | None = None,
+                          expiration_date: str | None = None) -> SimConfiguration:
+        """A configuration the MSP entered by hand (`type_name` None: the workstation type)."""
+
+    def delete_configuration(self, configuration_id: str) -> None:
+        """An admin deletes the configuration in the PSA."""
+
+    def configuration_creates(self) -> int:
+        """How many configuration-creating requests the PSA answered."""
+
+    def companies(self) -> list[SimCompany]:
+        ...
+
+    def company_id(self, name: str) -> str:
         ...
 
     def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500,
@@ -233,12 +268,49 @@ class ConnectWisePsaSim:
         client.post(f"service/tickets/{ticket_id}/notes",
                     {"text": note, "detailDescriptionFlag": True})
 
+    WORKSTATION_TYPE = "Managed Workstation"
+
     def configurations(self) -> list[SimConfiguration]:
-        return [SimConfiguration(id=str(c["id"]), name=c["name"], company_id=str(c["company"]["id"]),
-                                 management_link=c.get("managementLink"),
-                                 active=bool(c.get("activeFlag", True)),
-                                 serial_number=c.get("serialNumber"))
-                for c in self.cw.db.configurations.values()]
+        return [self._configuration(c) for c in self.cw.db.configurations.values()]
+
+    def configuration(self, configuration_id: str) -> SimConfiguration | None:
+        record = self.cw.db.configurations.get(int(configuration_id))
+        return self._configuration(record) if record else None
+
+    @staticmethod
+    def _configuration(c: dict) -> SimConfiguration:
+        return SimConfiguration(
+            id=str(c["id"]), name=c["name"], company_id=str(c["company"]["id"]),
+            management_link=c.get("managementLink"), active=bool(c.get("activeFlag", True)),
+            serial_number=c.get("serialNumber"), type_name=(c.get("type") or {}).get("name", ""),
+            manufacturer=(c.get("manufacturer") or {}).get("name"), model=c.get("modelNumber"),
+            expiration_date=c.get("warrantyExpirationDate"))
+
+    def add_configuration(self, company_id: str, name: str, type_name: str | None = None, *,
+                          serial_number: str | None = None, manufacturer: str | None = None,
+                          model: str | None = None, management_link: str | None = None,
+                          expiration_date: str | None = None) -> SimConfiguration:
+        fields = {key: value for key, value in (
+            ("serialNumber", serial_number), ("manufacturer", manufacturer),
+            ("modelNumber", model), ("managementLink", management_link),
+            ("warrantyExpirationDate", expiration_date)) if value is not None}
+        record = self.cw.db.add_configuration(self.cw.db.companies[int(company_id)], name,
+                                              type_name or self.WORKSTATION_TYPE, **fields)
+        return self._configuration(record)
+
+    def delete_configuration(self, configuration_id: str) -> None:
+        del self.cw.db.configurations[int(configuration_id)]
+
+    def configuration_creates(self) -> int:
+        return self.cw.counts["POST /company/configurations"]
+
+    def companies(self) -> list[SimCompany]:
+        return [SimCompany(str(c["id"]), c["name"], (c.get("status") or {}).get("name", ""),
+                           tuple(t["name"] for t in c.get("types") or ()))
+                for c in self.cw.db.companies.values() if not c.get("deletedFlag")]
+
+    def company_id(self, name: str) -> str:
+        return str(self.cw.company(name)["id"])
 
     def fail_ticket_creates(self, kind: str, when: str, times: int = 1, status: int = 500,
                             seconds: float = 0.0) -> None:
@@ -271,5 +343,6 @@ class ConnectWisePsaSim:
 PSA_SIMS = {"connectwise": ConnectWisePsaSim}
 
 
-__all__ = ["PSA_SIMS", "ConnectWisePsaSim", "Delivery", "PsaSim", "SimConfiguration", "SimTicket",
+__all__ = ["PSA_SIMS", "ConnectWisePsaSim", "Delivery", "PsaSim", "SimCompany", "SimConfiguration",
+           "SimTicket",
            "TicketRoute"]
