@@ -18,7 +18,7 @@ import httpx
 from psabridge.plugins.autotask.simulator import AutotaskSimulator, escaped_json
 from psabridge.plugins.autotask.simulator import signature as sign
 from psabridge.simulation import ScriptedFault
-from tests.e2e.psa_sims import Delivery, SimConfiguration, SimTicket, TicketRoute
+from tests.e2e.psa_sims import Delivery, SimCompany, SimConfiguration, SimTicket, TicketRoute
 
 # Picklist fields of a ticket by the connector's routing field names.
 ROUTING_FIELDS = {"queue": "queueID", "issue_type": "issueType", "sub_issue_type": "subIssueType"}
@@ -99,11 +99,56 @@ class AutotaskPsaSim:
     def ticket(self, ticket_id: str) -> SimTicket:
         return self._ticket(self.at.ticket(int(ticket_id)))
 
+    WORKSTATION_TYPE = "Workstation"
+
+    def _configuration(self, c: dict) -> SimConfiguration:
+        kind = self.at.db.get("ConfigurationItemTypes", c.get("configurationItemType"))
+        return SimConfiguration(
+            id=str(c["id"]), name=c["referenceTitle"] or "", company_id=str(c["companyID"]),
+            management_link=c.get("referenceNumber"), active=c.get("isActive") is not False,
+            serial_number=c.get("serialNumber"), type_name=kind["name"] if kind else "",
+            expiration_date=c.get("warrantyExpirationDate"))
+
     def configurations(self) -> list[SimConfiguration]:
-        return [SimConfiguration(id=str(c["id"]), name=c["referenceTitle"] or "",
-                                 company_id=str(c["companyID"]), management_link=c.get("referenceNumber"),
-                                 active=c.get("isActive") is not False, serial_number=c.get("serialNumber"))
-                for c in self.at.configurations()]
+        return [self._configuration(c) for c in self.at.configurations()]
+
+    def configuration(self, configuration_id: str) -> SimConfiguration | None:
+        record = self.at.db.get("ConfigurationItems", int(configuration_id))
+        return self._configuration(record) if record else None
+
+    def add_configuration(self, company_id: str, name: str, type_name: str | None = None, *,
+                          serial_number: str | None = None, manufacturer: str | None = None,
+                          model: str | None = None, management_link: str | None = None,
+                          expiration_date: str | None = None) -> SimConfiguration:
+        """Autotask's configuration items have no manufacturer or model of their own (they are
+        the product's): those are not recorded."""
+        kind = next((t for t in self.at.db.table("ConfigurationItemTypes").values()
+                     if t["name"] == (type_name or self.WORKSTATION_TYPE)), None)
+        if kind is None:
+            kind = self.at.db.insert("ConfigurationItemTypes", {"name": type_name, "isActive": True})
+        fields = {key: value for key, value in (
+            ("serialNumber", serial_number), ("referenceNumber", management_link),
+            ("warrantyExpirationDate", expiration_date)) if value is not None}
+        company = self.at.db.get("Companies", int(company_id))
+        record = self.at.db.add_configuration_item(company, name, "desktop", **fields)
+        record["configurationItemType"] = kind["id"]
+        return self._configuration(record)
+
+    def delete_configuration(self, configuration_id: str) -> None:
+        """Autotask's API cannot delete a configuration item; an admin can, in its interface."""
+        del self.at.db.table("ConfigurationItems")[int(configuration_id)]
+
+    def configuration_creates(self) -> int:
+        return self.at.counts["POST /V1.0/ConfigurationItems"]
+
+    def companies(self) -> list[SimCompany]:
+        types = {v["value"]: v["label"] for v in self.at.db.picklists("Companies")["companyType"]}
+        return [SimCompany(str(c["id"]), c["companyName"], "Active" if c.get("isActive") else "Inactive",
+                           (types.get(str(c.get("companyType")), ""),))
+                for c in self.at.companies() if c["id"] != 0]
+
+    def company_id(self, name: str) -> str:
+        return str(self.at.company(name)["id"])
 
     # -- a technician ------------------------------------------------------------------------------
 
@@ -156,9 +201,10 @@ class AutotaskPsaSim:
         return [Delivery(a.url, str(json.loads(a.body)["Id"]), a.status) for a in self.at.webhooks.attempts
                 if json.loads(a.body).get("Action") != "Deactivated"]
 
-    def callback(self, ticket_id: str, event_id: str) -> tuple[dict[str, str], bytes]:
+    def callback(self, ticket_id: str, event_id: str,
+                 signing_secret: str = "") -> tuple[dict[str, str], bytes]:
         webhooks = sorted(self.at.db.table("TicketWebhooks").values(), key=lambda w: w["id"])
-        secret = webhooks[0]["secretKey"] if webhooks else ""
+        secret = signing_secret or (webhooks[0]["secretKey"] if webhooks else "")
         guid = webhooks[0]["webhookGUID"] if webhooks else "00000000-0000-0000-0000-000000000000"
         sequence = int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:6], "big") + 1
         body = escaped_json({"Action": "Update", "Guid": guid, "EntityType": "Ticket",
