@@ -56,3 +56,32 @@ def test_a_wrong_secret_stops_the_enable_naming_the_setting_not_the_value(run, s
     assert enabled.exit_code != 0
     assert "secret" in enabled.output and wrong not in enabled.output
     assert "Traceback" not in enabled.output
+
+
+def test_tickets_are_routed_by_queue_and_issue_types_from_the_command_line(run, served, pm, store):
+    from psabridge.core.plugins import configure_plugin, enable_plugin
+    from psabridge.plugins.rmm_datto.simulator import DattoSimulator
+
+    _, settings = served
+    assert configure(run, settings, settings["secret"]).exit_code == 0
+    assert run("plugins", "enable", "autotask").exit_code == 0
+    datto = DattoSimulator(seed=1)
+    with datto.serve() as datto_server:
+        configure_plugin(pm, store, "datto", datto.settings(datto_server.url))
+        enable_plugin(pm, store, "datto")
+        check_routing(run)
+
+
+def check_routing(run):
+    routing = run("psa", "routing")
+    assert routing.exit_code == 0, routing.output
+    assert "queue" in routing.output and "sub_issue_type" in routing.output
+    chosen = run("ticketing", "set", "--origin", "alert", "--route", "queue=Monitoring Alert",
+                 "--route", "issue_type=Monitoring", "--route", "sub_issue_type=Disk Space",
+                 "--open-status", "New", "--closed-status", "Complete")
+    assert chosen.exit_code == 0, chosen.output
+    wrong = run("ticketing", "set", "--origin", "alert", "--route", "issue_type=Hardware",
+                "--route", "sub_issue_type=Disk Space")  # a sub-issue type of Monitoring
+    assert wrong.exit_code == 1 and "Disk Space" in wrong.output
+    not_closed = run("ticketing", "set", "--origin", "alert", "--closed-status", "In Progress")
+    assert not_closed.exit_code == 1
