@@ -156,7 +156,7 @@ def _map_devices(demo: Demo, summary: Counter) -> None:
 
 
 def _set_up_ticketing(demo: Demo) -> None:
-    demo.section(f"Ticketing settings (checked against {demo.bridge.psa.name})")
+    demo.section(f"Ticketing settings (checked against {demo.bridge.psa.info().title})")
     options = demo.bridge.psa.ticket_options()
     attributes = ticketing.workable_attributes(options)
     if attributes is None:

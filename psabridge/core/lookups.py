@@ -67,6 +67,9 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
     `usable` (whether tickets can be created with it) and `why` (why not, in words)."""
     options = _options(bridge, options)
     declared = routing_field(options, field)
+    if within and declared.scoped_by is None:
+        raise NotFound(f"the PSA's {declared.label.lower()} choices are the same everywhere: "
+                       "leave out --within")
     wanted = scope_id(options, declared.scoped_by, within) if within else None
     names = _scope_names(options, declared.scoped_by)
     rows = []
@@ -81,10 +84,8 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
     return rows
 
 
-def scope_id(options: TicketOptions, field_name: str | None, text: str) -> str:
+def scope_id(options: TicketOptions, field_name: str, text: str) -> str:
     """The id of the choice of the scoping field `field_name` that `text` names."""
-    if field_name is None:
-        raise NotFound("this field is not scoped by another: leave out the scope")
     field = routing_field(options, field_name)
     return resolve(field.label.lower(), text, [(c.id, c.name) for c in field.choices],
                    f"`psabridge psa routing {field.name}`")
@@ -96,6 +97,8 @@ def statuses(bridge: Bridge, within: str | None = None,
     of the field statuses are scoped by, e.g. a board): `id`, `name`, `scope_id`, `scope`,
     `closed` (a closed status, for `--closed-status`), `default`, `inactive`."""
     options = _options(bridge, options)
+    if within and options.status_scope is None:
+        raise NotFound("the PSA's statuses are the same everywhere: leave out --within")
     wanted = scope_id(options, options.status_scope, within) if within else None
     names = _scope_names(options, options.status_scope)
     return [{"id": s.id, "name": s.name, "scope_id": s.scope_id,

@@ -303,6 +303,12 @@ def test_routing_is_checked_by_what_the_psa_declares(bridge, psa):  # noqa: F811
     assert [p.message for p in ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
         attributes={"alert": TicketAttributes(closed_status_id="5")}))] == [
         "origin alert: no queue is set"]
+    unscoped = TicketAttributes(routing={"queue": "q1", "sub_issue_type": "s1"},
+                                closed_status_id="5")
+    assert [p.message for p in ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
+        attributes={"alert": unscoped}))] == [
+        "origin alert: sub-issue type Disk is a sub-issue type of issue type Hardware, which is "
+        "not set"]
 
 
 def test_settings_stored_per_field_are_read_as_routing(bridge, psa):  # noqa: F811
@@ -335,3 +341,23 @@ def test_the_summary_is_kept_to_the_length_the_psa_declares(bridge, psa, rmm, re
     sync.run_pass(bridge)
     (draft,) = psa.drafts.values()
     assert len(draft.summary) == 40 and draft.summary.endswith("…")
+
+
+def test_look_ups_follow_the_psas_scopes(bridge, psa):  # noqa: F811
+    """Names resolve within the scope chosen; a PSA with global statuses has no --within."""
+    from psabridge.core import lookups
+
+    psa.options = OPTIONS
+    assert lookups.route_id(bridge, "type", "alert", {"board": "b1"}) == "t1"
+    with pytest.raises(lookups.NotFound, match="no ticket field 'queue'; its fields are board, type"):
+        lookups.route_id(bridge, "queue", "Monitoring", {})
+    assert [r["id"] for r in lookups.statuses(bridge, within="Help Desk")] == ["new", "done"]
+    assert lookups.status_id(bridge, "closed", "b1") == "done"
+    psa.options = TicketOptions(
+        routing=(RoutingField("queue", "Queue", required=True, choices=(Choice("q1", "Monitoring"),)),),
+        statuses=(TicketStatus("1", "New", default=True), TicketStatus("5", "Complete", closed=True)))
+    assert lookups.status_id(bridge, "complete", None) == "5"
+    with pytest.raises(lookups.NotFound, match="statuses are the same everywhere"):
+        lookups.statuses(bridge, within="Monitoring")
+    with pytest.raises(lookups.NotFound, match="queue choices are the same everywhere"):
+        lookups.routing_choices(bridge, "queue", within="x")

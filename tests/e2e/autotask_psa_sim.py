@@ -45,10 +45,8 @@ class AutotaskPsaSim:
         self.at = simulator
         self._url = "http://autotask.simulator"
         self._in_process = False
-
-    @classmethod
-    def make(cls, seed: int, companies: int) -> AutotaskPsaSim:
-        return cls(AutotaskSimulator(seed=seed, companies=companies))
+        # The customers (id 0 is the MSP itself): the Datto RMM simulator's sites.
+        self.company_names = [c["companyName"] for c in simulator.companies() if c["id"] != 0]
 
     def settings(self, url: str) -> dict[str, str]:
         self._url = url
@@ -212,3 +210,8 @@ class AutotaskPsaSim:
                              "EventTime": "2026-11-30T10:00:00Z", "SequenceNumber": sequence,
                              "PersonID": None}).encode()
         return {"Content-Type": "application/json", "X-Hook-Signature": sign(secret, body)}, body
+
+
+def autotask(seed: int, companies: int) -> AutotaskPsaSim:
+    """The `PSA_SIMS` entry: an Autotask simulator of `companies` customers from `seed`."""
+    return AutotaskPsaSim(AutotaskSimulator(seed=seed, companies=companies))

@@ -18,8 +18,12 @@ from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.plugins import configure_plugin, enable_plugin
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
-from tests.e2e.autotask_psa_sim import AutotaskPsaSim
-from tests.e2e.psa_sims import PSA_SIMS, ConnectWisePsaSim, PsaSim, SimTicket, TicketRoute
+from tests.e2e import psa_sims
+from tests.e2e.autotask_psa_sim import autotask
+from tests.e2e.psa_sims import ConnectWisePsaSim, PsaSim, SimTicket, TicketRoute
+
+# Every PSA the e2e tests run on: plugin name -> a function making its PsaSim.
+PSA_SIMS = {**psa_sims.PSA_SIMS, "autotask": autotask}
 
 SEED = 3
 COMPANIES = 10
@@ -76,10 +80,17 @@ def psa_kind(request) -> str:
     return request.param
 
 
+def make_psa_sims(psa_kind: str, seed: int = SEED, companies: int = COMPANIES,
+                  **datto_options) -> tuple[PsaSim, DattoSimulator]:
+    """The PSA's simulator (any of PSA_SIMS) and a Datto RMM simulator of the same customers."""
+    psa = PSA_SIMS[psa_kind](seed, companies)
+    datto = DattoSimulator(seed=seed, company_names=psa.company_names, **datto_options)
+    return psa, datto
+
+
 @pytest.fixture(params=["in-process", "loopback"])
 def sims(request, psa_kind):
-    cw, datto = make_sims()
-    psa = AutotaskPsaSim.make(SEED, COMPANIES) if psa_kind == "autotask" else PSA_SIMS[psa_kind](cw)
+    psa, datto = make_psa_sims(psa_kind)
     if request.param == "in-process":
         url = f"http://{psa.plugin}.simulator"
         psa.settings(url)

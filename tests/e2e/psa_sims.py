@@ -8,8 +8,10 @@ holds, a technician closing a ticket, request counts, the names to route tickets
 of one PSA's specifics (ConnectWise's board without a default team, its callback URL) uses
 that simulator directly (`sims.cw`).
 
-To add a PSA: write a class with the attributes and methods of `PsaSim` over its simulator
-and add it to `PSA_SIMS` under the connector's plugin name.
+To add a PSA: write a class with the attributes and methods of `PsaSim` over its simulator, and
+add to `PSA_SIMS`, under the connector's plugin name, a function making one from a seed and a
+number of companies. Its `company_names` are the customers the Datto RMM simulator is seeded
+with (as sites whose names are distortions of them), so the mapping tests find pairs.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class PsaSim(Protocol):
 
     plugin: str
     """The connector's plugin name ("connectwise")."""
+    company_names: list[str]
+    """The customers' names, for the Datto RMM simulator's sites."""
     alert_route: TicketRoute
     """Where alert tickets go in the tests' settings."""
     manual_route: TicketRoute
@@ -207,8 +211,9 @@ class ConnectWisePsaSim:
     source_names = ("Monitoring", "Portal")
     TICKET_POST = r"/service/tickets$"
 
-    def __init__(self, simulator):
+    def __init__(self, simulator, names: list[str] | None = None):
         self.cw = simulator
+        self.company_names = names or [c["name"] for c in simulator.db.companies.values()]
         self._url = "http://connectwise.simulator"
         self._in_process = False
 
@@ -343,7 +348,15 @@ class ConnectWisePsaSim:
         return {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
-PSA_SIMS = {"connectwise": ConnectWisePsaSim}
+def connectwise(seed: int, companies: int) -> ConnectWisePsaSim:
+    from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names
+
+    return ConnectWisePsaSim(ConnectWiseSimulator(seed=seed, companies=companies),
+                             company_names(seed, companies))
+
+
+# Plugin name -> a function making its PsaSim from a seed and a number of companies.
+PSA_SIMS = {"connectwise": connectwise}
 
 
 __all__ = ["PSA_SIMS", "ConnectWisePsaSim", "Delivery", "PsaSim", "SimCompany", "SimConfiguration",
