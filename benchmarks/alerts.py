@@ -167,16 +167,17 @@ class Run:
         companies = mapping.load_companies(bridge)
         mapping.apply(bridge, mapping.plan_company_mappings(bridge, {r.company.id: None for r in companies}))
         self.device_uids = map_devices_in_bulk(self)
-        options = bridge.psa.call("psa_ticket_options")
-        board = next(b for b in options.boards if b.name == "RMM Alerts")
-        status = {s.name: s.id for s in options.statuses if s.board_id == board.id}
-        kind = next(t.id for t in options.types if t.board_id == board.id and t.name == "Alert")
+        options = bridge.psa.ticket_options()
+        board = next(b for b in options.field("board").choices if b.name == "RMM Alerts")
+        status = {s.name: s.id for s in options.statuses if s.scope_id == board.id}
+        kind = next(t.id for t in options.field("type").choices
+                    if t.scope_id == board.id and t.name == "Alert")
         priority = {p.name[:10]: p.id for p in options.priorities}
         ticketing.save_ticket_settings(bridge, ticketing.TicketSettings(
             source_id=next(s.id for s in options.sources if s.name == "Monitoring"),
             priorities={rmm: priority[f"Priority {n}"] for n, rmm in enumerate(PRIORITIES[:4], start=1)},
             attributes={"alert": ticketing.TicketAttributes(
-                board_id=board.id, type_id=kind, open_status_id=status["New (Alert)"],
+                routing={"board": board.id, "type": kind}, open_status_id=status["New (Alert)"],
                 closed_status_id=status["Resolved"])}))
         ticketing.set_ticketing_enabled(bridge, True, now=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
         self.sync_once()  # settle the seeded alerts (raised before enabling: skipped)

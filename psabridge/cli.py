@@ -333,7 +333,8 @@ def _configure_command(app: App, name: str) -> click.Command:
                 setting.name, envvar, _in_a_sentence(setting.label),
                 f"set {envvar} or run without it to be prompted, or {flag}-file PATH")
             continue
-        help_text = f"{setting.label}. {setting.help} (env {envvar})"
+        default = f"; default {setting.default}" if setting.default is not None else ""
+        help_text = f"{setting.label}. {setting.help} (env {envvar}{default})"
         params.append(click.Option(
             ["--" + setting.name.replace("_", "-"), setting.name], envvar=envvar, help=help_text,
         ))
@@ -722,7 +723,7 @@ def device_types_list(app: App, as_json):
             "mapped": row.mapped,
             "score": None if row.score is None else round(row.score, 1),
             "can_create": chosen is not None and not row.flagged,
-            "warning": "has required questions: cannot create configurations" if row.flagged
+            "warning": chosen.unusable if row.flagged
             else None if chosen else "no configuration type is similar enough: name one",
         })
     _print_table(rows, as_json)
@@ -988,55 +989,49 @@ def _asking(what: str):
     return output.spinner(f"Reading {what}")
 
 
-board_option = click.option("--board", metavar="BOARD", help="Only this board (its id or name).")
+within_option = click.option(
+    "--within", metavar="ID_OR_NAME",
+    help="Only those of this choice of the scoping field (a board, an issue type...).")
 
 
 @cli.group("psa")
 def psa_group():
-    """Look up the PSA's ids: boards, statuses, types, priorities, sources, companies..."""
+    """Look up the PSA's ids: ticket fields, statuses, priorities, sources, companies..."""
 
 
-@psa_group.command("boards")
+@psa_group.command("routing")
 @json_option
 @pass_app
-def psa_boards(app: App, as_json):
-    """Service boards, and whether tickets can be created on each (and why not)."""
-    with _asking("the PSA's boards"):
-        rows = lookups.boards(app.bridge())
-    _print_lookup(rows, as_json, ["id", "name", "usable", "why"])
+def psa_routing(app: App, as_json):
+    """The PSA's ticket routing fields (for --route FIELD=... of `ticketing set`)."""
+    with _asking("the PSA's ticket options"):
+        rows = lookups.routing_fields(app.bridge())
+    _print_lookup(rows, as_json)
+
+
+@psa_group.command("choices")
+@click.argument("field")
+@within_option
+@json_option
+@pass_app
+def psa_choices(app: App, field, within, as_json):
+    """The choices of one routing field (`psa routing` names them), and whether tickets can be
+    created with each (and why not)."""
+    with _asking("the PSA's ticket options"):
+        rows = lookups.routing_choices(app.bridge(), field, within)
+    _print_lookup(rows, as_json, ["id", "name", "scope", "usable", "why"])
 
 
 @psa_group.command("statuses")
-@board_option
+@within_option
+@click.option("--board", "board", hidden=True, help="Same as --within.")
 @json_option
 @pass_app
-def psa_statuses(app: App, board, as_json):
-    """Board statuses (for --open-status and --closed-status of `ticketing set`)."""
-    with _asking("the PSA's board statuses"):
-        rows = lookups.statuses(app.bridge(), board)
-    _print_lookup(rows, as_json, ["id", "name", "board_id", "board", "closed", "default"])
-
-
-@psa_group.command("types")
-@board_option
-@json_option
-@pass_app
-def psa_types(app: App, board, as_json):
-    """Ticket types of each board (for --type of `ticketing set`)."""
-    with _asking("the PSA's ticket types"):
-        rows = lookups.ticket_types(app.bridge(), board)
-    _print_lookup(rows, as_json)
-
-
-@psa_group.command("subtypes")
-@board_option
-@json_option
-@pass_app
-def psa_subtypes(app: App, board, as_json):
-    """Ticket subtypes of each board (for --subtype of `ticketing set`)."""
-    with _asking("the PSA's ticket subtypes"):
-        rows = lookups.ticket_subtypes(app.bridge(), board)
-    _print_lookup(rows, as_json)
+def psa_statuses(app: App, within, board, as_json):
+    """Ticket statuses (for --open-status and --closed-status of `ticketing set`)."""
+    with _asking("the PSA's ticket statuses"):
+        rows = lookups.statuses(app.bridge(), within or board)
+    _print_lookup(rows, as_json, ["id", "name", "scope", "closed", "default"])
 
 
 @psa_group.command("priorities")
@@ -1162,10 +1157,10 @@ def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
     rows += [{"setting": f"priority {p['rmm_priority']}", "value": named(p["psa_priority_id"])}
              for p in shown["priorities"]]
     for a in shown["attributes"]:
-        rows.append({"setting": f"origin {a['origin']}", "value": ", ".join(
-            f"{label}={named(a[key])}" for label, key in (
-                ("board", "board_id"), ("type", "type_id"), ("subtype", "subtype_id"),
-                ("open", "open_status_id"), ("closed", "closed_status_id")) if a[key])})
+        values = [f"{field}={named(value)}" for field, value in a["routing"].items()]
+        values += [f"{label}={named(a[key])}" for label, key in (
+            ("open", "open_status_id"), ("closed", "closed_status_id")) if a[key]]
+        rows.append({"setting": f"origin {a['origin']}", "value": ", ".join(values)})
     rows += [{"setting": f"monitor {m['monitor']}",
               "value": f"tickets {'on' if m['create_tickets'] else 'off'}"}
              for m in shown["monitors"]]
@@ -1176,8 +1171,8 @@ def _option_names(options) -> dict[str, str]:
     """Names of the PSA's ids for the table; ids of different kinds may repeat, each kind
     keeps its own name, so only the ids with one name are named."""
     seen: dict[str, set[str]] = {}
-    for kind in (options.boards, options.statuses, options.types, options.subtypes,
-                 options.priorities, options.sources):
+    for kind in (*(f.choices for f in options.routing), options.statuses, options.priorities,
+                 options.sources):
         for item in kind:
             seen.setdefault(item.id, set()).add(item.name)
     return {id_: next(iter(names)) for id_, names in seen.items() if len(names) == 1}
@@ -1191,7 +1186,7 @@ def ticketing_show(app: App, as_json):
     bridge = app.bridge()
     settings = ticketing.ticket_settings(bridge)
     with _asking("the PSA's ticket options"):
-        options = bridge.psa.call("psa_ticket_options")
+        options = bridge.psa.ticket_options()
     problems = ticketing.check_ticket_settings(bridge, settings, options)
     shown = _ticket_settings_json(settings, problems)
     if as_json:
@@ -1222,8 +1217,9 @@ def _setting_words(key: str, value) -> str:
     if value is None:
         return "not set"
     if isinstance(value, dict):
-        return ", ".join(f"{k.removesuffix('_id')} {v}" for k, v in value.items()
-                         if v is not None) or "none"
+        flat = {**value.get("routing", {}), **{k: v for k, v in value.items() if k != "routing"}}
+        return ", ".join(f"{k.removesuffix('_id').replace('_', ' ')} {v}"
+                         for k, v in flat.items() if v is not None) or "none"
     return str(value)
 
 
@@ -1236,6 +1232,8 @@ def _setting_detail(item: dict, label: str) -> str:
             parts.append(_setting_words(key, value))
         elif key == "attributes":
             parts.append(f"attributes: {_setting_words(key, value)}")
+        elif key == "routing":
+            parts += [f"{field} {choice}" for field, choice in value.items()]
         else:
             name = key.removesuffix("_id").replace("_", " ").replace("psa ", "PSA ")
             parts.append(f"{name} {value}")
@@ -1262,6 +1260,7 @@ def _setting_changes(before: ticketing.TicketSettings, after: ticketing.TicketSe
         for item in new[group]:
             if was.get(item[label]) != item:
                 ids = {k: v for k, v in item.items() if k.endswith("_id")}
+                ids.update({f"{field}_id": v for field, v in item.get("routing", {}).items()})
                 changes.append(output.ChangeResult("set", f"{noun} {item[label]}", result,
                                                    _setting_detail(item, label),
                                                    {label: item[label], **ids}))
@@ -1274,7 +1273,7 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
     """Check the new settings against the PSA and save them, unless that would add an error
     (then nothing is saved and the command exits 1)."""
     with _asking("the PSA's ticket options"):
-        options = options or bridge.psa.call("psa_ticket_options")
+        options = options or bridge.psa.ticket_options()
     changes = _setting_changes(before, after, dry_run)
     problems = ticketing.change_ticket_settings(bridge, after, options,
                                                 dry_run=dry_run or not changes)
@@ -1287,6 +1286,15 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
     output.show_report(output.Report(changes, dry_run), as_json, done_text=done_text)
 
 
+def _route_pair(text: str) -> tuple[str, str]:
+    field, _, value = text.partition("=")
+    if not field.strip() or not value.strip():
+        raise click.BadParameter(f"{text!r} is not FIELD=NAME_OR_ID, e.g. board=\"Help Desk\" "
+                                 "(`psabridge psa routing` lists the fields)",
+                                 param_hint="--route")
+    return field.strip(), value.strip()
+
+
 @ticketing_group.command("set")
 @click.option("--source", help="PSA ticket source, id or name (for tickets created afterwards).")
 @click.option("--priority", "priorities", multiple=True, metavar="RMM=PSA_PRIORITY",
@@ -1295,9 +1303,14 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
                    "(id or name), e.g. Critical=1 (repeatable).")
 @click.option("--origin", type=click.Choice(list(ticketing.ORIGINS)),
               help="Which origin's attributes to set.")
-@click.option("--board", help="Board for --origin: its id or name.")
-@click.option("--type", "type_id", help="Ticket type for --origin: id or name.")
-@click.option("--subtype", help="Ticket subtype for --origin: id or name.")
+@click.option("--route", "routes", multiple=True, metavar="FIELD=NAME_OR_ID",
+              callback=lambda ctx, param, values: [_route_pair(v) for v in values],
+              help="Set a routing field of the PSA for --origin, by the choice's id or name "
+                   "(repeatable; `psabridge psa routing` lists the fields, `psabridge psa "
+                   "choices FIELD` their choices).")
+@click.option("--board", help="Same as --route board=BOARD.")
+@click.option("--type", "type_id", help="Same as --route type=TYPE.")
+@click.option("--subtype", help="Same as --route subtype=SUBTYPE.")
 @click.option("--open-status", help="Open status for --origin: id or name.")
 @click.option("--closed-status", help="Closed status for --origin: id or name.")
 @click.option("--repeat-minutes", type=click.IntRange(min=0, max=REPEAT_MINUTES_MAX),
@@ -1305,12 +1318,12 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
 @dry_run_option
 @json_option
 @pass_app
-def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype, open_status,
-                  closed_status, repeat_minutes, dry_run, as_json):
+def ticketing_set(app: App, source, priorities, origin, routes, board, type_id, subtype,
+                  open_status, closed_status, repeat_minutes, dry_run, as_json):
     """Change ticket settings; what is not given stays as it is.
 
     Every value is checked against the PSA first: an unknown one, or settings that would not
-    work (a board that cannot take tickets, an open status that is closed...), save nothing
+    work (a choice that cannot take tickets, an open status that is closed...), save nothing
     and exit 1."""
     for flag, value in (("--source", source), ("--board", board), ("--type", type_id),
                         ("--subtype", subtype), ("--open-status", open_status),
@@ -1318,14 +1331,15 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
         if value is not None and not value.strip():
             raise click.UsageError(f"{flag} is empty: give an id or a name (the `psabridge psa` "
                                    f"commands list them), or leave {flag} out to keep it as it is")
-    given = {"board_id": board, "type_id": type_id, "subtype_id": subtype,
-             "open_status_id": open_status, "closed_status_id": closed_status}
-    if any(given.values()) and not origin:
-        raise click.UsageError("--board/--type/--subtype/--*-status need --origin alert|manual")
+    asked = list(routes) + [(field, value) for field, value in (
+        ("board", board), ("type", type_id), ("subtype", subtype)) if value]
+    if (asked or open_status or closed_status) and not origin:
+        raise click.UsageError("--route/--board/--type/--subtype/--*-status need --origin "
+                               "alert|manual")
     bridge = app.bridge()
     before = ticketing.ticket_settings(bridge)
     with _asking("the PSA's ticket options"):
-        options = bridge.psa.call("psa_ticket_options")
+        options = bridge.psa.ticket_options()
     changes: dict = {}
     if source:
         changes["source_id"] = lookups.source_id(bridge, source, options)
@@ -1343,20 +1357,39 @@ def ticketing_set(app: App, source, priorities, origin, board, type_id, subtype,
                                     if k.casefold() not in renamed}, **wanted}
     if repeat_minutes is not None:
         changes["repeat_minutes"] = repeat_minutes or None
-    if any(given.values()):
+    if asked or open_status or closed_status:
         current = before.attributes.get(origin, ticketing.TicketAttributes())
-        board_id = lookups.board_id(bridge, board, options) if board else current.board_id
-        if not board_id:
-            raise click.UsageError(f"origin {origin} has no board yet: give --board")
-        resolved = {"board_id": board_id}
-        for key, find in (("type_id", lookups.type_id), ("subtype_id", lookups.subtype_id),
-                          ("open_status_id", lookups.status_id),
-                          ("closed_status_id", lookups.status_id)):
-            if given[key]:
-                resolved[key] = find(bridge, given[key], board_id, options)
-        changes["attributes"] = {**before.attributes,
-                                 origin: attrs.evolve(current, **resolved)}
+        changes["attributes"] = {**before.attributes, origin: _routed(
+            bridge, options, current, asked, open_status, closed_status)}
     _save_settings(bridge, before, attrs.evolve(before, **changes), dry_run, as_json, options)
+
+
+def _routed(bridge: Bridge, options, current: ticketing.TicketAttributes,
+            asked: list[tuple[str, str]], open_status: str | None,
+            closed_status: str | None) -> ticketing.TicketAttributes:
+    """`current` with the routing choices and statuses asked for, each resolved by id or name
+    within the scope chosen (now or before): scoping fields first, as the PSA declares them."""
+    fields: dict[str, str] = {}
+    for field, value in asked:
+        name = lookups.routing_field(options, field).name
+        if fields.get(name, value) != value:
+            raise click.UsageError(f"--route sets {name} twice ({fields[name]!r} and {value!r}): "
+                                   "give it once")
+        fields[name] = value
+    routing = dict(current.routing)
+    for declared in options.routing:
+        if declared.name in fields:
+            routing[declared.name] = lookups.route_id(bridge, declared.name,
+                                                      fields[declared.name], routing, options)
+    scope = routing.get(options.status_scope) if options.status_scope else None
+    if (open_status or closed_status) and options.status_scope and not scope:
+        field = options.field(options.status_scope)
+        raise click.UsageError(f"statuses belong to a {field.label.lower() if field else 'scope'}"
+                               f": set one first with --route {options.status_scope}=...")
+    statuses = {key: lookups.status_id(bridge, text, scope, options)
+                for key, text in (("open_status_id", open_status),
+                                  ("closed_status_id", closed_status)) if text}
+    return attrs.evolve(current, routing=routing, **statuses)
 
 
 @ticketing_group.command("monitor")
@@ -1568,9 +1601,8 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
         bridge = app.bridge()
         hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
         if public_url:
-            # The PSA appends the record id to the URL, so the token must not be last.
             callback = webhooks.callback_url(public_url, secret)
-            bridge.psa.call("psa_register_ticket_callback", url=callback)
+            bridge.psa.register_ticket_callback(callback, webhooks.signing_secret(secret))
             click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                        f"{public_url.rstrip('/')}/hooks/psa")
     console = ConsoleApp(app.pm, app.store, app.transports, trusted_proxies=proxies)

@@ -146,15 +146,11 @@ def _map_devices(demo: Demo, summary: Counter) -> None:
 
 
 def _set_up_ticketing(demo: Demo) -> None:
-    demo.section("Ticketing settings (checked against ConnectWise)")
-    options = demo.bridge.psa.call("psa_ticket_options")
-    board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
-    statuses = [s for s in options.statuses if s.board_id == board.id and not s.inactive]
-    closed = next(s for s in statuses if s.closed)
-    types = [t for t in options.types if t.board_id == board.id]
-    attributes = ticketing.TicketAttributes(
-        board_id=board.id, type_id=types[0].id if types else None,
-        open_status_id=board.default_status_id, closed_status_id=closed.id)
+    demo.section(f"Ticketing settings (checked against {demo.bridge.psa.name})")
+    options = demo.bridge.psa.ticket_options()
+    attributes = ticketing.workable_attributes(options)
+    if attributes is None:
+        raise PsabridgeError("the PSA offers no ticket routing that can take tickets")
     rmm_priorities = ("Critical", "High", "Moderate", "Low", "Information")
     psa_priorities = list(options.priorities)
     settings = ticketing.TicketSettings(
@@ -163,12 +159,17 @@ def _set_up_ticketing(demo: Demo) -> None:
                     for i, p in enumerate(rmm_priorities)},
         attributes={"alert": attributes, "manual": attributes}, repeat_minutes=60)
     ticketing.save_ticket_settings(demo.bridge, settings)
-    unusable = [b.name for b in options.boards if not (b.has_default_team and b.default_status_id)]
-    opening = next(s.name for s in statuses if s.id == board.default_status_id)
-    demo.echo(f"Board {board.name}, open status {opening}, closed status {closed.name}; repeating "
-              "alerts within 60 minutes join the open ticket.")
+    names = {s.id: s.name for s in options.statuses}
+    where = ", ".join(ticketing.describe_choice(options, field, choice)
+                      for field, choice in attributes.routing.items())
+    opening = names.get(attributes.open_status_id, "the default")
+    demo.echo(f"{where[:1].upper() + where[1:]}, open status {opening}, closed status "
+              f"{names[attributes.closed_status_id]}; repeating alerts within 60 minutes join "
+              "the open ticket.")
+    unusable = [f"{field.label.lower()} {c.name}" for field in options.routing
+                for c in field.choices if c.unusable]
     if unusable:
-        demo.echo(f"Not offered (no default team or status): {', '.join(unusable)}")
+        demo.echo(f"Not offered (they cannot take tickets): {', '.join(unusable)}")
     ticketing.set_ticketing_enabled(demo.bridge, True)
 
 
@@ -214,7 +215,7 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     technician = bridge.psa  # closing through ConnectWise's API, as a technician's PSA would
     closed_status = ticketing.ticket_settings(bridge).attributes["alert"].closed_status_id
     for alert in closed_in_psa:
-        technician.call("psa_close_ticket", ticket_id=rows[alert["alertUid"]].ticket_id,
+        technician.close_ticket(ticket_id=rows[alert["alertUid"]].ticket_id,
                         closed_status_id=closed_status)
     second = sync.run_pass(bridge)
     summary["tickets closed after their alert was resolved"] += second.tickets_closed

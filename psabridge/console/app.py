@@ -391,7 +391,7 @@ class ConsoleApp:
                     ctx.flash("warning", f"{connector.name} cannot be checked (it has no {hook})")
                     continue
                 try:
-                    report = connector.call(hook)
+                    report = connector.check_connection()
                 except PsabridgeError as exc:
                     ctx.flash("error", f"{connector.name}: {exc}")
                     continue
@@ -671,9 +671,11 @@ class ConsoleApp:
 
     def on_ticketing(self, ctx: Ctx) -> Response:
         def build(bridge: Bridge) -> dict:
-            options = bridge.psa.call("psa_ticket_options")
+            options = bridge.psa.ticket_options()
             settings = ticketing.ticket_settings(bridge)
-            boards = lookups.boards(bridge, options)
+            fields = [{"name": f.name, "label": f.label, "scoped": bool(f.scoped_by),
+                       "choices": lookups.routing_choices(bridge, f.name, options=options)}
+                      for f in options.routing]
             monitors = {row["monitor"]: row for row in lookups.monitors(bridge)}
             for name in settings.monitors:
                 monitors.setdefault(name, {"monitor": name, "open_alerts": 0, "priorities": []})
@@ -684,11 +686,11 @@ class ConsoleApp:
                     rmm_priorities.append(name)
             return {
                 "settings": settings, "origins": ticketing.ORIGINS,
-                "boards": [b for b in boards if b["usable"]],
-                "unusable": [b for b in boards if not b["usable"]],
+                "fields": [{**f, "usable": [c for c in f["choices"] if c["usable"]]}
+                           for f in fields],
+                "unusable": [{**c, "label": f["label"]} for f in fields for c in f["choices"]
+                             if not c["usable"]],
                 "statuses": lookups.statuses(bridge, options=options),
-                "types": lookups.ticket_types(bridge, options=options),
-                "subtypes": lookups.ticket_subtypes(bridge, options=options),
                 "priorities": lookups.priorities(bridge, options),
                 "sources": lookups.sources(bridge, options),
                 "rmm_priorities": rmm_priorities,
@@ -701,7 +703,7 @@ class ConsoleApp:
 
     def on_ticketing_save(self, ctx: Ctx) -> Response:
         def run(bridge: Bridge) -> None:
-            options = bridge.psa.call("psa_ticket_options")
+            options = bridge.psa.ticket_options()
             settings = ticketing.ticket_settings(bridge)
 
             def offered(field: str, label: str, ids: set[str]) -> str | None:
@@ -711,7 +713,6 @@ class ConsoleApp:
                                     "page and choose from the list")
                 return value or None
 
-            usable = {b["id"] for b in lookups.boards(bridge, options) if b["usable"]}
             statuses = {s.id for s in options.statuses}
             source = offered("source", "Source", {s.id for s in options.sources})
             priority_ids = {p.id for p in options.priorities}
@@ -723,19 +724,21 @@ class ConsoleApp:
                                                        priority_ids)
             attributes = dict(settings.attributes)
             for origin in ticketing.ORIGINS:
+                routing = {}
+                for field in options.routing:  # only the choices the page offers
+                    usable = {c.id for c in field.choices if not c.inactive and not c.unusable}
+                    value = offered(f"route:{field.name}:{origin}",
+                                    f"{field.label} ({origin} tickets)", usable)
+                    if value:
+                        routing[field.name] = value
                 values = {
-                    "board_id": offered(f"board:{origin}", f"Board ({origin} tickets)", usable),
-                    "type_id": offered(f"type:{origin}", f"Type ({origin} tickets)",
-                                       {t.id for t in options.types}),
-                    "subtype_id": offered(f"subtype:{origin}", f"Subtype ({origin} tickets)",
-                                          {t.id for t in options.subtypes}),
                     "open_status_id": offered(f"open_status:{origin}",
                                               f"Open status ({origin} tickets)", statuses),
                     "closed_status_id": offered(f"closed_status:{origin}",
                                                 f"Closed status ({origin} tickets)", statuses),
                 }
-                if any(values.values()):
-                    attributes[origin] = ticketing.TicketAttributes(**values)
+                if routing or any(values.values()):
+                    attributes[origin] = ticketing.TicketAttributes(routing=routing, **values)
                 else:
                     attributes.pop(origin, None)
             repeat = ctx.form("repeat_minutes")
@@ -792,7 +795,7 @@ class ConsoleApp:
         def build(bridge: Bridge) -> dict:
             every = bridge.store.alert_tickets(*bridge.pair)
             rows = list(reversed(every))[:TICKET_ROWS]
-            devices = {d.uid: d for d in bridge.rmm.call("rmm_list_devices", site_uid=None)}
+            devices = {d.uid: d for d in bridge.rmm.list_devices(site_uid=None)}
             ticket_links = bridge.psa.supports("psa_ticket_url")
             lines = []
             for row in rows:
@@ -800,10 +803,10 @@ class ConsoleApp:
                 alert = Alert(row.alert_uid, "", row.device_uid, "", row.monitor)
                 lines.append({
                     "row": row, "device": device,
-                    "alert_url": (bridge.rmm.call("rmm_alert_url", alert=alert)
+                    "alert_url": (bridge.rmm.alert_url(alert=alert)
                                   if row.origin == "alert" else None),
                     "device_url": mapping.device_url(bridge, device) if device else None,
-                    "ticket_url": (bridge.psa.call("psa_ticket_url", ticket_id=row.ticket_id)
+                    "ticket_url": (bridge.psa.ticket_url(ticket_id=row.ticket_id)
                                    if ticket_links and row.ticket_id else None),
                 })
             return {"lines": lines, "total": len(every), "limit": TICKET_ROWS,

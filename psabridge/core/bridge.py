@@ -16,8 +16,16 @@ import attrs
 import pluggy
 
 from psabridge.core import coordination, logs, pacing
+from psabridge.core.connectors import FACADES, PsaConnector, RmmConnector
 from psabridge.core.errors import PluginError, PsabridgeError
-from psabridge.core.models import CompanyFilters, Device, JournalEntry, PluginState, Site
+from psabridge.core.models import (
+    CompanyFilters,
+    Device,
+    JournalEntry,
+    PluginState,
+    Site,
+    TicketOptions,
+)
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
 from psabridge.core.store import Store
 
@@ -36,11 +44,12 @@ OPTION_DEFAULTS: dict[str, Any] = {
 class Bridge:
     pm: pluggy.PluginManager
     store: Store
-    psa: Connector
-    rmm: Connector
+    psa: PsaConnector
+    rmm: RmmConnector
     # Workers per remote system (PSABRIDGE_CONCURRENCY): how many of its calls may be in flight.
     workers: int = attrs.field(factory=pacing.concurrency_from_environment, kw_only=True)
     _configuration_types: list | None = attrs.field(default=None, repr=False)
+    _ticket_options: TicketOptions | None = attrs.field(default=None, repr=False)
     _company_ids: set[str] | None = attrs.field(default=None, repr=False)
     _devices: list[Device] | None = attrs.field(default=None, repr=False)
     _sites: list[Site] | None = attrs.field(default=None, repr=False)
@@ -55,15 +64,22 @@ class Bridge:
         """The PSA's configuration types, read once per bridge: they change rarely and cost
         one request per type where questions live on their own endpoint (ConnectWise)."""
         if self._configuration_types is None:
-            self._configuration_types = list(self.psa.call("psa_list_configuration_types"))
+            self._configuration_types = list(self.psa.list_configuration_types())
         return self._configuration_types
+
+    def ticket_options(self) -> TicketOptions:
+        """The PSA's ticket options, read once per bridge for creating tickets (their limits):
+        reading them costs a request per board on some PSAs. Settings are checked against a
+        fresh reading (`psa.ticket_options()`), not this one."""
+        if self._ticket_options is None:
+            self._ticket_options = self.psa.ticket_options()
+        return self._ticket_options
 
     def company_ids(self) -> set[str]:
         """Ids of the companies the PSA lists now (deleted ones are not listed), read once per
         bridge: a mapping whose company is gone must not have configurations created under it."""
         if self._company_ids is None:
-            self._company_ids = {c.id for c in self.psa.call("psa_list_companies",
-                                                             filters=CompanyFilters())
+            self._company_ids = {c.id for c in self.psa.list_companies(filters=CompanyFilters())
                                  if not c.deleted}
         return self._company_ids
 
@@ -89,7 +105,7 @@ class Bridge:
         with self._lists_lock:
             if self._devices is not None:
                 return self._devices
-            devices = list(self.rmm.call("rmm_list_devices", site_uid=None))
+            devices = list(self.rmm.list_devices(site_uid=None))
             if self._keeping:
                 self._devices = devices
             return devices
@@ -99,7 +115,7 @@ class Bridge:
         with self._lists_lock:
             if self._sites is not None:
                 return self._sites
-            sites = list(self.rmm.call("rmm_list_sites"))
+            sites = list(self.rmm.list_sites())
             if self._keeping:
                 self._sites = sites
             return sites
@@ -129,6 +145,17 @@ class Bridge:
         if name not in OPTION_DEFAULTS:
             raise PluginError(f"unknown option {name!r}; options are {', '.join(OPTION_DEFAULTS)}")
         self.store.set_option(self.psa.name, name, value)
+
+    def announce(self, event: str, **kwargs: Any) -> None:
+        """Tell every plugin listening to `event` (an `on_*` hook) what happened. Each listener is
+        called on its own: one that raises is logged and neither stops the others nor the work
+        that was done."""
+        for impl in getattr(self.pm.hook, event).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception:  # noqa: BLE001 - a listener's failure is not the engine's
+                log.warning("event listener failed", hook=event, plugin=impl.plugin_name,
+                            exc_info=True)
 
     def write(self, connector: Connector, action: str, target: str, call: Callable[[], T],
               **detail: Any) -> T:
@@ -225,7 +252,7 @@ def _enabled_connector(pm: pluggy.PluginManager, store: Store, kind: str,
             "to the PSA at a time: disable all but one"
         )
     name = names[0]
-    return Connector(pm, connection_for(pm, store, name, transports.get(name)))
+    return FACADES[kind](pm, connection_for(pm, store, name, transports.get(name)))
 
 
 def open_bridge(
@@ -293,5 +320,5 @@ class LiveBridge:
         if plugin_settings(pm, store, connector.name) == dict(connector.connection.settings):
             return connector
         log.info("plugin_reconnected", plugin=connector.name, reason="settings changed")
-        return Connector(pm, connection_for(pm, store, connector.name,
+        return FACADES[kind](pm, connection_for(pm, store, connector.name,
                                             self._transports.get(connector.name)))

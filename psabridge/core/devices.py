@@ -39,7 +39,7 @@ def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]
                            workers: int = 1) -> DetailsRefresh:
     """Return the details of `devices`, calling `rmm_device_details` only where the audit changed.
 
-    `connector` is a `psabridge.core.plugins.Connector` bound to the RMM plugin named `rmm`.
+    `connector` is the `psabridge.core.connectors.RmmConnector` of the RMM plugin named `rmm`.
     A device never audited (`last_audit` None) has no details to read and is skipped.
     A device whose cached audit time equals its `last_audit` reuses the cached details; any other
     is read through the hook (on up to `workers` threads, in the caller's context) and saved
@@ -60,7 +60,7 @@ def refresh_device_details(connector, store, rmm: str, devices: Iterable[Device]
         to_read.append(device)
     group = max(SAVE_GROUP, 8 * workers)
     for start in range(0, len(to_read), group):
-        read = pacing.concurrently(lambda device: connector.call("rmm_device_details", device=device),
+        read = pacing.concurrently(lambda device: connector.device_details(device=device),
                                    to_read[start:start + group], workers)
         for outcome in read:
             device = outcome.item

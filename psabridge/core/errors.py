@@ -37,3 +37,16 @@ class RemoteError(PsabridgeError):
 
 class StoreError(PsabridgeError):
     """The state store cannot be opened or used (corrupt, read-only, newer schema...)."""
+
+
+class InvalidCallback(PsabridgeError, ValueError):
+    """A callback or webhook body is not what its sender sends, or its signature does not hold.
+
+    Raised by a connector's `psa_parse_ticket_callback` or `rmm_parse_alert_webhook`; core
+    answers the request 400 with `reason` and changes nothing. Say what is wrong in words
+    ("ID must be a positive integer"); never put a secret, nor the body, in the reason.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

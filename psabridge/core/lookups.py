@@ -1,6 +1,7 @@
 """Look-ups: the PSA's and the RMM's own records, with the ids other commands ask for.
 
-`psabridge ticketing set` wants board, status, type, subtype, priority and source ids;
+`psabridge ticketing set` wants the ids of the PSA's ticket routing choices, statuses,
+priorities and sources;
 `companies map` wants company ids and site uids; `devices map` wants device uids and
 configuration ids. These functions read them from the enabled connectors so the admin need not
 ask the APIs by hand. Each returns a list of JSON-ready rows (dicts with snake_case keys, every
@@ -11,11 +12,12 @@ Nothing here writes: a look-up only reads from the PSA and the RMM.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from psabridge.core import ticketing
 from psabridge.core.bridge import Bridge
 from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import Board, CompanyFilters, Device, Named, TicketOptions
+from psabridge.core.models import CompanyFilters, Device, RoutingField, TicketOptions
 
 Row = dict
 
@@ -25,104 +27,93 @@ class NotFound(PsabridgeError):
 
 
 def _options(bridge: Bridge, options: TicketOptions | None) -> TicketOptions:
-    return options if options is not None else bridge.psa.call("psa_ticket_options")
+    return options if options is not None else bridge.psa.ticket_options()
 
 
 # -- PSA: ticket options -------------------------------------------------------------------------
+#
+# The PSA's connector declares its routing fields (`TicketOptions.routing`): ConnectWise's board,
+# type and subtype, Autotask's queue, issue type and sub-issue type... Nothing here knows one.
 
 
-def why_board_is_unusable(board: Board) -> str:
-    """Why tickets cannot be created on `board`, in words; "" when they can.
-
-    The PSA needs a default team and a default status on a board to create a ticket there.
-    """
-    missing = [what for what, present in (("default team", board.has_default_team),
-                                          ("default status", board.default_status_id))
-               if not present]
-    reasons = []
-    if missing:
-        reasons.append(f"it has no {' and no '.join(missing)}, so the PSA refuses tickets on it; "
-                       "set one on the board in the PSA")
-    if board.inactive:
-        reasons.append("it is inactive in the PSA")
-    return "; ".join(reasons)
+def routing_field(options: TicketOptions, name: str) -> RoutingField:
+    """The routing field called `name` (or labelled so, case aside); NotFound lists them."""
+    key = name.strip().casefold().replace(" ", "_").replace("-", "_")
+    for field in options.routing:
+        if key in (field.name.casefold(), field.label.casefold().replace(" ", "_")):
+            return field
+    names = ", ".join(f.name for f in options.routing) or "none"
+    raise NotFound(f"the PSA has no ticket field {name!r}; its fields are {names} "
+                   "(`psabridge psa routing` lists them)")
 
 
-def boards(bridge: Bridge, options: TicketOptions | None = None) -> list[Row]:
-    """Every service board: `id`, `name`, `has_default_team`, `default_status_id`, `inactive`,
-    `usable` (whether tickets can be created on it) and `why` (why not, in words; "" if usable).
-    """
+def routing_fields(bridge: Bridge, options: TicketOptions | None = None) -> list[Row]:
+    """The PSA's ticket routing fields: `name` (what `ticketing set --route` takes), `label`,
+    `required`, `scoped_by` (the field whose choice decides this one's, or None), `choices`
+    (how many)."""
+    return [{"name": f.name, "label": f.label, "required": f.required, "scoped_by": f.scoped_by,
+             "choices": len(f.choices)} for f in _options(bridge, options).routing]
+
+
+def _scope_names(options: TicketOptions, field_name: str | None) -> dict[str, str]:
+    field = options.field(field_name) if field_name else None
+    return {c.id: c.name for c in field.choices} if field else {}
+
+
+def routing_choices(bridge: Bridge, field: str, within: str | None = None,
+                    options: TicketOptions | None = None) -> list[Row]:
+    """The choices of one routing field, of every scope or of one (`within`: the id or name of a
+    choice of the field scoping it): `id`, `name`, `scope_id`, `scope` (its name), `inactive`,
+    `usable` (whether tickets can be created with it) and `why` (why not, in words)."""
+    options = _options(bridge, options)
+    declared = routing_field(options, field)
+    wanted = scope_id(options, declared.scoped_by, within) if within else None
+    names = _scope_names(options, declared.scoped_by)
     rows = []
-    for board in _options(bridge, options).boards:
-        why = why_board_is_unusable(board)
-        rows.append({"id": board.id, "name": board.name, "has_default_team": board.has_default_team,
-                     "default_status_id": board.default_status_id, "inactive": board.inactive,
-                     "usable": not why, "why": why})
+    for choice in declared.choices:
+        if wanted is not None and choice.scope_id not in (None, wanted):
+            continue
+        why = "; ".join(filter(None, [choice.unusable,
+                                      "it is inactive in the PSA" if choice.inactive else ""]))
+        rows.append({"id": choice.id, "name": choice.name, "scope_id": choice.scope_id,
+                     "scope": names.get(choice.scope_id, "") if choice.scope_id else "",
+                     "inactive": choice.inactive, "usable": not why, "why": why})
     return rows
 
 
-def find_board(options: TicketOptions, board: str) -> Board:
-    """The board whose id is `board`, else the one named `board` (case-insensitive)."""
-    by_id = {b.id: b for b in options.boards}
-    if board in by_id:
-        return by_id[board]
-    named = [b for b in options.boards if b.name.casefold() == board.strip().casefold()]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise NotFound(f"several boards are named {board!r}; give the board's id "
-                       f"({', '.join(b.id for b in named)})")
-    raise NotFound(f"the PSA has no board with id or name {board!r}; `psabridge psa boards` lists "
-                   "them")
+def scope_id(options: TicketOptions, field_name: str | None, text: str) -> str:
+    """The id of the choice of the scoping field `field_name` that `text` names."""
+    if field_name is None:
+        raise NotFound("this field is not scoped by another: leave out the scope")
+    field = routing_field(options, field_name)
+    return resolve(field.label.lower(), text, [(c.id, c.name) for c in field.choices],
+                   f"`psabridge psa routing {field.name}`")
 
 
-def _board_names(options: TicketOptions) -> dict[str, str]:
-    return {b.id: b.name for b in options.boards}
-
-
-def statuses(bridge: Bridge, board: str | None = None,
+def statuses(bridge: Bridge, within: str | None = None,
              options: TicketOptions | None = None) -> list[Row]:
-    """The statuses of every board, or of one (`board`: its id or name): `id`, `name`,
-    `board_id`, `board`, `closed` (a closed status, for `--closed-status`), `default`, `inactive`.
-    """
+    """The PSA's ticket statuses, all or those of one scope (`within`: the id or name of a choice
+    of the field statuses are scoped by, e.g. a board): `id`, `name`, `scope_id`, `scope`,
+    `closed` (a closed status, for `--closed-status`), `default`, `inactive`."""
     options = _options(bridge, options)
-    wanted = find_board(options, board).id if board else None
-    names = _board_names(options)
-    return [{"id": s.id, "name": s.name, "board_id": s.board_id, "board": names.get(s.board_id, ""),
+    wanted = scope_id(options, options.status_scope, within) if within else None
+    names = _scope_names(options, options.status_scope)
+    return [{"id": s.id, "name": s.name, "scope_id": s.scope_id,
+             "scope": names.get(s.scope_id, "") if s.scope_id else "",
              "closed": s.closed, "default": s.default, "inactive": s.inactive}
-            for s in options.statuses if wanted is None or s.board_id == wanted]
-
-
-def _per_board(values: Iterable[Named], options: TicketOptions, board: str | None) -> list[Row]:
-    wanted = find_board(options, board).id if board else None
-    names = _board_names(options)
-    return [{"id": v.id, "name": v.name, "board_id": v.board_id,
-             "board": names.get(v.board_id, "") if v.board_id else ""}
-            for v in values if wanted is None or v.board_id in (None, wanted)]
-
-
-def ticket_types(bridge: Bridge, board: str | None = None,
-                 options: TicketOptions | None = None) -> list[Row]:
-    """Ticket types of every board, or of one: `id`, `name`, `board_id`, `board`."""
-    options = _options(bridge, options)
-    return _per_board(options.types, options, board)
-
-
-def ticket_subtypes(bridge: Bridge, board: str | None = None,
-                    options: TicketOptions | None = None) -> list[Row]:
-    """Ticket subtypes of every board, or of one: `id`, `name`, `board_id`, `board`."""
-    options = _options(bridge, options)
-    return _per_board(options.subtypes, options, board)
+            for s in options.statuses if wanted is None or s.scope_id == wanted]
 
 
 def priorities(bridge: Bridge, options: TicketOptions | None = None) -> list[Row]:
-    """Ticket priorities, in the PSA's order: `id`, `name`."""
-    return [{"id": p.id, "name": p.name} for p in _options(bridge, options).priorities]
+    """Ticket priorities, in the PSA's order: `id`, `name`, `inactive`."""
+    return [{"id": p.id, "name": p.name, "inactive": p.inactive}
+            for p in _options(bridge, options).priorities]
 
 
 def sources(bridge: Bridge, options: TicketOptions | None = None) -> list[Row]:
-    """Ticket sources: `id`, `name`."""
-    return [{"id": s.id, "name": s.name} for s in _options(bridge, options).sources]
+    """Ticket sources: `id`, `name`, `inactive`."""
+    return [{"id": s.id, "name": s.name, "inactive": s.inactive}
+            for s in _options(bridge, options).sources]
 
 
 # -- PSA: companies and configurations -----------------------------------------------------------
@@ -131,7 +122,7 @@ def sources(bridge: Bridge, options: TicketOptions | None = None) -> list[Row]:
 def companies(bridge: Bridge, search: str | None = None) -> list[Row]:
     """The PSA's companies (all types and statuses), optionally those whose name contains
     `search`: `id`, `identifier`, `name`, `status`, `types` (a list)."""
-    found = bridge.psa.call("psa_list_companies", filters=CompanyFilters(search=search or None))
+    found = bridge.psa.list_companies(filters=CompanyFilters(search=search or None))
     return [{"id": c.id, "identifier": c.identifier, "name": c.name, "status": c.status,
              "types": list(c.types)} for c in found if not c.deleted]
 
@@ -141,7 +132,7 @@ def configurations(bridge: Bridge, company_id: str) -> list[Row]:
     `serial_number`, `management_link` (the RMM's link, when the configuration is mapped)."""
     if not bridge.psa.supports("psa_list_configurations"):
         raise NotFound(f"the {bridge.psa.name} plugin cannot list a company's configurations")
-    found = bridge.psa.call("psa_list_configurations", company_id=str(company_id))
+    found = bridge.psa.list_configurations(company_id=str(company_id))
     return [{"id": c.id, "name": c.name, "type_id": c.type_id, "type": c.type_name,
              "status": c.status, "active": c.active, "serial_number": c.serial_number,
              "management_link": c.management_link} for c in found]
@@ -154,7 +145,7 @@ def sites(bridge: Bridge) -> list[Row]:
     """The RMM's sites: `uid`, `id`, `name`, `system` (a site of the RMM's own, such as its
     deleted devices, which is never mapped), `url`."""
     return [{"uid": s.uid, "id": s.id, "name": s.name, "system": s.system, "url": s.url}
-            for s in bridge.rmm.call("rmm_list_sites")]
+            for s in bridge.rmm.list_sites()]
 
 
 def devices(bridge: Bridge, site_uid: str | None = None) -> list[Row]:
@@ -165,7 +156,7 @@ def devices(bridge: Bridge, site_uid: str | None = None) -> list[Row]:
              "device_type": d.device_type,
              "last_audit": d.last_audit.isoformat() if d.last_audit else None,
              "deleted": d.deleted}
-            for d in bridge.rmm.call("rmm_list_devices", site_uid=site_uid or None)]
+            for d in bridge.rmm.list_devices(site_uid=site_uid or None)]
 
 
 def monitors(bridge: Bridge) -> list[Row]:
@@ -175,7 +166,7 @@ def monitors(bridge: Bridge) -> list[Row]:
     `priorities` (a list), `creates_ticket` (the monitor's own setting, as its alerts say),
     `example` (what one of its alerts says)."""
     seen: dict[str, dict] = {}
-    for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
+    for alert in bridge.rmm.list_alerts(resolved=False, since=None):
         row = seen.setdefault(alert.monitor, {"monitor": alert.monitor, "open_alerts": 0,
                                               "devices": set(), "priorities": [],
                                               "creates_ticket": alert.creates_ticket,
@@ -244,31 +235,32 @@ def resolve(kind: str, text: str, records: Iterable[tuple[str, str]], listed_by:
                    "them)")
 
 
-def board_id(bridge: Bridge, text: str, options: TicketOptions | None = None) -> str:
-    return resolve("board", text, [(b.id, b.name) for b in _options(bridge, options).boards],
-                   "`psabridge psa boards`")
-
-
-def status_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
-    """A status of the board `board` (an id), by id or name."""
+def route_id(bridge: Bridge, field: str, text: str, routing: Mapping[str, str],
+             options: TicketOptions | None = None) -> str:
+    """The id of the choice of the routing field `field` that `text` names, among those fitting
+    the scope already chosen in `routing` (a type of the board chosen)."""
     options = _options(bridge, options)
-    return resolve(f"status on board {_board_names(options).get(board, board)}", text,
-                   [(s.id, s.name) for s in options.statuses if s.board_id == board],
-                   f"`psabridge psa statuses --board {board}`")
+    declared = routing_field(options, field)
+    scope = routing.get(declared.scoped_by) if declared.scoped_by else None
+    choices = [c for c in declared.choices if scope is None or c.scope_id in (None, scope)]
+    label = declared.label.lower()
+    where = f" of {ticketing.describe_choice(options, declared.scoped_by, scope)}" if scope else ""
+    listed_by = f"`psabridge psa routing {declared.name}" + (f" --within {scope}`" if scope else "`")
+    return resolve(f"{label}{where}", text, [(c.id, c.name) for c in choices], listed_by)
 
 
-def type_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
+def status_id(bridge: Bridge, text: str, scope: str | None,
+              options: TicketOptions | None = None) -> str:
+    """A status, by id or name, among those of the scope `scope` (an id of a choice of the
+    field statuses are scoped by; None where statuses are global)."""
     options = _options(bridge, options)
-    return resolve(f"ticket type on board {_board_names(options).get(board, board)}", text,
-                   [(t.id, t.name) for t in options.types if t.board_id in (None, board)],
-                   f"`psabridge psa types --board {board}`")
-
-
-def subtype_id(bridge: Bridge, text: str, board: str, options: TicketOptions | None = None) -> str:
-    options = _options(bridge, options)
-    return resolve(f"ticket subtype on board {_board_names(options).get(board, board)}", text,
-                   [(t.id, t.name) for t in options.subtypes if t.board_id in (None, board)],
-                   f"`psabridge psa subtypes --board {board}`")
+    scoped = options.status_scope is not None
+    where = f" of {ticketing.describe_choice(options, options.status_scope, scope)}" \
+        if scoped and scope else ""
+    return resolve(f"status{where}", text,
+                   [(s.id, s.name) for s in options.statuses
+                    if not scoped or s.scope_id == scope],
+                   "`psabridge psa statuses" + (f" --within {scope}`" if scoped and scope else "`"))
 
 
 def priority_id(bridge: Bridge, text: str, options: TicketOptions | None = None) -> str:
@@ -314,7 +306,7 @@ def device_uid(bridge: Bridge, text: str, rows: list[Row] | None = None) -> str:
 
 def device(bridge: Bridge, text: str) -> Device:
     """The RMM's device whose uid, id or hostname is `text`."""
-    found = [d for d in bridge.rmm.call("rmm_list_devices", site_uid=None) if not d.deleted]
+    found = [d for d in bridge.rmm.list_devices(site_uid=None) if not d.deleted]
     uid = resolve("device", text, [(d.uid, d.hostname) for d in found], "`psabridge rmm devices`",
                   where="the RMM", ids=[(str(d.id), d.uid) for d in found if d.id])
     return next(d for d in found if d.uid == uid)

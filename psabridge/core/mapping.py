@@ -224,7 +224,7 @@ def rmm_sites(bridge: Bridge) -> list[Site]:
 
 
 def site_url(bridge: Bridge, site: Site) -> str:
-    return site.url or bridge.rmm.call("rmm_site_url", site=site)
+    return site.url or bridge.rmm.site_url(site=site)
 
 
 def load_companies(
@@ -239,7 +239,7 @@ def load_companies(
     filters = filters or CompanyFilters()
     mapped = {m.company_id: m for m in bridge.store.company_mappings(psa, rmm)}
     companies = [
-        c for c in bridge.psa.call("psa_list_companies", filters=filters)
+        c for c in bridge.psa.list_companies(filters=filters)
         if not c.deleted and _company_passes(c, filters)
     ]
     sites = rmm_sites(bridge) if sites is None else sites
@@ -280,7 +280,7 @@ def plan_company_mappings(
     None means every unmapped company by its suggestion (`companies map --suggested`)."""
     psa, rmm = bridge.pair
     plan = Plan()
-    every_site = list(bridge.rmm.call("rmm_list_sites"))
+    every_site = list(bridge.rmm.list_sites())
     site_list = [site for site in every_site if not site.system]
     system_sites = {site.uid: site for site in every_site if site.system}
     rows = {row.company.id: row for row in load_companies(bridge, "all", sites=site_list)}
@@ -338,7 +338,7 @@ def plan_company_mappings(
 def _map_to_new_site(bridge: Bridge, company: Company, company_type: str) -> Callable[[], object]:
     def run():
         site = bridge.write(bridge.rmm, "create_site", company.name,
-                            lambda: bridge.rmm.call("rmm_create_site", name=company.name))
+                            lambda: bridge.rmm.create_site(name=company.name))
         bridge.forget_sites()
         _save_company_mapping(bridge, company, site, company_type)
 
@@ -349,7 +349,7 @@ def _save_company_mapping(bridge: Bridge, company: Company, site: Site, company_
     psa, rmm = bridge.pair
     bridge.store.save_company_mapping(
         CompanySiteMapping(psa, rmm, company.id, company.name, site.uid, site.name, company_type))
-    bridge.pm.hook.on_site_mapped(psa=psa, rmm=rmm, company=company, site=site)
+    bridge.announce("on_site_mapped", psa=psa, rmm=rmm, company=company, site=site)
     if bridge.option("auto_map"):  # A newly mapped site triggers automatic mapping
         apply(bridge, plan_automatic_mapping(bridge, site_uids={site.uid}))
 
@@ -389,7 +389,7 @@ class DeviceTypeRow:
     @property
     def flagged(self) -> bool:
         """This type cannot be used to create configurations."""
-        return bool(self.configuration_type and self.configuration_type.has_required_questions)
+        return bool(self.configuration_type and self.configuration_type.unusable)
 
 
 def load_device_types(bridge: Bridge, device_types: Iterable[str] | None = None) -> list[DeviceTypeRow]:
@@ -523,7 +523,7 @@ def device_details(bridge: Bridge, devices: Iterable[Device]) -> DetailsRefresh:
 
 
 def device_url(bridge: Bridge, device: Device) -> str:
-    return device.url or bridge.rmm.call("rmm_device_url", device=device)
+    return device.url or bridge.rmm.device_url(device=device)
 
 
 @attrs.frozen
@@ -563,7 +563,7 @@ def _readings(bridge: Bridge, estate: Estate, devices: list[Device],
         company_id, company_devices = company
         if listing is not None:
             return listing.candidates(company_id, company_devices, refresh.details)
-        return bridge.psa.call("psa_match_configurations", company_id=company_id,
+        return bridge.psa.match_configurations(company_id=company_id,
                                devices=company_devices, details=refresh.details)
 
     proposals = {}
@@ -601,11 +601,11 @@ class Listing:
                                         and bridge.psa.supports("psa_list_all_configurations")):
             return None
         try:
-            cost = bridge.psa.call("psa_configuration_listing_cost")
+            cost = bridge.psa.configuration_listing_cost()
             if cost is None or cost >= len(company_ids):
                 return None
             by_key: dict[tuple[str, str, str], list[Configuration]] = defaultdict(list)
-            for configuration in bridge.psa.call("psa_list_all_configurations"):
+            for configuration in bridge.psa.list_all_configurations():
                 if configuration.company_id in company_ids:
                     for kind, value in _configuration_keys(configuration):
                         by_key[(configuration.company_id, kind, value)].append(configuration)
@@ -698,7 +698,7 @@ def _configuration_names(bridge: Bridge, ids: list[str]) -> dict[str, str]:
     if not ids:
         return {}
     try:
-        return {c.id: c.name for c in bridge.psa.call("psa_get_configurations", ids=sorted(ids))}
+        return {c.id: c.name for c in bridge.psa.get_configurations(ids=sorted(ids))}
     except PsabridgeError as error:
         log.warning("configuration_names_unread", error=str(error))
         return {}
@@ -827,7 +827,7 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
     readings = _readings(bridge, estate, [d for d in devices if d.uid not in by_hand], to_match,
                          listing)
     manual_ids = {choices[uid] for uid in by_hand}
-    manual = {c.id: c for c in bridge.psa.call("psa_get_configurations", ids=sorted(manual_ids))} \
+    manual = {c.id: c for c in bridge.psa.get_configurations(ids=sorted(manual_ids))} \
         if manual_ids else {}
     taken = {m.configuration_id: m.device_uid for m in estate.device_mappings.values()}
     type_map = {m.device_type: m for m in bridge.store.device_type_mappings(psa, rmm)}
@@ -882,9 +882,8 @@ def _plan_devices(bridge: Bridge, estate: Estate, devices: list[Device],
         if config_types is None:
             config_types = {t.id: t for t in bridge.configuration_types()}
         config_type = config_types.get(type_mapping.configuration_type_id)
-        if config_type is None or config_type.has_required_questions:
-            why = ("has required questions and cannot be used to create configurations"
-                   if config_type else "no longer exists in the PSA")
+        if config_type is None or config_type.unusable:
+            why = config_type.unusable if config_type else "no longer exists in the PSA"
             plan.skip(subject, f"configuration type {type_mapping.configuration_type_name!r} {why}; "
                       f"map device type {device.device_type!r} to another one with "
                       "`psabridge device-types map`", ids=ids)
@@ -912,7 +911,7 @@ def _configuration_draft(bridge: Bridge, device: Device, company_id: str,
 def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Callable[[], object]:
     def run():
         created = bridge.write(bridge.psa, "create_configuration", device.uid,
-                               lambda: bridge.psa.call("psa_create_configuration", configuration=draft),
+                               lambda: bridge.psa.create_configuration(configuration=draft),
                                name=draft.name)
         # It can wait for the group's commit: a crash before it leaves a configuration with
         # this device's link, which the next run's matching finds and maps.
@@ -920,8 +919,8 @@ def _create_and_map(bridge: Bridge, device: Device, draft: Configuration) -> Cal
                                                       created.id))
         log.info("configuration_created", device_uid=device.uid, configuration_id=created.id,
                  company_id=created.company_id, name=created.name)
-        bridge.pm.hook.on_configuration_created(psa=bridge.psa.name, device=device,
-                                                configuration=created)
+        bridge.announce("on_configuration_created", psa=bridge.psa.name, device=device,
+                        configuration=created)
 
     return run
 

@@ -455,10 +455,11 @@ def suggest_configuration_type(
 ) -> TypeSuggestion:
     """The configuration type whose name best fits `device_type`, or none above `threshold`.
 
-    Types with required questions and inactive types are never suggested: they cannot be
+    Unusable types (ConnectWise's with required questions) and inactive types are never
+    suggested: they cannot be
     used to create configurations, so proposing one would only produce warnings later.
     """
-    usable = [t for t in types if not t.has_required_questions and not t.inactive]
+    usable = [t for t in types if not t.unusable and not t.inactive]
     wanted = normalise_name(device_type)
     words = (wanted, *TYPE_ALIASES.get(wanted, ()))
     best: tuple[float, ConfigurationType | None] = (0.0, None)

@@ -36,6 +36,9 @@ class Setting:
     kind: Literal["text", "url"] = "text"
     secret: bool = False
     required: bool = True
+    # What the connector uses when the admin gave no value: `configure` shows it, and a setting
+    # with a default is never missing. Secrets have none.
+    default: str | None = None
 
 
 @attrs.frozen
@@ -79,6 +82,11 @@ class ConnectionReport:
 
 @attrs.frozen
 class Company:
+    """A PSA company. `identifier` is its short name or number as people know it (ConnectWise's
+    company identifier, Autotask's company number; the name again where the PSA has none):
+    shown beside the name, and accepted wherever a command asks for a company. `types` lists
+    every type of the company (a company of two types is one Company, not two)."""
+
     id: str
     identifier: str
     name: str
@@ -98,9 +106,13 @@ class CompanyFilters:
 
 @attrs.frozen
 class ConfigurationType:
+    """A type of configuration. `unusable` says, in words, why psabridge cannot create a
+    configuration of this type through the API ("has required questions and cannot be used to
+    create configurations"), "" when it can: core never suggests nor uses such a type."""
+
     id: str
     name: str
-    has_required_questions: bool = False  # Never used to create a configuration
+    unusable: str = ""
     inactive: bool = False
 
 
@@ -132,56 +144,109 @@ class ConfigurationChanges:
     expiration_date: dt.date | None = None
 
 
+# -- tickets: where they go, and how they open and close ----------------------------------------
+#
+# Each PSA routes tickets its own way: ConnectWise by board, then type and subtype of that board;
+# Autotask by queue, issue type and sub-issue type of that issue type. A connector describes its
+# routing fields with `TicketOptions`, and core knows no field by name: it checks the admin's
+# choices against what the connector declares (the scope of each choice, inactive and unusable
+# choices, ambiguous names) and hands them back in `TicketDraft.routing`.
+
+
 @attrs.frozen
-class Board:
+class Choice:
+    """One value a ticket field can take: a board, a queue, a type, a priority, a source...
+
+    `scope_id` is the id of the choice of the scoping field this one belongs to (a type of
+    board 12 has `scope_id="12"`); None when the field is not scoped or the value fits every
+    scope. `unusable` says, in words, why a ticket cannot be created with this choice even
+    though the PSA lists it ("it has no default team; set one on the board in ConnectWise"),
+    "" when it can: core refuses settings that use it and shows the reason.
+    """
+
     id: str
     name: str
-    has_default_team: bool = False
-    default_status_id: str | None = None
+    scope_id: str | None = None
     inactive: bool = False
+    unusable: str = ""
 
 
 @attrs.frozen
-class BoardStatus:
-    id: str
-    board_id: str
+class RoutingField:
+    """A field that says where a ticket goes: "board", "type", "queue", "issue_type"...
+
+    `name` is the field's key in `TicketDraft.routing` and in the admin's settings (lower
+    case, no spaces: `ticketing set --route NAME=VALUE`); `label` is how people call it.
+    A `required` field must be set for tickets to be created. `scoped_by` names the routing
+    field whose choice decides which of this field's choices are valid (ConnectWise types are
+    scoped by "board", Autotask sub-issue types by "issue_type"); None: global.
+    """
+
     name: str
+    label: str
+    choices: tuple[Choice, ...] = ()
+    required: bool = False
+    scoped_by: str | None = None
+
+
+@attrs.frozen
+class TicketStatus:
+    """A ticket status. `scope_id` is the id of the choice of `TicketOptions.status_scope` it
+    belongs to (ConnectWise: its board), None for a PSA whose statuses are global (Autotask).
+    `default` marks the status a new ticket gets when none is given."""
+
+    id: str
+    name: str
+    scope_id: str | None = None
     closed: bool = False
     default: bool = False
     inactive: bool = False
 
 
 @attrs.frozen
-class Named:
-    """A simple PSA lookup value: ticket type, subtype, priority or source."""
-
-    id: str
-    name: str
-    board_id: str | None = None  # types and subtypes belong to a board
-
-
-@attrs.frozen
 class TicketOptions:
-    boards: tuple[Board, ...] = ()
-    statuses: tuple[BoardStatus, ...] = ()
-    types: tuple[Named, ...] = ()
-    subtypes: tuple[Named, ...] = ()
-    priorities: tuple[Named, ...] = ()
-    sources: tuple[Named, ...] = ()
+    """What the PSA offers for tickets, from `psa_ticket_options`.
+
+    `routing` lists the PSA's routing fields, scoping fields before the fields they scope.
+    `status_scope` names the routing field statuses belong to (None: statuses are global).
+    Status ids must be unique within their scope; priority and source ids unique. Priorities
+    are required on a ticket only if `priority_required`; sources are always optional.
+    `summary_max` is the longest summary the PSA takes (core shortens longer ones with "…");
+    None: no limit core needs to know.
+    """
+
+    routing: tuple[RoutingField, ...] = ()
+    statuses: tuple[TicketStatus, ...] = ()
+    status_scope: str | None = None
+    priorities: tuple[Choice, ...] = ()
+    sources: tuple[Choice, ...] = ()
+    priority_required: bool = False
+    summary_max: int | None = None
+
+    def field(self, name: str) -> RoutingField | None:
+        return next((f for f in self.routing if f.name == name), None)
 
 
 @attrs.frozen
 class TicketDraft:
-    """A ticket to create. `marker` is unique per alert so a lost answer can be found again."""
+    """A ticket to create.
+
+    `marker` is unique per alert, so a ticket whose creation answer was lost can be found
+    again. `routing` maps routing field names (as `TicketOptions.routing` declares them) to
+    choice ids; fields the admin left unset are absent, and the PSA's defaults apply. Status,
+    priority and source are ids from `TicketOptions`, or None for the PSA's default.
+
+    `description` is core's text about the alert, without links: the connector puts
+    `device_url` ("RMM Device") and `alert_url` ("RMM Alert") on the ticket, in fields of their
+    own where the PSA has them, else as lines at the end of the description.
+    """
 
     summary: str
     description: str
     company_id: str
     marker: str
-    board_id: str | None = None
+    routing: Mapping[str, str] = attrs.field(factory=dict)
     status_id: str | None = None
-    type_id: str | None = None
-    subtype_id: str | None = None
     priority_id: str | None = None
     source_id: str | None = None
     configuration_id: str | None = None
@@ -191,16 +256,50 @@ class TicketDraft:
 
 @attrs.frozen
 class Ticket:
+    """A ticket as the PSA holds it. `closed` is whether its status is a closed one."""
+
     id: str
     summary: str
     company_id: str
-    board_id: str | None = None
     status_id: str | None = None
     status_name: str = ""
     closed: bool = False
     marker: str | None = None
     configuration_ids: tuple[str, ...] = ()
     last_updated: dt.datetime | None = None
+
+
+# -- push updates: what a PSA callback or an RMM webhook says -------------------------------
+
+
+@attrs.frozen
+class TicketCallback:
+    """What one PSA ticket callback says, from `psa_parse_ticket_callback`.
+
+    `ticket_id`: the ticket that changed (core re-reads it with `psa_get_ticket`, so the body
+    is only a hint). `event_id`: what makes two deliveries the same event, for refusing
+    replays (the PSA's message id, or its webhook's sequence number); None when the PSA sends
+    none: core then takes the body's hash.
+    """
+
+    ticket_id: str
+    event_id: str | None = None
+
+
+@attrs.frozen
+class AlertWebhook:
+    """What one RMM alert webhook says, from `rmm_parse_alert_webhook`.
+
+    `alert_uid`: the alert (core re-reads it with `rmm_get_alert`). `state`: "raised" or
+    "resolved" if the body says which, else None (core takes the alert's state as re-read).
+    `event_id`: what makes two deliveries the same event, when the RMM says; None: core takes
+    the alert and its state, so that a raise and a resolve whose bodies are byte-identical
+    are two events.
+    """
+
+    alert_uid: str
+    state: Literal["raised", "resolved"] | None = None
+    event_id: str | None = None
 
 
 # -- RMM side ---------------------------------------------------------------------------------

@@ -37,28 +37,27 @@ MAX_DELAY = 15 * 60.0
 
 
 def _add_ticket_note(bridge: Bridge, item: OutboxItem) -> None:
-    bridge.psa.call("psa_add_ticket_note", ticket_id=item.target, text=item.payload["text"])
+    bridge.psa.add_ticket_note(ticket_id=item.target, text=item.payload["text"])
 
 
 def _close_ticket(bridge: Bridge, item: OutboxItem) -> None:
-    bridge.psa.call("psa_close_ticket", ticket_id=item.target,
+    bridge.psa.close_ticket(ticket_id=item.target,
                     closed_status_id=item.payload["closed_status_id"])
 
 
 def _resolve_alert(bridge: Bridge, item: OutboxItem) -> None:
-    bridge.rmm.call("rmm_resolve_alert", alert_uid=item.target)
+    bridge.rmm.resolve_alert(alert_uid=item.target)
 
 
 def _update_configuration(bridge: Bridge, item: OutboxItem) -> None:
     changes = converter.structure(item.payload["changes"], ConfigurationChanges)
-    if item.payload.get("if_exists") and not bridge.psa.call("psa_get_configurations",
-                                                             ids=[item.target]):
+    if item.payload.get("if_exists") and not bridge.psa.get_configurations(ids=[item.target]):
         return  # deleted in the PSA meanwhile: nothing left to change
-    bridge.psa.call("psa_update_configuration", configuration_id=item.target, changes=changes)
+    bridge.psa.update_configuration(configuration_id=item.target, changes=changes)
 
 
 def _unmap_configuration(bridge: Bridge, item: OutboxItem) -> None:
-    bridge.psa.call("psa_unmap_configurations", configuration_ids=[item.target])
+    bridge.psa.unmap_configurations(configuration_ids=[item.target])
 
 
 # The info event a sent item is logged with, and the item's fields it names: the alert's uid and

@@ -18,7 +18,7 @@ import pluggy
 from psabridge.core import hookspecs, logs, secrets
 from psabridge.core.errors import NotSupported, PluginError, SettingsError
 from psabridge.core.models import Connection, ConnectionReport, JournalEntry, PluginKind, Setting
-from psabridge.core.settings import normalise_settings, validate_settings
+from psabridge.core.settings import normalise_settings, validate_settings, with_defaults
 
 if TYPE_CHECKING:  # core.store imports this module to encrypt old stores' secrets when opened
     from psabridge.core.store import Store
@@ -188,19 +188,21 @@ def plugin_settings(pm: pluggy.PluginManager, store: Store, name: str) -> dict[s
     """A connector's settings as its connection needs them: secrets unsealed, and read from
     the environment or the file an `env:`/`file:` reference names (now, never stored)."""
     state = store.plugin_state(name)
-    return secrets.open_settings(name, state.settings if state else {},
-                                 _secret_names_of(pm, store, name))
+    declared = _declared_settings(pm, store, name)
+    opened = secrets.open_settings(name, state.settings if state else {},
+                                   [setting.name for setting in declared if setting.secret])
+    return with_defaults(declared, opened)
 
 
-def _secret_names_of(pm: pluggy.PluginManager, store: Store, name: str) -> list[str]:
-    """The names of a connector's secret settings. `serve` asks for every event, so the
-    connector's declaration alone is read, not its whole record (whose version lookup reads
-    the package's metadata files)."""
+def _declared_settings(pm: pluggy.PluginManager, store: Store, name: str) -> tuple[Setting, ...]:
+    """A connector's declared settings. `serve` asks for every event, so the connector's
+    declaration alone is read, not its whole record (whose version lookup reads the package's
+    metadata files)."""
     plugin = pm.get_plugin(name)
     info = _call_on(pm, plugin, "connector_info") if plugin is not None else None
     if info is None or info.kind not in ("psa", "rmm"):
-        return _secret_names(_connector_record(pm, store, name))  # raises, saying why
-    return [setting.name for setting in info.settings if setting.secret]
+        return _connector_record(pm, store, name).settings  # raises, saying why
+    return tuple(info.settings)
 
 
 def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:
@@ -237,7 +239,10 @@ def connection_for(
 
 
 class Connector:
-    """One connector bound to its connection: `connector.call("psa_list_companies", filters=f)`."""
+    """One connector bound to its connection, calling hooks by name:
+    `connector.call("psa_list_companies", filters=f)`. Core uses the typed subclasses of
+    `psabridge.core.connectors` (`bridge.psa.list_companies(f)`); the conformance kit calls by
+    name, as a misspelt hook must fail there."""
 
     def __init__(self, pm: pluggy.PluginManager, connection: Connection):
         self.pm = pm
@@ -249,9 +254,14 @@ class Connector:
         return implements(self.pm, self.name, hook)
 
     def call(self, hook: str, **kwargs: Any):
+        """Call a remote hook (one taking the connection) on this connector's plugin."""
+        return self.call_plain(hook, connection=self.connection, **kwargs)
+
+    def call_plain(self, hook: str, **kwargs: Any):
+        """Call `hook` on this connector's plugin with exactly `kwargs`."""
         if not self.supports(hook):
             raise NotSupported(f"the {self.name} plugin does not implement {hook}")
-        return _call_on(self.pm, self._plugin, hook, connection=self.connection, **kwargs)
+        return _call_on(self.pm, self._plugin, hook, **kwargs)
 
 
 # -- enable / disable / remove -------------------------------------------------------------
@@ -289,11 +299,12 @@ def enable_plugin(
             )
     if dry_run:
         return None
+    from psabridge.core.connectors import FACADES  # it builds on this module
+
     report = None
-    hook = f"{record.kind}_check_connection"
-    connector = Connector(pm, connection_for(pm, store, name, transport))
-    if check and connector.supports(hook):
-        report = connector.call(hook)
+    connector = FACADES[record.kind](pm, connection_for(pm, store, name, transport))
+    if check and connector.supports(f"{record.kind}_check_connection"):
+        report = connector.check_connection()
         if not report.ok:
             raise PluginError(f"cannot enable {name}: {report.detail}")
         for permission in report.missing_permissions:
@@ -318,6 +329,8 @@ def remove_plugin(
     The remote unmapping comes first: if it fails, the store still lists what to unmap and a
     rerun finishes the job. Configurations stay Active. Returns rows deleted per table.
     """
+    from psabridge.core.connectors import PsaConnector  # it builds on this module
+
     record = _connector_record(pm, store, name)
     mappings = store.device_mappings_of(name)
     by_psa: dict[str, list[str]] = {}
@@ -327,8 +340,8 @@ def remove_plugin(
         if pm.get_plugin(psa) is None:
             log.warning("psa plugin not installed; links left in place", plugin=psa)
             continue
-        connector = Connector(pm, connection_for(pm, store, psa, transport))
-        connector.call("psa_unmap_configurations", configuration_ids=configuration_ids)
+        connector = PsaConnector(pm, connection_for(pm, store, psa, transport))
+        connector.unmap_configurations(configuration_ids=configuration_ids)
         store.record(
             JournalEntry(psa, "unmap_configurations", ",".join(configuration_ids), "ok",
                          {"reason": f"remove {name}"})

@@ -118,7 +118,7 @@ def settings_problems(declared: Iterable[Setting], values: Mapping[str, str],
     """Return one message per invalid setting, keyed by the setting's name (empty when valid)."""
     problems: dict[str, str] = {}
     for setting in declared:
-        value = (values.get(setting.name) or "").strip()
+        value = (values.get(setting.name) or "").strip() or (setting.default or "")
         if not value:
             if setting.required:
                 problems[setting.name] = f"{setting.label} is required; {_how_to_set(plugin, setting)}"
@@ -132,6 +132,15 @@ def validate_settings(plugin: str, declared: Iterable[Setting], values: Mapping[
     """Raise SettingsError naming every invalid field, or return quietly."""
     if problems := settings_problems(declared, values, plugin):
         raise SettingsError(plugin, problems)
+
+
+def with_defaults(declared: Iterable[Setting], values: Mapping[str, str]) -> dict[str, str]:
+    """`values`, with each setting left empty given its declared default."""
+    filled = dict(values)
+    for setting in declared:
+        if setting.default is not None and not (filled.get(setting.name) or "").strip():
+            filled[setting.name] = setting.default
+    return filled
 
 
 def normalise_settings(declared: Iterable[Setting], values: Mapping[str, str]) -> dict[str, str]:

@@ -170,7 +170,7 @@ def _apply_mapping_triggers(bridge: Bridge, report: PassReport, dry_run: bool) -
 
 def _plan_tickets(bridge: Bridge, report: PassReport) -> None:
     psa, rmm = bridge.pair
-    for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
+    for alert in bridge.rmm.list_alerts(resolved=False, since=None):
         if bridge.store.alert_ticket(psa, rmm, alert.uid) is None:
             report.planned.append(f"ticket for alert {alert.uid} ({alert.message or alert.monitor})")
 
@@ -180,7 +180,7 @@ def _alerts_to_tickets(bridge: Bridge, report: PassReport) -> None:
     # make a second look free of side effects.
     context = ticketing.TicketContext.read(bridge)
     psa, rmm = bridge.pair
-    for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
+    for alert in bridge.rmm.list_alerts(resolved=False, since=None):
         before = bridge.store.alert_ticket(psa, rmm, alert.uid)
         if before is not None and before.state != "pending":
             continue
@@ -199,7 +199,7 @@ def _alerts_to_tickets(bridge: Bridge, report: PassReport) -> None:
 def _resolved_alerts(bridge: Bridge, report: PassReport) -> None:
     rmm = bridge.rmm.name
     mark = HighWater(_cursor(bridge, rmm, "resolved_alerts"))
-    for alert in bridge.rmm.call("rmm_list_alerts", resolved=True, since=mark.previous):
+    for alert in bridge.rmm.list_alerts(resolved=True, since=mark.previous):
         moment = alert.resolved_at or alert.raised_at
         before = bridge.store.alert_ticket(*bridge.pair, alert.uid)
         if before is None or before.state not in ("open", "pending"):
@@ -219,7 +219,7 @@ def _resolved_alerts(bridge: Bridge, report: PassReport) -> None:
 def _closed_tickets(bridge: Bridge, report: PassReport) -> None:
     psa = bridge.psa.name
     mark = HighWater(_cursor(bridge, psa, "changed_tickets"))
-    for ticket in bridge.psa.call("psa_changed_tickets", since=mark.previous):
+    for ticket in bridge.psa.changed_tickets(since=mark.previous):
         resolved = _guarded(report, f"resolve alerts of ticket {ticket.id}",
                             lambda t=ticket: ticketing.resolve_for_ticket(bridge, t))
         mark.saw(ticket.last_updated, settled=resolved is not None)

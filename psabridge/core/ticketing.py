@@ -40,7 +40,6 @@ log = logs.get_logger(__name__)
 
 Origin = Literal["alert", "manual"]
 ORIGINS: tuple[Origin, ...] = ("alert", "manual")
-SUMMARY_MAX = 100  # ConnectWise's limit, and a sensible one for any PSA
 
 
 class TicketingError(PsabridgeError):
@@ -52,11 +51,10 @@ class TicketingError(PsabridgeError):
 
 @attrs.frozen
 class TicketAttributes:
-    """Where a ticket goes and how it opens and closes, by PSA ids."""
+    """Where a ticket goes and how it opens and closes, by PSA ids. `routing` maps the PSA's
+    routing fields (as its `psa_ticket_options` names them) to choice ids."""
 
-    board_id: str | None = None
-    type_id: str | None = None
-    subtype_id: str | None = None
+    routing: dict[str, str] = attrs.field(factory=dict)
     open_status_id: str | None = None
     closed_status_id: str | None = None
 
@@ -89,9 +87,33 @@ class TicketSettings:
 OPTION = "ticketing"
 
 
+STATUS_KEYS = ("open_status_id", "closed_status_id")
+
+
+def _routing_from_fields(stored: dict | None) -> dict | None:
+    """Stored attributes as saved before routing was generic, one key per field
+    (`{"board_id": "1", "type_id": "5", ...}`), as `{"routing": {"board": "1", "type": "5"}}`.
+    Attributes already in the present form come back as they are."""
+    if not stored or "routing" in stored:
+        return stored
+    routing = {key.removesuffix("_id"): value for key, value in stored.items()
+               if key.endswith("_id") and key not in STATUS_KEYS and value is not None}
+    return {"routing": routing, **{key: stored.get(key) for key in STATUS_KEYS}}
+
+
+def _upgraded(stored: dict) -> dict:
+    """Settings saved by an earlier version, converted once as they are read (the next save
+    writes them in the present form)."""
+    attributes = {origin: _routing_from_fields(a) for origin, a in
+                  (stored.get("attributes") or {}).items()}
+    monitors = {monitor: {**o, "attributes": _routing_from_fields(o.get("attributes"))}
+                for monitor, o in (stored.get("monitors") or {}).items()}
+    return {**stored, "attributes": attributes, "monitors": monitors}
+
+
 def ticket_settings(bridge: Bridge) -> TicketSettings:
     stored = bridge.store.option(bridge.psa.name, OPTION)
-    return converter.structure(stored, TicketSettings) if stored else TicketSettings()
+    return converter.structure(_upgraded(stored), TicketSettings) if stored else TicketSettings()
 
 
 def save_ticket_settings(bridge: Bridge, settings: TicketSettings) -> None:
@@ -105,7 +127,7 @@ def change_ticket_settings(bridge: Bridge, settings: TicketSettings,
     have: then nothing is saved and TicketingError names each new error. Errors that were
     there before do not block a change (it may be the one that fixes them). Returns every
     problem of the new settings, for the caller to show; `dry_run` checks without saving."""
-    options = options or bridge.psa.call("psa_ticket_options")
+    options = options or bridge.psa.ticket_options()
     before = ticket_settings(bridge)
     known = {p.message for p in check_ticket_settings(bridge, before, options)}
     problems = check_ticket_settings(bridge, settings, options)
@@ -144,7 +166,7 @@ def set_ticketing_enabled(bridge: Bridge, enabled: bool, now: dt.datetime | None
         check_can_enable(bridge, settings)
     if enabled and not settings.enabled:
         psa, rmm = bridge.pair
-        for alert in bridge.rmm.call("rmm_list_alerts", resolved=False, since=None):
+        for alert in bridge.rmm.list_alerts(resolved=False, since=None):
             if bridge.store.alert_ticket(psa, rmm, alert.uid) is None:
                 _skip(bridge, alert, "raised while ticketing was off")
         settings = attrs.evolve(settings, enabled=True, enabled_at=now or utcnow())
@@ -163,11 +185,8 @@ class Problem:
 def check_ticket_settings(
     bridge: Bridge, settings: TicketSettings, options: TicketOptions | None = None
 ) -> list[Problem]:
-    """Validate settings against the PSA's ticket options."""
-    options = options or bridge.psa.call("psa_ticket_options")
-    boards = {b.id: b for b in options.boards}
-    statuses = {s.id: s for s in options.statuses}
-    priorities = {p.id for p in options.priorities}
+    """Validate settings against the PSA's ticket options, as its connector declares them."""
+    options = options or bridge.psa.ticket_options()
     problems = []
 
     def error(message):
@@ -175,42 +194,127 @@ def check_ticket_settings(
 
     if settings.source_id and settings.source_id not in {s.id for s in options.sources}:
         error(f"source {settings.source_id} does not exist in the PSA")
+    priorities = {p.id: p for p in options.priorities}
     for rmm_priority, psa_priority in sorted(settings.priorities.items()):
         if psa_priority not in priorities:
             error(f"priority {psa_priority} (for RMM priority {rmm_priority}) does not exist in the PSA")
+        elif priorities[psa_priority].inactive:
+            error(f"priority {priorities[psa_priority].name} (for RMM priority {rmm_priority}) is "
+                  "inactive in the PSA")
+    if options.priority_required and not settings.priorities:
+        error("the PSA needs a priority on every ticket: map the RMM's priorities to the PSA's")
     named = [(f"origin {o}", a) for o, a in settings.attributes.items()]
     named += [(f"monitor {m}", o.attributes) for m, o in settings.monitors.items() if o.attributes]
     for where, attributes in sorted(named, key=lambda item: item[0]):
-        if not attributes.board_id:
-            error(f"{where}: no board is set")
-            continue
-        board = boards.get(attributes.board_id)
-        if board is None:
-            error(f"{where}: board {attributes.board_id} does not exist in the PSA")
-            continue
-        if not board.has_default_team or not board.default_status_id:
-            missing = " and ".join(x for x, ok in (("default team", board.has_default_team),
-                                                  ("default status", board.default_status_id)) if not ok)
-            error(f"{where}: board {board.name} has no {missing}; set one in the PSA or ticket "
-                  "creation will fail")
-        for label, status_id, must_close in (("open", attributes.open_status_id, False),
-                                             ("closed", attributes.closed_status_id, True)):
-            status = statuses.get(status_id) if status_id else None
-            if status_id and (status is None or status.board_id != board.id):
-                error(f"{where}: {label} status {status_id} is not a status of board {board.name}")
-            elif status and status.closed != must_close:
-                error(f"{where}: {label} status {status.name} is "
-                      f"{'not ' if must_close else ''}a closed status")
-        if not attributes.closed_status_id:
-            error(f"{where}: no closed status is set, so resolved alerts cannot close tickets")
-        for label, ids, value in (("type", options.types, attributes.type_id),
-                                  ("subtype", options.subtypes, attributes.subtype_id)):
-            if value and value not in {t.id for t in ids if t.board_id in (None, board.id)}:
-                error(f"{where}: {label} {value} is not a {label} of board {board.name}")
+        for message in routing_problems(options, attributes):
+            error(f"{where}: {message}")
     if "alert" not in settings.attributes:
         problems.append(Problem("warning", "no ticket attributes for origin alert; tickets go to "
                                            "the PSA's defaults"))
     return problems
+
+
+def describe_choice(options: TicketOptions, field_name: str, choice_id: str | None) -> str:
+    """A routing choice as people read it: "board Service Desk", or "board 12" if unknown."""
+    field = options.field(field_name)
+    label = field.label.lower() if field else field_name
+    choice = next((c for c in field.choices if c.id == choice_id), None) if field else None
+    return f"{label} {choice.name if choice else choice_id}"
+
+
+def routing_problems(options: TicketOptions, attributes: TicketAttributes) -> list[str]:
+    """What is wrong with one set of ticket attributes, by what the PSA declares: unknown or
+    missing routing choices, choices outside their scope, inactive or unusable ones, statuses
+    that are not of the ticket's scope or not open (closed) as their use needs."""
+    problems = []
+    routing = attributes.routing
+    declared = {f.name for f in options.routing}
+    for name in sorted(set(routing) - declared):
+        problems.append(f"the PSA has no ticket field {name!r} (its fields: "
+                        f"{', '.join(sorted(declared)) or 'none'}); unset it")
+    for field in options.routing:
+        label = field.label.lower()
+        value = routing.get(field.name)
+        if not value:
+            if field.required:
+                problems.append(f"no {label} is set")
+            continue
+        choice = next((c for c in field.choices if c.id == value), None)
+        if choice is None:
+            problems.append(f"{label} {value} does not exist in the PSA")
+            continue
+        if field.scoped_by and choice.scope_id is not None:
+            scope = routing.get(field.scoped_by)
+            if scope != choice.scope_id:
+                where = (describe_choice(options, field.scoped_by, scope) if scope
+                         else f"the {field.scoped_by.replace('_', ' ')} set")
+                problems.append(f"{label} {choice.name} is not a {label} of {where}")
+        if choice.inactive:
+            problems.append(f"{label} {choice.name} is inactive in the PSA")
+        if choice.unusable:
+            problems.append(f"{label} {choice.name} cannot take tickets: {choice.unusable}")
+    scope = options.status_scope
+    scope_id = routing.get(scope) if scope else None
+    if scope and not scope_id:
+        scoped = []  # no scope chosen: its statuses cannot be checked (said above if required)
+    else:
+        scoped = [s for s in options.statuses if not scope or s.scope_id == scope_id]
+    for label, status_id, must_close in (("open", attributes.open_status_id, False),
+                                         ("closed", attributes.closed_status_id, True)):
+        if not status_id or (scope and not scope_id):
+            continue
+        status = next((s for s in scoped if s.id == status_id), None)
+        if status is None:
+            where = f" of {describe_choice(options, scope, scope_id)}" if scope else " in the PSA"
+            problems.append(f"{label} status {status_id} is not a status{where}")
+        elif status.closed != must_close:
+            problems.append(f"{label} status {status.name} is {'not ' if must_close else ''}a "
+                            "closed status")
+        elif status.inactive:
+            problems.append(f"{label} status {status.name} is inactive in the PSA")
+    if not attributes.closed_status_id:
+        problems.append("no closed status is set, so resolved alerts cannot close tickets")
+    return problems
+
+
+def workable_attributes(options: TicketOptions) -> TicketAttributes | None:
+    """Ticket attributes that the PSA would take, picked from its options: the first usable
+    active choice of every required routing field (within the scope picked before it), and
+    the scope's default open status and first closed status. None when the options offer no
+    such combination. For the demo and for tests; admins choose their own."""
+    def pick(routing: dict[str, str], fields: list) -> dict[str, str] | None:
+        if not fields:
+            return routing
+        field, rest = fields[0], fields[1:]
+        scope = routing.get(field.scoped_by) if field.scoped_by else None
+        for choice in field.choices:
+            if choice.inactive or choice.unusable or (scope and choice.scope_id not in (None, scope)):
+                continue
+            found = pick({**routing, field.name: choice.id}, rest)
+            if found is not None and _statuses_of(options, found):
+                return found
+        return None
+
+    routing = pick({}, [f for f in options.routing if f.required])
+    statuses = _statuses_of(options, routing) if routing is not None else None
+    if statuses is None:
+        return None
+    opening, closed = statuses
+    return TicketAttributes(routing=routing, open_status_id=opening, closed_status_id=closed)
+
+
+def _statuses_of(options: TicketOptions, routing: dict[str, str]) -> tuple[str | None, str] | None:
+    scope = options.status_scope
+    if scope and scope not in routing:
+        return None
+    statuses = [s for s in options.statuses if not s.inactive
+                and (not scope or s.scope_id == routing[scope])]
+    closed = next((s.id for s in statuses if s.closed), None)
+    if closed is None:
+        return None
+    opening = next((s.id for s in statuses if s.default and not s.closed),
+                   next((s.id for s in statuses if not s.closed), None))
+    return opening, closed
 
 
 # -- alerts to tickets -----------------------------------------------------------------------
@@ -220,7 +324,9 @@ def alert_marker(bridge: Bridge, alert_uid: str) -> str:
     return f"psabridge:{bridge.rmm.name}:{alert_uid}"
 
 
-def _describe(alert: Alert, device_link: str | None, alert_link: str | None) -> str:
+def _describe(alert: Alert) -> str:
+    """The ticket's description: what the alert says. The links to the RMM travel beside it
+    (`TicketDraft.device_url`, `alert_url`), for the connector to place."""
     lines = [alert.message or f"Alert from monitor {alert.monitor}", ""]
     if alert.diagnostics:
         lines += ["Diagnostics:", alert.diagnostics, ""]
@@ -228,14 +334,12 @@ def _describe(alert: Alert, device_link: str | None, alert_link: str | None) -> 
               f"Site: {alert.site_name or alert.site_uid}"]
     if alert.raised_at:
         lines.append(f"Raised: {alert.raised_at.isoformat()}")
-    lines += [f"RMM Device: {device_link}"] if device_link else []
-    lines += [f"RMM Alert: {alert_link}"] if alert_link else []
     return "\n".join(lines)
 
 
-def _summary(alert: Alert, hostname: str) -> str:
+def _summary(alert: Alert, hostname: str, limit: int | None) -> str:
     text = f"{alert.priority}: {alert.message or alert.monitor} on {hostname}"
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 @attrs.define
@@ -305,14 +409,14 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
     if row is not None and row.state != "pending":
         return row
     if row is not None:
-        found = bridge.psa.call("psa_find_ticket", marker=row.marker)
+        found = bridge.psa.find_ticket(marker=row.marker)
         if found is not None:  # the PSA created it; the answer was lost last time
             return _adopt(bridge, row, found)
         if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
     context = context or TicketContext.for_alert(bridge, alert)
     settings = context.settings
-    bridge.pm.hook.on_alert_raised(rmm=rmm, alert=alert)
+    bridge.announce("on_alert_raised", rmm=rmm, alert=alert)
 
     if not settings.enabled:
         return _skip(bridge, alert, "ticketing is off")
@@ -350,7 +454,7 @@ def _join_repeat(bridge: Bridge, alert: Alert, settings: TicketSettings) -> Aler
     previous = bridge.store.latest_ticket_for(psa, rmm, alert.monitor, alert.device_uid, since)
     if previous is None or previous.alert_uid == alert.uid:
         return None
-    ticket = bridge.psa.call("psa_get_ticket", ticket_id=previous.ticket_id)
+    ticket = bridge.psa.get_ticket(ticket_id=previous.ticket_id)
     if ticket is None or ticket.closed:
         return None
     text = f"Repeating alert ({alert.priority}) at {raised.isoformat()}:\n{alert.message}"
@@ -383,7 +487,7 @@ def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) ->
             current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
             if current is None or current.state != "pending":
                 continue
-            found = bridge.psa.call("psa_find_ticket", marker=current.marker)
+            found = bridge.psa.find_ticket(marker=current.marker)
             if found is not None:
                 log.info("ticket_adopted", alert_uid=current.alert_uid, ticket_id=found.id)
                 bridge.store.save_alert_ticket(attrs.evolve(current, state="open", ticket_id=found.id))
@@ -398,25 +502,25 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
     marker = alert_marker(bridge, alert.uid)
     device = device or Device(alert.device_uid, alert.device_name, alert.site_uid)
     device_link = device_url(bridge, device)
-    alert_link = bridge.rmm.call("rmm_alert_url", alert=alert) if origin == "alert" else None
+    alert_link = bridge.rmm.alert_url(alert=alert) if origin == "alert" else None
     draft = TicketDraft(
-        summary=_summary(alert, alert.device_name or device.hostname),
-        description=_describe(alert, device_link, alert_link),
-        company_id=company_id, marker=marker, board_id=attributes.board_id,
-        status_id=attributes.open_status_id, type_id=attributes.type_id,
-        subtype_id=attributes.subtype_id, priority_id=settings.priorities.get(alert.priority),
-        source_id=settings.source_id, configuration_id=configuration_id,
-        device_url=device_link, alert_url=alert_link,
+        summary=_summary(alert, alert.device_name or device.hostname,
+                         bridge.ticket_options().summary_max),
+        description=_describe(alert), company_id=company_id, marker=marker,
+        routing=dict(attributes.routing), status_id=attributes.open_status_id,
+        priority_id=settings.priorities.get(alert.priority), source_id=settings.source_id,
+        configuration_id=configuration_id, device_url=device_link, alert_url=alert_link,
     )
     row = bridge.store.save_alert_ticket(AlertTicket(
         psa, rmm, alert.uid, "pending", marker=marker, monitor=alert.monitor,
         device_uid=alert.device_uid, origin=origin, opened_at=alert.raised_at))
     ticket = bridge.write(bridge.psa, "create_ticket", marker,
-                          lambda: bridge.psa.call("psa_create_ticket", draft=draft), alert=alert.uid)
+                          lambda: bridge.psa.create_ticket(draft=draft), alert=alert.uid)
     saved = bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=ticket.id))
     log.info("ticket_created", alert_uid=alert.uid, device_uid=alert.device_uid,
              ticket_id=ticket.id, company_id=company_id, origin=origin)
-    bridge.pm.hook.on_ticket_created(psa=psa, alert=alert if origin == "alert" else None, ticket=ticket)
+    bridge.announce("on_ticket_created", psa=psa, alert=alert if origin == "alert" else None,
+                    ticket=ticket)
     return saved
 
 
@@ -430,7 +534,7 @@ def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
     if (configuration_id and configuration_id not in found.configuration_ids
             and bridge.psa.supports("psa_attach_configuration")):
         bridge.write(bridge.psa, "attach_configuration", found.id,
-                     lambda: bridge.psa.call("psa_attach_configuration", ticket_id=found.id,
+                     lambda: bridge.psa.attach_configuration(ticket_id=found.id,
                                              configuration_id=configuration_id), alert=row.alert_uid)
     return bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=found.id))
 
@@ -458,7 +562,7 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
         existing = bridge.store.alert_ticket(psa, rmm, uid)
         if existing is not None and existing.state != "pending":
             return existing
-        if existing is not None and (found := bridge.psa.call("psa_find_ticket", marker=existing.marker)):
+        if existing is not None and (found := bridge.psa.find_ticket(marker=existing.marker)):
             return _adopt(bridge, existing, found)
         return _create_ticket(bridge, pseudo, "manual", company_id, configuration_id,
                               context.settings, device)
@@ -532,7 +636,7 @@ def recover_pending(bridge: Bridge) -> list[AlertTicket]:
             current = bridge.store.alert_ticket(psa, rmm, row.alert_uid)
             if not claimed or current is None or current.state != "pending":
                 continue  # in another process's hands, or settled meanwhile
-            found = bridge.psa.call("psa_find_ticket", marker=row.marker)
+            found = bridge.psa.find_ticket(marker=row.marker)
             if found is not None:
                 settled.append(_adopt(bridge, row, found))
             elif row.ticket_id:

@@ -1,6 +1,11 @@
 """The push side of the round trip (`psabridge serve`): PSA ticket callbacks and RMM alert
 webhooks, received over HTTP and handed to the same functions as polling.
 
+Core holds no sender's wire format: the enabled connector reads its own product's body (and
+checks its signature, where the product signs) with `psa_parse_ticket_callback` or
+`rmm_parse_alert_webhook`. What is kept here is what every sender shares: the secret check,
+the bounds on size and nesting, refusing replays, and handing the event on.
+
 A callback is only a hint: its body says which record changed, and the handler re-reads that
 record through the connector before acting. So a forged or stale body can at worst make us look
 at a record, and the webhook and the polling path, seeing the same event, do the same thing once.
@@ -8,28 +13,21 @@ at a record, and the webhook and the polling path, seeing the same event, do the
 Authentication is a shared secret, compared in constant time, that a sender presents in a header
 (`Authorization: Bearer SECRET` or `X-Psabridge-Token: SECRET`) where it can set one, or else in
 the URL's `token` query parameter. A header keeps the secret out of proxy access logs, which
-record URLs; but a ConnectWise callback is only a URL (CW sets no header of ours), and whether a
-Datto RMM webhook may carry custom headers is not established (API-NOTES §7), so the query token
-stays. In a URL it is percent-encoded (`callback_url`) and compared decoded, and every form of it
-is known to the log redaction.
+record URLs; but some senders can only be given a URL (a PSA callback sets no header of ours),
+so the query token stays. In a URL it is percent-encoded (`callback_url`) and compared decoded,
+and every form of it is known to the log redaction. A PSA that signs its callbacks with a
+secret it is given gets `signing_secret(secret)` at registration, and its connector checks the
+signature with it.
 
-Neither sender signs with a secret of ours. ConnectWise does sign its callbacks
-(`x-content-signature`: base64 HMAC-SHA256 of the body, keyed with the SHA-256 of a signing key
-that must be fetched, per callback, from a `key_url` named inside the body), but checking that
-takes an authenticated API call to a URL the body itself gives, and the simulator does not sign;
-it is not checked here. Datto RMM webhooks carry no signature at all (API-NOTES §7).
-
-Bodies are bounded in size and in nesting depth, and each must have its sender's shape (a
-ticket callback's `Type` and a positive `ID`; an alert webhook's `alertUid`, a short identifier):
-anything else is answered 400 with the reason, before anything is looked up or changed.
+Bodies are bounded in size and in nesting depth before the connector reads them; a body the
+connector refuses (`InvalidCallback`) is answered 400 with the reason, before anything is looked
+up or changed.
 
 An event processed before is refused as a replay (409). What makes two deliveries the same event
-is the event's identity, never the body's bytes: Datto's raise and resolve bodies can be
-byte-identical (`{"alertUid":"[alert_uid]"}`), and its resolve must not be taken for a replay.
-
-* A ConnectWise callback is its MessageId; one without a MessageId falls back to its body's hash.
-* A Datto RMM webhook is its alert and whether the alert was raised or resolved, as the body says
-  (see `stated_alert_state`) or, when it says nothing, as the alert re-read from the API is.
+is the event's identity, never the body's bytes: the connector gives it (`event_id`, e.g. a
+message id), else a ticket callback is its body's hash, and an alert webhook is its alert and
+whether the alert was raised or resolved, as the body says or, when it says nothing, as the
+alert re-read from the API is (a raise and a resolve may have byte-identical bodies).
 
 An event is remembered only after it was processed: a delivery that failed (we answered 5xx) is
 processed again when the sender delivers it again. Two deliveries of one event arriving together
@@ -46,28 +44,23 @@ import hmac
 import json
 import re
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote, unquote
 
-import attrs
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from psabridge.core import logs, ticketing
 from psabridge.core.bridge import Bridge, LiveBridge, PluginDisabled  # noqa: F401 - serve's
-from psabridge.core.errors import PsabridgeError
-from psabridge.core.models import Alert
+from psabridge.core.errors import InvalidCallback, PsabridgeError
+from psabridge.core.models import Alert, AlertWebhook, TicketCallback
 
 log = logs.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
-# Both senders' bodies are flat: a ConnectWise callback nests one object (`Metadata`; its `Entity`
-# is a string), a Datto RMM template what the admin writes. json.loads recurses once per level,
-# so a 30,000-deep body would exhaust the stack: the depth is checked before parsing.
+# Callback bodies are flat, nesting an object or two. json.loads recurses once per level, so a
+# 30,000-deep body would exhaust the stack: the depth is checked before any connector parses.
 MAX_DEPTH = 32
-# A Datto alert uid and a ConnectWise message id are GUIDs (36 characters).
-MAX_IDENTIFIER = 128
 TOKEN_HEADER = "X-Psabridge-Token"
 MIN_SECRET_LENGTH = 16
 
@@ -78,10 +71,6 @@ def _json(code: int, **body) -> Response:
 
 class BadSecret(PsabridgeError, ValueError):
     """The webhook secret is too short, or has characters a URL or a header would change."""
-
-
-class InvalidEvent(ValueError):
-    """A body that is not what its sender sends; the message says why (answered 400)."""
 
 
 # -- what a request presents, and what its body says -------------------------------------------
@@ -107,88 +96,10 @@ def nests_deeper_than(body: bytes, limit: int) -> bool:
     return False
 
 
-def parse_body(body: bytes) -> dict:
-    """The body as a JSON object; InvalidEvent says why it is not one."""
+def check_bounds(body: bytes) -> None:
+    """Refuse a body nesting deeper than MAX_DEPTH before any parser recurses into it."""
     if nests_deeper_than(body, MAX_DEPTH):
-        raise InvalidEvent(f"the body nests deeper than {MAX_DEPTH} levels")
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError and too-long integers included
-        raise InvalidEvent("the body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidEvent("the body is not a JSON object")
-    return payload
-
-
-_NOT_IN_IDENTIFIERS = re.compile(r"[\s/\\?#%]")
-
-
-def identifier(value: Any, name: str) -> str:
-    """`value` as an identifier the handlers can put in an API path: a non-empty string of at
-    most MAX_IDENTIFIER printable characters, none of them a space or one of `/ \\ ? # %` (which
-    would change what the API path means)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidEvent(f"{name} must be a non-empty string")
-    if len(value) > MAX_IDENTIFIER:
-        raise InvalidEvent(f"{name} is longer than {MAX_IDENTIFIER} characters")
-    if not value.isprintable() or _NOT_IN_IDENTIFIERS.search(value):
-        raise InvalidEvent(f"{name} must not contain control characters, spaces, or / \\ ? # %")
-    return value
-
-
-_DIGITS = re.compile(r"[0-9]{1,19}")
-
-
-def positive_id(value: Any, name: str) -> str:
-    """A record id as a PSA sends it, a positive integer or a string of digits, as a string."""
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
-        return str(value)
-    raise InvalidEvent(f"{name} must be a positive integer (or a string of digits)")
-
-
-@attrs.frozen
-class TicketCallback:
-    """What a PSA ticket callback says: which ticket changed, and which event this delivery is
-    (its MessageId, or for a callback without one, its body)."""
-
-    ticket_id: str
-    event: str
-
-    @classmethod
-    def from_payload(cls, payload: dict, body: bytes) -> TicketCallback | None:
-        """The callback in `payload`, None when it is not about a ticket; InvalidEvent when it
-        is not shaped as ConnectWise sends it:
-        {"MessageId": "...", "Type": "ticket", "Action": "updated", "ID": 123, ...}."""
-        kind = payload.get("Type")
-        if not isinstance(kind, str):
-            raise InvalidEvent('Type must be a string, e.g. "ticket"')
-        if kind.lower() != "ticket":
-            return None
-        ticket_id = positive_id(payload.get("ID"), "ID")
-        message_id = payload.get("MessageId")
-        if message_id in (None, ""):
-            return cls(ticket_id, f"psa:{hashlib.sha256(body).hexdigest()}")
-        return cls(ticket_id, f"psa:{identifier(message_id, 'MessageId')}")
-
-
-@attrs.frozen
-class AlertWebhook:
-    """What an RMM alert webhook says: the alert, and whether it was raised or resolved if the
-    body says so (see `stated_alert_state`)."""
-
-    alert_uid: str
-    stated_state: str | None
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> AlertWebhook:
-        """The webhook in `payload`, a body template carrying at least
-        {"alertUid": "[alert_uid]"}; InvalidEvent when it does not."""
-        uid = payload.get("alertUid", payload.get("alert_uid"))
-        if uid is None or uid == "":
-            raise InvalidEvent('no alertUid in the body; use the template {"alertUid": "[alert_uid]"}')
-        return cls(identifier(uid, "alertUid"), stated_alert_state(payload))
+        raise InvalidCallback(f"the body nests deeper than {MAX_DEPTH} levels")
 
 
 def presented_tokens(request: Request) -> list[tuple[str, ...]]:
@@ -225,21 +136,11 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def stated_alert_state(payload: dict) -> str | None:
-    """The alert's state as a Datto RMM webhook body says it: "raised", "resolved" or None.
-
-    Datto's template variables include no such thing (API-NOTES §7), but the raise and the
-    resolve can each have their own body, so an admin can write the state into it as a literal:
-    `"event": "resolved"` (or `status`, `state`), or `"resolved": true`.
-    """
-    resolved = str(payload.get("resolved", "")).strip().lower()
-    if resolved in ("true", "false"):
-        return "resolved" if resolved == "true" else "raised"
-    for field in ("event", "status", "state"):
-        word = str(payload.get(field, "")).strip().lower()
-        if word in ("raised", "resolved"):
-            return word
-    return None
+def signing_secret(secret: str) -> str:
+    """The secret a PSA that signs its callbacks is given at registration (64 hex characters),
+    derived from the webhook secret so that it is the same in every `serve` replica and after a
+    restart, and so that the webhook secret itself never reaches the PSA's signing settings."""
+    return hmac.new(secret.encode(), b"psabridge ticket callback signing", hashlib.sha256).hexdigest()
 
 
 class WebhookApp:
@@ -254,6 +155,8 @@ class WebhookApp:
         logs.register_secret(secret)  # with its percent-encoded and base64 forms
         self.bridge_factory = bridge_factory
         self._secret_digest = _digest(secret)
+        self._signing_secret = signing_secret(secret)
+        logs.register_secret(self._signing_secret)
         self.max_body = max_body
         self.urls = Map([
             Rule("/hooks/psa", endpoint="psa", methods=["POST"]),
@@ -298,26 +201,43 @@ class WebhookApp:
         if len(body) > self.max_body:
             return _json(413, error=f"body over {self.max_body} bytes")
         try:
-            payload = parse_body(body)
-            event = (TicketCallback.from_payload(payload, body) if endpoint == "psa"
-                     else AlertWebhook.from_payload(payload))
-        except InvalidEvent as exc:
-            log.warning("webhook refused: not the body its sender sends", endpoint=endpoint,
-                        reason=str(exc))
-            return _json(400, error=str(exc))
-        if event is None:
-            return _json(202, status="ignored", reason="not a ticket")
+            check_bounds(body)  # core's own bound, before anything is read for the event
+        except InvalidCallback as exc:
+            return _json(400, error=exc.reason)
         try:
             bridge = self.bridge_factory()
         except PluginDisabled as exc:
             return _json(202, status="ignored", reason=str(exc))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            event = self.parse(bridge, endpoint, headers, body)
+        except InvalidCallback as exc:
+            log.warning("webhook refused: not the body its sender sends", endpoint=endpoint,
+                        reason=exc.reason)
+            return _json(400, error=exc.reason)
+        if event is None:
+            return _json(202, status="ignored",
+                         reason="not about a ticket" if endpoint == "psa" else "not about an alert")
         if isinstance(event, TicketCallback):
-            response = self.handle_once(bridge, event.event,
+            key = f"psa:{event.event_id or hashlib.sha256(body).hexdigest()}"
+            response = self.handle_once(bridge, key,
                                         lambda: self.ticket_changed(bridge, event.ticket_id))
         else:
             response = self.on_alert_webhook(bridge, event)
         log.info("webhook_handled", endpoint=endpoint, status=response.status_code)
         return response
+
+    def parse(self, bridge: Bridge, endpoint: str, headers: dict[str, str],
+              body: bytes) -> TicketCallback | AlertWebhook | None:
+        """What the body says, as the enabled connector reads its own product's format."""
+        connector = bridge.psa if endpoint == "psa" else bridge.rmm
+        hook = "psa_parse_ticket_callback" if endpoint == "psa" else "rmm_parse_alert_webhook"
+        if not connector.supports(hook):
+            raise InvalidCallback(f"the {connector.name} connector cannot read callbacks "
+                                  f"(it has no {hook})")
+        if endpoint == "psa":
+            return bridge.psa.parse_ticket_callback(headers, body, self._signing_secret)
+        return bridge.rmm.parse_alert_webhook(headers, body)
 
     def handle_once(self, bridge: Bridge, event: str, handle: Callable[[], Response]) -> Response:
         """Handle `event` unless it was processed before, and remember it once it is.
@@ -332,18 +252,19 @@ class WebhookApp:
         return response
 
     def ticket_changed(self, bridge: Bridge, ticket_id: str) -> Response:
-        ticket = bridge.psa.call("psa_get_ticket", ticket_id=ticket_id)
+        ticket = bridge.psa.get_ticket(ticket_id=ticket_id)
         if ticket is None:
             return _json(202, status="ignored", reason="ticket not found")
         resolved = ticketing.resolve_for_ticket(bridge, ticket)
         return _json(200, status="ok", alerts_resolved=len(resolved))
 
     def on_alert_webhook(self, bridge: Bridge, webhook: AlertWebhook) -> Response:
-        alert = bridge.rmm.call("rmm_get_alert", alert_uid=webhook.alert_uid)
+        alert = bridge.rmm.get_alert(alert_uid=webhook.alert_uid)
         if alert is None:
             return _json(202, status="ignored", reason="alert not found")
-        state = webhook.stated_state or ("resolved" if alert.resolved else "raised")
-        return self.handle_once(bridge, f"rmm:{webhook.alert_uid}:{state}",
+        state = webhook.state or ("resolved" if alert.resolved else "raised")
+        event = webhook.event_id or f"{webhook.alert_uid}:{state}"
+        return self.handle_once(bridge, f"rmm:{event}",
                                 lambda: self.alert_changed(bridge, alert))
 
     def alert_changed(self, bridge: Bridge, alert: Alert) -> Response:
@@ -358,12 +279,11 @@ class WebhookApp:
 
 
 def callback_url(public_url: str, secret: str) -> str:
-    """The ticket callback URL to register with the PSA.
+    """The ticket callback URL to register with the PSA (its connector may add to it).
 
     The token is percent-encoded: written as it is, a `+` in it would be read back as a space and
-    an `&` as the end of the token. ConnectWise appends the record id to a URL ending in `=`, so
-    `recordId=` comes after the token, never the token last."""
-    return f"{public_url.rstrip('/')}/hooks/psa?token={quote(secret, safe='')}&recordId="
+    an `&` as the end of the token."""
+    return f"{public_url.rstrip('/')}/hooks/psa?token={quote(secret, safe='')}"
 
 
 def listen(app: WebhookApp, host: str, port: int, threads: int = 4):

@@ -18,30 +18,25 @@ import attrs
 import pytest
 
 from psabridge.core.errors import RemoteError
+from psabridge.core.hookspecs import required_hooks
 from psabridge.core.models import Connection, ConnectionReport, ConnectorInfo
 from psabridge.core.plugins import ENTRY_POINT_GROUP, Connector, make_plugin_manager
 
-# The hooks core/ calls on an enabled connector: a connector without one of them cannot do its job.
-PSA_REQUIRED_HOOKS = (
-    "connector_info", "psa_list_companies", "psa_list_configuration_types",
-    "psa_match_configurations", "psa_get_configurations", "psa_create_configuration",
-    "psa_update_configuration", "psa_unmap_configurations", "psa_ticket_options",
-    "psa_create_ticket", "psa_find_ticket", "psa_get_ticket", "psa_add_ticket_note",
-    "psa_close_ticket", "psa_changed_tickets",
-)
-RMM_REQUIRED_HOOKS = (
-    "connector_info", "rmm_list_sites", "rmm_create_site", "rmm_list_devices", "rmm_device_details",
-    "rmm_list_alerts", "rmm_get_alert", "rmm_resolve_alert", "rmm_device_url", "rmm_alert_url",
-    "rmm_site_url",
-)
+# The hooks core/ calls on an enabled connector, as hookspecs.py marks them: a connector without
+# one of them cannot do its job.
+PSA_REQUIRED_HOOKS = required_hooks("psa")
+RMM_REQUIRED_HOOKS = required_hooks("rmm")
+
+Headers = Mapping[str, str]
 
 
 @attrs.frozen
 class TicketSetup:
-    """Where the kit files its tickets: a company, a board, and an open and a closed status of it."""
+    """Where the kit files its tickets: a company, the routing choices (routing field name to
+    choice id, as `psa_ticket_options` declares them), and an open and a closed status."""
 
     company_id: str
-    board_id: str
+    routing: Mapping[str, str]
     open_status_id: str | None
     closed_status_id: str
 
@@ -88,8 +83,14 @@ class PsaUnderTest(_UnderTest):
     """Create `n` tickets in the remote; return their ids (pagination of psa_changed_tickets)."""
     ticket_setup: Callable[[], TicketSetup] | None = None
     """Where to file tickets; by default the kit picks from psa_ticket_options and the companies."""
-    callback_url: str = "https://psabridge.example.com/webhooks/psa?token=kit"
+    callback_url: str = "https://psabridge.example.com/hooks/psa?token=kit"
     """The URL the callback checks register (only if you implement the callback hooks)."""
+    ticket_callbacks: Callable[[str], Sequence[tuple[Headers, bytes]]] | None = None
+    """The callbacks your PSA sent (or would send) to the registered URL since ticket `ticket_id`
+    last changed, as (headers, body): the kit parses them with `psa_parse_ticket_callback`."""
+    signs_callbacks: bool = False
+    """Whether your PSA signs its callbacks with the `signing_secret` given at registration: the
+    kit then checks that a wrong secret or a changed body is refused."""
 
 
 @attrs.define(kw_only=True)
@@ -102,6 +103,9 @@ class RmmUnderTest(_UnderTest):
     """Add `n` devices to the site `site_uid`; return their uids."""
     raise_alert: Callable[[str], str] | None = None
     """Raise an open alert on the device `device_uid`; return the alert's uid."""
+    alert_webhooks: Callable[[str], Sequence[tuple[Headers, bytes]]] | None = None
+    """The webhooks your RMM sends for the alert `alert_uid`, as (headers, body): the kit
+    parses them with `rmm_parse_alert_webhook`."""
 
 
 class Kit:

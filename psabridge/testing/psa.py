@@ -16,9 +16,13 @@ Every check names the hook and the promise of `psabridge.core.hookspecs` it hold
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
 
+import attrs
 import pytest
 
+from psabridge.core.errors import InvalidCallback
 from psabridge.core.models import (
     Company,
     CompanyFilters,
@@ -27,10 +31,12 @@ from psabridge.core.models import (
     Device,
     DeviceDetails,
     Ticket,
+    TicketCallback,
     TicketDraft,
     TicketOptions,
     utcnow,
 )
+from psabridge.core.ticketing import workable_attributes
 from psabridge.testing.harness import (
     PSA_REQUIRED_HOOKS,
     ConnectorChecks,
@@ -53,7 +59,7 @@ class PsaKit(Kit):
 
     def configuration_type_id(self) -> str:
         types = self.call("psa_list_configuration_types")
-        usable = [t for t in types if not t.has_required_questions and not t.inactive]
+        usable = [t for t in types if not t.unusable and not t.inactive]
         assert usable, "psa_list_configuration_types returned no type usable for creating"
         return usable[0].id
 
@@ -66,20 +72,18 @@ class PsaKit(Kit):
         if self.subject.ticket_setup is not None:
             return self.subject.ticket_setup()
         options: TicketOptions = self.call("psa_ticket_options")
-        for board in options.boards:
-            if board.inactive or not board.has_default_team:
-                continue
-            statuses = [s for s in options.statuses if s.board_id == board.id and not s.inactive]
-            closed = [s for s in statuses if s.closed]
-            if closed:
-                return TicketSetup(self.company().id, board.id, board.default_status_id, closed[0].id)
-        pytest.fail("psa_ticket_options offers no active board with a default team and a closed "
-                    "status; seed one, or give PsaUnderTest.ticket_setup")
+        attributes = workable_attributes(options)
+        if attributes is None:
+            pytest.fail("psa_ticket_options offers no usable choice of every required routing "
+                        "field with a closed status; seed one, or give PsaUnderTest.ticket_setup")
+        return TicketSetup(self.company().id, attributes.routing, attributes.open_status_id,
+                           attributes.closed_status_id)
 
     def create_ticket(self, setup: TicketSetup, marker: str | None = None, **fields) -> Ticket:
-        draft = TicketDraft(summary="psabridge conformance kit", description="filed by the kit",
-                            company_id=setup.company_id, marker=marker or unique_marker(),
-                            board_id=setup.board_id, status_id=setup.open_status_id, **fields)
+        fields = {"summary": "psabridge conformance kit", "routing": dict(setup.routing),
+                  "status_id": setup.open_status_id, **fields}
+        draft = TicketDraft(description="filed by the kit", company_id=setup.company_id,
+                            marker=marker or unique_marker(), **fields)
         ticket = self.call("psa_create_ticket", draft=draft)
         assert isinstance(ticket, Ticket) and ticket.id, "psa_create_ticket must return the new Ticket"
         return ticket
@@ -180,12 +184,99 @@ class PsaConformance(ConnectorChecks):
 
     # -- tickets -------------------------------------------------------------------------------
 
+    def test_ids_are_strings(self, psa):
+        """Core treats every remote id as an opaque string; an int compares unequal to it."""
+        options = psa.call("psa_ticket_options")
+        ids = {"company": [c.id for c in psa.all("psa_list_companies", filters=CompanyFilters())],
+               "configuration type": [t.id for t in psa.call("psa_list_configuration_types")],
+               "status": [s.id for s in options.statuses],
+               "status scope": [s.scope_id for s in options.statuses if s.scope_id is not None],
+               "priority": [p.id for p in options.priorities],
+               "source": [s.id for s in options.sources]}
+        for field in options.routing:
+            ids[f"{field.name} choice"] = [c.id for c in field.choices]
+            ids[f"{field.name} scope"] = [c.scope_id for c in field.choices if c.scope_id is not None]
+        configuration = psa.create_configuration()
+        ticket = psa.create_ticket(psa.ticket_setup())
+        ids["created configuration"] = [configuration.id, configuration.company_id]
+        ids["created ticket"] = [ticket.id, ticket.company_id, *ticket.configuration_ids]
+        for what, values in ids.items():
+            wrong = [v for v in values if not isinstance(v, str)]
+            assert not wrong, f"{what} ids must be strings, not {type(wrong[0]).__name__}: {wrong[:3]}"
+
     def test_ticket_options_are_consistent(self, psa):
         options = psa.call("psa_ticket_options")
-        boards = {b.id for b in options.boards}
-        assert len(boards) == len(options.boards), "board ids repeat"
-        strays = [s.id for s in options.statuses if s.board_id not in boards]
-        assert not strays, f"statuses {strays} belong to no listed board"
+        names = [f.name for f in options.routing]
+        assert len(names) == len(set(names)), f"routing field names repeat: {names}"
+        for field in options.routing:
+            assert _FIELD_NAME.fullmatch(field.name), (
+                f"routing field {field.name!r}: use lower case, digits and _ (it is typed in "
+                "`ticketing set --route NAME=...`)")
+            assert field.label, f"routing field {field.name} has no label"
+            scoped = {c.id: c for c in field.choices}
+            seen = [(c.scope_id, c.id) for c in field.choices]
+            assert len(seen) == len(set(seen)), f"{field.name}: a choice id repeats within a scope"
+            if field.scoped_by is None:
+                assert all(c.scope_id is None for c in field.choices), (
+                    f"{field.name} has choices with a scope_id but no scoped_by")
+                continue
+            earlier = names[:names.index(field.name)]
+            assert field.scoped_by in earlier, (
+                f"{field.name} is scoped by {field.scoped_by!r}, which must be a routing field "
+                "declared before it")
+            scopes = {c.id for c in options.field(field.scoped_by).choices}
+            strays = [c.id for c in scoped.values() if c.scope_id not in (None, *scopes)]
+            assert not strays, f"{field.name} choices {strays} belong to no {field.scoped_by}"
+        for kind in ("priorities", "sources"):
+            ids = [c.id for c in getattr(options, kind)]
+            assert len(ids) == len(set(ids)), f"{kind} ids repeat"
+        assert options.summary_max is None or options.summary_max > 20
+
+    def test_statuses_are_unambiguous_within_their_scope(self, psa):
+        options = psa.call("psa_ticket_options")
+        assert any(s.closed for s in options.statuses), "no closed status: tickets cannot close"
+        if options.status_scope is None:
+            assert all(s.scope_id is None for s in options.statuses), (
+                "statuses have a scope_id but status_scope names no routing field")
+        else:
+            field = options.field(options.status_scope)
+            assert field is not None, f"status_scope {options.status_scope!r} is no routing field"
+            scopes = {c.id for c in field.choices}
+            strays = [s.id for s in options.statuses if s.scope_id not in scopes]
+            assert not strays, f"statuses {strays} belong to no {field.name}"
+        by_scope: dict = {}
+        for status in options.statuses:
+            by_scope.setdefault(status.scope_id, []).append(status)
+        for scope, statuses in by_scope.items():
+            where = f" of {options.status_scope} {scope}" if scope else ""
+            ids = [s.id for s in statuses]
+            assert len(ids) == len(set(ids)), f"status ids repeat{where}"
+            names = [s.name.strip().casefold() for s in statuses if not s.inactive]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            assert not repeated, f"statuses{where} share names {repeated}: a name must pick one"
+
+    def test_a_draft_with_every_routing_field_priority_and_source_is_created(self, psa):
+        """Core sends whatever the admin set: every routing field (required or not, each within
+        the scope chosen before it), a priority, a source, and a summary as long as allowed."""
+        options = psa.call("psa_ticket_options")
+        setup = psa.ticket_setup()
+        routing = dict(setup.routing)
+        for field in options.routing:
+            if field.name in routing:
+                continue
+            scope = routing.get(field.scoped_by) if field.scoped_by else None
+            usable = [c for c in field.choices if not c.inactive and not c.unusable
+                      and (field.scoped_by is None or c.scope_id in (None, scope))]
+            if usable:
+                routing[field.name] = usable[0].id
+        priority = next((p.id for p in options.priorities if not p.inactive), None)
+        source = next((s.id for s in options.sources if not s.inactive), None)
+        summary = ("kit " * 100)[: options.summary_max or 100]
+        created = psa.create_ticket(attrs.evolve(setup, routing=routing), summary=summary,
+                                    priority_id=priority, source_id=source)
+        stored = psa.call("psa_get_ticket", ticket_id=created.id)
+        assert stored is not None and stored.summary == summary, (
+            "a summary of summary_max characters must be stored as it is")
 
     def test_created_ticket_is_found_by_its_exact_marker(self, psa):
         setup = psa.ticket_setup()
@@ -205,8 +296,7 @@ class PsaConformance(ConnectorChecks):
     def test_created_ticket_carries_its_configuration(self, psa):
         setup = psa.ticket_setup()
         configuration = psa.create_configuration()
-        setup = TicketSetup(configuration.company_id, setup.board_id, setup.open_status_id,
-                            setup.closed_status_id)
+        setup = attrs.evolve(setup, company_id=configuration.company_id)
         created = psa.create_ticket(setup, configuration_id=configuration.id)
         assert configuration.id in created.configuration_ids
         stored = psa.call("psa_get_ticket", ticket_id=created.id)
@@ -252,8 +342,83 @@ class PsaConformance(ConnectorChecks):
 
     def test_registering_a_callback_twice_gives_one_registration(self, psa):
         psa.require("psa_register_ticket_callback", "psa_unregister_ticket_callback")
-        url = psa.subject.callback_url
-        first = psa.call("psa_register_ticket_callback", url=url)
-        assert first and psa.call("psa_register_ticket_callback", url=url) == first
+        url, secret = psa.subject.callback_url, signing_secret()
+        first = psa.call("psa_register_ticket_callback", url=url, signing_secret=secret)
+        assert first and psa.call("psa_register_ticket_callback", url=url,
+                                  signing_secret=secret) == first
         psa.call("psa_unregister_ticket_callback", url=url)
         psa.call("psa_unregister_ticket_callback", url=url)  # nothing left: must not fail
+
+    def test_callback_hooks_come_together(self, psa):
+        hooks = ("psa_register_ticket_callback", "psa_unregister_ticket_callback",
+                 "psa_parse_ticket_callback")
+        implemented = [h for h in hooks if psa.supports(h)]
+        assert implemented in ([], list(hooks)), (
+            f"implement all of {', '.join(hooks)} or none (it implements {implemented})")
+
+    def test_the_psas_own_callbacks_are_parsed(self, psa):
+        psa.require("psa_register_ticket_callback", "psa_unregister_ticket_callback",
+                    "psa_parse_ticket_callback")
+        sent = psa.arrange("ticket_callbacks")
+        url, secret = psa.subject.callback_url, signing_secret()
+        psa.call("psa_register_ticket_callback", url=url, signing_secret=secret)
+        try:
+            setup = psa.ticket_setup()
+            ticket = psa.create_ticket(setup)
+            psa.call("psa_close_ticket", ticket_id=ticket.id, closed_status_id=setup.closed_status_id)
+            deliveries = list(sent(ticket.id))
+        finally:
+            psa.call("psa_unregister_ticket_callback", url=url)
+        assert deliveries, "ticket_callbacks gave no callback for a ticket created and closed"
+        events = []
+        for headers, body in deliveries:
+            parsed = psa.call("psa_parse_ticket_callback", headers=_lower(headers), body=body,
+                              signing_secret=secret)
+            assert isinstance(parsed, TicketCallback), "a ticket's callback must be parsed"
+            assert parsed.ticket_id == ticket.id
+            assert parsed.event_id is None or isinstance(parsed.event_id, str)
+            events.append(parsed.event_id)
+        given = [e for e in events if e is not None]
+        assert len(given) == len(set(given)), "two callbacks have one event id: one is a replay"
+        if psa.subject.signs_callbacks:
+            headers, body = deliveries[0]
+            with pytest.raises(InvalidCallback):
+                psa.call("psa_parse_ticket_callback", headers=_lower(headers), body=body,
+                         signing_secret=signing_secret())
+            with pytest.raises(InvalidCallback):
+                psa.call("psa_parse_ticket_callback", headers=_lower(headers),
+                         body=body.replace(ticket.id.encode(), b"1" + ticket.id.encode(), 1),
+                         signing_secret=secret)
+
+    def test_a_body_the_psa_does_not_send_is_refused(self, psa):
+        psa.require("psa_parse_ticket_callback")
+        for body in (b"not json", b"[1, 2]", b'{"ID": {"nested": true}, "id": []}'):
+            with pytest.raises(InvalidCallback) as refused:
+                psa.call("psa_parse_ticket_callback", headers={"content-type": "application/json"},
+                         body=body, signing_secret=signing_secret())
+            assert refused.value.reason.strip(), "say why the body is refused"
+
+    # -- attaching a configuration (optional) ---------------------------------------------------
+
+    def test_attaching_a_configuration_twice_attaches_it_once(self, psa):
+        psa.require("psa_attach_configuration")
+        configuration = psa.create_configuration()
+        setup = attrs.evolve(psa.ticket_setup(), company_id=configuration.company_id)
+        created = psa.create_ticket(setup)
+        for _ in range(2):
+            assert psa.call("psa_attach_configuration", ticket_id=created.id,
+                            configuration_id=configuration.id) is None
+        stored = psa.call("psa_get_ticket", ticket_id=created.id)
+        assert stored.configuration_ids.count(configuration.id) == 1
+
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def signing_secret() -> str:
+    """A fresh signing secret shaped as core's (64 hex characters)."""
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+def _lower(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in dict(headers).items()}

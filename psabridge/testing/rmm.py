@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from psabridge.core.models import Alert, Device, DeviceDetails, Site, utcnow
+from psabridge.core.errors import InvalidCallback
+from psabridge.core.models import Alert, AlertWebhook, Device, DeviceDetails, Site, utcnow
 from psabridge.testing.harness import (
     RMM_REQUIRED_HOOKS,
     ConnectorChecks,
@@ -153,3 +154,40 @@ class RmmConformance(ConnectorChecks):
         uids = [a.uid for a in rmm.all("rmm_list_alerts", resolved=False, since=None)]
         assert len(uids) == len(set(uids)), "an alert came back twice"
         assert set(raised) <= set(uids), f"{len(set(raised) - set(uids))} alerts were lost"
+
+    def test_ids_are_strings(self, rmm):
+        """Core treats every remote id as an opaque string; an int compares unequal to it."""
+        sites = rmm.all("rmm_list_sites")
+        devices = rmm.devices()
+        ids = {"site": [s.uid for s in sites] + [s.id for s in sites if s.id is not None],
+               "device": [d.uid for d in devices] + [d.id for d in devices if d.id is not None],
+               "device site": [d.site_uid for d in devices]}
+        if rmm.subject.raise_alert is not None:
+            alert = rmm.open_alert()
+            ids["alert"] = [alert.uid, alert.device_uid, alert.site_uid]
+        for what, values in ids.items():
+            wrong = [v for v in values if not isinstance(v, str)]
+            assert not wrong, f"{what} ids must be strings, not {type(wrong[0]).__name__}: {wrong[:3]}"
+
+    # -- alert webhooks (optional) ---------------------------------------------------------------
+
+    def test_the_rmms_own_webhooks_are_parsed(self, rmm):
+        rmm.require("rmm_parse_alert_webhook")
+        sent = rmm.arrange("alert_webhooks")
+        alert = rmm.open_alert()
+        deliveries = list(sent(alert.uid))
+        assert deliveries, "alert_webhooks gave no webhook for a raised alert"
+        for headers, body in deliveries:
+            parsed = rmm.call("rmm_parse_alert_webhook", body=body,
+                              headers={k.lower(): v for k, v in dict(headers).items()})
+            assert isinstance(parsed, AlertWebhook), "an alert's webhook must be parsed"
+            assert parsed.alert_uid == alert.uid
+            assert parsed.state in (None, "raised", "resolved")
+
+    def test_a_body_the_rmm_does_not_send_is_refused(self, rmm):
+        rmm.require("rmm_parse_alert_webhook")
+        for body in (b"not json", b"[1, 2]", b'{"alertUid": {"nested": true}}'):
+            with pytest.raises(InvalidCallback) as refused:
+                rmm.call("rmm_parse_alert_webhook", headers={"content-type": "application/json"},
+                         body=body)
+            assert refused.value.reason.strip(), "say why the body is refused"

@@ -13,7 +13,12 @@ from playwright.sync_api import expect
 
 from psabridge.core import ticketing
 from tests.browser.test_console_browser import UNLABELLED, log_in
-from tests.e2e.conftest import DISK_C, PRIORITY_NAMES, ChosenOptions
+from tests.e2e.conftest import DISK_C, ChosenOptions
+from tests.e2e.psa_sims import ConnectWisePsaSim, TicketRoute
+
+PRIORITY_NAMES = ConnectWisePsaSim.priority_names
+ALERT_ROUTE = TicketRoute({"board": "RMM Alerts", "type": "Alert", "subtype": "Hardware"},
+                          "Assigned", "Resolved")
 
 pytestmark = pytest.mark.browser
 
@@ -114,29 +119,30 @@ def test_the_admin_walks_from_login_to_a_closed_ticket(page, console, artifacts)
     says(page, "Done: 1 change, 0 failed, 0 skipped.")
     (device_mapping,) = bridge.store.device_mappings(*bridge.pair)
     assert device_mapping.configuration_id == chosen
-    device = next(d for d in bridge.rmm.call("rmm_list_devices", site_uid=None)
+    device = next(d for d in bridge.rmm.list_devices(site_uid=None)
                   if d.uid == device_mapping.device_uid)
 
     # -- ticketing: from the PSA's drop-downs, then on ----------------------------------------
-    options = ChosenOptions(bridge.psa.call("psa_ticket_options"))
+    options = ChosenOptions(bridge.psa.ticket_options())
     page.get_by_role("link", name="Ticketing", exact=True).click()
-    unusable = [b.name for b in options.options.boards
-                if not (b.has_default_team and b.default_status_id)]
+    unusable = [b.name for b in options.options.field("board").choices if b.unusable]
     for name in unusable:  # not offered, and the page says why
-        expect(page.get_by_text(re.compile(rf"^{re.escape(name)}: it has no default"))).to_be_visible()
+        expect(page.get_by_text(re.compile(rf"^Board {re.escape(name)}: it has no default"))
+               ).to_be_visible()
     page.get_by_label("Source", exact=True).select_option(label="Monitoring")
     for rmm_priority, psa_priority in PRIORITY_NAMES.items():
         page.get_by_label(f"Priority for {rmm_priority}", exact=True).select_option(
             label=psa_priority)
     page.get_by_label("Board for alert tickets", exact=True).select_option(label="RMM Alerts")
+    expected = options.attributes(ALERT_ROUTE)
     page.get_by_label("Type for alert tickets", exact=True).select_option(
-        value=options.type("RMM Alerts", "Alert"))
+        value=expected.routing["type"])
     page.get_by_label("Subtype for alert tickets", exact=True).select_option(
-        value=options.subtype("RMM Alerts", "Hardware"))
+        value=expected.routing["subtype"])
     page.get_by_label("Open status for alert tickets", exact=True).select_option(
-        value=options.status("RMM Alerts", "Assigned"))
+        value=expected.open_status_id)
     page.get_by_label("Closed status for alert tickets", exact=True).select_option(
-        value=options.status("RMM Alerts", "Resolved"))
+        value=expected.closed_status_id)
     page.get_by_label("Repeat window (minutes; 0 is off)", exact=True).fill("60")
     page.get_by_role("button", name="Save ticket settings").click()
     says(page, "Ticket settings saved.")
@@ -145,8 +151,7 @@ def test_the_admin_walks_from_login_to_a_closed_ticket(page, console, artifacts)
     shoot(page, artifacts, "ticketing")
     settings = ticketing.ticket_settings(bridge)
     assert settings.enabled and settings.repeat_minutes == 60
-    assert settings.attributes["alert"] == options.attributes(
-        "RMM Alerts", "Alert", "Hardware", "Assigned", "Resolved")
+    assert settings.attributes["alert"] == expected
     assert settings.priorities["Critical"] == options.priority(PRIORITY_NAMES["Critical"])
 
     # -- an alert in the RMM becomes a ticket in the PSA ----------------------------------------
@@ -172,8 +177,8 @@ def test_the_admin_walks_from_login_to_a_closed_ticket(page, console, artifacts)
     shoot(page, artifacts, "tickets")
 
     # -- the technician closes the ticket in the PSA; the alert is resolved ------------------
-    bridge.psa.call("psa_close_ticket", ticket_id=str(ticket["id"]),
-                    closed_status_id=options.status("RMM Alerts", "Resolved"))
+    bridge.psa.close_ticket(ticket_id=str(ticket["id"]),
+                            closed_status_id=expected.closed_status_id)
     page.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_role("button", name="Run a pass now").click()
     says(page, "alerts resolved 1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -12,6 +13,7 @@ from psabridge.core.models import (
     ConfigurationChanges,
     Device,
     DeviceDetails,
+    TicketCallback,
     TicketDraft,
 )
 from psabridge.plugins.connectwise import hooks
@@ -106,9 +108,9 @@ def test_company_filters_by_type_status_and_search(connection, sim):
 
 def test_configuration_types_flag_required_questions(connection):
     types = {t.name: t for t in hooks.psa_list_configuration_types(connection)}
-    assert types["Firewall"].has_required_questions
-    assert types["Mobile Device"].has_required_questions
-    assert not types["Managed Workstation"].has_required_questions
+    assert "required questions" in types["Firewall"].unusable
+    assert "required questions" in types["Mobile Device"].unusable
+    assert not types["Managed Workstation"].unusable
 
 
 # -- configurations (R13, R15, R17, R18, R19, R29) ---------------------------------------------------
@@ -205,22 +207,27 @@ def test_get_configurations_leaves_out_deleted_ones(connection, sim, company):
 
 def test_ticket_options_report_boards_without_a_default_team(connection, sim):
     options = hooks.psa_ticket_options(connection)
-    boards = {b.name: b for b in options.boards}
-    assert not boards["Projects Intake"].has_default_team
-    assert boards["Help Desk"].has_default_team
-    assert boards["Help Desk"].default_status_id == str(sim.board_status("Help Desk", "New")["id"])
+    assert [(f.name, f.required, f.scoped_by) for f in options.routing] == [
+        ("board", True, None), ("type", False, "board"), ("subtype", False, "board")]
+    assert options.status_scope == "board" and options.summary_max == 100
+    boards = {b.name: b for b in options.field("board").choices}
+    assert "no default team" in boards["Projects Intake"].unusable
+    assert boards["Help Desk"].unusable == ""
     help_desk = boards["Help Desk"].id
-    closed = {s.name for s in options.statuses if s.board_id == help_desk and s.closed}
+    default = [s for s in options.statuses if s.scope_id == help_desk and s.default]
+    assert [s.id for s in default] == [str(sim.board_status("Help Desk", "New")["id"])]
+    closed = {s.name for s in options.statuses if s.scope_id == help_desk and s.closed}
     assert closed == {"Completed", "Closed"}
-    assert {t.name for t in options.types if t.board_id == help_desk} >= {"Incident", "Alert"}
-    assert {s.name for s in options.subtypes if s.board_id == help_desk} >= {"Hardware"}
+    types, subtypes = options.field("type").choices, options.field("subtype").choices
+    assert {t.name for t in types if t.scope_id == help_desk} >= {"Incident", "Alert"}
+    assert {s.name for s in subtypes if s.scope_id == help_desk} >= {"Hardware"}
     assert options.priorities[0].name.startswith("Priority 1") and options.sources
 
 
 def draft_for(sim, company, **changes) -> TicketDraft:
     board = sim.board("Help Desk")
     fields = dict(summary="Disk C: nearly full", description="Free space 2%", company_id=str(company["id"]),
-                  marker="alert-123", board_id=str(board["id"]),
+                  marker="alert-123", routing={"board": str(board["id"])},
                   priority_id=str(next(iter(sim.db.priorities))),
                   device_url="https://rmm.example.com/device/1", alert_url="https://rmm.example.com/alert/9")
     fields.update(changes)
@@ -263,7 +270,7 @@ def test_a_lost_create_answer_is_recovered_by_the_marker(connection, sim, compan
 def test_a_board_without_default_team_breaks_creation_as_r24_warns(connection, sim, company):
     with pytest.raises(BadRequest, match="no default team"):
         board_id = str(sim.board("Projects Intake")["id"])
-        hooks.psa_create_ticket(connection, draft_for(sim, company, board_id=board_id))
+        hooks.psa_create_ticket(connection, draft_for(sim, company, routing={"board": board_id}))
 
 
 def test_notes_get_and_deleted_tickets(connection, sim, company):
@@ -315,17 +322,47 @@ def test_changed_tickets_come_oldest_first_across_keyset_pages(connection, sim, 
 
 
 def test_ticket_callback_registration_is_idempotent_and_revives_a_disabled_one(connection, sim):
-    url = "https://bridge.example.com/cw/tickets?recordId="
-    first = hooks.psa_register_ticket_callback(connection, url)
-    assert hooks.psa_register_ticket_callback(connection, url) == first
+    url = "https://bridge.example.com/hooks/psa?token=t0ken"
+    first = hooks.psa_register_ticket_callback(connection, url, SIGNING)
+    assert hooks.psa_register_ticket_callback(connection, url, SIGNING) == first
     sim.db.callbacks[int(first)]["inactiveFlag"] = True
-    assert hooks.psa_register_ticket_callback(connection, url) == first
+    assert hooks.psa_register_ticket_callback(connection, url, SIGNING) == first
     entry = sim.db.callbacks[int(first)]
     assert (entry["type"], entry["level"], entry["objectId"]) == ("ticket", "owner", 1)
+    # ConnectWise appends the record id to a URL ending in `=`: it comes after the token.
+    assert entry["url"] == url + "&recordId="
     assert entry["inactiveFlag"] is False
     hooks.psa_unregister_ticket_callback(connection, url)
     hooks.psa_unregister_ticket_callback(connection, url)  # nothing left: no error
     assert sim.db.callbacks == {}
+
+
+SIGNING = "0" * 64
+
+
+def test_a_ticket_created_with_every_routing_field_carries_them(connection, sim, company):
+    board = sim.board("Help Desk")
+    kind = next(t for t in sim.db.board_types.values() if t["board"]["id"] == board["id"])
+    sub = next(t for t in sim.db.board_subtypes.values() if t["board"]["id"] == board["id"])
+    source = next(iter(sim.db.sources))
+    draft = draft_for(sim, company, routing={"board": str(board["id"]), "type": str(kind["id"]),
+                                             "subtype": str(sub["id"])}, source_id=str(source))
+    stored = sim.db.tickets[int(hooks.psa_create_ticket(connection, draft).id)]
+    assert (stored["board"]["id"], stored["type"]["id"], stored["subType"]["id"],
+            stored["source"]["id"]) == (board["id"], kind["id"], sub["id"], source)
+    with pytest.raises(ConnectWiseError, match="ConnectWise has no ticket field queue"):
+        hooks.psa_create_ticket(connection, draft_for(sim, company, routing={"queue": "1"}))
+
+
+def test_a_callback_is_read_from_connectwise_s_body():
+    body = {"MessageId": "0f8fad5b-d9cb-469f-a165-70867728950e", "Type": "ticket",
+            "Action": "updated", "ID": 4711, "Entity": "{}", "Metadata": {"key_url": "x"}}
+    parsed = hooks.psa_parse_ticket_callback(None, {}, json.dumps(body).encode(), SIGNING)
+    assert parsed == TicketCallback("4711", "0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert hooks.psa_parse_ticket_callback(
+        None, {}, json.dumps({**body, "MessageId": None}).encode(), SIGNING) == TicketCallback("4711")
+    assert hooks.psa_parse_ticket_callback(
+        None, {}, json.dumps({**body, "Type": "company"}).encode(), SIGNING) is None
 
 
 # -- resilience ------------------------------------------------------------------------------------

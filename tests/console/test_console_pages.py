@@ -108,12 +108,12 @@ def test_map_now_needs_automatic_mapping_on_and_the_switch_turns_it_on(browser, 
 def test_a_board_without_default_team_is_not_offered_and_cannot_be_forced(
         browser, pm, store, transports):
     browser.log_in()
-    options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
-    (unusable,) = [b for b in options.boards if not b.has_default_team]
+    options = open_bridge(pm, store, transports).psa.ticket_options()
+    (unusable,) = [b for b in options.field("board").choices if b.unusable]
     page = browser.get("/ticketing").text
-    assert f'<option value="{unusable.id}">' not in page.split("Boards not offered")[0]
-    assert f"{unusable.name}: it has no default team" in page_text(browser.get("/ticketing"))
-    browser.post("/ticketing/save", {"board:alert": unusable.id, "repeat_minutes": "0"})
+    assert f'<option value="{unusable.id}">' not in page.split("Choices not offered")[0]
+    assert f"Board {unusable.name}: it has no default team" in page_text(browser.get("/ticketing"))
+    browser.post("/ticketing/save", {"route:board:alert": unusable.id, "repeat_minutes": "0"})
     text = page_text(browser.get("/ticketing"))
     assert f"Board (alert tickets): '{unusable.id}' is not one the PSA offers" in text
     assert ticketing.ticket_settings(open_bridge(pm, store, transports)).attributes == {}
@@ -121,14 +121,14 @@ def test_a_board_without_default_team_is_not_offered_and_cannot_be_forced(
 
 def test_ticketing_cannot_be_enabled_with_settings_the_psa_refuses(browser, pm, store, transports):
     browser.log_in()
-    options = open_bridge(pm, store, transports).psa.call("psa_ticket_options")
-    board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
-    browser.post("/ticketing/save", {"board:alert": board.id, "repeat_minutes": "15"})
+    options = open_bridge(pm, store, transports).psa.ticket_options()
+    board = next(b for b in options.field("board").choices if not b.unusable)
+    browser.post("/ticketing/save", {"route:board:alert": board.id, "repeat_minutes": "15"})
     assert "nothing saved: origin alert: no closed status is set" in page_text(
         browser.get("/ticketing"))
     # Saved by other means (an older version): the switch still refuses them.
     ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
-        attributes={"alert": ticketing.TicketAttributes(board_id=board.id)}))
+        attributes={"alert": ticketing.TicketAttributes(routing={"board": board.id})}))
     browser.post("/ticketing/switch", {"ticketing": "on"})
     text = page_text(browser.get("/ticketing"))
     assert "cannot enable ticketing" in text and "no closed status is set" in text
@@ -257,7 +257,7 @@ def test_ticket_settings_that_add_an_error_are_refused_and_nothing_is_saved(
     help_desk_new = next(str(s["id"]) for s in cw.db.statuses_of(help_desk["id"])
                          if s["name"] == "New")
     browser.log_in()
-    form = {"board:alert": str(alerts["id"]), "closed_status:alert": by_name["Resolved"],
+    form = {"route:board:alert": str(alerts["id"]), "closed_status:alert": by_name["Resolved"],
             "repeat_minutes": "0"}
     browser.post("/ticketing/save", {**form, "open_status:alert": help_desk_new})
     text = page_text(browser.get("/ticketing"))
@@ -279,7 +279,7 @@ def test_turning_ticketing_on_again_refuses_while_its_settings_have_errors(
     alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
     ticketing.save_ticket_settings(open_bridge(pm, store, transports), ticketing.TicketSettings(
         enabled=True, attributes={"alert": ticketing.TicketAttributes(
-            board_id=str(alerts["id"]), open_status_id=stranger)}))
+            routing={"board": str(alerts["id"])}, open_status_id=stranger)}))
     browser.log_in()
     browser.post("/ticketing/switch", {"ticketing": "on"})
     text = page_text(browser.get("/ticketing"))

@@ -32,6 +32,8 @@ from psabridge.core.models import (
     Ticket,
     TicketOptions,
 )
+from psabridge.plugins.connectwise import hooks as connectwise_hooks
+from psabridge.plugins.rmm_datto import hooks as datto_hooks
 
 
 def remote_now() -> dt.datetime:
@@ -165,7 +167,7 @@ class MemoryPsa:
         if failure and failure[1] == "before":
             raise failure[0]
         ticket = Ticket(id=str(next(self._ids)), summary=draft.summary, company_id=draft.company_id,
-                        board_id=draft.board_id, status_id=draft.status_id, marker=draft.marker,
+                        status_id=draft.status_id, marker=draft.marker,
                         configuration_ids=(draft.configuration_id,) if draft.configuration_id else (),
                         last_updated=remote_now())
         self.tickets[ticket.id] = ticket
@@ -181,6 +183,7 @@ class MemoryPsa:
 
     @hookimpl
     def psa_get_ticket(self, connection, ticket_id):
+        self.calls["get_ticket"] += 1
         return self.tickets.get(ticket_id)
 
     @hookimpl
@@ -206,6 +209,13 @@ class MemoryPsa:
         return iter(sorted((t for t in self.tickets.values()
                             if since is None or t.last_updated > since),
                            key=lambda t: t.last_updated))
+
+
+    @hookimpl
+    def psa_parse_ticket_callback(self, connection, headers, body, signing_secret):
+        # Callbacks shaped as ConnectWise sends them: the tests post its bodies.
+        return connectwise_hooks.psa_parse_ticket_callback(connection, headers, body,
+                                                           signing_secret)
 
 
 class MemoryRmm:
@@ -295,6 +305,7 @@ class MemoryRmm:
 
     @hookimpl
     def rmm_get_alert(self, connection, alert_uid):
+        self.calls["get_alert"] += 1
         return self.alerts.get(alert_uid)
 
     @hookimpl
@@ -302,3 +313,8 @@ class MemoryRmm:
         self.calls["resolve_alert"] += 1
         if not self.alerts[alert_uid].resolved:
             self.resolve(alert_uid)
+
+    @hookimpl
+    def rmm_parse_alert_webhook(self, connection, headers, body):
+        # Webhooks shaped as Datto RMM sends them: the tests post its bodies.
+        return datto_hooks.rmm_parse_alert_webhook(connection, headers, body)

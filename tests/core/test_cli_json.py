@@ -64,8 +64,9 @@ def scenario(sims) -> list[tuple[str, list[str]]]:  # noqa: F811
                    if any(k["company"]["id"] == c["id"] for k in cw.db.configurations.values()))
     return [
         ("plugins list", []),
-        ("psa boards", []), ("psa statuses", ["--board", "Help Desk"]), ("psa types", []),
-        ("psa subtypes", ["--board", "RMM Alerts"]), ("psa priorities", []), ("psa sources", []),
+        ("psa routing", []), ("psa choices", ["board"]), ("psa statuses", ["--within", "Help Desk"]),
+        ("psa choices", ["type"]), ("psa choices", ["subtype", "--within", "RMM Alerts"]),
+        ("psa priorities", []), ("psa sources", []),
         ("psa companies", []), ("psa configurations", ["--company", company["name"]]),
         ("rmm sites", []), ("rmm devices", []), ("rmm monitors", []),
         ("companies load", []), ("companies load", ["--mapping", "all"]),

@@ -56,24 +56,31 @@ def no_rule_codes(text: str) -> None:
     assert not re.search(r"\bR\d+\b", text), text
 
 
-def test_psa_boards_lists_every_board_and_says_which_cannot_take_tickets(run, sims):
+def test_psa_routing_lists_the_fields_the_connector_declares(run):
+    rows = as_json(run, "psa", "routing")
+    assert [(r["name"], r["required"], r["scoped_by"]) for r in rows] == [
+        ("board", True, None), ("type", False, "board"), ("subtype", False, "board")]
+    assert "scoped_by" in table(run, "psa", "routing")
+
+
+def test_psa_choices_of_the_boards_say_which_cannot_take_tickets(run, sims):
     cw, _ = sims
-    rows = as_json(run, "psa", "boards")
+    rows = as_json(run, "psa", "choices", "board")
     assert {r["id"]: r["name"] for r in rows} == {str(b["id"]): b["name"]
                                                    for b in cw.db.boards.values()}
     for row in rows:
-        assert set(row) >= {"id", "name", "has_default_team", "default_status_id", "usable", "why"}
+        assert set(row) == {"id", "name", "scope_id", "scope", "inactive", "usable", "why"}
         board_id = int(row["id"])
         team, status = cw.db.default_team(board_id), cw.db.default_status(board_id)
-        assert row["has_default_team"] == (team is not None)
-        assert row["default_status_id"] == (str(status["id"]) if status else None)
         assert row["usable"] == (team is not None and status is not None)
         assert bool(row["why"]) == (not row["usable"])
         no_rule_codes(row["why"])
     (unusable,) = [r for r in rows if not r["usable"]]
     assert unusable["name"] == "Projects Intake" and "default team" in unusable["why"]
-    out = table(run, "psa", "boards")
+    out = table(run, "psa", "choices", "board")
     assert "Help Desk" in out and "usable" in out
+    unknown = run("psa", "choices", "queue", ok=False)
+    assert unknown.exit_code == 1 and "its fields are board, type, subtype" in unknown.output
 
 
 def test_psa_statuses_of_one_board_by_id_or_name(run, sims):
@@ -81,39 +88,38 @@ def test_psa_statuses_of_one_board_by_id_or_name(run, sims):
     help_desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
     expected = {str(s["id"]): (s["name"], bool(s.get("closedStatus")))
                 for s in cw.db.statuses_of(help_desk["id"])}
-    rows = as_json(run, "psa", "statuses", "--board", str(help_desk["id"]))
+    rows = as_json(run, "psa", "statuses", "--within", str(help_desk["id"]))
     assert {r["id"]: (r["name"], r["closed"]) for r in rows} == expected
-    assert all(set(r) >= {"id", "name", "board_id", "board", "closed", "default"} for r in rows)
-    assert {r["board_id"] for r in rows} == {str(help_desk["id"])}
-    assert as_json(run, "psa", "statuses", "--board", "help desk") == rows
+    assert all(set(r) >= {"id", "name", "scope_id", "scope", "closed", "default"} for r in rows)
+    assert {(r["scope_id"], r["scope"]) for r in rows} == {(str(help_desk["id"]), "Help Desk")}
+    assert as_json(run, "psa", "statuses", "--within", "help desk") == rows
+    assert as_json(run, "psa", "statuses", "--board", "help desk") == rows  # the old spelling
     everything = as_json(run, "psa", "statuses")
     assert len(everything) == len(cw.db.board_statuses)
-    assert "Waiting on Client" in table(run, "psa", "statuses", "--board", "Help Desk")
-    unknown = run("psa", "statuses", "--board", "Nope", ok=False)
-    assert unknown.exit_code == 1 and "psabridge psa boards" in unknown.output
+    assert "Waiting on Client" in table(run, "psa", "statuses", "--within", "Help Desk")
+    unknown = run("psa", "statuses", "--within", "Nope", ok=False)
+    assert unknown.exit_code == 1 and "psabridge psa routing board" in unknown.output
     assert "Traceback" not in unknown.output
 
 
-def test_psa_types_per_board(run, sims):
+def test_psa_choices_of_types_per_board(run, sims):
     cw, _ = sims
     alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
-    rows = as_json(run, "psa", "types", "--board", str(alerts["id"]))
+    rows = as_json(run, "psa", "choices", "type", "--within", str(alerts["id"]))
     assert {r["id"]: r["name"] for r in rows} == {
         str(t["id"]): t["name"] for t in cw.db.board_types.values() if t["board"]["id"] == alerts["id"]}
-    assert all(set(r) >= {"id", "name", "board_id", "board"} and r["board"] == "RMM Alerts"
-               for r in rows)
-    assert len(as_json(run, "psa", "types")) == len(cw.db.board_types)
-    assert "Service Request" in table(run, "psa", "types")
+    assert all(r["scope"] == "RMM Alerts" and r["scope_id"] == str(alerts["id"]) for r in rows)
+    assert len(as_json(run, "psa", "choices", "type")) == len(cw.db.board_types)
+    assert "Service Request" in table(run, "psa", "choices", "type")
 
 
-def test_psa_subtypes_per_board(run, sims):
+def test_psa_choices_of_subtypes_per_board(run, sims):
     cw, _ = sims
     desk = next(b for b in cw.db.boards.values() if b["name"] == "Help Desk")
-    rows = as_json(run, "psa", "subtypes", "--board", "Help Desk")
+    rows = as_json(run, "psa", "choices", "Subtype", "--within", "Help Desk")
     assert {r["id"]: r["name"] for r in rows} == {
         str(t["id"]): t["name"] for t in cw.db.board_subtypes.values() if t["board"]["id"] == desk["id"]}
-    assert all(set(r) >= {"id", "name", "board_id", "board"} for r in rows)
-    assert "Hardware" in table(run, "psa", "subtypes", "--board", "Help Desk")
+    assert "Hardware" in table(run, "psa", "choices", "subtype", "--within", "Help Desk")
 
 
 def test_psa_priorities(run, sims):
@@ -121,7 +127,7 @@ def test_psa_priorities(run, sims):
     rows = as_json(run, "psa", "priorities")
     assert {r["id"]: r["name"] for r in rows} == {str(p["id"]): p["name"]
                                                    for p in cw.db.priorities.values()}
-    assert all(set(r) == {"id", "name"} for r in rows)
+    assert all(set(r) == {"id", "name", "inactive"} for r in rows)
     assert "Priority 1 - Emergency Response" in table(run, "psa", "priorities")
 
 
@@ -130,7 +136,7 @@ def test_psa_sources(run, sims):
     rows = as_json(run, "psa", "sources")
     assert {r["id"]: r["name"] for r in rows} == {str(s["id"]): s["name"]
                                                    for s in cw.db.sources.values()}
-    assert all(set(r) == {"id", "name"} for r in rows)
+    assert all(set(r) == {"id", "name", "inactive"} for r in rows)
     assert "Monitoring" in table(run, "psa", "sources")
 
 
@@ -216,13 +222,23 @@ def test_ticketing_set_takes_names_and_stores_the_ids(run, sims):
         "--source", source["name"])
     shown = json.loads(run("ticketing", "show", "--json").output)
     assert shown["attributes"] == [{
-        "origin": "alert", "board_id": str(alerts["id"]), "type_id": None, "subtype_id": None,
+        "origin": "alert", "routing": {"board": str(alerts["id"])},
         "open_status_id": statuses["New (Alert)"], "closed_status_id": statuses["Resolved"]}]
     assert shown["priorities"] == [{"rmm_priority": "Critical",
                                     "psa_priority_id": str(priority["id"])}]
     assert shown["source_id"] == str(source["id"]) and shown["enabled"] is False
     # The table names what the ids stand for.
     assert "RMM Alerts" in run("ticketing", "show").output
+    # --route takes any field the PSA declares; a type is looked up among the board's.
+    alert_type = next(t for t in cw.db.board_types.values() if t["board"]["id"] == alerts["id"])
+    run("ticketing", "set", "--origin", "alert", "--route", f"type={alert_type['name']}")
+    shown = json.loads(run("ticketing", "show", "--json").output)
+    assert shown["attributes"][0]["routing"] == {"board": str(alerts["id"]),
+                                                 "type": str(alert_type["id"])}
+    unknown = run("ticketing", "set", "--origin", "alert", "--route", "queue=Monitoring", ok=False)
+    assert unknown.exit_code == 1 and "no ticket field 'queue'" in unknown.output
+    malformed = run("ticketing", "set", "--origin", "alert", "--route", "board", ok=False)
+    assert malformed.exit_code == 2 and "FIELD=NAME_OR_ID" in malformed.output
 
 
 def test_companies_devices_and_sites_are_taken_by_name(run, sims):
@@ -271,7 +287,7 @@ def test_tables_fit_the_terminal_and_keep_ids_whole(run, sims, monkeypatch, colu
     monkeypatch.setenv("COLUMNS", str(columns))
     _, datto = sims
     for args in (("rmm", "devices"), ("rmm", "monitors"), ("companies", "load"),
-                 ("psa", "boards"), ("device-types", "list")):
+                 ("psa", "choices", "board"), ("device-types", "list")):
         out = table(run, *args)
         assert "\x1b[" not in out  # no colour: not a terminal
         assert max(map(len, out.splitlines())) <= columns, (args, out)

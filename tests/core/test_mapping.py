@@ -19,6 +19,7 @@ from psabridge.core.plugins import configure_plugin, enable_plugin
 from tests.core.memory import MemoryPsa, MemoryRmm, ServerError
 
 AUDITED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+QUESTIONS = "has required questions and cannot be used to create configurations"
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def psa(pm):
     }
     plugin.types = {
         "10": ConfigurationType("10", "Managed Workstation"),
-        "11": ConfigurationType("11", "Managed Server", has_required_questions=True),
+        "11": ConfigurationType("11", "Managed Server", unusable=QUESTIONS),
     }
     pm.register(plugin, name="mempsa")
     yield plugin

@@ -55,7 +55,7 @@ def test_r6_a_site_is_suggested_to_one_company_only_the_closest():
 
 def test_r9_device_types_get_a_similar_configuration_type_never_one_with_required_questions():
     types = [ConfigurationType("1", "Managed Workstation"), ConfigurationType("2", "Server",
-             has_required_questions=True), ConfigurationType("3", "Managed Server"),
+             unusable="has required questions"), ConfigurationType("3", "Managed Server"),
              ConfigurationType("4", "Printer")]
     assert suggest_configuration_type("Desktop", types).configuration_type.id == "1"
     assert suggest_configuration_type("Server", types).configuration_type.id == "3"

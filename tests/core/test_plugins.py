@@ -204,3 +204,23 @@ def test_unknown_and_non_connector_plugins_get_clear_errors(pm, store):
         enable_plugin(pm, store, "nope")
     with pytest.raises(PluginError, match="sqlite is a storage plugin"):
         disable_plugin(pm, store, "sqlite")
+
+
+def test_a_setting_with_a_default_is_never_missing_and_reaches_the_connection(pm, store):
+    from psabridge.core.hookspecs import hookimpl
+    from psabridge.core.models import ConnectorInfo, Setting
+    from psabridge.core.plugins import configure_plugin, connection_for, enable_plugin
+
+    class Defaulted:
+        @hookimpl
+        def connector_info(self):
+            return ConnectorInfo(kind="rmm", title="Defaulted", settings=(
+                Setting("url", "URL", kind="url"),
+                Setting("region", "Region", default="eu")))
+
+    pm.register(Defaulted(), name="defaulted")
+    configure_plugin(pm, store, "defaulted", {"url": "https://rmm.example.com"})
+    enable_plugin(pm, store, "defaulted", check=False)  # region is not missing: it has a default
+    assert connection_for(pm, store, "defaulted").settings["region"] == "eu"
+    configure_plugin(pm, store, "defaulted", {"region": "us"})
+    assert connection_for(pm, store, "defaulted").settings["region"] == "us"

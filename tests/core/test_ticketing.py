@@ -12,19 +12,24 @@ import pytest
 
 from psabridge.core import coordination, mapping, sync, ticketing
 from psabridge.core.mapping import NEW, apply
-from psabridge.core.models import Board, BoardStatus, Named, TicketOptions
+from psabridge.core.models import Choice, RoutingField, TicketOptions, TicketStatus
 from psabridge.core.ticketing import MonitorOverride, TicketAttributes, TicketingError
 from tests.core.test_mapping import AUDITED, bridge, psa, rmm  # noqa: F401 - fixtures
 
-ALERT_ATTRS = TicketAttributes(board_id="b1", type_id="t1", open_status_id="new", closed_status_id="done")
+ALERT_ATTRS = TicketAttributes(routing={"board": "b1", "type": "t1"}, open_status_id="new",
+                               closed_status_id="done")
 OPTIONS = TicketOptions(
-    boards=(Board("b1", "Help Desk", has_default_team=True, default_status_id="new"),
-            Board("b2", "No Team", has_default_team=False, default_status_id=None)),
-    statuses=(BoardStatus("new", "b1", "New", default=True), BoardStatus("done", "b1", "Closed", closed=True),
-              BoardStatus("x", "b2", "Other")),
-    types=(Named("t1", "Alert", "b1"),),
-    priorities=(Named("p1", "Priority 1"), Named("p3", "Priority 3")),
-    sources=(Named("src1", "RMM"), Named("src2", "Monitoring")),
+    routing=(
+        RoutingField("board", "Board", required=True, choices=(
+            Choice("b1", "Help Desk"),
+            Choice("b2", "No Team", unusable="it has no default team; set one in the PSA"))),
+        RoutingField("type", "Type", scoped_by="board", choices=(Choice("t1", "Alert", "b1"),)),
+    ),
+    statuses=(TicketStatus("new", "New", "b1", default=True),
+              TicketStatus("done", "Closed", "b1", closed=True), TicketStatus("x", "Other", "b2")),
+    status_scope="board",
+    priorities=(Choice("p1", "Priority 1"), Choice("p3", "Priority 3")),
+    sources=(Choice("src1", "RMM"), Choice("src2", "Monitoring")),
 )
 
 
@@ -51,14 +56,15 @@ def test_r24_settings_are_checked_against_the_psas_options(bridge, psa):  # noqa
     psa.options = OPTIONS
     settings = ticketing.TicketSettings(
         source_id="nope", priorities={"High": "p9"},
-        attributes={"alert": TicketAttributes(board_id="b2", open_status_id="x", closed_status_id="x"),
-                    "manual": TicketAttributes(board_id="b1", closed_status_id="new")})
+        attributes={"alert": TicketAttributes(routing={"board": "b2"}, open_status_id="x",
+                                              closed_status_id="x"),
+                    "manual": TicketAttributes(routing={"board": "b1"}, closed_status_id="new")})
     messages = [p.message for p in ticketing.check_ticket_settings(bridge, settings)]
     assert messages == [
         "source nope does not exist in the PSA",
         "priority p9 (for RMM priority High) does not exist in the PSA",
-        "origin alert: board No Team has no default team and default status; set one in the PSA "
-        "or ticket creation will fail",
+        "origin alert: board No Team cannot take tickets: it has no default team; set one in "
+        "the PSA",
         "origin alert: closed status Other is not a closed status",
         "origin manual: closed status New is not a closed status",
     ]
@@ -101,10 +107,11 @@ def test_r29_an_alert_makes_one_ticket_with_configuration_links_priority_and_sou
     assert report.tickets_created == 1
     (ticket_id, draft), = psa.drafts.items()
     assert draft.configuration_id == configuration_of(bridge, ready)
-    assert (draft.board_id, draft.type_id, draft.status_id, draft.priority_id, draft.source_id) == (
-        "b1", "t1", "new", "p1", "src1")
+    assert draft.routing == {"board": "b1", "type": "t1"}
+    assert (draft.status_id, draft.priority_id, draft.source_id) == ("new", "p1", "src1")
     assert draft.device_url == ready.url and draft.alert_url == f"https://rmm.example.com/alert/{alert.uid}"
-    assert f"RMM Device: {ready.url}" in draft.description and "C: has 2% free" in draft.description
+    assert "C: has 2% free" in draft.description
+    assert ready.url not in draft.description, "the links are the connector's to place, once"
     assert sync.run_pass(bridge).tickets_created == 0  # a second pass changes nothing
     assert psa.calls["create_ticket"] == 1
 
@@ -261,3 +268,70 @@ def coordination_wait(condition, deadline: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end
         time.sleep(0.01)
+
+
+def test_routing_is_checked_by_what_the_psa_declares(bridge, psa):  # noqa: F811
+    """A PSA with global statuses and a field scoped by another than the first (Autotask's
+    shape): scope, inactive and unknown fields are errors, with no field known to core."""
+    psa.options = TicketOptions(
+        routing=(
+            RoutingField("queue", "Queue", required=True, choices=(
+                Choice("q1", "Monitoring"), Choice("q2", "Old queue", inactive=True))),
+            RoutingField("issue_type", "Issue type", choices=(Choice("i1", "Hardware"),
+                                                              Choice("i2", "Software"))),
+            RoutingField("sub_issue_type", "Sub-issue type", scoped_by="issue_type",
+                         choices=(Choice("s1", "Disk", "i1"), Choice("s2", "Licence", "i2"))),
+        ),
+        statuses=(TicketStatus("1", "New", default=True), TicketStatus("5", "Complete", closed=True)),
+    )
+    good = TicketAttributes(routing={"queue": "q1", "issue_type": "i1", "sub_issue_type": "s1"},
+                            open_status_id="1", closed_status_id="5")
+    assert ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
+        attributes={"alert": good})) == []
+    bad = TicketAttributes(routing={"queue": "q2", "issue_type": "i2", "sub_issue_type": "s1",
+                                    "board": "7"}, open_status_id="5", closed_status_id="1")
+    messages = [p.message for p in ticketing.check_ticket_settings(
+        bridge, ticketing.TicketSettings(attributes={"alert": bad}))]
+    assert messages == [
+        "origin alert: the PSA has no ticket field 'board' (its fields: issue_type, queue, "
+        "sub_issue_type); unset it",
+        "origin alert: queue Old queue is inactive in the PSA",
+        "origin alert: sub-issue type Disk is not a sub-issue type of issue type Software",
+        "origin alert: open status Complete is a closed status",
+        "origin alert: closed status New is not a closed status",
+    ]
+    assert [p.message for p in ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
+        attributes={"alert": TicketAttributes(closed_status_id="5")}))] == [
+        "origin alert: no queue is set"]
+
+
+def test_settings_stored_per_field_are_read_as_routing(bridge, psa):  # noqa: F811
+    """Settings saved before routing was generic keep working: read as routing, once."""
+    psa.options = OPTIONS
+    old = {"enabled": False, "source_id": "src1", "priorities": {"High": "p1"},
+           "attributes": {"alert": {"board_id": "b1", "type_id": "t1", "subtype_id": None,
+                                    "open_status_id": "new", "closed_status_id": "done"}},
+           "monitors": {"cpu": {"create_tickets": True, "attributes": {
+               "board_id": "b1", "type_id": None, "subtype_id": None, "open_status_id": None,
+               "closed_status_id": "done"}}, "disk": {"create_tickets": False, "attributes": None}},
+           "repeat_minutes": 30}
+    bridge.store.set_option(bridge.psa.name, ticketing.OPTION, old)
+    settings = ticketing.ticket_settings(bridge)
+    assert settings.attributes["alert"] == ALERT_ATTRS
+    assert settings.monitors["cpu"].attributes == TicketAttributes(
+        routing={"board": "b1"}, closed_status_id="done")
+    assert settings.monitors["disk"] == MonitorOverride(create_tickets=False)
+    assert (settings.source_id, settings.repeat_minutes) == ("src1", 30)
+    assert ticketing.check_ticket_settings(bridge, settings) == []
+    ticketing.save_ticket_settings(bridge, settings)
+    assert bridge.store.option(bridge.psa.name, ticketing.OPTION)["attributes"]["alert"] == {
+        "routing": {"board": "b1", "type": "t1"}, "open_status_id": "new",
+        "closed_status_id": "done"}
+
+
+def test_the_summary_is_kept_to_the_length_the_psa_declares(bridge, psa, rmm, ready):  # noqa: F811
+    psa.options = attrs.evolve(OPTIONS, summary_max=40)
+    rmm.raise_alert(ready, message="x" * 80)
+    sync.run_pass(bridge)
+    (draft,) = psa.drafts.values()
+    assert len(draft.summary) == 40 and draft.summary.endswith("…")

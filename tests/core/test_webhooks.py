@@ -21,8 +21,9 @@ from psabridge.core.webhooks import (
     WebhookApp,
     callback_url,
     nests_deeper_than,
-    stated_alert_state,
+    signing_secret,
 )
+from psabridge.plugins.rmm_datto.hooks import stated_alert_state
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -191,9 +192,16 @@ def test_the_live_bridge_keeps_its_connectors_until_their_settings_change(pm, st
         live()
 
 
-def test_the_callback_url_carries_the_token_before_the_record_id_the_psa_appends():
+def test_the_callback_url_carries_the_token():
     assert callback_url("https://bridge.example.com/", SECRET) == (
-        f"https://bridge.example.com/hooks/psa?token={SECRET}&recordId=")
+        f"https://bridge.example.com/hooks/psa?token={SECRET}")
+
+
+def test_the_signing_secret_is_stable_for_a_secret_and_is_not_the_secret():
+    derived = signing_secret(SECRET)
+    assert len(derived) == 64 and int(derived, 16) >= 0
+    assert derived == signing_secret(SECRET) != signing_secret(SECRET + "x")
+    assert SECRET not in derived
 
 
 ODD_SECRET = "wh+sec/ret=with&more-0123"  # what `openssl rand -base64` and humans produce
@@ -201,9 +209,8 @@ ODD_SECRET = "wh+sec/ret=with&more-0123"  # what `openssl rand -base64` and huma
 
 def test_the_callback_url_percent_encodes_a_token_that_a_url_would_change():
     url = callback_url("https://bridge.example.com", ODD_SECRET)
-    assert url == ("https://bridge.example.com/hooks/psa"
-                   "?token=wh%2Bsec%2Fret%3Dwith%26more-0123&recordId=")
-    query = parse_qs(urlsplit(url + "4711").query)  # as the PSA appends the record id
+    assert url == "https://bridge.example.com/hooks/psa?token=wh%2Bsec%2Fret%3Dwith%26more-0123"
+    query = parse_qs(urlsplit(url + "&recordId=4711").query)  # as a PSA may add to it
     assert query == {"token": [ODD_SECRET], "recordId": ["4711"]}
 
 
@@ -211,8 +218,8 @@ def refuse_lookups():
     pytest.fail("the request got past authentication and validation: something was looked up")
 
 
-def test_the_token_is_accepted_from_a_header_or_the_query_decoded_or_as_written():
-    client = Client(WebhookApp(refuse_lookups, ODD_SECRET))
+def test_the_token_is_accepted_from_a_header_or_the_query_decoded_or_as_written(bridge):  # noqa: F811
+    client = Client(WebhookApp(lambda: bridge, ODD_SECRET))
     bad_body = {"alertUid": ""}  # past authentication, a 400; refused by it, a 401
 
     def status(path="/hooks/rmm", **headers):
@@ -224,7 +231,7 @@ def test_the_token_is_accepted_from_a_header_or_the_query_decoded_or_as_written(
     assert status(f"/hooks/rmm?token={quote(ODD_SECRET, safe='')}") == 400
     assert status(f"/hooks/rmm?token={quote_plus(ODD_SECRET)}") == 400
     base64_secret = "k2V+9/aZ0qw8xYb1L3mN7p=="  # a URL typed by hand with a base64 secret
-    typed = Client(WebhookApp(refuse_lookups, base64_secret))
+    typed = Client(WebhookApp(lambda: bridge, base64_secret))
     assert typed.post(f"/hooks/rmm?token={base64_secret}", json=bad_body).status_code == 400
 
     assert status(Authorization=f"Basic {ODD_SECRET}") == 401  # not a bearer token
@@ -278,11 +285,30 @@ DEEP = b"[" * 30_000 + b"]" * 30_000
     ("/hooks/rmm", b"[1, 2]", "the body is not a JSON object"),
     ("/hooks/psa", b"", "the body is not JSON"),
 ])
-def test_a_body_not_shaped_as_its_sender_sends_it_is_answered_400_with_the_reason(path, body, reason):
-    client = Client(WebhookApp(refuse_lookups, SECRET, max_body=64 * 1024))
+def test_a_body_not_shaped_as_its_sender_sends_it_is_answered_400_with_the_reason(
+        bridge, psa, rmm, path, body, reason):  # noqa: F811
+    """Core bounds the body; the connector reads it (here the memory connectors, which read
+    ConnectWise's and Datto RMM's bodies) and refuses one its product does not send."""
+    client = Client(WebhookApp(lambda: bridge, SECRET, max_body=64 * 1024))
     answer = post(client, path, body)
     assert answer.status_code == 400, answer.text
     assert reason in answer.json["error"]
+    assert not psa.calls["get_ticket"] and not rmm.calls["get_alert"], "something was looked up"
+
+
+def test_a_connector_that_cannot_read_callbacks_has_them_refused(pm, bridge, psa):  # noqa: F811
+    pm.unregister(psa)
+    try:
+        plain = type("NoCallbacks", (), {n: getattr(psa, n) for n in (
+            "connector_info", "psa_get_ticket")})()
+        pm.register(plain, name="mempsa")
+        answer = post(Client(WebhookApp(lambda: bridge, SECRET)), "/hooks/psa",
+                      {"Type": "ticket", "ID": 1})
+    finally:
+        pm.unregister(name="mempsa")
+        pm.register(psa, name="mempsa")
+    assert answer.status_code == 400
+    assert "mempsa connector cannot read callbacks" in answer.json["error"]
 
 
 def test_depth_is_counted_outside_strings_and_the_count_stays_linear():

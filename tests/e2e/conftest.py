@@ -1,8 +1,10 @@
 """End to end: the engine, the real connectors, and both simulators, in-process and on loopback.
 
-`sims` starts a ConnectWise and a Datto RMM simulator describing the same MSP (the Datto sites
-are distortions of the ConnectWise company names); `e2e` configures and enables both plugins
-against them, as an admin would, and opens the bridge.
+`sims` starts a PSA simulator and a Datto RMM simulator describing the same MSP (the Datto sites
+are distortions of the PSA's company names); `e2e` configures and enables both plugins against
+them, as an admin would, and opens the bridge. The tests reach the PSA's simulator through a
+neutral interface, `sims.psa` (tests/e2e/psa_sims.py), so that they can run on any PSA whose
+simulator provides it; the PSA is ConnectWise (`psa_kind`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.plugins import configure_plugin, enable_plugin
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator, company_names
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
+from tests.e2e.psa_sims import PSA_SIMS, ConnectWisePsaSim, PsaSim, SimTicket, TicketRoute
 
 SEED = 3
 COMPANIES = 10
@@ -23,14 +26,27 @@ COMPANIES = 10
 
 @attrs.define
 class Sims:
-    cw: ConnectWiseSimulator
+    """The two simulators. `psa` is the PSA's, through the neutral interface every e2e test not
+    about one PSA's specifics uses (tests/e2e/psa_sims.py); `cw` is the ConnectWise simulator
+    itself, for the tests of ConnectWise's own behaviour."""
+
+    psa: PsaSim
     datto: DattoSimulator
-    cw_url: str
+    psa_url: str
     datto_url: str
     transports: dict
 
+    @property
+    def cw(self) -> ConnectWiseSimulator:
+        assert isinstance(self.psa, ConnectWisePsaSim), "a ConnectWise-only test"
+        return self.psa.cw
+
+    @property
+    def cw_url(self) -> str:
+        return self.psa_url
+
     def request_counts(self) -> dict[str, int]:
-        return {**{f"cw {k}": v for k, v in self.cw.counts.items()},
+        return {**{f"psa {k}": v for k, v in self.psa.counts.items()},
                 **{f"datto {k}": v for k, v in self.datto.counts.items()}}
 
     def writes(self) -> dict[str, int]:
@@ -45,61 +61,63 @@ def make_sims(seed: int = SEED, companies: int = COMPANIES, **datto_options) -> 
     return cw, datto
 
 
+@pytest.fixture
+def psa_kind() -> str:
+    """The PSA the e2e tests run on (a key of PSA_SIMS); override to run them on another."""
+    return "connectwise"
+
+
 @pytest.fixture(params=["in-process", "loopback"])
-def sims(request):
+def sims(request, psa_kind):
     cw, datto = make_sims()
+    psa = PSA_SIMS[psa_kind](cw)
     if request.param == "in-process":
-        yield Sims(cw, datto, "http://connectwise.simulator", "http://datto.simulator",
-                   {"connectwise": cw.transport(), "datto": datto.transport()})
+        url = f"http://{psa.plugin}.simulator"
+        psa.settings(url)
+        yield Sims(psa, datto, url, "http://datto.simulator",
+                   {psa.plugin: psa.transport(), "datto": datto.transport()})
         return
     with contextlib.ExitStack() as stack:
-        cw_server = stack.enter_context(cw.serve())
+        psa_server = stack.enter_context(psa.serve())
         datto_server = stack.enter_context(datto.serve())
-        yield Sims(cw, datto, cw_server.url, datto_server.url, {})
+        psa.settings(psa_server.url)
+        yield Sims(psa, datto, psa_server.url, datto_server.url, {})
 
 
 @pytest.fixture
 def e2e(pm, store, sims) -> Bridge:
-    configure_plugin(pm, store, "connectwise", sims.cw.settings(sims.cw_url))
+    psa = sims.psa.plugin
+    configure_plugin(pm, store, psa, sims.psa.settings(sims.psa_url))
     configure_plugin(pm, store, "datto", sims.datto.settings(sims.datto_url))
-    enable_plugin(pm, store, "connectwise", transport=sims.transports.get("connectwise"))
+    enable_plugin(pm, store, psa, transport=sims.transports.get(psa))
     enable_plugin(pm, store, "datto", transport=sims.transports.get("datto"))
     return open_bridge(pm, store, sims.transports)
 
 
 # -- ticketing through both simulators (issue 6) ---------------------------------------------------
 
-ALERT_BOARD = "RMM Alerts"  # the origin "alert" goes here, manual tickets to the Help Desk
-PRIORITY_NAMES = {  # Datto RMM priority -> ConnectWise priority name
-    "Critical": "Priority 1 - Emergency Response", "High": "Priority 2 - Quick Response",
-    "Moderate": "Priority 3 - Normal Response", "Low": "Priority 4 - Schedule Maintenance",
-    "Information": "Do Not Respond",
-}
 DISK_C = {"@class": "perf_disk_usage_ctx", "diskName": "C:", "freeSpace": 1.5, "totalVolume": 237.9,
           "unitOfMeasure": "GB"}
 SPOOLER = {"@class": "srvc_status_ctx", "serviceName": "Spooler", "status": "STOPPED"}
 
 
 class ChosenOptions:
-    """The ConnectWise ticket options as the engine reads them (`psa_ticket_options`), by name."""
+    """The PSA's ticket options as the engine reads them (`psa.ticket_options()`), by name:
+    routing choices looked up within the scope chosen before them, as an admin picks them."""
 
     def __init__(self, options):
         self.options = options
-        self.boards = {b.name: b for b in options.boards}
 
-    def board(self, name: str) -> str:
-        return self.boards[name].id
+    def choice(self, field: str, name: str, routing: dict | None = None) -> str:
+        declared = self.options.field(field)
+        scope = (routing or {}).get(declared.scoped_by) if declared.scoped_by else None
+        return next(c.id for c in declared.choices
+                    if c.name == name and (scope is None or c.scope_id in (None, scope)))
 
-    def status(self, board: str, name: str) -> str:
+    def status(self, name: str, routing: dict | None = None) -> str:
+        scope = (routing or {}).get(self.options.status_scope) if self.options.status_scope else None
         return next(s.id for s in self.options.statuses
-                    if s.board_id == self.board(board) and s.name == name)
-
-    def type(self, board: str, name: str) -> str:
-        return next(t.id for t in self.options.types if t.board_id == self.board(board) and t.name == name)
-
-    def subtype(self, board: str, name: str) -> str:
-        return next(t.id for t in self.options.subtypes
-                    if t.board_id == self.board(board) and t.name == name)
+                    if s.name == name and (scope is None or s.scope_id == scope))
 
     def priority(self, name: str) -> str:
         return next(p.id for p in self.options.priorities if p.name == name)
@@ -107,19 +125,29 @@ class ChosenOptions:
     def source(self, name: str) -> str:
         return next(s.id for s in self.options.sources if s.name == name)
 
-    def attributes(self, board: str, type_: str, subtype: str, open_status: str, closed_status: str):
+    def routing(self, route: TicketRoute) -> dict[str, str]:
+        chosen: dict[str, str] = {}
+        for field in self.options.routing:  # scoping fields first, as the PSA declares them
+            if field.name in route.routing:
+                chosen[field.name] = self.choice(field.name, route.routing[field.name], chosen)
+        return chosen
+
+    def attributes(self, route: TicketRoute, **statuses: str):
+        """Ticket attributes for `route`; `open_status`/`closed_status` names replace its own."""
         from psabridge.core.ticketing import TicketAttributes
 
-        return TicketAttributes(board_id=self.board(board), type_id=self.type(board, type_),
-                                subtype_id=self.subtype(board, subtype),
-                                open_status_id=self.status(board, open_status),
-                                closed_status_id=self.status(board, closed_status))
+        routing = self.routing(route)
+        return TicketAttributes(
+            routing=routing,
+            open_status_id=self.status(statuses.get("open_status", route.open_status), routing),
+            closed_status_id=self.status(statuses.get("closed_status", route.closed_status),
+                                         routing))
 
 
 @attrs.define
 class Desk:
-    """A mapped MSP with ticketing configured from ConnectWise's own options, and the means to
-    drive both simulators: raise and resolve alerts in Datto, work tickets in ConnectWise."""
+    """A mapped MSP with ticketing configured from the PSA's own options, and the means to
+    drive both simulators: raise and resolve alerts in Datto, work tickets in the PSA."""
 
     bridge: Bridge
     sims: Sims
@@ -128,16 +156,19 @@ class Desk:
     configuration_of: dict
     clock: object  # the Datto simulator's clock (a ManualClock): alert times are the test's
 
+    @property
+    def psa(self) -> PsaSim:
+        return self.sims.psa
+
     def settings(self, **changes):
         from psabridge.core.ticketing import TicketSettings
 
-        o = self.options
+        o, psa = self.options, self.psa
         base = TicketSettings(
-            source_id=o.source("Monitoring"),
-            priorities={rmm: o.priority(psa) for rmm, psa in PRIORITY_NAMES.items()},
-            attributes={"alert": o.attributes(ALERT_BOARD, "Alert", "Hardware", "Assigned", "Resolved"),
-                        "manual": o.attributes("Help Desk", "Service Request", "Software", "New",
-                                               "Completed")},
+            source_id=o.source(psa.source_names[0]),
+            priorities={rmm: o.priority(name) for rmm, name in psa.priority_names.items()},
+            attributes={"alert": o.attributes(psa.alert_route),
+                        "manual": o.attributes(psa.manual_route)},
         )
         return attrs.evolve(base, **changes)
 
@@ -165,33 +196,21 @@ class Desk:
 
         return alert_marker(self.bridge, alert_uid)
 
-    def tickets_for(self, alert_uid: str) -> list[dict]:
-        """ConnectWise tickets carrying this alert's marker (what exactly-once is about)."""
+    def tickets_for(self, alert_uid: str) -> list[SimTicket]:
+        """The PSA's tickets carrying this alert's marker (what exactly-once is about)."""
         marker = self.marker(alert_uid)
-        return [t for t in self.sims.cw.db.tickets.values() if t.get("externalXRef") == marker]
+        return [t for t in self.psa.tickets() if t.marker == marker]
 
-    def ticket_for(self, alert_uid: str) -> dict:
+    def ticket_for(self, alert_uid: str) -> SimTicket:
         (ticket,) = self.tickets_for(alert_uid)
         return ticket
 
-    def notes(self, ticket: dict) -> list[str]:
-        return [n["text"] for n in self.sims.cw.db.ticket_notes.values() if n["ticketId"] == ticket["id"]]
+    def ticket(self, ticket_id: str) -> SimTicket:
+        return self.psa.ticket(ticket_id)
 
-    def configurations_of(self, ticket: dict) -> list[str]:
-        return [str(c) for c in self.sims.cw.db.ticket_configurations.get(ticket["id"], [])]
-
-    def cw_client(self):
-        """A ConnectWise API client of our own, standing in for a technician's edits."""
-        from psabridge.plugins.connectwise.client import ConnectWiseClient
-
-        return ConnectWiseClient(self.sims.cw.settings(self.sims.cw_url),
-                                 transport=self.sims.transports.get("connectwise"))
-
-    def close_in_cw(self, ticket: dict, status: str) -> None:
-        """A technician moves the ticket to `status` (of its board) through CW's API."""
-        status_id = self.options.status(ticket["board"]["name"], status)
-        self.cw_client().patch(f"service/tickets/{ticket['id']}",
-                               [{"op": "replace", "path": "status", "value": {"id": int(status_id)}}])
+    def close_in_psa(self, ticket: SimTicket, status: str) -> None:
+        """A technician moves the ticket to the closed status `status` through the PSA's API."""
+        self.psa.close_ticket(ticket.id, status)
 
     def alert(self, alert_uid: str) -> dict:
         return self.sims.datto.alerts[alert_uid]
@@ -213,7 +232,7 @@ def map_everything(bridge: Bridge) -> None:
 
 @pytest.fixture
 def desk(e2e, sims) -> Desk:
-    """Everything mapped, ticket settings chosen from ConnectWise's options (not enabled yet)."""
+    """Everything mapped, ticket settings chosen from the PSA's options (not enabled yet)."""
     import time
 
     from psabridge.core.ticketing import check_ticket_settings
@@ -222,10 +241,10 @@ def desk(e2e, sims) -> Desk:
     clock = ManualClock(time.time())
     sims.datto.clock = clock  # alert times (raised, resolved) come from here from now on
     map_everything(e2e)
-    options = ChosenOptions(e2e.psa.call("psa_ticket_options"))
+    options = ChosenOptions(e2e.psa.ticket_options())
     mappings = e2e.store.device_mappings(*e2e.pair)
     configuration_of = {m.device_uid: m.configuration_id for m in mappings}
-    devices = sorted((d for d in e2e.rmm.call("rmm_list_devices", site_uid=None)
+    devices = sorted((d for d in e2e.rmm.list_devices(site_uid=None)
                       if d.uid in configuration_of), key=lambda d: d.hostname)
     desk = Desk(e2e, sims, options, devices, configuration_of, clock)
     assert [p for p in check_ticket_settings(e2e, desk.settings(), options.options)

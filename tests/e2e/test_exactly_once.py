@@ -1,10 +1,10 @@
-"""Exactly one ConnectWise ticket per alert, whatever fails and wherever, then a rerun.
+"""Exactly one PSA ticket per alert, whatever fails and wherever, then a rerun.
 
-Faults are scripted on the ConnectWise simulator's FaultInjector (`sims.cw.faults`) at the
-ticket POST: refused before the simulator acts, or answered and then lost (dropped connection,
-or an answer slower than the client's timeout). The kill between the PSA's answer and the
-store's commit is an exception out of the store's save of the `open` row: nothing after it
-runs, as if the process had died there. Tickets are counted by their externalXRef marker.
+Faults are scripted on the PSA simulator (`sims.psa.fail_ticket_creates`) at the ticket create:
+refused before the simulator acts, or answered and then lost (dropped connection, or an answer
+slower than the client's timeout). The kill between the PSA's answer and the store's commit is
+an exception out of the store's save of the `open` row: nothing after it runs, as if the process
+had died there. Tickets are counted by the marker the PSA stores.
 
 A create that got no answer may still be acted on by the PSA for a while (its in-flight window,
 docs/architecture.md): until then the alert is left alone, and only after it is the ticket
@@ -18,19 +18,13 @@ import time
 import pytest
 
 from psabridge.core import sync
-from psabridge.core.http import RetryPolicy
-from psabridge.plugins.connectwise.client import ConnectWiseClient
-from psabridge.simulation import ScriptedFault
 
-TICKET_POST = r"/service/tickets$"
 ALERTS = 5
 IN_FLIGHT_WINDOW = 2.0
 
 
-def short_in_flight_window(desk, **client_options) -> None:
-    ConnectWiseClient.for_connection(desk.bridge.psa.connection,
-                                     policy=RetryPolicy(in_flight_window=IN_FLIGHT_WINDOW),
-                                     **client_options)
+def short_in_flight_window(desk, timeout: float | None = None) -> None:
+    desk.psa.tune_client(desk.bridge.psa.connection, IN_FLIGHT_WINDOW, timeout)
 
 
 def after_the_window_a_rerun(desk, unanswered: int) -> sync.PassReport:
@@ -52,11 +46,10 @@ def assert_exactly_one_each(desk, alerts: list[str]) -> None:
     for uid in alerts:
         (ticket,) = desk.tickets_for(uid)
         row = desk.bridge.store.alert_ticket(*desk.bridge.pair, uid)
-        assert (row.state, row.ticket_id) == ("open", str(ticket["id"]))
+        assert (row.state, row.ticket_id) == ("open", ticket.id)
         device_uid = desk.alert(uid)["alertSourceInfo"]["deviceUid"]
-        assert desk.configurations_of(ticket) == [desk.configuration_of[device_uid]]  # R29 too
-    ours = [t for t in desk.sims.cw.db.tickets.values() if (t.get("externalXRef") or "").startswith(
-        "psabridge:")]
+        assert ticket.configuration_ids == (desk.configuration_of[device_uid],)  # R29 too
+    ours = [t for t in desk.psa.tickets() if (t.marker or "").startswith("psabridge:")]
     assert len(ours) == len(alerts)
 
 
@@ -65,8 +58,8 @@ def test_failure_before_the_create_call_then_rerun(desk, kind):
     desk.enable()
     short_in_flight_window(desk)
     alerts = raise_alerts(desk)
-    for _ in range(3):  # the first three creations fail before CW does anything
-        desk.sims.cw.faults.add(ScriptedFault(kind, "POST", TICKET_POST, when="before"))
+    # The first three creations fail before the PSA does anything.
+    desk.psa.fail_ticket_creates(kind, "before", times=3)
     first = sync.run_pass(desk.bridge)
     assert first.tickets_created == ALERTS - 3 and len(first.errors) == 3
     pending = desk.bridge.store.alert_tickets(*desk.bridge.pair, ("pending",))
@@ -95,7 +88,7 @@ def test_killed_after_the_psa_answered_before_the_commit_then_rerun(desk, monkey
         if entry.state == "open":
             opened.append(entry.alert_uid)
             if len(opened) == 3:
-                raise Killed("killed between CW's answer and the store's commit")
+                raise Killed("killed between the PSA's answer and the store's commit")
         return real_save(entry)
 
     monkeypatch.setattr(store, "save_alert_ticket", die_on_the_third_commit)
@@ -103,7 +96,7 @@ def test_killed_after_the_psa_answered_before_the_commit_then_rerun(desk, monkey
         sync.run_pass(desk.bridge)
     monkeypatch.undo()
     victim = opened[-1]
-    assert len(desk.tickets_for(victim)) == 1  # CW has the ticket ...
+    assert len(desk.tickets_for(victim)) == 1  # the PSA has the ticket ...
     assert store.alert_ticket(*desk.bridge.pair, victim).state == "pending"  # ... the store not
 
     rerun = sync.run_pass(desk.bridge)
@@ -117,20 +110,18 @@ def test_timeout_after_creation_then_rerun(desk, sims):
     alerts = raise_alerts(desk)
     if sims.transports:  # in-process there is no socket to time out: the answer is dropped
         short_in_flight_window(desk)
-        faults = [ScriptedFault("drop", "POST", TICKET_POST, when="after") for _ in range(3)]
+        desk.psa.fail_ticket_creates("drop", "after", times=3)
     else:  # on loopback the answer comes later than the client waits
         short_in_flight_window(desk, timeout=0.2)
-        faults = [ScriptedFault("slow", "POST", TICKET_POST, when="after", seconds=0.6)
-                  for _ in range(3)]
-    for fault in faults:
-        sims.cw.faults.add(fault)
+        desk.psa.fail_ticket_creates("slow", "after", times=3, seconds=0.6)
     first = sync.run_pass(desk.bridge)
     assert len(first.errors) == 3 and all("may or may not have been applied" in e for e in first.errors)
-    assert sims.cw.app.faults_served["drop" if sims.transports else "slow"] == 3
+    assert desk.psa.faults_served("drop" if sims.transports else "slow") == 3
     created_unknowingly = [uid for uid in alerts if
                            desk.bridge.store.alert_ticket(*desk.bridge.pair, uid).state == "pending"]
     assert len(created_unknowingly) == 3
-    assert all(len(desk.tickets_for(uid)) == 1 for uid in created_unknowingly)  # CW did create
+    # The PSA did create them.
+    assert all(len(desk.tickets_for(uid)) == 1 for uid in created_unknowingly)
 
     rerun = after_the_window_a_rerun(desk, unanswered=3)
     assert rerun.recovered == 3 and (rerun.tickets_created, rerun.errors) == (0, [])

@@ -50,9 +50,11 @@ def named(events: list[dict], name: str) -> list[dict]:
 
 
 def secrets_of(desk) -> list[str]:
-    cw = desk.sims.cw.settings(desk.sims.cw_url)
+    """The PSA's secret settings, as its connector declares them, and Datto's key and secret."""
+    psa = desk.bridge.psa
     datto = desk.sims.datto.settings(desk.sims.datto_url)
-    return [cw["private_key"], datto["api_key"], datto["api_secret"]]
+    return [psa.connection.settings[s.name] for s in psa.info().settings if s.secret] + [
+        datto["api_key"], datto["api_secret"]]
 
 
 @pytest.mark.parametrize("sims", ["loopback"], indirect=True)  # the process reaches them by URL
@@ -72,7 +74,7 @@ def test_a_json_sync_writes_only_json_lines_with_its_info_events(desk, db_path):
     (created,) = named(events, "ticket_created")
     assert created["level"] == "info"
     assert (created["alert_uid"], created["device_uid"], created["ticket_id"]) == (
-        alert, device.uid, str(ticket["id"]))
+        alert, device.uid, ticket.id)
     (finished,) = named(events, "pass_finished")
     assert finished["tickets_created"] == 1 and finished["errors"] == 0
     assert isinstance(finished["duration_seconds"], float) and finished["duration_seconds"] > 0
@@ -102,21 +104,21 @@ def test_the_round_trip_logs_a_note_a_close_and_a_resolve_where_each_is_sent(des
     repeat = desk.raise_alert(first_device)  # the same monitor on the same device: a note
     sync.run_pass(desk.bridge)
     (noted,) = named(log_events(), "ticket_noted")
-    assert (noted["ticket_id"], noted["alert_uid"]) == (str(ticket["id"]), repeat)
+    assert (noted["ticket_id"], noted["alert_uid"]) == (ticket.id, repeat)
 
     for uid in (first, repeat):
         desk.sims.datto.resolve_alert(uid)
     desk.clock.advance(1)
     sync.run_pass(desk.bridge)
     (closed,) = named(log_events(), "ticket_closed")
-    assert closed["ticket_id"] == str(ticket["id"]) and closed["alert_uid"] in (first, repeat)
+    assert closed["ticket_id"] == ticket.id and closed["alert_uid"] in (first, repeat)
 
     other = desk.raise_alert(second_device)
     sync.run_pass(desk.bridge)
-    desk.close_in_cw(desk.ticket_for(other), "Resolved")
+    desk.close_in_psa(desk.ticket_for(other), desk.psa.alert_route.closed_status)
     sync.run_pass(desk.bridge)
     (resolved,) = named(log_events(), "alert_resolved")
-    assert (resolved["alert_uid"], resolved["ticket_id"]) == (other, str(desk.ticket_for(other)["id"]))
+    assert (resolved["alert_uid"], resolved["ticket_id"]) == (other, desk.ticket_for(other).id)
     assert desk.alert(other)["resolved"]
     finished = named(log_events(), "pass_finished")
     assert [e["tickets_created"] for e in finished] == [1, 0, 0, 1, 0]

@@ -52,9 +52,9 @@ def mapped_uids(bridge: Bridge) -> set[str]:
     return {m.device_uid for m in bridge.store.device_mappings(*bridge.pair)}
 
 
-def linked_in_connectwise(sims, device_uids) -> set[str]:
-    """Which of these devices a ConnectWise configuration links (its Manage Device link)."""
-    links = {c.get("managementLink") for c in sims.cw.db.configurations.values()}
+def linked_in_the_psa(sims, device_uids) -> set[str]:
+    """Which of these devices a PSA configuration links (its Manage Device link)."""
+    links = {c.management_link for c in sims.psa.configurations()}
     return {uid for uid in device_uids if device_url(sims, sims.datto.devices[uid]) in links}
 
 
@@ -73,7 +73,7 @@ def test_a_device_whose_audit_answers_500_every_time_is_retried_each_run_and_the
     outcome = apply(bridge, plan)
     assert outcome.done and not outcome.failed and bridge.store.warnings() == []
     assert mapped_uids(bridge) == others
-    assert linked_in_connectwise(sims, audited_devices_of(sims, site)) == others
+    assert linked_in_the_psa(sims, audited_devices_of(sims, site)) == others
     assert outage.refused == FAST_RETRY.attempts  # the client retried, then gave up for this run
 
     # The next run asks again by itself (no warning held it back), and changes nothing else.
@@ -89,11 +89,11 @@ def test_a_device_whose_audit_answers_500_every_time_is_retried_each_run_and_the
     assert not apply(bridge, mapping.plan_automatic_mapping(bridge)).failed
     assert sims.datto.counts[AUDITS] - audits == 1
     assert mapped_uids(bridge) == others | {broken["uid"]}
-    created = sims.cw.db.configurations[int(next(
+    created = sims.psa.configuration(next(
         m.configuration_id for m in bridge.store.device_mappings(*bridge.pair)
-        if m.device_uid == broken["uid"]))]
-    assert (created["name"], created["serialNumber"]) == ("AUDIT-500", "SNAUDIT500")
-    assert created["managementLink"] == device_url(sims, broken)
+        if m.device_uid == broken["uid"]))
+    assert (created.name, created.serial_number) == ("AUDIT-500", "SNAUDIT500")
+    assert created.management_link == device_url(sims, broken)
 
 
 @pytest.mark.parametrize("status", [400, 404])
@@ -107,7 +107,7 @@ def test_an_audit_refused_for_good_becomes_a_warning_naming_the_device_and_what_
 
     assert not apply(bridge, mapping.plan_automatic_mapping(bridge)).failed
     assert mapped_uids(bridge) == others
-    assert linked_in_connectwise(sims, audited_devices_of(sims, site)) == others
+    assert linked_in_the_psa(sims, audited_devices_of(sims, site)) == others
     [warning] = bridge.store.warnings("connectwise")
     assert warning.subject == f"AUDIT-4XX ({refused['uid']})"
     assert f"GET /api/v2/audit/device/{refused['uid']}" in warning.message
@@ -123,7 +123,7 @@ def test_an_audit_refused_for_good_becomes_a_warning_naming_the_device_and_what_
     outage.end()
     assert bridge.store.clear_warnings("connectwise") == 1
     assert not apply(bridge, mapping.map_now(bridge)).failed
-    assert linked_in_connectwise(sims, audited_devices_of(sims, site)) == others | {refused["uid"]}
+    assert linked_in_the_psa(sims, audited_devices_of(sims, site)) == others | {refused["uid"]}
 
 
 def test_one_company_whose_candidates_query_fails_leaves_the_other_companies_mapped(bridge, sims):
@@ -137,13 +137,13 @@ def test_one_company_whose_candidates_query_fails_leaves_the_other_companies_map
     assert all(f"company {JACKSON} ({company_id(sims, JACKSON)})" in why for _, why in plan.deferred)
     assert not apply(bridge, plan).failed and bridge.store.warnings() == []
     assert mapped_uids(bridge) == audited_devices_of(sims, northwind)
-    assert linked_in_connectwise(sims, audited_devices_of(sims, jackson)) == set()
+    assert linked_in_the_psa(sims, audited_devices_of(sims, jackson)) == set()
     assert outage.refused == FAST_RETRY.attempts
 
     outage.end()
     apply(bridge, mapping.plan_automatic_mapping(bridge))
     everything = audited_devices_of(sims, northwind) | audited_devices_of(sims, jackson)
-    assert mapped_uids(bridge) == everything == linked_in_connectwise(sims, everything)
+    assert mapped_uids(bridge) == everything == linked_in_the_psa(sims, everything)
 
 
 def test_a_device_list_that_cannot_be_read_still_stops_the_command(bridge, sims):
@@ -166,6 +166,6 @@ def test_a_sync_pass_tickets_alerts_while_one_device_audit_answers_500(desk, sim
     assert report.tickets_created == 1
     (left_for_next_pass,) = report.errors  # said, not stored as a warning: the next pass retries
     assert left_for_next_pass.startswith("AUDIT-500") and "500" in left_for_next_pass
-    ticket = desk.ticket_for(alert)  # in ConnectWise, found by the alert's marker
-    assert desk.configurations_of(ticket) == [desk.configuration_of[desk.devices[0].uid]]
+    ticket = desk.ticket_for(alert)  # in the PSA, found by the alert's marker
+    assert ticket.configuration_ids == (desk.configuration_of[desk.devices[0].uid],)
     assert broken["uid"] not in mapped_uids(bridge) and store.warnings() == []

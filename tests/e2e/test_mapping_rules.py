@@ -13,6 +13,7 @@ from psabridge.core import mapping
 from psabridge.core.mapping import NEW, MappingError, apply
 from psabridge.core.models import CompanyFilters
 from psabridge.plugins.rmm_datto import wire
+from tests.e2e.psa_sims import SimConfiguration
 
 NORTHWIND = "Northwind Corp."  # CW company and Datto site of the same name (seed 3)
 JACKSON = "Jackson Pharmacy"
@@ -24,7 +25,7 @@ NO_SITE = "Redwood Corp."  # Inactive, two types; its site carries a location ta
 
 
 def company_id(sims, name: str) -> str:
-    return str(sims.cw.company(name)["id"])
+    return sims.psa.company_id(name)
 
 
 def map_company(e2e, sims, name: str, site_name: str | None = None) -> dict:
@@ -55,13 +56,14 @@ def add_device(sims, site: dict, hostname: str, serial: str, manufacturer: str =
     return device
 
 
-def add_configuration(sims, company: str, name: str, type_name: str = "Managed Workstation",
-                      **fields) -> dict:
-    return sims.cw.db.add_configuration(sims.cw.company(company), name, type_name, **fields)
+def add_configuration(sims, company: str, name: str, type_name: str | None = None,
+                      **fields) -> SimConfiguration:
+    """A configuration the MSP entered in the PSA by hand."""
+    return sims.psa.add_configuration(sims.psa.company_id(company), name, type_name, **fields)
 
 
-def configuration(sims, configuration_id) -> dict:
-    return sims.cw.db.configurations[int(configuration_id)]
+def configuration(sims, configuration_id) -> SimConfiguration | None:
+    return sims.psa.configuration(configuration_id)
 
 
 def mapped_configuration_id(e2e, device_uid: str) -> str:
@@ -85,8 +87,8 @@ def remote_state(e2e, sims) -> tuple[int, dict]:
 
 
 def test_r5_companies_load_filtered_by_mapping_type_status_and_search(e2e, sims):
-    companies = sims.cw.db.companies.values()
-    every_id = {str(c["id"]) for c in companies}
+    companies = sims.psa.companies()
+    every_id = {c.id for c in companies}
     assert {r.company.id for r in mapping.load_companies(e2e)} == every_id  # unmapped by default
     assert mapping.load_companies(e2e, "mapped") == []
 
@@ -98,7 +100,7 @@ def test_r5_companies_load_filtered_by_mapping_type_status_and_search(e2e, sims)
 
     prospects = mapping.load_companies(e2e, "all", CompanyFilters(type="Prospect"))
     assert {r.company.id for r in prospects} == {
-        str(c["id"]) for c in companies if "Prospect" in {t["name"] for t in c["types"]}}
+        c.id for c in companies if "Prospect" in c.types}
     assert {r.company_type for r in prospects} == {"Prospect"}
     inactive = mapping.load_companies(e2e, "all", CompanyFilters(status="Inactive"))
     assert [r.company.name for r in inactive] == [NO_SITE, NO_SITE]  # one row per type (R7)
@@ -179,11 +181,12 @@ def test_r9_device_types_suggested_and_edits_apply_to_later_configurations_only(
     assert (desktop.mapped, desktop.configuration_type.name) == (True, "Virtual Machine")
     created_first = configuration(sims, mapped_configuration_id(e2e, first["uid"]))
     created_second = configuration(sims, mapped_configuration_id(e2e, second["uid"]))
-    assert created_first["type"]["name"] == "Managed Workstation"  # not changed by the edit
-    assert created_second["type"]["name"] == "Virtual Machine"
+    assert created_first.type_name == "Managed Workstation"  # not changed by the edit
+    assert created_second.type_name == "Virtual Machine"
 
 
 def test_r10_type_with_required_questions_flagged_never_used_to_create(e2e, sims):
+    """ConnectWise's own: its configuration types with required questions are unusable."""
     site = map_company(e2e, sims, NORTHWIND)
     mapping.map_device_type(e2e, "Desktop", "Firewall")  # Firewall has required questions
     row = next(r for r in mapping.load_device_types(e2e) if r.device_type == "Desktop")
@@ -192,16 +195,16 @@ def test_r10_type_with_required_questions_flagged_never_used_to_create(e2e, sims
     new = add_device(sims, site, "R10-NEW", "R10SERIAL1")
     existing_device = add_device(sims, site, "R10-FW", "R10SERIAL2")
     firewall = add_configuration(sims, NORTHWIND, "Edge firewall", "Firewall")
-    configurations_before = len(sims.cw.db.configurations)
-    plan = mapping.plan_device_mappings(e2e, {new["uid"]: NEW, existing_device["uid"]: str(firewall["id"])})
+    configurations_before = len(sims.psa.configurations())
+    plan = mapping.plan_device_mappings(e2e, {new["uid"]: NEW, existing_device["uid"]: firewall.id})
     assert [c.action for c in plan.changes] == ["map device"]
     assert plan.skipped[0][1].startswith("configuration type 'Firewall' has required questions")
     assert not apply(e2e, plan).failed
 
-    assert len(sims.cw.db.configurations) == configurations_before
-    assert sims.cw.counts["POST /company/configurations"] == 0
-    assert configuration(sims, firewall["id"])["managementLink"] == device_url(sims, existing_device)
-    assert mapped_configuration_id(e2e, existing_device["uid"]) == str(firewall["id"])
+    assert len(sims.psa.configurations()) == configurations_before
+    assert sims.psa.configuration_creates() == 0
+    assert configuration(sims, firewall.id).management_link == device_url(sims, existing_device)
+    assert mapped_configuration_id(e2e, existing_device["uid"]) == firewall.id
 
 
 # -- devices and configurations (R11-R19) ----------------------------------------------------
@@ -223,7 +226,7 @@ def test_r11_unaudited_device_listed_but_cannot_be_mapped_and_mapped_view(e2e, s
     apply(e2e, mapping.plan_device_mappings(e2e, {chosen: NEW}))
     assert [r.device.uid for r in mapping.load_devices(e2e, "mapped")] == [chosen]
     assert chosen not in {r.device.uid for r in mapping.load_devices(e2e)}
-    assert configuration(sims, mapped_configuration_id(e2e, chosen))["managementLink"] == device_url(
+    assert configuration(sims, mapped_configuration_id(e2e, chosen)).management_link == device_url(
         sims, sims.datto.devices[chosen])
 
 
@@ -251,15 +254,15 @@ def test_r13_cascade_link_serial_name_manufacturer_model_and_ambiguity(e2e, sims
 
     linked = add_device(sims, site, "LINK-PC", "SNLINK0001")
     cfg["link"] = add_configuration(sims, NORTHWIND, "Renamed long ago",
-                                    managementLink=device_url(sims, linked))
+                                    management_link=device_url(sims, linked))
     add_configuration(sims, NORTHWIND, "LINK-PC")  # the name alone loses to the link
 
     by_serial = add_device(sims, site, "SERIAL-PC", "SNSERIAL01")
-    cfg["serial"] = add_configuration(sims, NORTHWIND, "Old name", serialNumber="SNSERIAL01")
+    cfg["serial"] = add_configuration(sims, NORTHWIND, "Old name", serial_number="SNSERIAL01")
 
     by_name = add_device(sims, site, "NAME-PC", "SNNAME0001")
-    cfg["name"] = add_configuration(sims, NORTHWIND, "NAME-PC", serialNumber="SNNAME0001")
-    add_configuration(sims, NORTHWIND, "NAME-PC-SPARE", serialNumber="SNNAME0001")
+    cfg["name"] = add_configuration(sims, NORTHWIND, "NAME-PC", serial_number="SNNAME0001")
+    add_configuration(sims, NORTHWIND, "NAME-PC-SPARE", serial_number="SNNAME0001")
 
     by_maker = add_device(sims, site, "MAKER-PC", "SNMAKER001", manufacturer="Dell Inc.")
     cfg["manufacturer"] = add_configuration(sims, NORTHWIND, "MAKER-PC", manufacturer="Dell Inc.")
@@ -267,43 +270,43 @@ def test_r13_cascade_link_serial_name_manufacturer_model_and_ambiguity(e2e, sims
 
     by_model = add_device(sims, site, "MODEL-PC", "SNMODEL001", model="OptiPlex 7090")
     cfg["model"] = add_configuration(sims, NORTHWIND, "MODEL-PC", manufacturer="Dell Inc.",
-                                     modelNumber="OptiPlex 7090")
-    add_configuration(sims, NORTHWIND, "MODEL-PC", manufacturer="Dell Inc.", modelNumber="OptiPlex 3000")
+                                     model="OptiPlex 7090")
+    add_configuration(sims, NORTHWIND, "MODEL-PC", manufacturer="Dell Inc.", model="OptiPlex 3000")
 
     ambiguous = add_device(sims, site, "AMBIG-PC", "SNAMBIG001")
     twins = [add_configuration(sims, NORTHWIND, "AMBIG-PC", manufacturer="Dell Inc.",
-                               modelNumber="OptiPlex 7090") for _ in range(2)]
+                               model="OptiPlex 7090") for _ in range(2)]
 
     devices = {"link": linked, "serial": by_serial, "name": by_name, "manufacturer": by_maker,
                "model": by_model}
     rows = {r.device.uid: r for r in mapping.load_devices(e2e)}
     for step, device in devices.items():
         match = rows[device["uid"]].match
-        assert (match.step, match.configuration.id) == (step, str(cfg[step]["id"])), step
+        assert (match.step, match.configuration.id) == (step, cfg[step].id), step
     lost = rows[ambiguous["uid"]].match
     assert (lost.configuration, lost.step, lost.create_name) == (None, "none", "AMBIG-PC")
     assert lost.reason.startswith("2 configurations still match after the model number step")
 
-    configurations_before = set(sims.cw.db.configurations)
+    configurations_before = {c.id for c in sims.psa.configurations()}
     wanted = {d["uid"]: None for d in [*devices.values(), ambiguous]}
     assert not apply(e2e, mapping.plan_device_mappings(e2e, wanted)).failed
     for step, device in devices.items():
-        assert configuration(sims, cfg[step]["id"])["managementLink"] == device_url(sims, device)
-        assert mapped_configuration_id(e2e, device["uid"]) == str(cfg[step]["id"])
-    assert [configuration(sims, t["id"])["managementLink"] for t in twins] == [None, None]
-    [created] = set(sims.cw.db.configurations) - configurations_before
-    assert configuration(sims, created)["name"] == "AMBIG-PC"  # "[name]": a new configuration
+        assert configuration(sims, cfg[step].id).management_link == device_url(sims, device)
+        assert mapped_configuration_id(e2e, device["uid"]) == cfg[step].id
+    assert [configuration(sims, t.id).management_link for t in twins] == [None, None]
+    [created] = {c.id for c in sims.psa.configurations()} - configurations_before
+    assert configuration(sims, created).name == "AMBIG-PC"  # "[name]": a new configuration
     assert mapped_configuration_id(e2e, ambiguous["uid"]) == str(created)
 
 
 def test_r13_manual_choice_overrides_the_cascade(e2e, sims):
     site = map_company(e2e, sims, NORTHWIND)
     device = add_device(sims, site, "MANUAL-PC", "SNMANUAL01")
-    add_configuration(sims, NORTHWIND, "MANUAL-PC", serialNumber="SNMANUAL01")  # the proposal
+    add_configuration(sims, NORTHWIND, "MANUAL-PC", serial_number="SNMANUAL01")  # the proposal
     chosen = add_configuration(sims, NORTHWIND, "Reception desk")
-    apply(e2e, mapping.plan_device_mappings(e2e, {device["uid"]: str(chosen["id"])}))
-    assert configuration(sims, chosen["id"])["managementLink"] == device_url(sims, device)
-    assert mapped_configuration_id(e2e, device["uid"]) == str(chosen["id"])
+    apply(e2e, mapping.plan_device_mappings(e2e, {device["uid"]: chosen.id}))
+    assert configuration(sims, chosen.id).management_link == device_url(sims, device)
+    assert mapped_configuration_id(e2e, device["uid"]) == chosen.id
 
 
 def test_r14_one_device_per_configuration_and_one_configuration_per_device(e2e, sims):
@@ -317,18 +320,18 @@ def test_r14_one_device_per_configuration_and_one_configuration_per_device(e2e, 
     outcome = apply(e2e, mapping.plan_device_mappings(e2e, {first["uid"]: None, second["uid"]: None}))
     assert not outcome.failed
     assert sorted(c.action for c in outcome.done) == ["create configuration", "map device"]
-    twins = [c for c in sims.cw.db.configurations.values() if c["name"] == "TWIN-PC"]
+    twins = [c for c in sims.psa.configurations() if c.name == "TWIN-PC"]
     assert len(twins) == 2  # the second device got a configuration of its own
-    assert {c["managementLink"] for c in twins} == {device_url(sims, first), device_url(sims, second)}
+    assert {c.management_link for c in twins} == {device_url(sims, first), device_url(sims, second)}
     config_ids = [mapped_configuration_id(e2e, d["uid"]) for d in (first, second)]
-    assert str(existing["id"]) in config_ids and len(set(config_ids)) == 2
+    assert existing.id in config_ids and len(set(config_ids)) == 2
 
     third = add_device(sims, site, "THIRD-PC", "SNTHIRD001")
-    with pytest.raises(MappingError, match=f"configuration {existing['id']} is already mapped"):
-        mapping.plan_device_mappings(e2e, {third["uid"]: str(existing["id"])})
+    with pytest.raises(MappingError, match=f"configuration {existing.id} is already mapped"):
+        mapping.plan_device_mappings(e2e, {third["uid"]: existing.id})
     other = add_configuration(sims, NORTHWIND, "Spare")
     with pytest.raises(MappingError, match="TWIN-PC is already mapped to configuration"):
-        mapping.plan_device_mappings(e2e, {first["uid"]: str(other["id"])})
+        mapping.plan_device_mappings(e2e, {first["uid"]: other.id})
 
 
 def test_r15_created_configuration_fields_and_warranty_only_into_empty_expiration(e2e, sims):
@@ -338,21 +341,20 @@ def test_r15_created_configuration_fields_and_warranty_only_into_empty_expiratio
                        warranty="2028-03-31")
     dated = add_device(sims, site, "R15-DATED", "SNR15DATE1", warranty="2029-06-30")
     undated = add_device(sims, site, "R15-UNDATED", "SNR15UND01", warranty="2027-09-15")
-    with_date = add_configuration(sims, NORTHWIND, "R15-DATED", serialNumber="SNR15DATE1",
-                                  warrantyExpirationDate="2026-01-01T00:00:00Z")
-    without_date = add_configuration(sims, NORTHWIND, "R15-UNDATED", serialNumber="SNR15UND01")
+    with_date = add_configuration(sims, NORTHWIND, "R15-DATED", serial_number="SNR15DATE1",
+                                  expiration_date="2026-01-01T00:00:00Z")
+    without_date = add_configuration(sims, NORTHWIND, "R15-UNDATED", serial_number="SNR15UND01")
 
     apply(e2e, mapping.plan_device_mappings(e2e, {fresh["uid"]: NEW, dated["uid"]: None,
                                                   undated["uid"]: None}))
     created = configuration(sims, mapped_configuration_id(e2e, fresh["uid"]))
-    assert (created["name"], created["type"]["name"], created["status"]["name"], created["activeFlag"],
-            created["manufacturer"]["name"], created["modelNumber"], created["serialNumber"],
-            created["managementLink"]) == (
-        "R15-NEW", "Managed Workstation", "Active", True, "HP", "EliteDesk 800 G6", "SNR15NEW01",
+    assert (created.name, created.type_name, created.active, created.manufacturer, created.model,
+            created.serial_number, created.management_link) == (
+        "R15-NEW", "Managed Workstation", True, "HP", "EliteDesk 800 G6", "SNR15NEW01",
         device_url(sims, fresh))
-    assert created["warrantyExpirationDate"].startswith("2028-03-31")
-    assert configuration(sims, with_date["id"])["warrantyExpirationDate"].startswith("2026-01-01")
-    assert configuration(sims, without_date["id"])["warrantyExpirationDate"].startswith("2027-09-15")
+    assert created.expiration_date.startswith("2028-03-31")
+    assert configuration(sims, with_date.id).expiration_date.startswith("2026-01-01")
+    assert configuration(sims, without_date.id).expiration_date.startswith("2027-09-15")
 
     apply(e2e, mapping.plan_automatic_mapping(e2e))  # the rest of the site, generated devices
     # The warranty changes in the RMM after mapping: nothing is pushed again.
@@ -364,15 +366,15 @@ def test_r15_created_configuration_fields_and_warranty_only_into_empty_expiratio
                                               undated["uid"]: None}).changes == []
     assert mapping.map_now(e2e).changes == []
     assert remote_state(e2e, sims) == before
-    assert created["warrantyExpirationDate"].startswith("2028-03-31")
-    assert configuration(sims, without_date["id"])["warrantyExpirationDate"].startswith("2027-09-15")
+    assert configuration(sims, created.id).expiration_date.startswith("2028-03-31")
+    assert configuration(sims, without_date.id).expiration_date.startswith("2027-09-15")
 
 
 def test_r16_automatic_mapping_off_by_default_then_map_now_new_site_and_new_device(e2e, sims):
     map_suggested_device_types(e2e)
     assert e2e.option("auto_map") is False
     northwind = map_company(e2e, sims, NORTHWIND)
-    assert sims.cw.counts["POST /company/configurations"] == 0  # off: mapping a site maps nothing
+    assert sims.psa.configuration_creates() == 0  # off: mapping a site maps nothing
     with pytest.raises(MappingError, match="automatic mapping is off"):
         mapping.map_now(e2e)
 
@@ -391,7 +393,7 @@ def test_r16_automatic_mapping_off_by_default_then_map_now_new_site_and_new_devi
     assert newcomer["uid"] in mapped_uids()
     for uid in mapped_uids():
         linked = configuration(sims, mapped_configuration_id(e2e, uid))
-        assert linked["managementLink"] == device_url(sims, sims.datto.devices[uid])
+        assert linked.management_link == device_url(sims, sims.datto.devices[uid])
 
 
 @pytest.fixture
@@ -407,12 +409,12 @@ def mapped_pair(e2e, sims):
 def test_r17_unmap_clears_the_link_and_the_configuration_stays_active(e2e, sims, mapped_pair):
     device, kept = mapped_pair
     config_id = mapped_configuration_id(e2e, device["uid"])
-    assert configuration(sims, config_id)["managementLink"] == device_url(sims, device)
+    assert configuration(sims, config_id).management_link == device_url(sims, device)
 
     assert not apply(e2e, mapping.unmap_devices(e2e, [device["uid"]])).failed
     record = configuration(sims, config_id)
-    assert record["managementLink"] in ("", None)
-    assert (record["activeFlag"], record["status"]["name"]) == (True, "Active")
+    assert record.management_link in ("", None)
+    assert record.active is True
     assert {m.device_uid for m in e2e.store.device_mappings(*e2e.pair)} == {kept["uid"]}
     assert device["uid"] in {r.device.uid for r in mapping.load_devices(e2e)}  # unmapped again
 
@@ -424,14 +426,14 @@ def test_r18_device_deleted_in_the_rmm_is_unmapped_and_its_configuration_inactiv
 
     plan = mapping.plan_deleted_devices(e2e)
     assert [c.action for c in plan.changes] == ["deactivate configuration"]
-    assert configuration(sims, config_id)["activeFlag"] is True  # planning changed nothing
+    assert configuration(sims, config_id).active is True  # planning changed nothing
     assert not apply(e2e, plan).failed
     record = configuration(sims, config_id)
-    assert (record["activeFlag"], record["status"]["name"]) == (False, "Inactive")
-    assert record["managementLink"] in ("", None)
+    assert record.active is False
+    assert record.management_link in ("", None)
     assert {m.device_uid for m in e2e.store.device_mappings(*e2e.pair)} == {kept["uid"]}
     kept_config = configuration(sims, mapped_configuration_id(e2e, kept["uid"]))
-    assert (kept_config["activeFlag"], kept_config["status"]["name"]) == (True, "Active")
+    assert kept_config.active is True
 
 
 def test_r19_configuration_deleted_in_the_psa_leaves_the_device_mapped_until_unmapped(
@@ -439,7 +441,7 @@ def test_r19_configuration_deleted_in_the_psa_leaves_the_device_mapped_until_unm
     device, _ = mapped_pair
     apply(e2e, mapping.plan_automatic_mapping(e2e))  # the rest of the site, generated devices
     config_id = mapped_configuration_id(e2e, device["uid"])
-    del sims.cw.db.configurations[int(config_id)]  # an admin deletes it in ConnectWise
+    sims.psa.delete_configuration(config_id)  # an admin deletes it in the PSA
 
     assert device["uid"] in {r.device.uid for r in mapping.load_devices(e2e, "mapped")}
     e2e.set_option("auto_map", True)
@@ -449,7 +451,7 @@ def test_r19_configuration_deleted_in_the_psa_leaves_the_device_mapped_until_unm
     outcome = apply(e2e, mapping.unmap_devices(e2e, [device["uid"]]))
     assert not outcome.failed and e2e.store.warnings() == []
     assert device["uid"] not in {m.device_uid for m in e2e.store.device_mappings(*e2e.pair)}
-    assert int(config_id) not in sims.cw.db.configurations
+    assert sims.psa.configuration(config_id) is None
     assert device["uid"] in {r.device.uid for r in mapping.load_devices(e2e)}
 
 
@@ -462,7 +464,7 @@ def test_r20_problems_that_stop_a_creation_are_warnings_listed_once_and_cleared(
     assert [(w.subject, w.message) for w in e2e.store.warnings("connectwise")] == [
         (subject, "no configuration type is mapped for device type 'Desktop'; map one with "
                   "`psabridge device-types map`")]
-    assert sims.cw.counts["POST /company/configurations"] == 0
+    assert sims.psa.configuration_creates() == 0
 
     mapping.map_device_type(e2e, "Desktop", None)
     e2e.set_option("auto_map", True)
@@ -470,7 +472,7 @@ def test_r20_problems_that_stop_a_creation_are_warnings_listed_once_and_cleared(
     assert e2e.store.clear_warnings("connectwise") == 1
     assert e2e.store.warnings() == []
     assert not apply(e2e, mapping.map_now(e2e)).failed  # tried again once cleared
-    assert configuration(sims, mapped_configuration_id(e2e, device["uid"]))["name"] == "R20-PC"
+    assert configuration(sims, mapped_configuration_id(e2e, device["uid"])).name == "R20-PC"
 
 
 # -- idempotency and dry runs ----------------------------------------------------------------
@@ -507,7 +509,7 @@ def test_every_mapping_command_twice_writes_nothing_the_second_time_and_dry_runs
     # devices map UID=new UID (by proposal)
     northwind = sims.datto.site_named(NORTHWIND)
     first, second = (add_device(sims, northwind, f"IDEM-{n}", f"SNIDEM000{n}") for n in (1, 2))
-    add_configuration(sims, NORTHWIND, "IDEM-2", serialNumber="SNIDEM0002")
+    add_configuration(sims, NORTHWIND, "IDEM-2", serial_number="SNIDEM0002")
     choices = {first["uid"]: NEW, second["uid"]: None}
     run_twice(lambda: mapping.plan_device_mappings(e2e, choices))
 
@@ -529,12 +531,12 @@ def test_mapping_a_site_asks_for_candidates_once_and_reads_manufacturers_once(e2
     before = sims.request_counts()
     plan = mapping.plan_automatic_mapping(e2e)
     # Every device's link, serial and name in one OR'ed query (they fit in one URL).
-    assert sims.request_counts()["cw GET /company/configurations"] - before.get(
-        "cw GET /company/configurations", 0) == 1
+    assert sims.request_counts()["psa GET /company/configurations"] - before.get(
+        "psa GET /company/configurations", 0) == 1
     created = sum(c.action == "create configuration" for c in plan.changes)
     matched = sum(c.action == "map device" for c in plan.changes)  # the MSP recorded by hand
     assert created + matched == len(audited_devices_of(sims, site)) and created > 1
     apply(e2e, plan)
     # The manufacturers list is read once for all creations, not once per configuration.
     assert sims.cw.counts["GET /procurement/manufacturers"] == 1
-    assert sims.cw.counts["POST /company/configurations"] == created
+    assert sims.psa.configuration_creates() == created

@@ -99,7 +99,7 @@ def test_serve_ignores_events_while_the_psa_is_disabled_and_handles_them_once_en
     run(db_path, "plugins", "enable", "connectwise", "--skip-check")
     handled = webhook(alert)  # Datto delivering it again: ignored before, so not a replay
     assert handled.status_code == 200 and handled.json()["state"] == "open"
-    assert handled.json()["ticket"] == str(desk.ticket_for(alert)["id"])
+    assert handled.json()["ticket"] == desk.ticket_for(alert).id
 
     # The server kept its connections across the events: one codebase look-up, one token.
     assert logins() == (logins_before[0] + 1, logins_before[1] + 1)
@@ -129,9 +129,9 @@ def test_serve_reads_its_secret_from_a_file_and_registers_the_callback_url_encod
     (entry,) = sims.cw.db.callbacks.values()
     assert entry["url"] == ("https://bridge.example.com/hooks/psa"
                             "?token=serve%2Bfile%2Fsecret%3Dwith%26odd-0123&recordId=")
-    no_alert = {"alertUid": ""}  # answered 400 once authenticated, 401 before
+    too_deep = b"[" * 40 + b"]" * 40  # answered 400 once authenticated, 401 before
     hooks = Client(served["app"])
-    assert hooks.post("/hooks/rmm", json=no_alert, headers={"Authorization": f"Bearer {secret}"}
+    assert hooks.post("/hooks/rmm", data=too_deep, headers={"Authorization": f"Bearer {secret}"}
                       ).status_code == 400
-    assert hooks.post("/hooks/rmm", json=no_alert).status_code == 401
+    assert hooks.post("/hooks/rmm", data=too_deep).status_code == 401
     assert secret not in result.output

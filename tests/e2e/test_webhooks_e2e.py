@@ -1,7 +1,10 @@
-"""The push path over real HTTP: the WebhookApp served by waitress on loopback, ConnectWise's
+"""The push path over real HTTP: the WebhookApp served by waitress on loopback, the PSA's
 simulator POSTing its ticket callbacks to it, and Datto-style alert webhooks POSTed by the test;
 the polling path (`sync.run_pass`) seeing the same events acts on none of them twice, and a
-replay is told from a real event by what the event is, not by its bytes."""
+replay is told from a real event by what the event is, not by its bytes.
+
+The PSA is reached through `sims.psa` (tests/e2e/psa_sims.py), except in the tests of
+ConnectWise's own callback format and URL (their docstrings say so)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,7 @@ import waitress
 from waitress import wasyncore
 
 from psabridge.core import logs, sync
-from psabridge.core.webhooks import LiveBridge, WebhookApp, callback_url
-from psabridge.simulation import ScriptedFault
+from psabridge.core.webhooks import LiveBridge, WebhookApp, callback_url, signing_secret
 
 SECRET = "e2e-webhook-secret-0123456789"
 MAX_BODY = 4096
@@ -33,10 +35,17 @@ class Hooks:
         self.url = url
         self.http = httpx.Client(timeout=10)
 
-    def post(self, path: str, body=None, token: str | None = SECRET, content: bytes | None = None):
+    def post(self, path: str, body=None, token: str | None = SECRET, content: bytes | None = None,
+             headers: dict | None = None):
         query = "" if token is None else f"?token={token}"
         return self.http.post(f"{self.url}{path}{query}", json=body if content is None else None,
-                              content=content, headers={"Content-Type": "application/json"})
+                              content=content,
+                              headers={"Content-Type": "application/json", **(headers or {})})
+
+    def callback(self, desk, ticket_id: str, event_id: str, token: str | None = SECRET):
+        """POST the PSA's own callback about `ticket_id`, as the event `event_id`."""
+        headers, body = desk.psa.callback(ticket_id, event_id)
+        return self.post("/hooks/psa", content=body, headers=headers, token=token)
 
     def psa_url(self) -> str:
         return f"{self.url}/hooks/psa?token={SECRET}"
@@ -74,48 +83,53 @@ def hooks(desk) -> Iterator[Hooks]:
             client.http.close()
 
 
-def deliveries_to_us(desk, hooks: Hooks, count: int) -> list[dict]:
-    """Wait (bounded) for the CW simulator's callback threads; return its POSTs to our hook."""
-    mine = [d for d in desk.sims.cw.api.wait_for_deliveries(timeout=10) if d["url"].startswith(hooks.url)]
+def deliveries_to_us(desk, hooks: Hooks, count: int) -> list:
+    """Wait (bounded) for the PSA simulator's callbacks; return its POSTs to our hook."""
+    mine = [d for d in desk.psa.deliveries(timeout=10) if d.url.startswith(hooks.url)]
     assert len(mine) == count, mine
     return mine
+
+
+def register(desk, url: str, secret: str = SECRET) -> str:
+    """What `serve --public-url` does: register the callback with the signing secret."""
+    return desk.bridge.psa.register_ticket_callback(url, signing_secret(secret))
 
 
 def test_webhook_and_polling_see_the_same_events_one_ticket_one_resolution(desk, hooks):
     desk.enable()
     datto = desk.sims.datto
-    registration = desk.bridge.psa.call("psa_register_ticket_callback", url=hooks.psa_url())
-    assert desk.bridge.psa.call("psa_register_ticket_callback", url=hooks.psa_url()) == registration
-    (entry,) = desk.sims.cw.db.callbacks.values()
-    assert (entry["url"], entry["type"]) == (hooks.psa_url(), "ticket")
+    registration = register(desk, hooks.psa_url())
+    assert register(desk, hooks.psa_url()) == registration
+    (registered,) = desk.psa.callback_registrations()
+    assert registered.startswith(hooks.psa_url())
 
     # 1. An alert is raised: Datto's webhook arrives first, then the polling pass.
     first = desk.raise_alert(desk.devices[0])
     answer = hooks.post("/hooks/rmm", {"alertUid": first, "event": "raised"})
     assert answer.status_code == 200 and answer.json()["state"] == "open"
     ticket = desk.ticket_for(first)
-    assert answer.json()["ticket"] == str(ticket["id"])
-    added = deliveries_to_us(desk, hooks, 1)  # CW tells us about the new ticket: nothing to do
-    assert added[0]["payload"]["Action"] == "added" and added[0]["status"] == 200
+    assert answer.json()["ticket"] == ticket.id
+    # The PSA tells us about the new ticket: nothing to do.
+    (added,) = deliveries_to_us(desk, hooks, 1)
+    assert (added.ticket_id, added.status) == (ticket.id, 200)
     assert sync.run_pass(desk.bridge).tickets_created == 0
 
     # 2. Another alert: polling first, then the webhook for the same alert.
     second = desk.raise_alert(desk.devices[1])
     assert sync.run_pass(desk.bridge).tickets_created == 1
     late = hooks.post("/hooks/rmm", {"alertUid": second, "event": "raised"})
-    assert late.json()["ticket"] == str(desk.ticket_for(second)["id"])
+    assert late.json()["ticket"] == desk.ticket_for(second).id
     deliveries_to_us(desk, hooks, 2)
 
-    # 3. The first ticket is closed in CW: its callback resolves the alert in Datto, once.
-    desk.close_in_cw(ticket, "Closed (Auto)")
+    # 3. The first ticket is closed in the PSA: its callback resolves the alert in Datto, once.
+    desk.close_in_psa(ticket, desk.psa.technician_closed_status)
     (closed,) = deliveries_to_us(desk, hooks, 3)[2:]
-    assert (closed["payload"]["Action"], closed["payload"]["ID"], closed["status"]) == (
-        "updated", ticket["id"], 200)
+    assert (closed.ticket_id, closed.status) == (ticket.id, 200)
     assert datto.alerts[first]["resolved"] and datto.alerts[first]["resolvedBy"] == "api-user"
     report = sync.run_pass(desk.bridge)
     assert (report.alerts_resolved, report.tickets_closed) == (0, 0)  # the poll sees it done
 
-    # 4. The second alert is resolved in Datto: its webhook closes the ticket; CW's callback
+    # 4. The second alert is resolved in Datto: its webhook closes the ticket; the PSA's callback
     #    about that close, and the next poll, change nothing more.
     datto.resolve_alert(second)
     answer = hooks.post("/hooks/rmm", {"alertUid": second, "event": "resolved"})
@@ -125,11 +139,11 @@ def test_webhook_and_polling_see_the_same_events_one_ticket_one_resolution(desk,
     assert (report.alerts_resolved, report.tickets_closed, report.errors) == (0, 0, [])
 
     for uid in (first, second):
-        assert len(desk.tickets_for(uid)) == 1 and desk.ticket_for(uid)["closedFlag"] is True
-    assert desk.ticket_for(second)["status"]["name"] == "Resolved"  # the origin's closed status
+        assert len(desk.tickets_for(uid)) == 1 and desk.ticket_for(uid).closed is True
+    # The origin's closed status.
+    assert desk.ticket_for(second).status == desk.psa.alert_route.closed_status
     assert datto.counts["POST /api/v2/alert/{uid}/resolve"] == 1
-    assert desk.sims.cw.counts["POST /service/tickets"] == 2
-    assert desk.sims.cw.counts["PATCH /service/tickets/{id}"] == 2  # the technician's and our one
+    assert desk.psa.ticket_creates() == 2
 
 
 def test_bad_token_oversized_body_and_replay_over_http(desk, hooks):
@@ -137,7 +151,7 @@ def test_bad_token_oversized_body_and_replay_over_http(desk, hooks):
     alert = desk.raise_alert(desk.devices[0])
     assert hooks.post("/hooks/rmm", {"alertUid": alert}, token="wrong-token").status_code == 401
     assert hooks.post("/hooks/rmm", {"alertUid": alert}, token=None).status_code == 401
-    assert hooks.post("/hooks/psa", {"Type": "ticket", "ID": 1}, token=SECRET[:-1]).status_code == 401
+    assert hooks.callback(desk, "1", "psa-event-0", token=SECRET[:-1]).status_code == 401
     assert hooks.post("/hooks/rmm", content=b'{"alertUid": "' + b"x" * MAX_BODY + b'"}').status_code == 413
     assert desk.tickets_for(alert) == []  # none of those got through
 
@@ -145,10 +159,9 @@ def test_bad_token_oversized_body_and_replay_over_http(desk, hooks):
     assert hooks.post("/hooks/rmm", body).status_code == 200
     replay = hooks.post("/hooks/rmm", body)
     assert replay.status_code == 409 and replay.json() == {"error": "replayed message"}
-    callback = {"MessageId": "cw-msg-1", "Type": "ticket", "Action": "updated",
-                "ID": desk.ticket_for(alert)["id"]}
-    assert hooks.post("/hooks/psa", callback).status_code == 200
-    assert hooks.post("/hooks/psa", callback).status_code == 409
+    ticket_id = desk.ticket_for(alert).id
+    assert hooks.callback(desk, ticket_id, "psa-event-1").status_code == 200
+    assert hooks.callback(desk, ticket_id, "psa-event-1").status_code == 409
     assert len(desk.tickets_for(alert)) == 1
 
 
@@ -158,33 +171,33 @@ def test_raise_and_resolve_with_byte_identical_bodies_open_then_close_the_ticket
     body = b'{"alertUid":"%s"}' % alert.encode()  # the documented template, for both events
     raised = hooks.post("/hooks/rmm", content=body)
     assert raised.status_code == 200 and raised.json()["state"] == "open"
-    ticket = desk.ticket_for(alert)
-    assert (ticket["status"]["name"], ticket["closedFlag"]) == ("Assigned", False)
+    ticket, route = desk.ticket_for(alert), desk.psa.alert_route
+    assert (ticket.status, ticket.closed) == (route.open_status, False)
 
     desk.sims.datto.resolve_alert(alert)
     resolved = hooks.post("/hooks/rmm", content=body)
     assert resolved.status_code == 200, resolved.text
-    assert resolved.json() == {"status": "ok", "state": "closed", "ticket": str(ticket["id"])}
+    assert resolved.json() == {"status": "ok", "state": "closed", "ticket": ticket.id}
     ticket = desk.ticket_for(alert)
-    assert (ticket["status"]["name"], ticket["closedFlag"]) == ("Resolved", True)
+    assert (ticket.status, ticket.closed) == (route.closed_status, True)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_delivery_that_failed_is_processed_when_delivered_again(desk, hooks, when):
-    """ConnectWise answers 500 to the ticket's POST, having made the ticket or not: the webhook
+    """The PSA answers 500 to the ticket's create, having made the ticket or not: the webhook
     answers 5xx, remembers nothing, and the redelivery of the same body leaves one ticket."""
     desk.enable()
     alert = desk.raise_alert(desk.devices[0])
     body = {"alertUid": alert}
-    desk.sims.cw.faults.add(ScriptedFault("error", "POST", r"/service/tickets$", when=when, status=500))
+    desk.psa.fail_ticket_creates("error", when, status=500)
     failed = hooks.post("/hooks/rmm", body)
     assert failed.status_code == 500, failed.text
     assert len(desk.tickets_for(alert)) == (1 if when == "after" else 0)
 
     again = hooks.post("/hooks/rmm", body)
     assert again.status_code == 200, again.text
-    assert again.json()["ticket"] == str(desk.ticket_for(alert)["id"])  # exactly one
-    assert desk.sims.cw.counts["POST /service/tickets"] == (1 if when == "after" else 2)
+    assert again.json()["ticket"] == desk.ticket_for(alert).id  # exactly one
+    assert desk.psa.ticket_creates() == (1 if when == "after" else 2)
 
 
 def test_a_replay_of_a_processed_event_is_refused_and_changes_nothing(desk, hooks):
@@ -193,16 +206,16 @@ def test_a_replay_of_a_processed_event_is_refused_and_changes_nothing(desk, hook
     assert hooks.post("/hooks/rmm", {"alertUid": alert}).status_code == 200
     desk.sims.datto.resolve_alert(alert)
     assert hooks.post("/hooks/rmm", {"alertUid": alert}).json()["state"] == "closed"
-    callback = {"MessageId": "cw-msg-7", "Type": "ticket", "Action": "updated",
-                "ID": desk.ticket_for(alert)["id"]}
-    assert hooks.post("/hooks/psa", callback).status_code == 200
-    writes, tickets = desk.sims.writes(), copy.deepcopy(desk.sims.cw.db.tickets)
+    ticket_id = desk.ticket_for(alert).id
+    assert hooks.callback(desk, ticket_id, "psa-event-7").status_code == 200
+    writes, tickets = desk.sims.writes(), desk.psa.tickets()
 
-    for path, body in [("/hooks/rmm", {"alertUid": alert}), ("/hooks/psa", callback),
-                       ("/hooks/rmm", {"alertUid": alert, "event": "resolved"})]:
-        replay = hooks.post(path, body)
+    replays = [hooks.post("/hooks/rmm", {"alertUid": alert}),
+               hooks.callback(desk, ticket_id, "psa-event-7"),
+               hooks.post("/hooks/rmm", {"alertUid": alert, "event": "resolved"})]
+    for replay in replays:
         assert replay.status_code == 409 and replay.json() == {"error": "replayed message"}
-    assert desk.sims.writes() == writes and desk.sims.cw.db.tickets == tickets
+    assert desk.sims.writes() == writes and desk.psa.tickets() == tickets
 
 
 def store_contents(db_path) -> dict[str, list]:
@@ -223,7 +236,7 @@ def test_hostile_bodies_with_a_valid_token_are_answered_400_and_change_nothing(d
     """What used to crash the handler (500 or a traceback): a callback ID of "abc", 1.5 or {};
     an alertUid with a NUL; JSON nested 30,000 deep. Sent over loopback to waitress with the
     right token, each is answered 400 with the reason, and neither the store nor either
-    simulator sees anything: not a write, not even a read."""
+    simulator sees anything: not a write, not even a read. The callbacks are ConnectWise's."""
     desk.enable()
     alert = desk.raise_alert(desk.devices[0])
     ticket_id = 1  # a real ticket's id, were the ID read as one
@@ -290,22 +303,23 @@ def test_a_secret_with_url_characters_works_in_the_callback_url_and_no_form_of_i
     """`+ / = &` in the secret: `serve --public-url` registers the callback URL with the token
     percent-encoded; the ConnectWise simulator POSTs each callback to that URL as CW does (the
     record id appended); every one is accepted, and the -vv log (httpx's request lines
-    included, where the connector looks its callback up by URL) shows the secret in no form."""
+    included, where the connector looks its callback up by URL) shows the secret in no form.
+    ConnectWise's own: its URL quirk."""
     app = WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), ODD_SECRET)
     with waitress_serving(app) as url:
         desk.enable()
         registered = callback_url(url, ODD_SECRET)  # what serve --public-url registers
-        desk.bridge.psa.call("psa_register_ticket_callback", url=registered)
-        assert desk.bridge.psa.call("psa_register_ticket_callback", url=registered)  # found again
+        register(desk, registered, ODD_SECRET)
+        assert register(desk, registered, ODD_SECRET)  # found again
         alert = desk.raise_alert(desk.devices[0])
         raised = httpx.post(f"{url}/hooks/rmm", json={"alertUid": alert},
                             headers={"Authorization": f"Bearer {ODD_SECRET}"}, timeout=10)
         assert raised.status_code == 200 and raised.json()["state"] == "open"
         ticket = desk.ticket_for(alert)
-        desk.close_in_cw(ticket, "Closed (Auto)")  # CW calls back: the alert is resolved
+        desk.close_in_psa(ticket, "Closed (Auto)")  # CW calls back: the alert is resolved
         mine = deliveries_to_us(desk, Hooks(url), 2)
-    assert [(d["payload"]["Action"], d["status"]) for d in mine] == [("added", 200), ("updated", 200)]
-    assert mine[1]["url"] == registered + str(ticket["id"])
+    assert [d.status for d in mine] == [200, 200]
+    assert mine[1].url == f"{registered}&recordId={ticket.id}"
     assert desk.alert(alert)["resolved"] and desk.alert(alert)["resolvedBy"] == "api-user"
 
     log = verbose_log.getvalue()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import psabridge.plugins.connectwise as connectwise
@@ -27,13 +29,20 @@ def under_test(sim: ConnectWiseSimulator, url: str, transport) -> PsaUnderTest:
         return [str(db.add_company(f"Kit Company {i:04d}")["id"]) for i in range(n)]
 
     def add_tickets(setup: TicketSetup, n: int) -> list[str]:
-        company, board = db.companies[int(setup.company_id)], db.boards[int(setup.board_id)]
+        company = db.companies[int(setup.company_id)]
+        board = db.boards[int(setup.routing["board"])]
         return [str(db.add_ticket(company, f"Kit ticket {i}", board)["id"]) for i in range(n)]
+
+    def ticket_callbacks(ticket_id: str) -> list[tuple[dict, bytes]]:
+        return [({"Content-Type": "application/json"}, json.dumps(d["payload"]).encode())
+                for d in sim.api.wait_for_deliveries() if str(d["payload"]["ID"]) == ticket_id]
 
     return PsaUnderTest(
         plugin=connectwise, name="connectwise", entry_point="connectwise",
         settings=sim.settings(url), connect=lambda settings: connect(settings, transport),
         page_size=PAGE_SIZE, add_companies=add_companies, add_tickets=add_tickets,
+        # Nothing listens there: the simulator's delivery fails at once and is recorded.
+        callback_url="http://127.0.0.1:9/hooks/psa?token=kit", ticket_callbacks=ticket_callbacks,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import psabridge.plugins.rmm_datto as datto
@@ -36,4 +38,14 @@ class TestDattoInProcess(RmmConformance):
             settings=sim.settings("http://datto.kit"), connect=lambda s: connect(s, transport),
             page_size=PAGE_MAX, add_devices=add_devices,
             raise_alert=lambda device_uid: sim.raise_alert(device_uid)["alertUid"],
+            alert_webhooks=alert_webhooks,
         )
+
+
+def alert_webhooks(alert_uid: str) -> list[tuple[dict, bytes]]:
+    """Datto RMM POSTs the body template the admin wrote (docs/connectors/datto-rmm.md), its
+    variables filled in: the bare template, and ones stating the alert's state."""
+    headers = {"Content-Type": "application/json"}
+    return [(headers, json.dumps({"alertUid": alert_uid}).encode()),
+            (headers, json.dumps({"alertUid": alert_uid, "event": "raised"}).encode()),
+            (headers, json.dumps({"alert_uid": alert_uid, "resolved": False}).encode())]

@@ -30,4 +30,7 @@ class TestMinimalPsaConforms(PsaConformance):
             transport=httpx.WSGITransport(app=toy), page_size=PAGE_SIZE,
             add_companies=lambda n: [toy.add_company(f"Kit {i}")["id"] for i in range(n)],
             add_tickets=add_tickets,
+            ticket_callbacks=lambda ticket_id: [(headers, body) for _, headers, body
+                                                in toy.callbacks_for(ticket_id)],
+            signs_callbacks=True,
         )

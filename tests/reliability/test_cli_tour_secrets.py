@@ -29,6 +29,7 @@ import attrs
 import httpx
 import pytest
 
+from psabridge.core import ticketing
 from psabridge.core.models import Connection
 from psabridge.core.plugins import Connector, make_plugin_manager
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
@@ -166,10 +167,10 @@ def choices() -> dict[str, str]:
     site = next(uid for uid, _ in devices.most_common() if not datto.sites[uid].get("system"))
     connection = Connection("connectwise", cw.settings(), transport=cw.transport())
     options = Connector(make_plugin_manager(), connection).call("psa_ticket_options")
-    board = next(b for b in options.boards if b.has_default_team and b.default_status_id)
-    closed = next(s for s in options.statuses if s.board_id == board.id and s.closed)
+    workable = ticketing.workable_attributes(options)
     return {"company": str(min(cw.db.companies)), "site": site,
-            "board": board.id, "open": board.default_status_id, "closed": closed.id,
+            "board": workable.routing["board"], "open": workable.open_status_id,
+            "closed": workable.closed_status_id,
             "priority": options.priorities[0].id, "source": options.sources[0].id}
 
 

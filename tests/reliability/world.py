@@ -199,12 +199,8 @@ def set_up(w: World, leave_unmapped: Collection[str] = ()) -> None:
         return True
 
     def ticket_settings() -> bool:
-        options = b.psa.call("psa_ticket_options")
-        board = next(x for x in options.boards if x.has_default_team and x.default_status_id)
-        statuses = [s for s in options.statuses if s.board_id == board.id and not s.inactive]
-        closed = next(s for s in statuses if s.closed)
-        attributes = ticketing.TicketAttributes(board_id=board.id, open_status_id=board.default_status_id,
-                                                closed_status_id=closed.id)
+        options = b.psa.ticket_options()
+        attributes = ticketing.workable_attributes(options)
         priorities = [p.id for p in options.priorities]
         ticketing.save_ticket_settings(b, ticketing.TicketSettings(
             priorities={p: priorities[min(i, len(priorities) - 1)] for i, p in

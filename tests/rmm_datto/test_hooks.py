@@ -20,7 +20,7 @@ def test_the_plugin_is_registered_and_answers_through_core(pm, connection):
     connector = Connector(pm, connection)
     assert connector.call("rmm_check_connection").ok
     hooknames = [name for name in dir(hooks) if name.startswith("rmm_")]
-    assert all(connector.supports(name) for name in hooknames) and len(hooknames) == 11
+    assert all(connector.supports(name) for name in hooknames) and len(hooknames) == 12
 
 
 def test_check_connection_names_the_setting_at_fault_without_the_secret(sim, reach, options):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from psabridge.core.connectors import RmmConnector
 from psabridge.core.devices import refresh_device_details
 from psabridge.core.http import RetryPolicy
-from psabridge.core.plugins import Connector
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator, SimOptions
 from psabridge.simulation import Faults
 from tests.outages import Outage
@@ -18,7 +18,7 @@ AUDITS = "GET /api/v2/audit/{kind}/{uid}"
 PAGES = "GET /api/v2/account/devices"
 
 
-def sync(connector: Connector, store):
+def sync(connector: RmmConnector, store):
     """What the engine does each run: the device pages, then the audits that changed."""
     devices = list(connector.call("rmm_list_devices", site_uid=None))
     return devices, refresh_device_details(connector, store, "datto", devices)
@@ -29,7 +29,7 @@ def per_device_requests(sim: DattoSimulator) -> int:
 
 
 def test_a_second_sync_of_an_unchanged_estate_costs_pages_not_devices(pm, store, connection, sim):
-    connector = Connector(pm, connection)
+    connector = RmmConnector(pm, connection)
     devices, first = sync(connector, store)
     audited = [d for d in devices if d.last_audit]
     assert first.fetched == len(audited) and first.unaudited == len(devices) - len(audited)
@@ -45,7 +45,7 @@ def test_a_second_sync_of_an_unchanged_estate_costs_pages_not_devices(pm, store,
 
 
 def test_a_changed_audit_is_read_again_and_only_that_one(pm, store, connection, sim, sim_clock):
-    connector = Connector(pm, connection)
+    connector = RmmConnector(pm, connection)
     sync(connector, store)
     changed = next(u for u, d in sim.devices.items()
                    if d["deviceClass"] == "device" and d["lastAuditDate"] and not d["deleted"])
@@ -64,7 +64,7 @@ def test_the_token_expires_mid_sync_and_the_sync_completes(pm, store, sim_clock,
     sim = DattoSimulator(seed=4, clock=sim_clock, options=SimOptions(token_ttl=3600),
                          companies=50, devices_per_site=(6, 7))
     url, transport = reach(sim)
-    connector = Connector(pm, connect(sim, url, transport, options))
+    connector = RmmConnector(pm, connect(sim, url, transport, options))
     assert len(sim.devices) > 250
 
     def expire_at(position, devices):
@@ -84,7 +84,7 @@ def test_the_token_expires_mid_sync_and_the_sync_completes(pm, store, sim_clock,
 
 
 def test_unaudited_devices_are_not_asked_for_details(pm, store, connection, sim):
-    connector = Connector(pm, connection)
+    connector = RmmConnector(pm, connection)
     devices, result = sync(connector, store)
     unaudited = [d for d in devices if d.last_audit is None]
     assert unaudited and all(store.device_details("datto", d.uid) is None for d in unaudited)
@@ -98,14 +98,14 @@ def test_a_sync_completes_through_random_server_errors_and_dropped_connections(
     url, transport = reach(sim)
     connection = connect(sim, url, transport, attrs.evolve(options, retry=RetryPolicy(
         attempts=8, base_delay=0.001)))
-    devices, result = sync(Connector(pm, connection), store)
+    devices, result = sync(RmmConnector(pm, connection), store)
     assert {d.uid for d in devices} == set(sim.devices)
     assert result.fetched + result.unaudited == len(devices)
     assert sim.injector.faults_served["error"] > 0 and sim.injector.faults_served["drop"] > 0
 
 
 def test_a_device_added_between_syncs_costs_exactly_its_own_audit(pm, store, connection, sim):
-    connector = Connector(pm, connection)
+    connector = RmmConnector(pm, connection)
     sync(connector, store)
     site_uid = next(iter(sim.sites))
     added = sim.add_device(site_uid, "NEW-LAPTOP-7", kind="laptop", serial="PF1234567")
@@ -119,7 +119,7 @@ def test_a_device_added_between_syncs_costs_exactly_its_own_audit(pm, store, con
 @pytest.mark.parametrize(("status", "transient"), [(500, True), (404, False)])
 def test_a_device_whose_audit_fails_is_reported_keeps_its_cache_and_the_others_are_read(
         pm, store, connection, sim, sim_clock, options, status, transient):
-    connector = Connector(pm, connection)
+    connector = RmmConnector(pm, connection)
     sync(connector, store)
     broken, other = [u for u, d in sim.devices.items()
                      if d["deviceClass"] == "device" and d["lastAuditDate"] and not d["deleted"]][:2]

@@ -7,25 +7,32 @@ tests/kit/test_minimal_psa_conforms.py runs the conformance kit against it in CI
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from collections.abc import Iterator
 
 import httpx
 
 from psabridge.core import http, logs
-from psabridge.core.errors import RemoteError
+from psabridge.core.callbacks import identifier, json_object, positive_id
+from psabridge.core.errors import InvalidCallback, RemoteError
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
-    Board,
-    BoardStatus,
+    Choice,
     Company,
     Configuration,
     ConfigurationType,
     ConnectionReport,
     ConnectorInfo,
+    RoutingField,
     Setting,
     Ticket,
+    TicketCallback,
     TicketOptions,
+    TicketStatus,
 )
+
+SUMMARY_MAX = 200  # ToyPSA refuses longer summaries
 
 # -- what the connector is -----------------------------------------------------------------
 
@@ -100,7 +107,7 @@ def _configuration(record: dict) -> Configuration:
 def _ticket(record: dict) -> Ticket:
     return Ticket(
         id=record["id"], summary=record["summary"], company_id=record["company_id"],
-        board_id=record.get("board_id"), status_id=record.get("status_id"), closed=record["closed"],
+        status_id=record.get("status_id"), closed=record["closed"],
         marker=record.get("reference"), configuration_ids=tuple(record.get("configuration_ids", ())),
         last_updated=dt.datetime.fromisoformat(record["updated"]))
 
@@ -198,20 +205,25 @@ def psa_unmap_configurations(connection, configuration_ids):
 
 @hookimpl
 def psa_ticket_options(connection):
-    boards = request(connection, "GET", "/boards")
+    # ToyPSA routes a ticket to a queue; its statuses are the same for every queue.
+    options = request(connection, "GET", "/ticket-options")
     return TicketOptions(
-        boards=tuple(Board(id=b["id"], name=b["name"], has_default_team=True,
-                           default_status_id=b["default_status_id"]) for b in boards),
-        statuses=tuple(BoardStatus(id=s["id"], board_id=b["id"], name=s["name"], closed=s["closed"],
-                                   default=s["id"] == b["default_status_id"])
-                       for b in boards for s in b["statuses"]))
+        routing=(RoutingField("queue", "Queue", required=True, choices=tuple(
+            Choice(id=q["id"], name=q["name"]) for q in options["queues"])),),
+        statuses=tuple(TicketStatus(id=s["id"], name=s["name"], closed=s["closed"],
+                                    default=s["default"]) for s in options["statuses"]),
+        priorities=tuple(Choice(id=p["id"], name=p["name"]) for p in options["priorities"]),
+        summary_max=SUMMARY_MAX)
 
 
 @hookimpl
 def psa_create_ticket(connection, draft):
-    body = {"summary": draft.summary, "company_id": draft.company_id, "board_id": draft.board_id,
-            "status_id": draft.status_id, "reference": draft.marker,
-            "description": "\n".join(filter(None, (draft.description, draft.device_url, draft.alert_url))),
+    links = [f"RMM Device: {draft.device_url}" if draft.device_url else "",
+             f"RMM Alert: {draft.alert_url}" if draft.alert_url else ""]
+    body = {"summary": draft.summary, "company_id": draft.company_id,
+            "queue_id": draft.routing.get("queue"), "status_id": draft.status_id,
+            "priority_id": draft.priority_id, "reference": draft.marker,
+            "description": "\n".join(filter(None, (draft.description, *links))),
             "configuration_ids": [draft.configuration_id] if draft.configuration_id else []}
     return _ticket(request(connection, "POST", "/tickets", json=body))
 
@@ -241,7 +253,7 @@ def psa_close_ticket(connection, ticket_id, closed_status_id):
                              json={"status_id": closed_status_id}))
     if not ticket.closed:
         raise ToyPsaError(f"status {closed_status_id} did not close ticket {ticket_id}: "
-                          "choose a closed status of its board")
+                          "choose a closed status")
     return ticket
 
 
@@ -250,3 +262,32 @@ def psa_changed_tickets(connection, since):
     after = since.astimezone(dt.UTC).isoformat() if since else ""
     for record in pages(connection, "/tickets", changed_after=after):
         yield _ticket(record)
+
+
+# -- push updates ----------------------------------------------------------------------------
+
+
+@hookimpl
+def psa_register_ticket_callback(connection, url, signing_secret):
+    for webhook in request(connection, "GET", "/webhooks"):
+        if webhook["url"] == url:
+            return webhook["id"]
+    return request(connection, "POST", "/webhooks", json={"url": url, "secret": signing_secret})["id"]
+
+
+@hookimpl
+def psa_unregister_ticket_callback(connection, url):
+    for webhook in request(connection, "GET", "/webhooks"):
+        if webhook["url"] == url:
+            request(connection, "DELETE", f"/webhooks/{webhook['id']}")
+
+
+@hookimpl
+def psa_parse_ticket_callback(connection, headers, body, signing_secret):
+    # ToyPSA signs each callback with the secret it was registered with.
+    expected = hmac.new(signing_secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(headers.get("x-toy-signature", ""), expected):
+        raise InvalidCallback("the X-Toy-Signature header does not match the body")
+    payload = json_object(body)
+    return TicketCallback(ticket_id=positive_id(payload.get("ticket_id"), "ticket_id"),
+                          event_id=identifier(payload.get("event_id"), "event_id"))

@@ -11,39 +11,54 @@ it in-process with `httpx.WSGITransport(app=ToyPsa())`. Its API:
     GET   /configurations/ID                  404 if there is none
     POST  /configurations                     the new configuration, with its id
     PATCH /configurations/ID                  {field: value, ...} -> the configuration
-    GET   /boards                             [{"id", "name", "default_status_id", "statuses"}]
+    GET   /ticket-options                     {"queues", "statuses", "priorities"}: [{"id", "name", ...}]
     GET   /tickets?reference=R                [tickets whose reference is exactly R]
     GET   /tickets?changed_after=ISO&page=N   paged, oldest change first
     POST  /tickets                            the new ticket
     GET   /tickets/ID                         404 if there is none
     PATCH /tickets/ID                         {"status_id": ...} -> the ticket
     POST  /tickets/ID/notes                   {"text": ...}
+    GET   /webhooks                           [{"id", "url"}]
+    POST  /webhooks                           {"url", "secret"} -> {"id"}
+    DELETE /webhooks/ID
+
+Tickets are routed to a queue; statuses are the same for every queue. A registered webhook is
+POSTed {"event_id", "ticket_id"} when a ticket changes, signed with its secret:
+`X-Toy-Signature: <hex HMAC-SHA256 of the body>` (`callbacks_for` builds them, for tests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import itertools
 import json
+import uuid
 
 from werkzeug.exceptions import HTTPException, NotFound, Unauthorized
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 PAGE_SIZE = 50
-BOARD = {"id": "1", "name": "Help Desk", "default_status_id": "10",
-         "statuses": [{"id": "10", "name": "New", "closed": False},
-                      {"id": "11", "name": "Closed", "closed": True}]}
+OPTIONS = {
+    "queues": [{"id": "1", "name": "Help Desk"}, {"id": "2", "name": "Monitoring"}],
+    "statuses": [{"id": "10", "name": "New", "closed": False, "default": True},
+                 {"id": "11", "name": "Closed", "closed": True, "default": False}],
+    "priorities": [{"id": "1", "name": "High"}, {"id": "2", "name": "Normal"}],
+}
 
 ROUTES = Map([
     Rule("/companies", endpoint="companies", methods=["GET"]),
     Rule("/types", endpoint="types", methods=["GET"]),
     Rule("/configurations", endpoint="configurations", methods=["GET", "POST"]),
     Rule("/configurations/<id>", endpoint="configuration", methods=["GET", "PATCH"]),
-    Rule("/boards", endpoint="boards", methods=["GET"]),
+    Rule("/ticket-options", endpoint="ticket_options", methods=["GET"]),
     Rule("/tickets", endpoint="tickets", methods=["GET", "POST"]),
     Rule("/tickets/<id>", endpoint="ticket", methods=["GET", "PATCH"]),
     Rule("/tickets/<id>/notes", endpoint="notes", methods=["POST"]),
+    Rule("/webhooks", endpoint="webhooks", methods=["GET", "POST"]),
+    Rule("/webhooks/<id>", endpoint="webhook", methods=["DELETE"]),
 ])
 
 
@@ -55,6 +70,7 @@ class ToyPsa:
         self.configurations: dict[str, dict] = {}
         self.tickets: dict[str, dict] = {}
         self.notes: dict[str, list[str]] = {}
+        self.webhooks: dict[str, dict] = {}
         for n in range(companies):
             self.add_company(f"Client {n + 1}")
 
@@ -62,7 +78,7 @@ class ToyPsa:
         return self._insert(self.companies, {"name": name, "identifier": name.replace(" ", "")})
 
     def add_ticket(self, company_id: str, summary: str) -> dict:
-        return self._insert(self.tickets, {"summary": summary, "company_id": company_id, "board_id": "1",
+        return self._insert(self.tickets, {"summary": summary, "company_id": company_id, "queue_id": "1",
                                            "status_id": "10", "closed": False, "reference": None,
                                            "configuration_ids": [], "updated": _now()})
 
@@ -104,8 +120,8 @@ class ToyPsa:
             record.update(request.get_json())
         return record
 
-    def on_boards(self, request):
-        return [BOARD]
+    def on_ticket_options(self, request):
+        return OPTIONS
 
     def on_tickets(self, request):
         if request.method == "POST":
@@ -122,13 +138,30 @@ class ToyPsa:
         if request.method == "PATCH":
             status = request.get_json()["status_id"]
             record.update(status_id=status, updated=_now(),
-                          closed=any(s["id"] == status and s["closed"] for s in BOARD["statuses"]))
+                          closed=any(s["id"] == status and s["closed"] for s in OPTIONS["statuses"]))
         return record
 
     def on_notes(self, request, id):
         self._get(self.tickets, id)
         self.notes.setdefault(id, []).append(request.get_json()["text"])
         return {}
+
+    def on_webhooks(self, request):
+        if request.method == "POST":
+            return {"id": self._insert(self.webhooks, request.get_json())["id"]}
+        return [{"id": w["id"], "url": w["url"]} for w in self.webhooks.values()]
+
+    def on_webhook(self, request, id):
+        self._get(self.webhooks, id)
+        del self.webhooks[id]
+        return {}
+
+    def callbacks_for(self, ticket_id: str) -> list[tuple[str, dict[str, str], bytes]]:
+        """What ToyPSA POSTs when ticket `ticket_id` changes: (url, headers, body) per webhook."""
+        body = json.dumps({"event_id": str(uuid.uuid4()), "ticket_id": ticket_id}).encode()
+        return [(w["url"], {"Content-Type": "application/json", "X-Toy-Signature": hmac.new(
+                    w["secret"].encode(), body, hashlib.sha256).hexdigest()}, body)
+                for w in self.webhooks.values()]
 
     @staticmethod
     def _get(table: dict, id: str) -> dict:

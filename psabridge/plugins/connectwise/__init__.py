@@ -26,6 +26,7 @@ from psabridge.plugins.connectwise.hooks import (  # noqa: F401 - registered wit
     psa_list_configuration_types,
     psa_list_configurations,
     psa_match_configurations,
+    psa_parse_ticket_callback,
     psa_register_ticket_callback,
     psa_ticket_options,
     psa_ticket_url,

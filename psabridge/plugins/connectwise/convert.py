@@ -85,7 +85,7 @@ def ticket_from(record: dict, configuration_ids: tuple[str, ...] = ()) -> Ticket
     info = record.get("_info") or {}
     return Ticket(
         id=str(record["id"]), summary=_text(record, "summary", "ticket"),
-        company_id=_id(record.get("company")) or "", board_id=_id(record.get("board")),
+        company_id=_id(record.get("company")) or "",
         status_id=_id(record.get("status")), status_name=_name(record.get("status")),
         closed=bool(record.get("closedFlag")), marker=record.get("externalXRef") or None,
         configuration_ids=configuration_ids, last_updated=parse_datetime(info.get("lastUpdated")),

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
 from psabridge.core import logs
+from psabridge.core.callbacks import identifier, json_object, positive_id
+from psabridge.core.errors import InvalidCallback
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import (
-    Board,
-    BoardStatus,
+    Choice,
     Company,
     CompanyFilters,
     Configuration,
@@ -26,10 +27,12 @@ from psabridge.core.models import (
     Connection,
     ConnectionReport,
     Device,
-    Named,
+    RoutingField,
     Ticket,
+    TicketCallback,
     TicketDraft,
     TicketOptions,
+    TicketStatus,
 )
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import convert, permissions
@@ -39,6 +42,8 @@ from psabridge.plugins.connectwise.errors import ConnectWiseError, NotFound, Per
 log = logs.get_logger(__name__)
 
 CALLBACK_DESCRIPTION = "psabridge ticket callback"
+# A configuration type with required questions cannot be used: psabridge has no answers to give.
+REQUIRED_QUESTIONS = "has required questions and cannot be used to create configurations"
 INACTIVE_STATUS = "Inactive"  # The configuration status a deleted device's record gets
 CHANGED_TICKETS_PAGE = 1000
 
@@ -153,7 +158,7 @@ def psa_list_configuration_types(connection: Connection) -> list[ConfigurationTy
         questions = client.get(f"company/configurations/types/{record['id']}/questions",
                                {"conditions": required, "fields": "id", "pageSize": 1})
         types.append(ConfigurationType(id=str(record["id"]), name=record["name"],
-                                       has_required_questions=bool(questions),
+                                       unusable=REQUIRED_QUESTIONS if questions else "",
                                        inactive=bool(record.get("inactiveFlag"))))
     return types
 
@@ -407,39 +412,62 @@ def psa_unmap_configurations(connection: Connection, configuration_ids: Sequence
 # -- ticket options ----------------------------------------------------------------------------
 
 
+# Ticket routing on ConnectWise: a board, then a type and a subtype of that board. Statuses are
+# the board's own. The draft's routing keys are these field names.
+ROUTING_FIELDS = {"board": "board", "type": "type", "subtype": "subType"}
+
+
 @hookimpl
 def psa_ticket_options(connection: Connection) -> TicketOptions:
     client = client_for(connection)
     boards, statuses, types, subtypes = [], [], [], []
     for record in client.iter_list("service/boards", order_by="name asc"):
-        board_id = record["id"]
+        board_id = str(record["id"])
         base = f"service/boards/{board_id}"
         board_statuses = [_board_status(s, board_id) for s in client.iter_list(f"{base}/statuses")]
         teams = list(client.iter_list(f"{base}/teams", cond.eq("defaultFlag", True)))
-        default = next((s for s in board_statuses if s.default and not s.inactive), None)
-        boards.append(Board(id=str(board_id), name=record["name"],
-                            has_default_team=any(t.get("defaultFlag") for t in teams),
-                            default_status_id=default.id if default else None,
-                            inactive=bool(record.get("inactiveFlag"))))
+        has_team = any(t.get("defaultFlag") for t in teams)
+        has_status = any(s.default and not s.inactive for s in board_statuses)
+        boards.append(Choice(id=board_id, name=record["name"],
+                             inactive=bool(record.get("inactiveFlag")),
+                             unusable=_why_board_is_unusable(has_team, has_status)))
         statuses += board_statuses
-        types += [_named(t, board_id) for t in client.iter_list(f"{base}/types")]
-        subtypes += [_named(t, board_id) for t in client.iter_list(f"{base}/subtypes")]
+        types += [_choice(t, board_id) for t in client.iter_list(f"{base}/types")]
+        subtypes += [_choice(t, board_id) for t in client.iter_list(f"{base}/subtypes")]
     return TicketOptions(
-        boards=tuple(boards), statuses=tuple(statuses), types=tuple(types), subtypes=tuple(subtypes),
-        priorities=tuple(_named(p) for p in client.iter_list("service/priorities", order_by="sortOrder asc")),
-        sources=tuple(_named(s) for s in client.iter_list("service/sources", order_by="name asc")),
+        routing=(
+            RoutingField("board", "Board", tuple(boards), required=True),
+            RoutingField("type", "Type", tuple(types), scoped_by="board"),
+            RoutingField("subtype", "Subtype", tuple(subtypes), scoped_by="board"),
+        ),
+        statuses=tuple(statuses), status_scope="board",
+        priorities=tuple(_choice(p) for p in client.iter_list("service/priorities",
+                                                              order_by="sortOrder asc")),
+        sources=tuple(_choice(s) for s in client.iter_list("service/sources", order_by="name asc")),
+        summary_max=convert.MAX_SUMMARY,
     )
 
 
-def _board_status(record: dict, board_id: int) -> BoardStatus:
-    return BoardStatus(id=str(record["id"]), board_id=str(board_id), name=record["name"],
-                       closed=bool(record.get("closedStatus")), default=bool(record.get("defaultFlag")),
-                       inactive=bool(record.get("inactive")))
+def _why_board_is_unusable(has_team: bool, has_status: bool) -> str:
+    """ConnectWise refuses a ticket on a board without a default team or default status."""
+    missing = [what for what, present in (("default team", has_team),
+                                          ("default status", has_status)) if not present]
+    if not missing:
+        return ""
+    return (f"it has no {' and no '.join(missing)}, so ConnectWise refuses tickets on it; set one "
+            "on the board in ConnectWise")
 
 
-def _named(record: dict, board_id: int | None = None) -> Named:
-    return Named(id=str(record["id"]), name=record["name"],
-                 board_id=str(board_id) if board_id is not None else None)
+def _board_status(record: dict, board_id: str) -> TicketStatus:
+    return TicketStatus(id=str(record["id"]), scope_id=board_id, name=record["name"],
+                        closed=bool(record.get("closedStatus")),
+                        default=bool(record.get("defaultFlag")),
+                        inactive=bool(record.get("inactive")))
+
+
+def _choice(record: dict, board_id: str | None = None) -> Choice:
+    return Choice(id=str(record["id"]), name=record["name"], scope_id=board_id,
+                  inactive=bool(record.get("inactiveFlag") or record.get("inactive")))
 
 
 # -- tickets -----------------------------------------------------------------------------------
@@ -455,9 +483,14 @@ def psa_create_ticket(connection: Connection, draft: TicketDraft) -> Ticket:
                                                          draft.alert_url),
         "externalXRef": convert.stored_marker(draft.marker),
     }
-    for field, value in (("board", draft.board_id), ("status", draft.status_id), ("type", draft.type_id),
-                         ("subType", draft.subtype_id), ("priority", draft.priority_id),
-                         ("source", draft.source_id)):
+    unknown = sorted(set(draft.routing) - set(ROUTING_FIELDS))
+    if unknown:
+        raise ConnectWiseError(f"ConnectWise has no ticket field {', '.join(unknown)}; its routing "
+                               f"fields are {', '.join(ROUTING_FIELDS)}")
+    fields = [(ROUTING_FIELDS[name], value) for name, value in draft.routing.items()]
+    fields += [("status", draft.status_id), ("priority", draft.priority_id),
+               ("source", draft.source_id)]
+    for field, value in fields:
         if value:
             body[field] = {"id": int(value)}
     record = client.post("service/tickets", body)
@@ -582,9 +615,18 @@ def psa_ticket_url(connection: Connection, ticket_id: str) -> str:
             f"?service_recid={quote(str(ticket_id), safe='')}&companyName={company}")
 
 
+def _callback_url(url: str) -> str:
+    """ConnectWise appends the record's id to a callback URL ending in `=`: `recordId=` comes
+    last, so that it never lands in psabridge's token."""
+    return url if url.endswith("recordId=") else f"{url}{'&' if '?' in url else '?'}recordId="
+
+
 @hookimpl
-def psa_register_ticket_callback(connection: Connection, url: str) -> str:
+def psa_register_ticket_callback(connection: Connection, url: str, signing_secret: str) -> str:
+    # ConnectWise signs with a key of its own (fetched per callback from a URL in the body), not
+    # with one we give it: `signing_secret` has no use here.
     client = client_for(connection)
+    url = _callback_url(url)
     for entry in _ticket_callbacks(client, url):
         if entry.get("inactiveFlag"):  # CW disables callbacks that failed for days: revive it
             client.patch(f"system/callbacks/{entry['id']}",
@@ -604,6 +646,7 @@ def psa_register_ticket_callback(connection: Connection, url: str) -> str:
 @hookimpl
 def psa_unregister_ticket_callback(connection: Connection, url: str) -> None:
     client = client_for(connection)
+    url = _callback_url(url)
     for entry in list(_ticket_callbacks(client, url)):
         try:
             client.delete(f"system/callbacks/{entry['id']}")
@@ -617,3 +660,26 @@ def _ticket_callbacks(client: ConnectWiseClient, url: str) -> Iterator[dict]:
         if entry.get("url") == url:
             yield entry
 
+
+
+@hookimpl
+def psa_parse_ticket_callback(connection: Connection, headers, body: bytes,
+                              signing_secret: str) -> TicketCallback | None:
+    """A ConnectWise callback: {"MessageId": "...", "Type": "ticket", "Action": "updated",
+    "ID": 123, ...}. The event is its MessageId (None without one: core hashes the body).
+
+    ConnectWise signs callbacks (`x-content-signature`: HMAC-SHA256 of the body keyed with a
+    key fetched, per callback, from a `key_url` inside the body); checking that would take a
+    request to a URL the body names, so it is not checked: the body is only a hint, re-read
+    through the API, and psabridge's token authenticates the sender."""
+    payload = json_object(body)
+    kind = payload.get("Type")
+    if not isinstance(kind, str):
+        raise InvalidCallback('Type must be a string, e.g. "ticket"')
+    if kind.lower() != "ticket":
+        return None
+    ticket_id = positive_id(payload.get("ID"), "ID")
+    message_id = payload.get("MessageId")
+    if message_id in (None, ""):
+        return TicketCallback(ticket_id)
+    return TicketCallback(ticket_id, identifier(message_id, "MessageId"))

@@ -18,6 +18,7 @@ from psabridge.plugins.rmm_datto.hooks import (  # noqa: F401 - pluggy finds hoo
     rmm_list_alerts,
     rmm_list_devices,
     rmm_list_sites,
+    rmm_parse_alert_webhook,
     rmm_resolve_alert,
     rmm_site_url,
 )

@@ -8,8 +8,18 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from psabridge.core import logs
+from psabridge.core.callbacks import identifier, json_object
+from psabridge.core.errors import InvalidCallback
 from psabridge.core.hookspecs import hookimpl
-from psabridge.core.models import Alert, Connection, ConnectionReport, Device, DeviceDetails, Site
+from psabridge.core.models import (
+    Alert,
+    AlertWebhook,
+    Connection,
+    ConnectionReport,
+    Device,
+    DeviceDetails,
+    Site,
+)
 from psabridge.plugins.rmm_datto import wire
 from psabridge.plugins.rmm_datto.client import (
     DattoError,
@@ -188,3 +198,35 @@ def rmm_site_url(connection: Connection, site: Site) -> str:
     if site.url:
         return site.url
     return f"{portal_url(connection)}/site/{site.id or site.uid}"
+
+
+# -- alert webhooks ----------------------------------------------------------------------------
+
+
+@hookimpl
+def rmm_parse_alert_webhook(connection: Connection, headers, body: bytes) -> AlertWebhook | None:
+    """A Datto RMM alert webhook: a body template the admin writes, carrying at least
+    {"alertUid": "[alert_uid]"}. Datto RMM signs nothing (API-NOTES §7) and gives no event id:
+    an event is its alert and whether it was raised or resolved."""
+    payload = json_object(body)
+    uid = payload.get("alertUid", payload.get("alert_uid"))
+    if uid is None or uid == "":
+        raise InvalidCallback('no alertUid in the body; use the template {"alertUid": "[alert_uid]"}')
+    return AlertWebhook(identifier(uid, "alertUid"), stated_alert_state(payload))
+
+
+def stated_alert_state(payload: dict) -> str | None:
+    """The alert's state as a Datto RMM webhook body says it: "raised", "resolved" or None.
+
+    Datto's template variables include no such thing (API-NOTES §7), but the raise and the
+    resolve can each have their own body, so an admin can write the state into it as a literal:
+    `"event": "resolved"` (or `status`, `state`), or `"resolved": true`.
+    """
+    resolved = str(payload.get("resolved", "")).strip().lower()
+    if resolved in ("true", "false"):
+        return "resolved" if resolved == "true" else "raised"
+    for field in ("event", "status", "state"):
+        word = str(payload.get(field, "")).strip().lower()
+        if word in ("raised", "resolved"):
+            return word
+    return None
