@@ -585,15 +585,16 @@ class ConsoleApp:
             if not chosen:
                 raise FormError("nothing to do: tick the device types to map, or use a row's own "
                                 "Save button")
-            flagged = {t.id for t in bridge.configuration_types() if t.has_required_questions}
+            unusable = {t.id: t.unusable for t in bridge.configuration_types() if t.unusable}
             with mapping.mapping_lease(bridge):
                 for device_type, configuration_type in chosen.items():
                     saved = mapping.map_device_type(bridge, device_type, configuration_type)
                     ctx.flash("ok", f"{device_type} → {saved.configuration_type_name}")
-                    if saved.configuration_type_id in flagged:
-                        ctx.flash("warning", f"{saved.configuration_type_name} has required "
-                                  f"questions: no configuration can be created for new "
-                                  f"{device_type} devices; choose another type for that.")
+                    if saved.configuration_type_id in unusable:
+                        ctx.flash("warning", f"{saved.configuration_type_name} "
+                                  f"{unusable[saved.configuration_type_id]}: no configuration "
+                                  f"can be created for new {device_type} devices; choose "
+                                  "another type for that.")
 
         return self.act(ctx, "/device-types", run)
 

@@ -134,8 +134,10 @@ class Bridge:
         """This bridge's connectors (their HTTP clients, tokens and caches), without the reads
         it keeps for one run: the next pass of `sync --watch` must see a company deleted since
         the last, or a configuration type added."""
-        return Bridge(pm=self.pm, store=self.store, psa=self.psa, rmm=self.rmm,
-                      workers=self.workers)
+        fresh = Bridge(pm=self.pm, store=self.store, psa=self.psa, rmm=self.rmm,
+                       workers=self.workers)
+        fresh._ticket_options = self._ticket_options  # only its limits are read: they stay
+        return fresh
 
     def option(self, name: str) -> Any:
         value = self.store.option(self.psa.name, name)

@@ -245,10 +245,12 @@ def routing_problems(options: TicketOptions, attributes: TicketAttributes) -> li
             continue
         if field.scoped_by and choice.scope_id is not None:
             scope = routing.get(field.scoped_by)
-            if scope != choice.scope_id:
-                where = (describe_choice(options, field.scoped_by, scope) if scope
-                         else f"the {field.scoped_by.replace('_', ' ')} set")
-                problems.append(f"{label} {choice.name} is not a {label} of {where}")
+            if not scope:
+                owner = describe_choice(options, field.scoped_by, choice.scope_id)
+                problems.append(f"{label} {choice.name} is a {label} of {owner}, which is not set")
+            elif scope != choice.scope_id:
+                problems.append(f"{label} {choice.name} is not a {label} of "
+                                f"{describe_choice(options, field.scoped_by, scope)}")
         if choice.inactive:
             problems.append(f"{label} {choice.name} is inactive in the PSA")
         if choice.unusable:

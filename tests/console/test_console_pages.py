@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 import re
 
+from psabridge.core import mapping, ticketing
 from psabridge.core import plugins as plugins_lib
-from psabridge.core import ticketing
 from psabridge.core.bridge import open_bridge
 from psabridge.core.models import JournalEntry
 
@@ -357,3 +357,13 @@ def test_a_device_unmapped_since_the_preview_is_named_with_why(browser, pm, stor
     assert (f"No longer in the plan: unmap device for {proposal.device.uid}"
             in page_text(stale))
     assert "since the preview, it is no longer mapped" in page_text(stale)
+
+
+def test_a_configuration_type_the_psa_cannot_use_says_why_on_the_device_types_page(
+        browser, pm, store, transports):
+    browser.log_in()
+    bridge = open_bridge(pm, store, transports)
+    mapping.map_device_type(bridge, "Desktop", "Firewall")  # ConnectWise: required questions
+    text = page_text(browser.get("/device-types"))
+    assert "Firewall (has required questions and cannot be used to create configurations)" in text
+    assert "Has required questions and cannot be used to create configurations" in text

@@ -303,6 +303,12 @@ def test_routing_is_checked_by_what_the_psa_declares(bridge, psa):  # noqa: F811
     assert [p.message for p in ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
         attributes={"alert": TicketAttributes(closed_status_id="5")}))] == [
         "origin alert: no queue is set"]
+    unscoped = TicketAttributes(routing={"queue": "q1", "sub_issue_type": "s1"},
+                                closed_status_id="5")
+    assert [p.message for p in ticketing.check_ticket_settings(bridge, ticketing.TicketSettings(
+        attributes={"alert": unscoped}))] == [
+        "origin alert: sub-issue type Disk is a sub-issue type of issue type Hardware, which is "
+        "not set"]
 
 
 def test_settings_stored_per_field_are_read_as_routing(bridge, psa):  # noqa: F811
