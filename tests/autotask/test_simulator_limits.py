@@ -106,3 +106,25 @@ def test_random_throttle_faults_answer_429_with_retry_after():
         answer = client.get("Companies/174")
     assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
     assert answer.json()["errors"]
+
+
+def test_threads_are_per_integration_code_and_the_threshold_is_the_databases():
+    sim = AutotaskSimulator(seed=1, companies=2, options=Options(thread_limit=1, request_threshold=4))
+    vendor = {**sim.headers(), "ApiIntegrationCode": sim.options.other_integration_codes[0]}
+    with sim.client() as client, ThreadPoolExecutor(2) as pool, sim.holding("Companies") as gate:
+        held = pool.submit(client.get, "Companies/174")
+        while not sim.limits.in_flight:
+            time.sleep(0.01)
+        assert client.get("Companies/175").status_code == 429  # ours: its one thread is taken
+        vendor_held = pool.submit(client.get, "Companies/175", headers=vendor)  # the vendor's own
+        while len(sim.limits.in_flight) < 2:
+            time.sleep(0.01)
+        gate.set()
+        assert held.result().status_code == 200 and vendor_held.result().status_code == 200
+        assert client.get("Companies/175", headers=vendor).status_code == 200
+        # the refused request was not counted; the fourth reaches the database's threshold,
+        # after which either integration is refused
+        told = client.get("ThresholdInformation").json()
+        assert told["currentTimeframeRequestCount"] == 4
+        assert client.get("Companies/175").status_code == 429
+        assert client.get("Companies/175", headers=vendor).status_code == 429

@@ -119,3 +119,21 @@ def test_simulate_autotask_serves_until_interrupted_and_prints_the_settings(monk
     assert "--api-url http://127.0.0.1:" in configure and "--integration-code" in configure
     assert seen["control"] and not (tmp_path / "control" / "autotask.json").exists()
     assert not seen["secret file"].exists() and echoed[-1] == "Stopped."
+
+
+def test_configurations_entered_and_deleted_by_hand():
+    sim = AutotaskSimulator(seed=1, companies=3)
+    company = sim.companies()[1]
+    added = sim.add_configuration(company["id"], "ACME-SRV09", "Server", serialNumber="SN123",
+                                  referenceNumber="rmm:device-9")
+    with sim.client() as client:
+        item = client.get(f"ConfigurationItems/{added['id']}").json()["item"]
+        assert (item["referenceTitle"], item["serialNumber"], item["referenceNumber"]) == \
+            ("ACME-SRV09", "SN123", "rmm:device-9")
+        server_type = sim.db.by("ConfigurationItemTypes", name="Server")[0]["id"]
+        assert item["configurationItemType"] == server_type and item["companyID"] == company["id"]
+        sim.delete_configuration(added["id"])
+        assert client.get(f"ConfigurationItems/{added['id']}").status_code == 404
+    assert sim.configuration(added["id"]) is None
+    with pytest.raises(ValueError, match="no configuration item type 'Phone'"):
+        sim.add_configuration(company["id"], "x", "Phone")

@@ -24,7 +24,7 @@ import httpx
 from werkzeug.wrappers import Response
 
 from psabridge.plugins.autotask.simulator.app import AutotaskApp, Options, endpoint_template
-from psabridge.plugins.autotask.simulator.data import STATUS_COMPLETE, STATUS_NEW, Database
+from psabridge.plugins.autotask.simulator.data import KIND_CI_TYPE, STATUS_COMPLETE, STATUS_NEW, Database
 from psabridge.plugins.autotask.simulator.webhooks import Deliverer, escaped_json, signature
 from psabridge.simulation import (
     ControlPanel,
@@ -160,6 +160,29 @@ class AutotaskSimulator:
 
     def configurations(self) -> list[dict]:
         return sorted(self.db.table("ConfigurationItems").values(), key=lambda r: r["id"])
+
+    def configuration(self, configuration_id: int) -> dict | None:
+        return self.db.table("ConfigurationItems").get(int(configuration_id))
+
+    def add_configuration(self, company_id: int, name: str, type_name: str = "Workstation",
+                          **fields: Any) -> dict:
+        """A configuration item the MSP entered by hand in Autotask's interface: `name` as its
+        reference title, of the ConfigurationItemType named `type_name`, with any other wire
+        fields (`serialNumber`, `referenceNumber`, `warrantyExpirationDate`...)."""
+        kinds = {ci_type: kind for kind, ci_type in KIND_CI_TYPE.items()}
+        if type_name not in kinds:
+            raise ValueError(f"no configuration item type {type_name!r}; there are: {', '.join(kinds)}")
+        with self.db.lock:
+            company = self.db.table("Companies")[int(company_id)]
+            return self.db.add_configuration_item(company, name, kinds[type_name], **fields)
+
+    def delete_configuration(self, configuration_id: int) -> None:
+        """An admin deletes the configuration item in Autotask's interface (the API cannot)."""
+        with self.db.lock:
+            del self.db.table("ConfigurationItems")[int(configuration_id)]
+            links = "TicketAdditionalConfigurationItems"
+            for row in self.db.by(links, configurationItemID=int(configuration_id)):
+                del self.db.table(links)[row["id"]]
 
     def companies(self) -> list[dict]:
         return sorted(self.db.table("Companies").values(), key=lambda r: r["id"])

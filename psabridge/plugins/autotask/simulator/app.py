@@ -53,6 +53,9 @@ class Options:
     username: str = "psabridge-api@simulated-msp.example"
     secret: str = "sim-Secret-7f3a9c2e1b"
     integration_code: str = "SIMULATEDPSABRIDGEINTEGRA27"  # a 27-character tracking identifier
+    # Other integrations of the same database (e.g. a vendor's): they share its hourly
+    # threshold but have threads of their own.
+    other_integration_codes: tuple[str, ...] = ("SIMULATEDVENDORINTEGRATION1",)
     zone_name: str = "AE02"
     web_url: str = "https://ww14.autotask.net/"
     database_id: int = 29683600  # `ci` in the zone answer
@@ -200,10 +203,10 @@ class AutotaskApp:
         entity = _ENTITY_NAMES.get(head)
         if entity is None and head not in META:
             raise no_route()
-        self.authenticate(request)
+        code = self.authenticate(request)
         endpoint = entity or parts[0]
         try:
-            self.limits.admit(self.options.integration_code, endpoint.casefold())
+            self.limits.admit(code, endpoint.casefold())
         except Refused as exc:
             raise ApiError(self.options.limit_status, str(exc)) from None
         try:
@@ -214,7 +217,7 @@ class AutotaskApp:
                 return self.meta(request, head, parts)
             return self.entity_route(request, entity, parts[1:])
         finally:
-            self.limits.release(self.options.integration_code, endpoint.casefold())
+            self.limits.release(code, endpoint.casefold())
 
     def zone_information(self, request: Request) -> Response:
         if request.method != "GET":
@@ -226,19 +229,22 @@ class AutotaskApp:
                    "url": f"{request.host_url.rstrip('/')}/ATServicesRest/",
                    "webUrl": self.options.web_url, "ci": self.options.database_id})
 
-    def authenticate(self, request: Request) -> None:
-        """The failure signatures of API-NOTES §2: unknown user and bad integration code are
-        500s with `errors`, a wrong secret for a known user a 401 with an empty body."""
+    def authenticate(self, request: Request) -> str:
+        """The integration code of an authenticated request, or the failure signatures of
+        API-NOTES §2: unknown user and bad integration code are 500s with `errors`, a wrong
+        secret for a known user a 401 with an empty body."""
         headers = request.headers  # werkzeug's are case-insensitive, as the real service's
         user = headers.get("UserName", "")
         if not user or user.casefold() != self.options.username.casefold():
             raise failed("Zone information could not be determined")
         code = headers.get("ApiIntegrationCode", "")
-        if not hmac.compare_digest(code.encode(), self.options.integration_code.encode()):
+        known = (self.options.integration_code, *self.options.other_integration_codes)
+        if not any(hmac.compare_digest(code.encode(), k.encode()) for k in known):
             raise failed("IntegrationCode is invalid.")
         secret = headers.get("Secret", "")
         if not hmac.compare_digest(secret.encode(), self.options.secret.encode()):
             raise ApiError(401)
+        return code
 
     def meta(self, request: Request, head: str, parts: list[str]) -> Response:
         if request.method != "GET":
