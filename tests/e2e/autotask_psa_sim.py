@@ -120,21 +120,16 @@ class AutotaskPsaSim:
                           expiration_date: str | None = None) -> SimConfiguration:
         """Autotask's configuration items have no manufacturer or model of their own (they are
         the product's): those are not recorded."""
-        kind = next((t for t in self.at.db.table("ConfigurationItemTypes").values()
-                     if t["name"] == (type_name or self.WORKSTATION_TYPE)), None)
-        if kind is None:
-            kind = self.at.db.insert("ConfigurationItemTypes", {"name": type_name, "isActive": True})
         fields = {key: value for key, value in (
             ("serialNumber", serial_number), ("referenceNumber", management_link),
             ("warrantyExpirationDate", expiration_date)) if value is not None}
-        company = self.at.db.get("Companies", int(company_id))
-        record = self.at.db.add_configuration_item(company, name, "desktop", **fields)
-        record["configurationItemType"] = kind["id"]
+        record = self.at.add_configuration(int(company_id), name, type_name or self.WORKSTATION_TYPE,
+                                           **fields)
         return self._configuration(record)
 
     def delete_configuration(self, configuration_id: str) -> None:
         """Autotask's API cannot delete a configuration item; an admin can, in its interface."""
-        del self.at.db.table("ConfigurationItems")[int(configuration_id)]
+        self.at.delete_configuration(int(configuration_id))
 
     def configuration_creates(self) -> int:
         return self.at.counts["POST /V1.0/ConfigurationItems"]
