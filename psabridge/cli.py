@@ -1854,8 +1854,10 @@ def console_set_password(app: App, **given):
               help="Seed of the simulated MSP: the same as `psabridge simulate` serves by default.")
 @click.option("--companies", type=click.IntRange(min=2), default=12, show_default=True,
               help="How many client companies the simulated MSP has.")
+@click.option("--psa", type=click.Choice(["connectwise", "autotask"]), default="connectwise",
+              show_default=True, help="Which PSA's simulator the demo runs on.")
 @pass_app
-def demo_command(app: App, seed, companies):
+def demo_command(app: App, seed, companies, psa):
     """Run the whole job against both simulators on loopback, on a fresh SQLite store.
 
     Configures and enables both connectors, maps companies to sites, device types and devices,
@@ -1873,7 +1875,7 @@ def demo_command(app: App, seed, companies):
         path = Path(app.db).expanduser().resolve()
     else:
         path = Path(tempfile.mkdtemp(prefix="psabridge-demo-")) / "psabridge.db"
-    demo.run_demo(path, seed=seed, companies=companies, echo=click.echo)
+    demo.run_demo(path, seed=seed, companies=companies, echo=click.echo, psa=psa)
     click.echo(f"\nDone. Inspect the result with: psabridge --db {path} tickets list")
 
 

@@ -23,8 +23,13 @@ from psabridge.core.bridge import Bridge, open_bridge
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.plugins import configure_plugin, enable_plugin, make_plugin_manager
 from psabridge.core.store import open_store
+from psabridge.plugins.autotask.simulator import AutotaskSimulator
 from psabridge.plugins.connectwise.simulator import ConnectWiseSimulator
 from psabridge.plugins.rmm_datto.simulator import DattoSimulator
+
+# The PSAs the demo can run on: plugin name -> (short name, product name, simulator class).
+PSA_SIMULATORS = {"connectwise": ("ConnectWise", "ConnectWise Manage", ConnectWiseSimulator),
+                  "autotask": ("Autotask", "Autotask PSA", AutotaskSimulator)}
 
 # Alert contexts in Datto's wire shape (API-NOTES §5), one per kind of monitor.
 ALERT_KINDS = (
@@ -47,10 +52,11 @@ class DemoError(PsabridgeError):
 class Demo:
     """The two simulators on loopback, a fresh store, and the bridge between them."""
 
-    cw: ConnectWiseSimulator
+    cw: ConnectWiseSimulator | AutotaskSimulator  # the PSA's simulator, whichever PSA it is
     datto: DattoSimulator
     bridge: Bridge
     echo: Callable[[str], None]
+    psa_title: str = "ConnectWise"
 
     def section(self, title: str) -> None:
         self.echo(f"\n== {title} ==")
@@ -60,13 +66,17 @@ class Demo:
 
 
 def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
-             echo: Callable[[str], None] = print) -> dict[str, int]:
-    """Run the demo on a fresh store at `db_path`; returns the summary figures."""
+             echo: Callable[[str], None] = print, psa: str = "connectwise") -> dict[str, int]:
+    """Run the demo on a fresh store at `db_path` with the PSA `psa` (a key of PSA_SIMULATORS);
+    returns the summary figures."""
+    if psa not in PSA_SIMULATORS:
+        raise DemoError(f"the demo has no {psa!r} PSA: choose one of {', '.join(PSA_SIMULATORS)}")
+    psa_title, product, simulator = PSA_SIMULATORS[psa]
     if db_path.exists():
         raise DemoError(f"{db_path} already exists; the demo starts from a fresh store: give a new path")
     # The same seed and number of companies: both describe the same MSP (psabridge.simulated_msp),
     # as `psabridge simulate connectwise` and `psabridge simulate datto` started alone do.
-    cw = ConnectWiseSimulator(seed=seed, companies=companies)
+    cw = simulator(seed=seed, companies=companies)
     datto = DattoSimulator(seed=seed, companies=companies)
     with contextlib.ExitStack() as stack:
         cw_server = stack.enter_context(cw.serve())
@@ -74,16 +84,16 @@ def run_demo(db_path: Path, seed: int = 0, companies: int = 12,
         pm = make_plugin_manager()
         store = open_store(pm, f"sqlite://{db_path}")
         stack.callback(store.close)
-        echo(f"ConnectWise Manage simulator: {cw_server.url}")
+        echo(f"{product + ' simulator:':<30}{cw_server.url}")
         echo(f"Datto RMM simulator:          {datto_server.url}")
         echo(f"State store (fresh SQLite):   {db_path}")
 
-        configure_plugin(pm, store, "connectwise", cw.settings(cw_server.url))
+        configure_plugin(pm, store, psa, cw.settings(cw_server.url))
         configure_plugin(pm, store, "datto", datto.settings(datto_server.url))
-        report = enable_plugin(pm, store, "connectwise")
+        report = enable_plugin(pm, store, psa)
         enable_plugin(pm, store, "datto")
-        echo(f"Enabled connectwise: {report.detail}")
-        demo = Demo(cw, datto, open_bridge(pm, store), echo)
+        echo(f"Enabled {psa}: {report.detail}")
+        demo = Demo(cw, datto, open_bridge(pm, store), echo, psa_title)
         summary = Counter()
         _map_companies(demo, summary)
         _map_device_types(demo)
@@ -161,7 +171,7 @@ def _set_up_ticketing(demo: Demo) -> None:
     ticketing.save_ticket_settings(demo.bridge, settings)
     names = {s.id: s.name for s in options.statuses}
     where = ", ".join(ticketing.describe_choice(options, field, choice)
-                      for field, choice in attributes.routing.items())
+                      for field, choice in attributes.routing.items()) or "the PSA's default routing"
     opening = names.get(attributes.open_status_id, "the default")
     demo.echo(f"{where[:1].upper() + where[1:]}, open status {opening}, closed status "
               f"{names[attributes.closed_status_id]}; repeating alerts within 60 minutes join "
@@ -182,7 +192,7 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     mapped = [m.device_uid for m in bridge.store.device_mappings(*bridge.pair)]
     # Alerts already in the account when ticketing was switched on make no tickets.
     existing = sum(not a["resolved"] for a in datto.alerts.values())
-    demo.section("Alerts raised in Datto RMM -> tickets in ConnectWise")
+    demo.section(f"Alerts raised in Datto RMM -> tickets in {demo.psa_title}")
     raised = []
     for device_uid in rng.sample(mapped, min(10, len(mapped))):
         context, priority = rng.choice(ALERT_KINDS)
@@ -212,7 +222,7 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     for alert in with_tickets[:3]:  # a technician fixes the device; the RMM resolves the alert
         datto.resolve_alert(alert["alertUid"])
     closed_in_psa = with_tickets[3:6]
-    technician = bridge.psa  # closing through ConnectWise's API, as a technician's PSA would
+    technician = bridge.psa  # closing through the PSA's API, as a technician's PSA would
     closed_status = ticketing.ticket_settings(bridge).attributes["alert"].closed_status_id
     for alert in closed_in_psa:
         technician.close_ticket(ticket_id=rows[alert["alertUid"]].ticket_id,
@@ -221,7 +231,7 @@ def _day_in_the_life(demo: Demo, rng: random.Random, summary: Counter) -> None:
     summary["tickets closed after their alert was resolved"] += second.tickets_closed
     summary["alerts resolved after their ticket was closed"] += second.alerts_resolved
     demo.echo(f"Resolved in Datto RMM -> {second.tickets_closed} tickets moved to the closed status.")
-    demo.echo(f"Closed in ConnectWise -> {second.alerts_resolved} alerts resolved in Datto RMM "
+    demo.echo(f"Closed in {demo.psa_title} -> {second.alerts_resolved} alerts resolved in Datto RMM "
               f"({sum(demo.datto.alerts[a['alertUid']]['resolved'] for a in closed_in_psa)} of "
               f"{len(closed_in_psa)} now show resolved).")
     quiet = sync.run_pass(bridge)
@@ -235,6 +245,6 @@ def _summary(demo: Demo, summary: Counter) -> None:
     writes = Counter(e.action for e in demo.bridge.store.journal() if e.outcome == "ok")
     demo.echo("Journal of remote writes: " + ", ".join(f"{k} {v}" for k, v in sorted(writes.items())))
     cw_requests, datto_requests = sum(demo.cw.counts.values()), sum(demo.datto.counts.values())
-    summary["requests to ConnectWise"] = cw_requests
+    summary[f"requests to {demo.psa_title}"] = cw_requests
     summary["requests to Datto RMM"] = datto_requests
-    demo.echo(f"API requests: ConnectWise {cw_requests}, Datto RMM {datto_requests}.")
+    demo.echo(f"API requests: {demo.psa_title} {cw_requests}, Datto RMM {datto_requests}.")

@@ -185,9 +185,11 @@ class PsaSim(Protocol):
     def deliveries(self, timeout: float = 10) -> list[Delivery]:
         """The ticket callbacks the PSA has POSTed, oldest first, once those in flight ended."""
 
-    def callback(self, ticket_id: str, event_id: str) -> tuple[dict[str, str], bytes]:
+    def callback(self, ticket_id: str, event_id: str,
+                 signing_secret: str = "") -> tuple[dict[str, str], bytes]:
         """The callback the PSA would POST about a change of ticket `ticket_id`, as the event
-        `event_id`: headers and body (signed as the PSA signs, where it does)."""
+        `event_id`: headers and body (signed with `signing_secret`, the one psabridge registers
+        its callbacks with, where the PSA signs)."""
 
 
 class ConnectWisePsaSim:
@@ -340,7 +342,8 @@ class ConnectWisePsaSim:
         return [Delivery(d["url"], str(d["payload"]["ID"]), d.get("status"))
                 for d in self.cw.api.wait_for_deliveries(timeout=timeout)]
 
-    def callback(self, ticket_id: str, event_id: str) -> tuple[dict[str, str], bytes]:
+    def callback(self, ticket_id: str, event_id: str,
+                 signing_secret: str = "") -> tuple[dict[str, str], bytes]:
         body = {"MessageId": event_id, "Type": "ticket", "Action": "updated", "ID": int(ticket_id)}
         return {"Content-Type": "application/json"}, json.dumps(body).encode()
 

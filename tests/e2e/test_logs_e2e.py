@@ -24,7 +24,7 @@ from tests.e2e.conftest import map_everything
 def environment() -> dict[str, str]:
     """The processes' environment, as the test has it when they start (its own config folder,
     where the key that seals the connectors' secrets is)."""
-    return {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,datto,sqlite,postgres"}
+    return {**os.environ, "PSABRIDGE_LOAD_PLUGINS": "connectwise,autotask,datto,sqlite,postgres"}
 
 
 def psabridge(db, *args: str) -> list[str]:

@@ -108,7 +108,7 @@ def test_an_audit_refused_for_good_becomes_a_warning_naming_the_device_and_what_
     assert not apply(bridge, mapping.plan_automatic_mapping(bridge)).failed
     assert mapped_uids(bridge) == others
     assert linked_in_the_psa(sims, audited_devices_of(sims, site)) == others
-    [warning] = bridge.store.warnings("connectwise")
+    [warning] = bridge.store.warnings(sims.psa.plugin)
     assert warning.subject == f"AUDIT-4XX ({refused['uid']})"
     assert f"GET /api/v2/audit/device/{refused['uid']}" in warning.message
     assert warning.message.endswith(
@@ -121,7 +121,7 @@ def test_an_audit_refused_for_good_becomes_a_warning_naming_the_device_and_what_
     assert mapping.map_now(bridge).changes == [] and outage.refused == 1
 
     outage.end()
-    assert bridge.store.clear_warnings("connectwise") == 1
+    assert bridge.store.clear_warnings(sims.psa.plugin) == 1
     assert not apply(bridge, mapping.map_now(bridge)).failed
     assert linked_in_the_psa(sims, audited_devices_of(sims, site)) == others | {refused["uid"]}
 

@@ -13,6 +13,7 @@ from psabridge.core import mapping
 from psabridge.core.mapping import NEW, MappingError, apply
 from psabridge.core.models import CompanyFilters
 from psabridge.plugins.rmm_datto import wire
+from tests.e2e.conftest import connectwise_only
 from tests.e2e.psa_sims import SimConfiguration
 
 NORTHWIND = "Northwind Corp."  # CW company and Datto site of the same name (seed 3)
@@ -87,6 +88,7 @@ def remote_state(e2e, sims) -> tuple[int, dict]:
 
 
 def test_r5_companies_load_filtered_by_mapping_type_status_and_search(e2e, sims):
+    connectwise_only(sims, "its seeded company types and statuses (Prospect, Inactive)")
     companies = sims.psa.companies()
     every_id = {c.id for c in companies}
     assert {r.company.id for r in mapping.load_companies(e2e)} == every_id  # unmapped by default
@@ -140,6 +142,7 @@ def test_r6_sites_suggested_by_similarity_else_create_new_site_in_the_rmm(e2e, s
 
 
 def test_r7_company_listed_once_per_type_and_mapped_site_not_offered_again(e2e, sims):
+    connectwise_only(sims, "a company of several types (an Autotask company has one)")
     rows = [r for r in mapping.load_companies(e2e) if r.company.name == MULTI_TYPE]
     assert sorted(r.company_type for r in rows) == ["Client", "Managed Services"]
     site = map_company(e2e, sims, MULTI_TYPE)
@@ -163,6 +166,7 @@ def test_r8_mapped_view_links_to_the_site_in_the_rmm(e2e, sims):
 
 
 def test_r9_device_types_suggested_and_edits_apply_to_later_configurations_only(e2e, sims):
+    connectwise_only(sims, "the suggestions for its configuration type names")
     rows = {r.device_type: r for r in mapping.load_device_types(e2e)}
     assert {k: r.configuration_type.name for k, r in rows.items()} == {
         "Desktop": "Managed Workstation", "Laptop": "Laptop", "Server": "Managed Server",
@@ -187,6 +191,7 @@ def test_r9_device_types_suggested_and_edits_apply_to_later_configurations_only(
 
 def test_r10_type_with_required_questions_flagged_never_used_to_create(e2e, sims):
     """ConnectWise's own: its configuration types with required questions are unusable."""
+    connectwise_only(sims, "configuration types with required questions")
     site = map_company(e2e, sims, NORTHWIND)
     mapping.map_device_type(e2e, "Desktop", "Firewall")  # Firewall has required questions
     row = next(r for r in mapping.load_device_types(e2e) if r.device_type == "Desktop")
@@ -248,6 +253,8 @@ def test_r12_device_in_another_site_than_its_company_counts_as_unmapped(e2e, sim
 
 
 def test_r13_cascade_link_serial_name_manufacturer_model_and_ambiguity(e2e, sims):
+    connectwise_only(sims, "configurations with a manufacturer and model (Autotask's items have "
+                           "neither: they belong to the product)")
     site = map_company(e2e, sims, NORTHWIND)
     mapping.map_device_type(e2e, "Desktop", None)
     cfg = {}
@@ -335,6 +342,7 @@ def test_r14_one_device_per_configuration_and_one_configuration_per_device(e2e, 
 
 
 def test_r15_created_configuration_fields_and_warranty_only_into_empty_expiration(e2e, sims):
+    connectwise_only(sims, "the manufacturer and model written on a new configuration")
     site = map_company(e2e, sims, NORTHWIND)
     mapping.map_device_type(e2e, "Desktop", None)
     fresh = add_device(sims, site, "R15-NEW", "SNR15NEW01", "HP", "EliteDesk 800 G6",
@@ -461,7 +469,7 @@ def test_r20_problems_that_stop_a_creation_are_warnings_listed_once_and_cleared(
     subject = f"R20-PC ({device['uid']})"
     for _ in range(2):
         apply(e2e, mapping.plan_device_mappings(e2e, {device["uid"]: NEW}))
-    assert [(w.subject, w.message) for w in e2e.store.warnings("connectwise")] == [
+    assert [(w.subject, w.message) for w in e2e.store.warnings(sims.psa.plugin)] == [
         (subject, "no configuration type is mapped for device type 'Desktop'; map one with "
                   "`psabridge device-types map`")]
     assert sims.psa.configuration_creates() == 0
@@ -469,7 +477,7 @@ def test_r20_problems_that_stop_a_creation_are_warnings_listed_once_and_cleared(
     mapping.map_device_type(e2e, "Desktop", None)
     e2e.set_option("auto_map", True)
     assert subject not in {c.subject for c in mapping.map_now(e2e).changes}  # held back
-    assert e2e.store.clear_warnings("connectwise") == 1
+    assert e2e.store.clear_warnings(sims.psa.plugin) == 1
     assert e2e.store.warnings() == []
     assert not apply(e2e, mapping.map_now(e2e)).failed  # tried again once cleared
     assert configuration(sims, mapped_configuration_id(e2e, device["uid"])).name == "R20-PC"
@@ -526,6 +534,7 @@ def test_every_mapping_command_twice_writes_nothing_the_second_time_and_dry_runs
 
 
 def test_mapping_a_site_asks_for_candidates_once_and_reads_manufacturers_once(e2e, sims):
+    connectwise_only(sims, "its endpoints and its manufacturers list")
     map_suggested_device_types(e2e)
     site = map_company(e2e, sims, NORTHWIND)
     before = sims.request_counts()

@@ -14,7 +14,7 @@ import pytest
 
 from psabridge.core import sync, ticketing
 from psabridge.core.ticketing import MonitorOverride, TicketingError
-from tests.e2e.conftest import DISK_C, SPOOLER
+from tests.e2e.conftest import DISK_C, SPOOLER, connectwise_only
 from tests.e2e.psa_sims import TicketRoute
 
 DISK_MONITOR = "perf_disk_usage_ctx:diskName=C:"  # the monitor identity of DISK_C (wire.py)
@@ -113,6 +113,7 @@ def test_r23_a_monitor_overrides_attributes_or_turns_tickets_off(desk):
 
 def test_r24_a_board_without_default_team_is_reported_before_creation_breaks(desk):
     """ConnectWise's own: its connector declares the board unusable, and core says why."""
+    connectwise_only(desk.sims, "a board without a default team")
     sims, o = desk.sims, desk.options
     intake = o.attributes(TicketRoute({"board": "Projects Intake", "type": "Incident",
                                        "subtype": "Hardware"}, "Submitted", "Done"))

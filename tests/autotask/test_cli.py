@@ -1,0 +1,87 @@
+"""The Autotask plugin from the command line: `simulate autotask` registered by the plugin, and an
+admin configuring and enabling it against the simulator on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from psabridge.cli import App, cli
+from psabridge.plugins.autotask.simulator import AutotaskSimulator
+
+
+@pytest.fixture
+def run(pm, db_path):
+    def invoke(*args, input=None, env=None):
+        return CliRunner().invoke(cli, ["--db", str(db_path), *args], obj=App(pm=pm), input=input,
+                                  env=env)
+    return invoke
+
+
+@pytest.fixture
+def served():
+    sim = AutotaskSimulator(seed=1, companies=2)
+    with sim.serve(deliver_webhooks=False) as server:
+        yield sim, sim.settings(server.url)
+
+
+def test_the_plugin_adds_autotask_to_the_simulate_group(run):
+    result = run("simulate", "autotask", "--help")
+    assert result.exit_code == 0, result.output
+    assert "--port" in result.output and "--limit-status" in result.output
+
+
+def configure(run, settings, secret):
+    return run("configure", "autotask", "--api-url", settings["api_url"], "--username",
+               settings["username"], "--integration-code", settings["integration_code"],
+               input=secret + "\n")
+
+
+def test_an_admin_configures_and_enables_autotask(run, served):
+    sim, settings = served
+    configured = configure(run, settings, settings["secret"])
+    assert configured.exit_code == 0, configured.output
+    assert "secret=(set)" in configured.output and settings["secret"] not in configured.output
+    enabled = run("plugins", "enable", "autotask")
+    assert enabled.exit_code == 0, enabled.output
+    assert "Enabled autotask." in enabled.output
+    assert sim.counts["GET /V1.0/ThresholdInformation"] == 1  # the check ran, authenticated
+
+
+def test_a_wrong_secret_stops_the_enable_naming_the_setting_not_the_value(run, served):
+    _, settings = served
+    wrong = "Wrong-Secret-Sentinel-9"
+    assert configure(run, settings, wrong).exit_code == 0
+    enabled = run("plugins", "enable", "autotask")
+    assert enabled.exit_code != 0
+    assert "secret" in enabled.output and wrong not in enabled.output
+    assert "Traceback" not in enabled.output
+
+
+def test_tickets_are_routed_by_queue_and_issue_types_from_the_command_line(run, served, pm, store):
+    from psabridge.core.plugins import configure_plugin, enable_plugin
+    from psabridge.plugins.rmm_datto.simulator import DattoSimulator
+
+    _, settings = served
+    assert configure(run, settings, settings["secret"]).exit_code == 0
+    assert run("plugins", "enable", "autotask").exit_code == 0
+    datto = DattoSimulator(seed=1)
+    with datto.serve() as datto_server:
+        configure_plugin(pm, store, "datto", datto.settings(datto_server.url))
+        enable_plugin(pm, store, "datto")
+        check_routing(run)
+
+
+def check_routing(run):
+    routing = run("psa", "routing")
+    assert routing.exit_code == 0, routing.output
+    assert "queue" in routing.output and "sub_issue_type" in routing.output
+    chosen = run("ticketing", "set", "--origin", "alert", "--route", "queue=Monitoring Alert",
+                 "--route", "issue_type=Monitoring", "--route", "sub_issue_type=Disk Space",
+                 "--open-status", "New", "--closed-status", "Complete")
+    assert chosen.exit_code == 0, chosen.output
+    wrong = run("ticketing", "set", "--origin", "alert", "--route", "issue_type=Hardware",
+                "--route", "sub_issue_type=Disk Space")  # a sub-issue type of Monitoring
+    assert wrong.exit_code == 1 and "Disk Space" in wrong.output
+    not_closed = run("ticketing", "set", "--origin", "alert", "--closed-status", "In Progress")
+    assert not_closed.exit_code == 1
