@@ -1462,10 +1462,10 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
 
 
 def _route_pair(text: str) -> tuple[str, str]:
-    field, _, value = text.partition("=")
-    if not field.strip() or not value.strip():
-        raise click.BadParameter(f"{text!r} is not FIELD=NAME_OR_ID, e.g. board=\"Help Desk\" "
-                                 "(`psabridge psa routing` lists the fields)",
+    field, equals, value = text.partition("=")
+    if not field.strip() or not equals:
+        raise click.BadParameter(f"{text!r} is not FIELD=NAME_OR_ID, e.g. board=\"Help Desk\", "
+                                 "or FIELD= to unset it (`psabridge psa routing` lists the fields)",
                                  param_hint="--route")
     return field.strip(), value.strip()
 
@@ -1480,7 +1480,8 @@ def _route_pair(text: str) -> tuple[str, str]:
               help="Which origin's attributes to set.")
 @click.option("--route", "routes", multiple=True, metavar="FIELD=NAME_OR_ID",
               callback=lambda ctx, param, values: [_route_pair(v) for v in values],
-              help="Set a routing field of the PSA for --origin, by the choice's id or name "
+              help="Set a routing field of the PSA for --origin, by the choice's id or name; "
+                   "FIELD= (nothing after =) unsets it, leaving it to the PSA's default "
                    "(repeatable; `psabridge psa routing` lists the fields, `psabridge psa "
                    "choices FIELD` their choices).")
 @click.option("--board", help="Same as --route board=BOARD.")
@@ -1557,7 +1558,9 @@ def _routed(bridge: Bridge, options, current: ticketing.TicketAttributes,
         fields[name] = value
     routing = dict(current.routing)
     for declared in options.routing:
-        if declared.name in fields:
+        if fields.get(declared.name) == "":  # FIELD=: unset, the PSA's default applies
+            routing.pop(declared.name, None)
+        elif declared.name in fields:
             routing[declared.name] = lookups.route_id(bridge, declared.name,
                                                       fields[declared.name], routing, options)
     scope = routing.get(options.status_scope) if options.status_scope else None

@@ -88,7 +88,7 @@ def scope_id(options: TicketOptions, field_name: str, text: str) -> str:
     """The id of the choice of the scoping field `field_name` that `text` names."""
     field = routing_field(options, field_name)
     return resolve(field.label.lower(), text, [(c.id, c.name) for c in field.choices],
-                   f"`psabridge psa routing {field.name}`")
+                   f"`psabridge psa choices {field.name}`")
 
 
 def statuses(bridge: Bridge, within: str | None = None,
@@ -248,7 +248,7 @@ def route_id(bridge: Bridge, field: str, text: str, routing: Mapping[str, str],
     choices = [c for c in declared.choices if scope is None or c.scope_id in (None, scope)]
     label = declared.label.lower()
     where = f" of {ticketing.describe_choice(options, declared.scoped_by, scope)}" if scope else ""
-    listed_by = f"`psabridge psa routing {declared.name}" + (f" --within {scope}`" if scope else "`")
+    listed_by = f"`psabridge psa choices {declared.name}" + (f" --within {scope}`" if scope else "`")
     return resolve(f"{label}{where}", text, [(c.id, c.name) for c in choices], listed_by)
 
 

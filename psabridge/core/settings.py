@@ -90,6 +90,8 @@ def url_problem(value: str) -> str | None:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https"):
         bare = value.strip().split("://")[-1].removeprefix("www.")
+        if parts.scheme and "://" in value:
+            return f"{value!r} uses {parts.scheme}://; write it with https://, e.g. https://{bare}"
         return f"{value!r} has no protocol; write it with https://, e.g. https://{bare}"
     if not parts.hostname:
         return f"{value!r} has no host name; write it as https://host.example.com"

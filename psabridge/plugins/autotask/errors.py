@@ -111,9 +111,14 @@ def error_for(response: httpx.Response, what: str) -> AutotaskError:
     status = response.status_code
     texts = error_texts(response)
     said = "; ".join(t for t in texts if t)
-    text = f"Autotask answered {status} to {what}" + (f": {said}" if said else "")
+    text = f"Autotask answered {status} to {what}" + (f": {said.rstrip('.')}" if said else "")
     kind: type[AutotaskError]
-    if status == 401 or any(_NO_ZONE.search(t) for t in texts):
+    if any(_NO_ZONE.search(t) for t in texts):
+        # Zone discovery asks by user name alone: an unknown user fails here, before any secret.
+        kind = AuthenticationFailed
+        text += (". Autotask does not know this API user: check the username setting (the API-only "
+                 "user's user name, e.g. name@example.com)")
+    elif status == 401:
         kind = AuthenticationFailed
         text += (". Autotask did not accept the API user: check the username and secret settings "
                  "(an API-only user's user name and secret), and that the user is active")
