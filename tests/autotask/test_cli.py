@@ -85,3 +85,47 @@ def check_routing(run):
     assert wrong.exit_code == 1 and "Disk Space" in wrong.output
     not_closed = run("ticketing", "set", "--origin", "alert", "--closed-status", "In Progress")
     assert not_closed.exit_code == 1
+
+
+@pytest.mark.parametrize(("option", "value", "named"), [
+    ("--due-hours", "abc", "due_hours"),
+    ("--due-hours", "-3", "due_hours"),
+    ("--due-hours", "99999999999999999999999", "due_hours"),
+    ("--requests-per-hour", "0", "requests_per_hour"),
+    ("--requests-per-hour", "10001", "requests_per_hour"),
+    ("--device-link-field", "bogusField", "device_link_field"),
+    ("--device-link-field", "udf:", "device_link_field"),
+    ("--username", "", "username"),
+])
+def test_configure_refuses_an_invalid_value_naming_the_setting_and_saves_nothing(
+        run, store, option, value, named):
+    settings = {"api_url": "https://webservices14.autotask.net", "username": "api@acme.example",
+                "integration_code": "CODE"}
+    args = {"--api-url": settings["api_url"], "--username": settings["username"],
+            "--integration-code": settings["integration_code"], option: value}
+    refused = run("configure", "autotask", *[p for pair in args.items() for p in pair],
+                  input="a-secret\n")
+    assert refused.exit_code == 1, refused.output
+    assert f"{named}:" in refused.output and "Traceback" not in refused.output
+    state = store.plugin_state("autotask")
+    assert state is None or not state.settings
+
+
+def test_configure_refuses_an_empty_secret_read_from_stdin(run, store):
+    refused = run("configure", "autotask", "--api-url", "https://webservices14.autotask.net",
+                  "--username", "api@acme.example", "--integration-code", "CODE", input="")
+    assert refused.exit_code == 1, refused.output
+    assert "secret:" in refused.output
+    state = store.plugin_state("autotask")
+    assert state is None or not state.settings
+
+
+def test_configure_takes_values_within_their_bounds(run, store):
+    configured = run("configure", "autotask", "--api-url", "https://webservices14.autotask.net",
+                     "--username", "api@acme.example", "--integration-code", "CODE",
+                     "--due-hours", "48", "--requests-per-hour", "100",
+                     "--device-link-field", "udf:RMM Link", input="a-secret\n")
+    assert configured.exit_code == 0, configured.output
+    saved = store.plugin_state("autotask").settings
+    assert (saved["due_hours"], saved["requests_per_hour"], saved["device_link_field"]) == (
+        "48", "100", "udf:RMM Link")
