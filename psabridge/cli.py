@@ -277,15 +277,22 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     missing = list(report.missing_permissions) if report else []
     for permission in missing:
         output.warn(f"Warning: the API user lacks {permission}")
-    detail = f"the API user lacks {', '.join(missing)}" if missing else ""
+    detail = "; ".join(filter(None, (
+        report.detail.strip().rstrip(".") if report else "",
+        f"the API user lacks {', '.join(missing)}" if missing else "")))
+    said = f": {detail}." if detail else "."
     if was_enabled:
+        # Enabling again checks the settings (and the connection) as they are now.
+        checked = "its settings checked again" + (", the connection not tested"
+                                                  if skip_check or dry_run else "")
         result = output.Report([output.ChangeResult(
             "enable plugin", name, output.UNCHANGED, "; ".join(filter(None, (
-                "already enabled", detail))), {"plugin": name})], dry_run)
-        output.show_report(result, as_json, done_text=f"{name} is already enabled.")
+                "already enabled", checked, detail))), {"plugin": name})], dry_run)
+        output.show_report(result, as_json,
+                           done_text=f"{name} is already enabled; {checked}" + said)
         return
     output.show_report(_changes("enable plugin", name, dry_run, detail, plugin=name), as_json,
-                       done_text=f"Enabled {name}.")
+                       done_text=f"Enabled {name}" + said)
 
 
 @plugins.command("disable")

@@ -3,6 +3,8 @@ admin configuring and enabling it against the simulator on loopback."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -44,8 +46,25 @@ def test_an_admin_configures_and_enables_autotask(run, served):
     assert "secret=(set)" in configured.output and settings["secret"] not in configured.output
     enabled = run("plugins", "enable", "autotask")
     assert enabled.exit_code == 0, enabled.output
-    assert "Enabled autotask." in enabled.output
+    # The connection check's detail is shown, in text and in JSON.
+    assert enabled.output.startswith("Enabled autotask: connected to Autotask at "), enabled.output
     assert sim.counts["GET /V1.0/ThresholdInformation"] == 1  # the check ran, authenticated
+    again = run("plugins", "enable", "autotask", "--json")
+    assert again.exit_code == 0, again.output
+    [change] = json.loads(again.output)["changes"]
+    assert change["result"] == "unchanged"
+    assert "settings checked again" in change["detail"]
+    assert "connected to Autotask at" in change["detail"]
+
+
+def test_enabling_again_checks_settings_changed_since(run, served, store):
+    _, settings = served
+    assert configure(run, settings, settings["secret"]).exit_code == 0
+    assert run("plugins", "enable", "autotask").exit_code == 0
+    stored = store.plugin_state("autotask").settings
+    store.save_settings("autotask", {**stored, "due_hours": "0"})  # changed behind configure's back
+    again = run("plugins", "enable", "autotask")
+    assert again.exit_code == 1 and "due_hours" in again.output, again.output
 
 
 def test_a_wrong_secret_stops_the_enable_naming_the_setting_not_the_value(run, served):
