@@ -1103,32 +1103,57 @@ def store_group():
 @click.argument("destination", metavar="DST")
 @click.option("--replace", is_flag=True,
               help="DST may hold rows: replace them with SRC's (else a non-empty DST is refused).")
+@dry_run_option
 @json_option
 @pass_app
-def store_copy(app: App, source: str, destination: str, replace: bool, as_json: bool):
+def store_copy(app: App, source: str, destination: str, replace: bool, dry_run: bool,
+               as_json: bool):
     """Copy every table of the store SRC into DST (a SQLite path or a store URL), secrets
-    included, and check the row counts of each table. Stop psabridge's workers first."""
+    included, and check the row counts of each table. Stop psabridge's workers first.
+
+    A dry run counts SRC's rows per table and checks DST, writing nothing (a DST file that
+    does not exist yet is not created)."""
+    from psabridge.core.errors import StoreError
     from psabridge.core.store import masked_url, open_store, store_url
-    from psabridge.core.store_copy import copy_store
+    from psabridge.core.store_copy import copy_store, planned_copy
 
     urls = [store_url(source), store_url(destination)]
     if urls[0] == urls[1]:
         raise click.UsageError("SRC and DST are the same store")
     with contextlib.ExitStack() as stack:
         stores = []
-        for url in urls:
-            opened = open_store(app.pm, url)
+        for label, url in zip(("SRC", "DST"), urls, strict=True):
+            path = Path(url.removeprefix("sqlite://")) if url.startswith("sqlite://") else None
+            if dry_run and label == "DST" and path and not path.exists() and path.parent.is_dir():
+                stores.append(None)  # it would be created, empty: a dry run leaves it uncreated
+                continue
+            try:
+                opened = open_store(app.pm, url)
+            except StoreError as exc:  # the store's own words say --db: name the argument
+                raise StoreError(str(exc).replace("--db (or PSABRIDGE_DB)", label)
+                                 .replace("--db ", f"{label} ")) from None
             stack.callback(opened.close)
             stores.append(opened)
-        report = copy_store(*stores, *(masked_url(url) for url in urls), replace=replace)
+        names = [masked_url(url) for url in urls]
+        if dry_run:
+            report = planned_copy(*stores, *names, replace=replace)
+        else:
+            report = copy_store(*stores, *names, replace=replace)
     if as_json:
         output.emit_json({"source": report.source, "destination": report.destination,
                           "replaced": report.replaced, "total_rows": report.total,
-                          "tables": [{"table": t, "rows": n} for t, n in report.rows.items()]})
+                          "tables": [{"table": t, "rows": n} for t, n in report.rows.items()],
+                          "dry_run": dry_run})
     else:
         counts = ", ".join(f"{t} {n}" for t, n in report.rows.items() if n) or "no rows"
-        click.echo(f"Copied {report.total} rows from {report.source} to {report.destination} "
-                   f"({counts}); every table's count checked.")
+        if dry_run:
+            click.echo(f"Would copy {report.total} rows from {report.source} to "
+                       f"{report.destination} ({counts})"
+                       + ("; its rows would be replaced" if report.replaced else "")
+                       + "; nothing written (dry run).")
+        else:
+            click.echo(f"Copied {report.total} rows from {report.source} to {report.destination} "
+                       f"({counts}); every table's count checked.")
 
 
 # -- look-ups: the ids the other commands ask for -------------------------------------------
