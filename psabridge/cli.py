@@ -1864,8 +1864,9 @@ def console_group():
 @console_group.command("set-password", params=secret_options(
     "password", CONSOLE_PASSWORD_ENV, "console password",
     f"run without it to be prompted, or set {CONSOLE_PASSWORD_ENV} or --password-file PATH"))
+@click.option("--dry-run", is_flag=True, help="Check the password; save nothing.")
 @pass_app
-def console_set_password(app: App, **given):
+def console_set_password(app: App, dry_run: bool, **given):
     """Set the console's login password (hidden prompt, PSABRIDGE_CONSOLE_PASSWORD, or
     --password-file; never on the command line). Only its argon2 hash is stored."""
     from psabridge.console import auth
@@ -1880,6 +1881,10 @@ def console_set_password(app: App, **given):
     if not password:
         raise click.UsageError(f"no password given: type one at the prompt, or set "
                                f"{CONSOLE_PASSWORD_ENV} or --password-file PATH")
+    if dry_run:
+        auth.check_new_password(password)
+        click.echo("The console password would be set; nothing saved (dry run).")
+        return
     auth.set_password(app.store, password)
     click.echo("Console password set.")
 
