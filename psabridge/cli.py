@@ -1350,18 +1350,23 @@ def _ticket_settings_json(settings: ticketing.TicketSettings,
     }
 
 
-def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
-    def named(value: str | None) -> str:
-        return "" if value is None else f"{value} ({names[value]})" if value in names else value
+def _ticket_settings_rows(shown: dict, names: dict[str, dict[str, str]]) -> list[dict]:
+    """The table of `ticketing show`; `names` maps each kind of id (a routing field's name,
+    "status", "priority", "source") to the PSA's names of its ids."""
+    def named(kind: str, value: str | None) -> str:
+        if value is None:
+            return ""
+        name = names.get(kind, {}).get(value)
+        return f"{name} ({value})" if name else f"{value} (unknown to the PSA)"
 
     rows = [{"setting": "enabled", "value": "yes" if shown["enabled"] else "no"},
-            {"setting": "source", "value": named(shown["source_id"])},
+            {"setting": "source", "value": named("source", shown["source_id"])},
             {"setting": "repeat window (minutes)", "value": shown["repeat_minutes"] or "off"}]
-    rows += [{"setting": f"priority {p['rmm_priority']}", "value": named(p["psa_priority_id"])}
-             for p in shown["priorities"]]
+    rows += [{"setting": f"priority {p['rmm_priority']}",
+              "value": named("priority", p["psa_priority_id"])} for p in shown["priorities"]]
     for a in shown["attributes"]:
-        values = [f"{field}={named(value)}" for field, value in a["routing"].items()]
-        values += [f"{label}={named(a[key])}" for label, key in (
+        values = [f"{field}={named(field, value)}" for field, value in a["routing"].items()]
+        values += [f"{label}={named('status', a[key])}" for label, key in (
             ("open", "open_status_id"), ("closed", "closed_status_id")) if a[key]]
         rows.append({"setting": f"origin {a['origin']}", "value": ", ".join(values)})
     rows += [{"setting": f"monitor {m['monitor']}",
@@ -1370,15 +1375,12 @@ def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
     return rows
 
 
-def _option_names(options) -> dict[str, str]:
-    """Names of the PSA's ids for the table; ids of different kinds may repeat, each kind
-    keeps its own name, so only the ids with one name are named."""
-    seen: dict[str, set[str]] = {}
-    for kind in (*(f.choices for f in options.routing), options.statuses, options.priorities,
-                 options.sources):
-        for item in kind:
-            seen.setdefault(item.id, set()).add(item.name)
-    return {id_: next(iter(names)) for id_, names in seen.items() if len(names) == 1}
+def _option_names(options) -> dict[str, dict[str, str]]:
+    """The PSA's names of its ids, kind by kind: ids of different kinds may be the same number
+    (Autotask's priority 4 and source 4), so each kind is looked up in its own list."""
+    kinds = {f.name: f.choices for f in options.routing}
+    kinds.update(status=options.statuses, priority=options.priorities, source=options.sources)
+    return {kind: {item.id: item.name for item in items} for kind, items in kinds.items()}
 
 
 @ticketing_group.command("show")

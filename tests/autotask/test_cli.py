@@ -104,6 +104,22 @@ def check_routing(run):
     assert wrong.exit_code == 1 and "Disk Space" in wrong.output
     not_closed = run("ticketing", "set", "--origin", "alert", "--closed-status", "In Progress")
     assert not_closed.exit_code == 1
+    check_names_shown(run)
+
+
+def check_names_shown(run):
+    """Autotask's ids are small numbers shared by several kinds (priority 4, source 4...):
+    `ticketing show` names every one, looked up in its own kind."""
+    source = json.loads(run("psa", "sources", "--json").output)[0]
+    priority = json.loads(run("psa", "priorities", "--json").output)[-1]
+    assert run("ticketing", "set", "--source", source["id"], "--priority",
+               f"Critical={priority['id']}").exit_code == 0
+    shown = run("ticketing", "show")
+    assert shown.exit_code == 0, shown.output
+    assert f"{source['name']} ({source['id']})" in shown.output
+    assert f"{priority['name']} ({priority['id']})" in shown.output
+    assert "issue_type=Monitoring (" in shown.output and "sub_issue_type=Disk Space (" in shown.output
+    assert "open=New (" in shown.output and "closed=Complete (5)" in shown.output
 
 
 @pytest.mark.parametrize(("option", "value", "named"), [
