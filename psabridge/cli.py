@@ -1206,7 +1206,7 @@ def psa_choices(app: App, field, within, as_json):
 
     with _asking("the PSA's ticket options"):
         rows = lookups.routing_choices(app.bridge(), field, within)
-    _print_lookup(rows, as_json, ["id", "name", "scope", "usable", "why"])
+    _print_lookup(rows, as_json, ["id", "name", "scope", "default", "usable", "why"])
 
 
 @psa_group.command("statuses")

@@ -64,7 +64,8 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
                     options: TicketOptions | None = None) -> list[Row]:
     """The choices of one routing field, of every scope or of one (`within`: the id or name of a
     choice of the field scoping it): `id`, `name`, `scope_id`, `scope` (its name), `inactive`,
-    `usable` (whether tickets can be created with it) and `why` (why not, in words)."""
+    `default` (the PSA's default choice), `usable` (whether tickets can be created with it)
+    and `why` (why not, in words)."""
     options = _options(bridge, options)
     declared = routing_field(options, field)
     if within and declared.scoped_by is None:
@@ -80,7 +81,8 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
                                       "it is inactive in the PSA" if choice.inactive else ""]))
         rows.append({"id": choice.id, "name": choice.name, "scope_id": choice.scope_id,
                      "scope": names.get(choice.scope_id, "") if choice.scope_id else "",
-                     "inactive": choice.inactive, "usable": not why, "why": why})
+                     "inactive": choice.inactive, "default": choice.default,
+                     "usable": not why, "why": why})
     return rows
 
 

@@ -176,6 +176,7 @@ class Choice:
     scope_id: str | None = None
     inactive: bool = False
     unusable: str = ""
+    default: bool = False  # the PSA's own default (what a ticket gets when none is chosen)
 
 
 @attrs.frozen

@@ -94,6 +94,10 @@ def test_tickets_are_routed_by_queue_and_issue_types_from_the_command_line(run, 
 def check_routing(run):
     routing = run("psa", "routing")
     assert routing.exit_code == 0, routing.output
+    queues = json.loads(run("psa", "choices", "queue", "--json").output)
+    from psabridge.plugins.autotask.simulator.data import QUEUES
+    # The picklist's default is marked.
+    assert [q["name"] for q in queues if q["default"]] == [n for _, n, _, _, d in QUEUES if d]
     assert "queue" in routing.output and "sub_issue_type" in routing.output
     chosen = run("ticketing", "set", "--origin", "alert", "--route", "queue=Monitoring Alert",
                  "--route", "issue_type=Monitoring", "--route", "sub_issue_type=Disk Space",

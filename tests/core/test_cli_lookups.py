@@ -69,7 +69,8 @@ def test_psa_choices_of_the_boards_say_which_cannot_take_tickets(run, sims):
     assert {r["id"]: r["name"] for r in rows} == {str(b["id"]): b["name"]
                                                    for b in cw.db.boards.values()}
     for row in rows:
-        assert set(row) == {"id", "name", "scope_id", "scope", "inactive", "usable", "why"}
+        assert set(row) == {"id", "name", "scope_id", "scope", "inactive", "default", "usable",
+                            "why"}
         board_id = int(row["id"])
         team, status = cw.db.default_team(board_id), cw.db.default_status(board_id)
         assert row["usable"] == (team is not None and status is not None)
@@ -110,6 +111,10 @@ def test_psa_choices_of_types_per_board(run, sims):
         str(t["id"]): t["name"] for t in cw.db.board_types.values() if t["board"]["id"] == alerts["id"]}
     assert all(r["scope"] == "RMM Alerts" and r["scope_id"] == str(alerts["id"]) for r in rows)
     assert len(as_json(run, "psa", "choices", "type")) == len(cw.db.board_types)
+    # The PSA's default type of the board is marked.
+    assert {r["id"] for r in rows if r["default"]} == {
+        str(t["id"]) for t in cw.db.board_types.values()
+        if t["board"]["id"] == alerts["id"] and t.get("defaultFlag")}
     assert "Service Request" in table(run, "psa", "choices", "type")
 
 

@@ -436,7 +436,8 @@ def _choices(values: list[dict], scoped: bool = False) -> tuple[Choice, ...]:
     return tuple(Choice(id=str(v.get("value")), name=str(v.get("label") or ""),
                         scope_id=(str(v["parentValue"]) if scoped and v.get("parentValue") not in (None, "")
                                   else None),
-                        inactive=v.get("isActive") is False) for v in ordered)
+                        inactive=v.get("isActive") is False,
+                        default=bool(v.get("isDefaultValue"))) for v in ordered)
 
 
 @hookimpl
