@@ -277,15 +277,22 @@ def plugins_enable(app: App, name: str, skip_check: bool, dry_run: bool, as_json
     missing = list(report.missing_permissions) if report else []
     for permission in missing:
         output.warn(f"Warning: the API user lacks {permission}")
-    detail = f"the API user lacks {', '.join(missing)}" if missing else ""
+    detail = "; ".join(filter(None, (
+        report.detail.strip().rstrip(".") if report else "",
+        f"the API user lacks {', '.join(missing)}" if missing else "")))
+    said = f": {detail}." if detail else "."
     if was_enabled:
+        # Enabling again checks the settings (and the connection) as they are now.
+        checked = "its settings checked again" + (", the connection not tested"
+                                                  if skip_check or dry_run else "")
         result = output.Report([output.ChangeResult(
             "enable plugin", name, output.UNCHANGED, "; ".join(filter(None, (
-                "already enabled", detail))), {"plugin": name})], dry_run)
-        output.show_report(result, as_json, done_text=f"{name} is already enabled.")
+                "already enabled", checked, detail))), {"plugin": name})], dry_run)
+        output.show_report(result, as_json,
+                           done_text=f"{name} is already enabled; {checked}" + said)
         return
     output.show_report(_changes("enable plugin", name, dry_run, detail, plugin=name), as_json,
-                       done_text=f"Enabled {name}.")
+                       done_text=f"Enabled {name}" + said)
 
 
 @plugins.command("disable")
@@ -1096,32 +1103,57 @@ def store_group():
 @click.argument("destination", metavar="DST")
 @click.option("--replace", is_flag=True,
               help="DST may hold rows: replace them with SRC's (else a non-empty DST is refused).")
+@dry_run_option
 @json_option
 @pass_app
-def store_copy(app: App, source: str, destination: str, replace: bool, as_json: bool):
+def store_copy(app: App, source: str, destination: str, replace: bool, dry_run: bool,
+               as_json: bool):
     """Copy every table of the store SRC into DST (a SQLite path or a store URL), secrets
-    included, and check the row counts of each table. Stop psabridge's workers first."""
+    included, and check the row counts of each table. Stop psabridge's workers first.
+
+    A dry run counts SRC's rows per table and checks DST, writing nothing (a DST file that
+    does not exist yet is not created)."""
+    from psabridge.core.errors import StoreError
     from psabridge.core.store import masked_url, open_store, store_url
-    from psabridge.core.store_copy import copy_store
+    from psabridge.core.store_copy import copy_store, planned_copy
 
     urls = [store_url(source), store_url(destination)]
     if urls[0] == urls[1]:
         raise click.UsageError("SRC and DST are the same store")
     with contextlib.ExitStack() as stack:
         stores = []
-        for url in urls:
-            opened = open_store(app.pm, url)
+        for label, url in zip(("SRC", "DST"), urls, strict=True):
+            path = Path(url.removeprefix("sqlite://")) if url.startswith("sqlite://") else None
+            if dry_run and label == "DST" and path and not path.exists() and path.parent.is_dir():
+                stores.append(None)  # it would be created, empty: a dry run leaves it uncreated
+                continue
+            try:
+                opened = open_store(app.pm, url)
+            except StoreError as exc:  # the store's own words say --db: name the argument
+                raise StoreError(str(exc).replace("--db (or PSABRIDGE_DB)", label)
+                                 .replace("--db ", f"{label} ")) from None
             stack.callback(opened.close)
             stores.append(opened)
-        report = copy_store(*stores, *(masked_url(url) for url in urls), replace=replace)
+        names = [masked_url(url) for url in urls]
+        if dry_run:
+            report = planned_copy(*stores, *names, replace=replace)
+        else:
+            report = copy_store(*stores, *names, replace=replace)
     if as_json:
         output.emit_json({"source": report.source, "destination": report.destination,
                           "replaced": report.replaced, "total_rows": report.total,
-                          "tables": [{"table": t, "rows": n} for t, n in report.rows.items()]})
+                          "tables": [{"table": t, "rows": n} for t, n in report.rows.items()],
+                          "dry_run": dry_run})
     else:
         counts = ", ".join(f"{t} {n}" for t, n in report.rows.items() if n) or "no rows"
-        click.echo(f"Copied {report.total} rows from {report.source} to {report.destination} "
-                   f"({counts}); every table's count checked.")
+        if dry_run:
+            click.echo(f"Would copy {report.total} rows from {report.source} to "
+                       f"{report.destination} ({counts})"
+                       + ("; its rows would be replaced" if report.replaced else "")
+                       + "; nothing written (dry run).")
+        else:
+            click.echo(f"Copied {report.total} rows from {report.source} to {report.destination} "
+                       f"({counts}); every table's count checked.")
 
 
 # -- look-ups: the ids the other commands ask for -------------------------------------------
@@ -1174,7 +1206,7 @@ def psa_choices(app: App, field, within, as_json):
 
     with _asking("the PSA's ticket options"):
         rows = lookups.routing_choices(app.bridge(), field, within)
-    _print_lookup(rows, as_json, ["id", "name", "scope", "usable", "why"])
+    _print_lookup(rows, as_json, ["id", "name", "scope", "default", "usable", "why"])
 
 
 @psa_group.command("statuses")
@@ -1318,18 +1350,23 @@ def _ticket_settings_json(settings: ticketing.TicketSettings,
     }
 
 
-def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
-    def named(value: str | None) -> str:
-        return "" if value is None else f"{value} ({names[value]})" if value in names else value
+def _ticket_settings_rows(shown: dict, names: dict[str, dict[str, str]]) -> list[dict]:
+    """The table of `ticketing show`; `names` maps each kind of id (a routing field's name,
+    "status", "priority", "source") to the PSA's names of its ids."""
+    def named(kind: str, value: str | None) -> str:
+        if value is None:
+            return ""
+        name = names.get(kind, {}).get(value)
+        return f"{name} ({value})" if name else f"{value} (unknown to the PSA)"
 
     rows = [{"setting": "enabled", "value": "yes" if shown["enabled"] else "no"},
-            {"setting": "source", "value": named(shown["source_id"])},
+            {"setting": "source", "value": named("source", shown["source_id"])},
             {"setting": "repeat window (minutes)", "value": shown["repeat_minutes"] or "off"}]
-    rows += [{"setting": f"priority {p['rmm_priority']}", "value": named(p["psa_priority_id"])}
-             for p in shown["priorities"]]
+    rows += [{"setting": f"priority {p['rmm_priority']}",
+              "value": named("priority", p["psa_priority_id"])} for p in shown["priorities"]]
     for a in shown["attributes"]:
-        values = [f"{field}={named(value)}" for field, value in a["routing"].items()]
-        values += [f"{label}={named(a[key])}" for label, key in (
+        values = [f"{field}={named(field, value)}" for field, value in a["routing"].items()]
+        values += [f"{label}={named('status', a[key])}" for label, key in (
             ("open", "open_status_id"), ("closed", "closed_status_id")) if a[key]]
         rows.append({"setting": f"origin {a['origin']}", "value": ", ".join(values)})
     rows += [{"setting": f"monitor {m['monitor']}",
@@ -1338,15 +1375,12 @@ def _ticket_settings_rows(shown: dict, names: dict[str, str]) -> list[dict]:
     return rows
 
 
-def _option_names(options) -> dict[str, str]:
-    """Names of the PSA's ids for the table; ids of different kinds may repeat, each kind
-    keeps its own name, so only the ids with one name are named."""
-    seen: dict[str, set[str]] = {}
-    for kind in (*(f.choices for f in options.routing), options.statuses, options.priorities,
-                 options.sources):
-        for item in kind:
-            seen.setdefault(item.id, set()).add(item.name)
-    return {id_: next(iter(names)) for id_, names in seen.items() if len(names) == 1}
+def _option_names(options) -> dict[str, dict[str, str]]:
+    """The PSA's names of its ids, kind by kind: ids of different kinds may be the same number
+    (Autotask's priority 4 and source 4), so each kind is looked up in its own list."""
+    kinds = {f.name: f.choices for f in options.routing}
+    kinds.update(status=options.statuses, priority=options.priorities, source=options.sources)
+    return {kind: {item.id: item.name for item in items} for kind, items in kinds.items()}
 
 
 @ticketing_group.command("show")
@@ -1462,10 +1496,10 @@ def _save_settings(bridge: Bridge, before: ticketing.TicketSettings,
 
 
 def _route_pair(text: str) -> tuple[str, str]:
-    field, _, value = text.partition("=")
-    if not field.strip() or not value.strip():
-        raise click.BadParameter(f"{text!r} is not FIELD=NAME_OR_ID, e.g. board=\"Help Desk\" "
-                                 "(`psabridge psa routing` lists the fields)",
+    field, equals, value = text.partition("=")
+    if not field.strip() or not equals:
+        raise click.BadParameter(f"{text!r} is not FIELD=NAME_OR_ID, e.g. board=\"Help Desk\", "
+                                 "or FIELD= to unset it (`psabridge psa routing` lists the fields)",
                                  param_hint="--route")
     return field.strip(), value.strip()
 
@@ -1480,7 +1514,8 @@ def _route_pair(text: str) -> tuple[str, str]:
               help="Which origin's attributes to set.")
 @click.option("--route", "routes", multiple=True, metavar="FIELD=NAME_OR_ID",
               callback=lambda ctx, param, values: [_route_pair(v) for v in values],
-              help="Set a routing field of the PSA for --origin, by the choice's id or name "
+              help="Set a routing field of the PSA for --origin, by the choice's id or name; "
+                   "FIELD= (nothing after =) unsets it, leaving it to the PSA's default "
                    "(repeatable; `psabridge psa routing` lists the fields, `psabridge psa "
                    "choices FIELD` their choices).")
 @click.option("--board", help="Same as --route board=BOARD.")
@@ -1557,7 +1592,9 @@ def _routed(bridge: Bridge, options, current: ticketing.TicketAttributes,
         fields[name] = value
     routing = dict(current.routing)
     for declared in options.routing:
-        if declared.name in fields:
+        if fields.get(declared.name) == "":  # FIELD=: unset, the PSA's default applies
+            routing.pop(declared.name, None)
+        elif declared.name in fields:
             routing[declared.name] = lookups.route_id(bridge, declared.name,
                                                       fields[declared.name], routing, options)
     scope = routing.get(options.status_scope) if options.status_scope else None
@@ -1829,8 +1866,9 @@ def console_group():
 @console_group.command("set-password", params=secret_options(
     "password", CONSOLE_PASSWORD_ENV, "console password",
     f"run without it to be prompted, or set {CONSOLE_PASSWORD_ENV} or --password-file PATH"))
+@click.option("--dry-run", is_flag=True, help="Check the password; save nothing.")
 @pass_app
-def console_set_password(app: App, **given):
+def console_set_password(app: App, dry_run: bool, **given):
     """Set the console's login password (hidden prompt, PSABRIDGE_CONSOLE_PASSWORD, or
     --password-file; never on the command line). Only its argon2 hash is stored."""
     from psabridge.console import auth
@@ -1845,6 +1883,10 @@ def console_set_password(app: App, **given):
     if not password:
         raise click.UsageError(f"no password given: type one at the prompt, or set "
                                f"{CONSOLE_PASSWORD_ENV} or --password-file PATH")
+    if dry_run:
+        auth.check_new_password(password)
+        click.echo("The console password would be set; nothing saved (dry run).")
+        return
     auth.set_password(app.store, password)
     click.echo("Console password set.")
 

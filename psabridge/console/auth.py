@@ -33,6 +33,12 @@ class BadPassword(PsabridgeError, ValueError):
 
 def set_password(store: Store, password: str) -> None:
     """Keep the argon2 hash of `password` as the console's login password."""
+    check_new_password(password)
+    store.set_option(OPTION_PLUGIN, PASSWORD_OPTION, _hasher.hash(password))
+
+
+def check_new_password(password: str) -> None:
+    """Raise BadPassword saying why `password` may not be the console's password."""
     if not password.strip():
         raise BadPassword("the console password is blank (only spaces or other blank "
                           "characters): anyone could guess it; choose one of at least "
@@ -41,7 +47,6 @@ def set_password(store: Store, password: str) -> None:
     if len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise BadPassword(f"the console password must be at least {MIN_PASSWORD_LENGTH} "
                           "characters, not counting spaces at either end")
-    store.set_option(OPTION_PLUGIN, PASSWORD_OPTION, _hasher.hash(password))
 
 
 def has_password(store: Store) -> bool:

@@ -29,10 +29,13 @@ class RemoteError(PsabridgeError):
     """The remote system refused or failed a request. Connectors subclass this.
 
     `transient` says the failure is the remote side's passing state (5xx, throttled, no
-    answer), not a problem with what was asked: trying again later may succeed.
+    answer), not a problem with what was asked: trying again later may succeed. `setting`
+    names the connector's setting at fault when the failure comes from one (a field it names
+    that the remote system does not have): core then points at that setting, not at the record.
     """
 
     transient: bool = False
+    setting: str | None = None
 
 
 class StoreError(PsabridgeError):

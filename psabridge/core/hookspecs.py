@@ -76,8 +76,11 @@ def required_hooks(kind: str) -> tuple[str, ...]:
 def connector_info() -> ConnectorInfo:
     """Say what kind of connector this is ("psa" or "rmm"), its title, and its settings.
 
-    The settings drive `psabridge configure NAME`, their validation when the plugin is enabled
-    (required fields, the URL rules) and the redaction of secrets from every log line.
+    The settings drive `psabridge configure NAME`, their validation when a value is configured
+    and again when the plugin is enabled (required fields, the URL rules, `kind="integer"` with
+    `minimum`/`maximum`, and the connector's own `Setting.check`), and the redaction of secrets
+    from every log line. What needs the remote system (a field that must exist there) is the
+    connection check's to refuse, naming the setting.
     """
 
 

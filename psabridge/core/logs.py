@@ -71,9 +71,11 @@ def register_secret(value: str | None) -> None:
 
 
 # `?token=VALUE` or `&api_key=VALUE` in a URL: the parameter's name, then its value up to the
-# next parameter, fragment, space or quote.
+# next parameter, fragment, space or quote. A value masked already (`password=***: the server
+# refused...`) is left as it is, so the punctuation after it stays.
 SECRET_QUERY_PARAMETER = re.compile(
-    r"(?P<name>[?&;][\w.-]*(?:secret|password|passwd|token|signature|api[_-]?key)=)[^&#\s\"'<>]+",
+    r"(?P<name>[?&;][\w.-]*(?:secret|password|passwd|token|signature|api[_-]?key)=)"
+    r"(?!\*\*\*(?:[:;,.)]|$))[^&#\s\"'<>]+",
     re.IGNORECASE,
 )
 

@@ -64,7 +64,8 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
                     options: TicketOptions | None = None) -> list[Row]:
     """The choices of one routing field, of every scope or of one (`within`: the id or name of a
     choice of the field scoping it): `id`, `name`, `scope_id`, `scope` (its name), `inactive`,
-    `usable` (whether tickets can be created with it) and `why` (why not, in words)."""
+    `default` (the PSA's default choice), `usable` (whether tickets can be created with it)
+    and `why` (why not, in words)."""
     options = _options(bridge, options)
     declared = routing_field(options, field)
     if within and declared.scoped_by is None:
@@ -80,7 +81,8 @@ def routing_choices(bridge: Bridge, field: str, within: str | None = None,
                                       "it is inactive in the PSA" if choice.inactive else ""]))
         rows.append({"id": choice.id, "name": choice.name, "scope_id": choice.scope_id,
                      "scope": names.get(choice.scope_id, "") if choice.scope_id else "",
-                     "inactive": choice.inactive, "usable": not why, "why": why})
+                     "inactive": choice.inactive, "default": choice.default,
+                     "usable": not why, "why": why})
     return rows
 
 
@@ -88,7 +90,7 @@ def scope_id(options: TicketOptions, field_name: str, text: str) -> str:
     """The id of the choice of the scoping field `field_name` that `text` names."""
     field = routing_field(options, field_name)
     return resolve(field.label.lower(), text, [(c.id, c.name) for c in field.choices],
-                   f"`psabridge psa routing {field.name}`")
+                   f"`psabridge psa choices {field.name}`")
 
 
 def statuses(bridge: Bridge, within: str | None = None,
@@ -248,7 +250,7 @@ def route_id(bridge: Bridge, field: str, text: str, routing: Mapping[str, str],
     choices = [c for c in declared.choices if scope is None or c.scope_id in (None, scope)]
     label = declared.label.lower()
     where = f" of {ticketing.describe_choice(options, declared.scoped_by, scope)}" if scope else ""
-    listed_by = f"`psabridge psa routing {declared.name}" + (f" --within {scope}`" if scope else "`")
+    listed_by = f"`psabridge psa choices {declared.name}" + (f" --within {scope}`" if scope else "`")
     return resolve(f"{label}{where}", text, [(c.id, c.name) for c in choices], listed_by)
 
 

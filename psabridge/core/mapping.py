@@ -655,6 +655,10 @@ def _unreadable_candidates(company: CompanySiteMapping, error: PsabridgeError) -
             f"({company.company_id}) match it: {error}")
     if _transient(error):
         return Unreadable(f"{what}; the next run tries again", transient=True)
+    if setting := getattr(error, "setting", None):
+        return Unreadable(f"{what}; fix the PSA connector's {setting} setting (`psabridge "
+                          "configure`), then `psabridge warnings clear` to try again",
+                          transient=False)
     return Unreadable(f"{what}; check the company in the PSA, then `psabridge warnings clear` to "
                       "try again", transient=False)
 

@@ -10,7 +10,7 @@ UUIDs, and core/ never does arithmetic on either. Each connector converts at its
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -26,19 +26,26 @@ PluginKind = Literal["psa", "rmm", "storage", "extension"]
 class Setting:
     """One value an admin gives a connector (`psabridge configure NAME --<name> ...`).
 
-    `kind="url"` applies the URL rules (protocol present, no `www.`). A `secret` setting is
-    read from a hidden prompt or an environment variable, never echoed, and redacted from logs.
+    `kind="url"` applies the URL rules (protocol present, no `www.`); `kind="integer"` takes a
+    whole number from `minimum` to `maximum` (None: unbounded). `check`, when given, is the
+    connector's own test of a value that passed those: it returns what is wrong, in words, or
+    None. `configure` refuses a value failing any of these (saving nothing), and so does enable.
+    A `secret` setting is read from a hidden prompt or an environment variable, never echoed,
+    and redacted from logs.
     """
 
     name: str
     label: str
     help: str = ""
-    kind: Literal["text", "url"] = "text"
+    kind: Literal["text", "url", "integer"] = "text"
     secret: bool = False
     required: bool = True
     # What the connector uses when the admin gave no value: `configure` shows it, and a setting
     # with a default is never missing. Secrets have none.
     default: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    check: Callable[[str], str | None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -169,6 +176,7 @@ class Choice:
     scope_id: str | None = None
     inactive: bool = False
     unusable: str = ""
+    default: bool = False  # the PSA's own default (what a ticket gets when none is chosen)
 
 
 @attrs.frozen

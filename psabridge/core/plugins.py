@@ -154,8 +154,9 @@ def configure_plugin(
     for key, value in given.items():
         if known[key].secret and not secrets.is_reference(value):
             logs.register_secret(value)
-    # Given URLs are checked now; a missing field is only an error once the plugin is enabled.
-    validate_settings(name, [attrs.evolve(known[k], required=False) for k in given], given)
+    # Given values are checked now (an empty one for a required setting too); a setting not
+    # given at all is only an error once the plugin is enabled.
+    validate_settings(name, [known[k] for k in given], given)
     references = {k: problem for k, v in given.items()
                   if known[k].secret and (problem := secrets.reference_problem(v.strip()))}
     if references:
@@ -164,8 +165,12 @@ def configure_plugin(
     stored = dict(state.settings) if state else {}
     for setting in record.settings:
         missing = not given.get(setting.name) and not _usable(stored.get(setting.name))
-        if (setting.secret and missing and ask_secret and not dry_run
-                and (answer := ask_secret(setting))):
+        if setting.secret and missing and ask_secret and not dry_run:
+            answer = ask_secret(setting)
+            if not answer:
+                if setting.required:  # saved empty, the plugin could not be enabled
+                    validate_settings(name, [setting], {})
+                continue
             logs.register_secret(answer)
             given[setting.name] = answer
     merged = {**stored, **normalise_settings(record.settings, given)}

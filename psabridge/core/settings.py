@@ -90,6 +90,8 @@ def url_problem(value: str) -> str | None:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https"):
         bare = value.strip().split("://")[-1].removeprefix("www.")
+        if parts.scheme and "://" in value:
+            return f"{value!r} uses {parts.scheme}://; write it with https://, e.g. https://{bare}"
         return f"{value!r} has no protocol; write it with https://, e.g. https://{bare}"
     if not parts.hostname:
         return f"{value!r} has no host name; write it as https://host.example.com"
@@ -125,7 +127,27 @@ def settings_problems(declared: Iterable[Setting], values: Mapping[str, str],
             continue
         if setting.kind == "url" and (problem := url_problem(value)):
             problems[setting.name] = problem
+        elif setting.kind == "integer" and (problem := integer_problem(setting, value)):
+            problems[setting.name] = problem
+        elif setting.check and (problem := setting.check(value)):
+            problems[setting.name] = problem
     return problems
+
+
+def integer_problem(setting: Setting, value: str) -> str | None:
+    """Say what is wrong with `value` for an integer setting, or None if it is fine."""
+    low, high = setting.minimum, setting.maximum
+    bounds = (f"from {low} to {high}" if low is not None and high is not None
+              else f"of at least {low}" if low is not None
+              else f"of at most {high}" if high is not None else "")
+    wanted = " ".join(filter(None, ("a whole number", bounds)))
+    shown = value if len(value) <= 20 else value[:20] + "..."
+    if not value.lstrip("-").isdigit() or len(value) > 18:
+        return f"{setting.label} must be {wanted}, not {shown!r}"
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        return f"{setting.label} must be {wanted}, not {number}"
+    return None
 
 
 def validate_settings(plugin: str, declared: Iterable[Setting], values: Mapping[str, str]) -> None:

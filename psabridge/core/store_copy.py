@@ -34,17 +34,31 @@ def row_counts(store: Store) -> dict[str, int]:
     return {table: sum(1 for _ in store.table_rows(table)) for table in COPIED_TABLES}
 
 
-def copy_store(source: Store, destination: Store, source_name: str, destination_name: str,
-               replace: bool = False) -> CopyReport:
-    """Copy every table of `source` into `destination` in one transaction, then check that each
-    table holds as many rows as the source's. A destination that holds rows is refused unless
-    `replace`, when its rows are replaced; nothing is written when the copy fails."""
+def _refuse_rows(destination: Store, destination_name: str, replace: bool) -> dict[str, int]:
+    """The rows `destination` holds, per table; refused when it holds some and not `replace`."""
     held = {table: n for table, n in row_counts(destination).items() if n}
     if held and not replace:
         what = ", ".join(f"{table} {n}" for table, n in held.items())
         raise StoreError(f"the destination store {destination_name} is not empty (rows: {what}); "
                          "copy into a new, empty store, or pass --replace to replace its rows "
                          "with the source's")
+    return held
+
+
+def planned_copy(source: Store, destination: Store | None, source_name: str,
+                 destination_name: str, replace: bool = False) -> CopyReport:
+    """What `copy_store` would copy (rows per table), refusing what it would refuse; writes
+    nothing. `destination` None: a store that does not exist yet (so empty)."""
+    held = _refuse_rows(destination, destination_name, replace) if destination else {}
+    return CopyReport(source_name, destination_name, bool(held), row_counts(source))
+
+
+def copy_store(source: Store, destination: Store, source_name: str, destination_name: str,
+               replace: bool = False) -> CopyReport:
+    """Copy every table of `source` into `destination` in one transaction, then check that each
+    table holds as many rows as the source's. A destination that holds rows is refused unless
+    `replace`, when its rows are replaced; nothing is written when the copy fails."""
+    held = _refuse_rows(destination, destination_name, replace)
     expected = {}
     with destination.transaction(fenced=False):
         for table in COPIED_TABLES:

@@ -175,6 +175,10 @@ def test_the_link_can_live_in_a_user_defined_field(sim):
     ("device_link_field", "notes", "referenceNumber or udf:NAME"),
     ("device_link_field", "serialNumber", "matches configuration items by serial number"),
     ("due_hours", "soon", "due_hours must be a whole number"),
+    ("device_link_field", "udf:No Such Field", "Check the device_link_field setting"),
+    ("product", "No Such Product", "set the product setting"),
+    ("product", "987654", "check the product setting"),
+    ("closed_statuses", "Waiting Customer, Nope", "closed_statuses names 'Nope'"),
 ])
 def test_a_bad_setting_fails_the_check_naming_it(sim, setting, value, said):
     report = hooks.psa_check_connection(connect({**sim.settings(), setting: value}, sim.transport()))
@@ -339,3 +343,20 @@ def test_a_denied_create_is_a_permission_error_naming_the_security_level():
         hooks.psa_create_configuration(connection,
                                        Configuration(name="X", company_id=str(company(sim)["id"])))
     assert not refused.value.transient
+
+
+def test_check_connection_takes_an_existing_udf_and_existing_closed_statuses(sim):
+    settings = {**sim.settings(), "device_link_field": "udf:RMM Device UID",
+                "closed_statuses": "waiting customer, 5"}
+    report = hooks.psa_check_connection(connect(settings, sim.transport()))
+    assert report.ok, report.detail
+
+
+def test_a_query_on_a_missing_udf_points_at_the_device_link_field_setting(sim):
+    connection = connect({**sim.settings(), "device_link_field": "udf:No Such Field"}, sim.transport())
+    home = next(c for c in sim.companies() if c["id"] != 0)
+    with pytest.raises(RemoteError) as caught:
+        hooks.psa_match_configurations(connection, str(home["id"]), [
+            Device(uid="d", hostname="zz", site_uid="s", url="https://rmm.example/device/1")], {})
+    assert caught.value.setting == "device_link_field"
+    assert "device_link_field setting" in str(caught.value)

@@ -211,6 +211,17 @@ def test_set_password_takes_it_from_the_environment_never_argv_and_stores_a_hash
     assert auth.check_password(store, PASSWORD) and not auth.check_password(store, PASSWORD + "x")
 
 
+def test_set_password_dry_run_checks_the_password_and_saves_nothing(pm, store, db_path):
+    runner = CliRunner()
+    short = runner.invoke(cli, ["--db", str(db_path), "console", "set-password", "--dry-run"],
+                          obj=App(pm=pm), env={"PSABRIDGE_CONSOLE_PASSWORD": "short"})
+    assert short.exit_code != 0 and "at least 12 characters" in short.output
+    dry = runner.invoke(cli, ["--db", str(db_path), "console", "set-password", "--dry-run"],
+                        obj=App(pm=pm), env={"PSABRIDGE_CONSOLE_PASSWORD": PASSWORD})
+    assert dry.exit_code == 0 and "nothing saved" in dry.output, dry.output
+    assert not auth.has_password(store)
+
+
 def test_without_a_webhook_secret_the_hooks_are_off_and_the_console_is_served(console):
     served = Client(ServedApp(console))
     off = served.post("/hooks/rmm", json={"alertUid": "x"})

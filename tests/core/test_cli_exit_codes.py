@@ -228,7 +228,7 @@ def test_ticketing_set_with_an_unknown_board_saves_nothing_and_says_which_boards
     assert result.exit_code == 1
     assert "Ticket settings saved" not in result.output
     assert "no board with id or name '999'" in result.output
-    assert "psabridge psa routing board" in result.output
+    assert "psabridge psa choices board" in result.output
     assert store.option("connectwise", "ticketing") is None
 
 

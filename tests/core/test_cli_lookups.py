@@ -69,7 +69,8 @@ def test_psa_choices_of_the_boards_say_which_cannot_take_tickets(run, sims):
     assert {r["id"]: r["name"] for r in rows} == {str(b["id"]): b["name"]
                                                    for b in cw.db.boards.values()}
     for row in rows:
-        assert set(row) == {"id", "name", "scope_id", "scope", "inactive", "usable", "why"}
+        assert set(row) == {"id", "name", "scope_id", "scope", "inactive", "default", "usable",
+                            "why"}
         board_id = int(row["id"])
         team, status = cw.db.default_team(board_id), cw.db.default_status(board_id)
         assert row["usable"] == (team is not None and status is not None)
@@ -98,7 +99,7 @@ def test_psa_statuses_of_one_board_by_id_or_name(run, sims):
     assert len(everything) == len(cw.db.board_statuses)
     assert "Waiting on Client" in table(run, "psa", "statuses", "--within", "Help Desk")
     unknown = run("psa", "statuses", "--within", "Nope", ok=False)
-    assert unknown.exit_code == 1 and "psabridge psa routing board" in unknown.output
+    assert unknown.exit_code == 1 and "psabridge psa choices board" in unknown.output
     assert "Traceback" not in unknown.output
 
 
@@ -110,6 +111,10 @@ def test_psa_choices_of_types_per_board(run, sims):
         str(t["id"]): t["name"] for t in cw.db.board_types.values() if t["board"]["id"] == alerts["id"]}
     assert all(r["scope"] == "RMM Alerts" and r["scope_id"] == str(alerts["id"]) for r in rows)
     assert len(as_json(run, "psa", "choices", "type")) == len(cw.db.board_types)
+    # The PSA's default type of the board is marked.
+    assert {r["id"] for r in rows if r["default"]} == {
+        str(t["id"]) for t in cw.db.board_types.values()
+        if t["board"]["id"] == alerts["id"] and t.get("defaultFlag")}
     assert "Service Request" in table(run, "psa", "choices", "type")
 
 
@@ -239,6 +244,25 @@ def test_ticketing_set_takes_names_and_stores_the_ids(run, sims):
     assert unknown.exit_code == 1 and "no ticket field 'queue'" in unknown.output
     malformed = run("ticketing", "set", "--origin", "alert", "--route", "board", ok=False)
     assert malformed.exit_code == 2 and "FIELD=NAME_OR_ID" in malformed.output
+    # FIELD= unsets a field: the PSA's default applies again.
+    run("ticketing", "set", "--origin", "alert", "--route", "type=")
+    shown = json.loads(run("ticketing", "show", "--json").output)
+    assert shown["attributes"][0]["routing"] == {"board": str(alerts["id"])}
+
+
+def test_an_unknown_choice_hints_at_a_command_that_lists_the_choices(run, sims):
+    cw, _ = sims
+    alerts = next(b for b in cw.db.boards.values() if b["name"] == "RMM Alerts")
+    run("ticketing", "set", "--origin", "alert", "--board", "rmm alerts", "--open-status",
+        "New (Alert)", "--closed-status", "resolved")
+    for asked in (["--board", "No Such Board"], ["--route", "type=No Such Type"]):
+        refused = run("ticketing", "set", "--origin", "alert", *asked, ok=False)
+        assert refused.exit_code == 1, refused.output
+        hinted = re.search(r"`psabridge ([^`]+)`", refused.output)
+        assert hinted, refused.output
+        listed = run(*hinted.group(1).split())  # the hinted command exists and succeeds
+        assert listed.exit_code == 0
+    assert str(alerts["id"]) in hinted.group(1)  # the types of the board chosen
 
 
 def test_companies_devices_and_sites_are_taken_by_name(run, sims):

@@ -205,7 +205,7 @@ def test_mapped_rows_and_unchanged_changes_carry_their_ids(run):  # noqa: F811
 def test_enabling_an_enabled_plugin_is_unchanged_and_empty_details_are_null(run):  # noqa: F811
     enabled = report(run, "plugins", "enable", "datto", "--skip-check")
     assert [(c["result"], c["detail"]) for c in enabled["changes"]] == [
-        ("unchanged", "already enabled")]
+        ("unchanged", "already enabled; its settings checked again, the connection not tested")]
     run("plugins", "disable", "datto")
     again = report(run, "plugins", "enable", "datto", "--skip-check")
     assert [(c["result"], c["detail"]) for c in again["changes"]] == [("done", None)]

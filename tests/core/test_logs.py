@@ -143,3 +143,9 @@ def test_console_lines_look_the_same_for_psabridge_and_for_libraries():
     assert "tickets_created=2" in ours
     assert "[info     ] HTTP Request: GET https://api.example/" in theirs and "[httpx]" in theirs
     assert logs.rendering() == "console"
+
+
+def test_a_value_masked_already_keeps_the_punctuation_after_it():
+    shown = "cannot open the store postgresql://h/db?password=***: the server refused the user"
+    assert logs.redact_text(shown) == shown
+    assert logs.redact_text("x?password=hunter2 y") == "x?password=*** y"

@@ -372,3 +372,16 @@ def test_devices_load_says_why_a_device_has_no_proposal(bridge, rmm):
     assert rows[good.uid].match.create_name == "PC-01" and rows[good.uid].problem == ""
     assert rows[flaky.uid].match is None
     assert rows[flaky.uid].problem.endswith("HTTP 500; the next run tries again")
+
+
+def test_a_refusal_caused_by_a_connector_setting_points_at_the_setting_not_the_company():
+    from psabridge.core.models import CompanySiteMapping
+
+    company = CompanySiteMapping("psa", "rmm", "7", "Acme", "s1", "Acme HQ")
+    plain = mapping._unreadable_candidates(company, RemoteError("refused"))
+    assert "check the company in the PSA" in plain.why
+    error = RemoteError("no such user-defined field")
+    error.setting = "device_link_field"
+    pointed = mapping._unreadable_candidates(company, error)
+    assert "device_link_field setting" in pointed.why
+    assert "check the company" not in pointed.why

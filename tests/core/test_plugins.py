@@ -105,6 +105,7 @@ def test_r2_a_refused_connection_stops_enable_and_missing_permissions_become_war
     ("field", "value", "expected"),
     [
         ("url", "cw.example.com", "url: 'cw.example.com' has no protocol; write it with https://"),
+        ("url", "ftp://cw.example.com", "url: 'ftp://cw.example.com' uses ftp://; write it with https://"),
         ("url", "https://www.cw.example.com", "url: 'https://www.cw.example.com' must not contain www"),
         ("url", "", "url: ConnectWise URL is required; set it with --url"),
         ("company", "", "company: Company is required; set it with --company"),

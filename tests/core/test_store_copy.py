@@ -157,3 +157,36 @@ def test_a_copy_that_fails_leaves_the_destination_as_it_was(pm, tmp_path, monkey
 def test_copying_a_store_onto_itself_is_refused(runner, tmp_path):
     result = runner("store", "copy", str(tmp_path / "a.db"), f"sqlite://{tmp_path / 'a.db'}")
     assert result.exit_code == 2 and "SRC and DST are the same store" in result.output
+
+
+def test_a_dry_run_counts_what_would_be_copied_and_writes_nothing(pm, tmp_path, runner):
+    source = tmp_path / "state.db"
+    store = open_store(pm, f"sqlite://{source}")
+    fill(pm, store)
+    expected = {table: len(rows) for table, rows in contents(store).items()}
+    store.close()
+    destination = tmp_path / "new.db"
+    planned = runner("store", "copy", str(source), str(destination), "--dry-run", "--json")
+    assert planned.exit_code == 0, planned.output
+    document = json.loads(planned.stdout)
+    schema = json.loads((resources.files("psabridge") / "schemas" / "store-copy.json").read_text())
+    jsonschema.validate(document, schema)
+    assert document["dry_run"] is True
+    assert {t["table"]: t["rows"] for t in document["tables"]} == expected
+    assert not destination.exists()
+    said = runner("store", "copy", str(source), str(destination), "--dry-run")
+    assert said.exit_code == 0 and "nothing written" in said.output
+    assert f"Would copy {sum(expected.values())} rows" in said.output
+
+    # A dry run refuses what the copy would refuse: a destination holding rows.
+    assert runner("store", "copy", str(source), str(destination)).exit_code == 0
+    refused = runner("store", "copy", str(source), str(destination), "--dry-run")
+    assert refused.exit_code == 1 and "is not empty" in refused.output
+
+
+def test_a_destination_in_a_missing_folder_is_named_dst(runner, tmp_path):
+    source = tmp_path / "state.db"
+    result = runner("store", "copy", str(source), str(tmp_path / "no" / "dir" / "x.db"))
+    assert result.exit_code == 1
+    assert f"DST {tmp_path / 'no' / 'dir' / 'x.db'}: its folder" in result.output
+    assert "--db" not in result.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import ConnectorInfo, Setting
+from psabridge.plugins.autotask.convert import link_field_problem
 from psabridge.plugins.autotask.hooks import (  # noqa: F401 - registered with pluggy from here
     psa_add_ticket_note,
     psa_attach_configuration,
@@ -43,6 +44,7 @@ SETTINGS = (
             help="The API tracking identifier of the API user's integration (ApiIntegrationCode)"),
     Setting("secret", "Secret", secret=True, help="The API user's secret (its password)"),
     Setting("device_link_field", "Device link field", required=False, default="referenceNumber",
+            check=link_field_problem,
             help="Where a configuration item keeps its RMM device link: referenceNumber, or "
                  "udf:NAME for a text user-defined field"),
     Setting("product", "Product", required=False,
@@ -51,10 +53,12 @@ SETTINGS = (
     Setting("closed_statuses", "Closed statuses", required=False,
             help="Ticket statuses (names or ids, comma-separated) that count as closed besides "
                  "Complete"),
-    Setting("due_hours", "Due in hours", required=False, default="24",
+    Setting("due_hours", "Due in hours", required=False, default="24", kind="integer",
+            minimum=1, maximum=24 * 366,
             help="Hours from creation to a new ticket's due date (Autotask's default is unknown, "
                  "so psabridge always sends one)"),
     Setting("requests_per_hour", "Requests per hour", required=False, default="5000",
+            kind="integer", minimum=1, maximum=10000,
             help="Most requests psabridge sends in any hour (default 5000, half of the 10,000 "
                  "Autotask allows a database for all integrations together)"),
 )

@@ -27,6 +27,16 @@ UDF_PREFIX = "udf:"
 DEFAULT_LINK_FIELD = "referenceNumber"
 
 
+def link_field_problem(value: str) -> str | None:
+    """What is wrong with a `device_link_field` value, in words, or None (checked at configure;
+    whether the user-defined field exists is checked by the connection check)."""
+    try:
+        LinkField.from_settings({"device_link_field": value})
+    except AutotaskError as exc:
+        return str(exc).removeprefix("device_link_field ")
+    return None
+
+
 @attrs.frozen
 class LinkField:
     """Where a configuration item keeps its RMM device link (the `device_link_field` setting).

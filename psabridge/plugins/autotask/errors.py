@@ -77,6 +77,7 @@ _THROTTLED = re.compile(r"thread threshold|itgenatr005|request threshold|thresho
                         r"|rate limit|too many requests", re.IGNORECASE)
 _NO_ZONE = re.compile(r"zone information could not be determined", re.IGNORECASE)
 _BAD_CODE = re.compile(r"integrationcode is invalid|integration code is invalid", re.IGNORECASE)
+_NO_UDF = re.compile(r"unable to find user-defined field", re.IGNORECASE)
 _NO_PERMISSION = re.compile(r"adequate permission|not have permission|access denied", re.IGNORECASE)
 
 
@@ -111,9 +112,14 @@ def error_for(response: httpx.Response, what: str) -> AutotaskError:
     status = response.status_code
     texts = error_texts(response)
     said = "; ".join(t for t in texts if t)
-    text = f"Autotask answered {status} to {what}" + (f": {said}" if said else "")
+    text = f"Autotask answered {status} to {what}" + (f": {said.rstrip('.')}" if said else "")
     kind: type[AutotaskError]
-    if status == 401 or any(_NO_ZONE.search(t) for t in texts):
+    if any(_NO_ZONE.search(t) for t in texts):
+        # Zone discovery asks by user name alone: an unknown user fails here, before any secret.
+        kind = AuthenticationFailed
+        text += (". Autotask does not know this API user: check the username setting (the API-only "
+                 "user's user name, e.g. name@example.com)")
+    elif status == 401:
         kind = AuthenticationFailed
         text += (". Autotask did not accept the API user: check the username and secret settings "
                  "(an API-only user's user name and secret), and that the user is active")
@@ -121,6 +127,13 @@ def error_for(response: httpx.Response, what: str) -> AutotaskError:
         kind = AuthenticationFailed
         text += (". Check the integration_code setting: the tracking identifier of the API user's "
                  "custom integration (Admin > Resources > the API user > Security)")
+    elif any(_NO_UDF.search(t) for t in texts):
+        error = Refused(text + ". Check the device_link_field setting: it names a user-defined "
+                        "field Autotask does not have (create it as a text field of configuration "
+                        "items, or set device_link_field to referenceNumber)",
+                        status=status, errors=texts)
+        error.setting = "device_link_field"
+        return error
     elif status == 403 or any(_NO_PERMISSION.search(t) for t in texts):
         kind = PermissionDenied
         text += (". The API user's security level does not allow this: give it the API User "

@@ -122,11 +122,38 @@ def psa_check_connection(connection: Connection) -> ConnectionReport:
     if threshold:
         detail += f"; {used} of the database's {threshold} requests used this hour"
     try:
+        _check_link_field(client, link_field(connection))
+        _check_closed_statuses(client, connection.settings)
+    except AutotaskError as exc:
+        return ConnectionReport(ok=False, detail=str(exc))
+    try:
         product = _product(client, connection)
         detail += f"; new configuration items are instances of product {product[1]!r} (id {product[0]})"
     except AutotaskError as exc:
+        if (connection.settings.get("product") or "").strip():
+            return ConnectionReport(ok=False, detail=str(exc))  # a product named but not there
         detail += f"; {exc}"
     return ConnectionReport(ok=True, detail=detail, missing_permissions=tuple(missing))
+
+
+def _check_link_field(client: AutotaskClient, link: LinkField) -> None:
+    """A user-defined link field must exist: a query on it is refused when it does not."""
+    if link.udf:
+        next(iter(client.query("ConfigurationItems", [q.eq(link.name, "psabridge check", udf=True)],
+                               fields=("id",), page_size=1)), None)
+
+
+def _check_closed_statuses(client: AutotaskClient, settings: Mapping[str, str]) -> None:
+    named = [s.strip() for s in (settings.get("closed_statuses") or "").split(",") if s.strip()]
+    if not named:
+        return
+    known = client.picklist("Tickets", "status")
+    names = {str(v.get("value")) for v in known} | {_fold(str(v.get("label") or "")) for v in known}
+    unknown = [s for s in named if s not in names and _fold(s) not in names]
+    if unknown:
+        listed = ", ".join(str(v.get("label")) for v in known if v.get("label"))
+        raise AutotaskError(f"closed_statuses names {', '.join(map(repr, unknown))}, which Autotask's "
+                            f"ticket statuses do not include; they are {listed}")
 
 
 # -- companies ---------------------------------------------------------------------------------
@@ -409,7 +436,8 @@ def _choices(values: list[dict], scoped: bool = False) -> tuple[Choice, ...]:
     return tuple(Choice(id=str(v.get("value")), name=str(v.get("label") or ""),
                         scope_id=(str(v["parentValue"]) if scoped and v.get("parentValue") not in (None, "")
                                   else None),
-                        inactive=v.get("isActive") is False) for v in ordered)
+                        inactive=v.get("isActive") is False,
+                        default=bool(v.get("isDefaultValue"))) for v in ordered)
 
 
 @hookimpl

@@ -467,7 +467,8 @@ def _board_status(record: dict, board_id: str) -> TicketStatus:
 
 def _choice(record: dict, board_id: str | None = None) -> Choice:
     return Choice(id=str(record["id"]), name=record["name"], scope_id=board_id,
-                  inactive=bool(record.get("inactiveFlag") or record.get("inactive")))
+                  inactive=bool(record.get("inactiveFlag") or record.get("inactive")),
+                  default=bool(record.get("defaultFlag")))
 
 
 # -- tickets -----------------------------------------------------------------------------------
