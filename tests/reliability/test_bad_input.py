@@ -82,7 +82,9 @@ def test_a_read_only_store_gives_one_clear_line(tmp_path):
     store.close()
     before = snapshot(db)
     with read_only(db):
-        result = psabridge(db, "configure", "connectwise", "--company", "acme")
+        # Valid settings (the private key from the environment), so only the store can refuse.
+        result = psabridge(db, "configure", "connectwise", "--company", "acme",
+                           PSABRIDGE_CONNECTWISE_PRIVATE_KEY="a-private-key-for-the-test")
         assert_one_clear_line(result, "store")
         assert "readonly" in result.stderr or "read-only" in result.stderr
     assert snapshot(db) == before
