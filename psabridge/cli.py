@@ -106,6 +106,9 @@ def register_plugin_commands() -> None:
     if not _plugin_commands_registered:
         _plugin_commands_registered = True
         default_plugin_manager().hook.register_commands(cli=cli)
+        from psabridge.simulator_commands import simulate_close_ticket  # the PSA's, whichever
+
+        simulate.add_command(simulate_close_ticket)
 
 
 def configure_logging(ctx: click.Context) -> None:
