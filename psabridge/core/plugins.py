@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 import pluggy
@@ -337,8 +338,12 @@ def registered_ticket_callback(store: Store, psa: str) -> str | None:
     """The ticket callback URL psabridge registered in `psa`, if it recorded one."""
     if not has_ticket_callback(store, psa):
         return None
-    return secrets.unseal(store.option(psa, TICKET_CALLBACK_OPTION)["url"], psa,
-                          "ticket callback URL")
+    url = secrets.unseal(store.option(psa, TICKET_CALLBACK_OPTION)["url"], psa, "ticket callback URL")
+    # Its token is the webhook secret: masked in whatever the unregistering logs, in any encoding.
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name == "token":
+            logs.register_secret(value)
+    return url
 
 
 def register_ticket_callback(bridge: Any, url: str, signing_secret: str) -> str:
