@@ -106,6 +106,9 @@ def register_plugin_commands() -> None:
     if not _plugin_commands_registered:
         _plugin_commands_registered = True
         default_plugin_manager().hook.register_commands(cli=cli)
+        from psabridge.simulator_commands import simulate_close_ticket  # the PSA's, whichever
+
+        simulate.add_command(simulate_close_ticket)
 
 
 def configure_logging(ctx: click.Context) -> None:
@@ -323,24 +326,29 @@ def plugins_remove(app: App, name: str, yes: bool, dry_run: bool, as_json: bool)
     from psabridge.core import plugins as plugins_lib
 
     plugins_lib.plugin_record(app.pm, name)
+    callback = plugins_lib.has_ticket_callback(app.store, name)
     if dry_run:
         mapped = len(app.store.device_mappings_of(name))
-        detail = (f"unmap {mapped} configuration{'s' * (mapped != 1)} in the PSA, then delete "
-                  "its settings, mappings, links and warnings")
+        detail = (f"unmap {mapped} configuration{'s' * (mapped != 1)} in the PSA, "
+                  f"{'unregister the ticket callback psabridge registered in it, ' * bool(callback)}"
+                  "then delete its settings, mappings, links and warnings")
         output.show_report(_changes("remove plugin", name, True, detail, plugin=name), as_json)
         return
     if not yes:
         click.confirm(
-            f"Remove every setting, mapping and link of {name} and unmap its devices?", abort=True,
+            f"Remove every setting, mapping and link of {name}, unmap its devices"
+            f"{' and unregister its ticket callback' * bool(callback)}?", abort=True,
             err=True)
     with output.spinner(f"Removing {name}"):
         psas = plugins_lib.enabled_plugins(app.pm, app.store, "psa")
         deleted = plugins_lib.remove_plugin(app.pm, app.store, name,
-                                            transport=app.transports.get(psas[0]) if psas else None)
+                                            transport=app.transports.get(psas[0] if psas else name))
     summary = ", ".join(f"{table} {count}" for table, count in deleted.items() if count)
-    report = _changes("remove plugin", name, False, f"deleted: {summary or 'nothing stored'}",
-                      plugin=name)
-    output.show_report(report, as_json, done_text=f"Removed {name} ({summary or 'nothing stored'}).")
+    unregistered = "; its ticket callback is unregistered" * bool(callback)
+    report = _changes("remove plugin", name, False, f"deleted: {summary or 'nothing stored'}"
+                      f"{unregistered}", plugin=name)
+    output.show_report(report, as_json,
+                       done_text=f"Removed {name} ({summary or 'nothing stored'}){unregistered}.")
 
 
 # -- configure ------------------------------------------------------------------------------
@@ -1825,8 +1833,10 @@ def serve_command(app: App, host, port, public_url, login_link, **secret_given):
         bridge = app.bridge()
         hooks = webhooks.WebhookApp(webhooks.LiveBridge(bridge, app.transports), secret)
         if public_url:
-            callback = webhooks.callback_url(public_url, secret)
-            bridge.psa.register_ticket_callback(callback, webhooks.signing_secret(secret))
+            from psabridge.core import plugins as plugins_lib
+
+            plugins_lib.register_ticket_callback(bridge, webhooks.callback_url(public_url, secret),
+                                                 webhooks.signing_secret(secret))
             click.echo(f"Registered the {bridge.psa.name} ticket callback at "
                        f"{public_url.rstrip('/')}/hooks/psa")
     console = ConsoleApp(app.pm, app.store, app.transports, trusted_proxies=proxies)

@@ -214,3 +214,86 @@ def control_options(command):
         "--url", default=None, metavar="URL",
         help=f"The simulator's URL, when it is not the one this user started here (the token then "
              f"comes from {SIMULATOR_TOKEN_ENV}).")(command)
+
+
+# -- closing a ticket in whichever PSA's simulator ------------------------------------------------
+
+
+def psa_simulator_choice(psa_titles: dict[str, str], enabled_psa: str | None,
+                         chosen: str | None) -> str:
+    """Which PSA's simulator `simulate close-ticket` drives: `chosen` (--psa), else the PSA
+    enabled in the store, else the only PSA with a control file (a running simulator is
+    preferred when several left one). `psa_titles` maps each installed PSA plugin to its title."""
+    names = ", ".join(sorted(psa_titles)) or "none"
+    if chosen:
+        if chosen not in psa_titles:
+            raise click.BadParameter(f"{chosen!r} is not an installed PSA plugin (PSA plugins: {names})",
+                                     param_hint="'--psa'")
+        return chosen
+    if enabled_psa in psa_titles:
+        return enabled_psa
+    present = {name: _read_record(name) for name in psa_titles if control_file(name).exists()}
+    if len(present) > 1:
+        present = {name: record for name, record in present.items()
+                   if record and _running(record.get("pid"))} or present
+    if len(present) == 1:
+        return next(iter(present))
+    starts = " or ".join(f"`psabridge simulate {name}`" for name in sorted(psa_titles))
+    if not present:
+        raise click.ClickException(
+            f"no PSA simulator is running for this user and no PSA is enabled in the store: start "
+            f"one with {starts}, or name one with --psa NAME")
+    raise click.ClickException(
+        f"simulators of several PSAs are running ({', '.join(sorted(present))}) and no PSA is "
+        f"enabled in the store: choose one with --psa NAME")
+
+
+def _read_record(plugin: str) -> dict | None:
+    try:
+        record = json.loads(control_file(plugin).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@click.command("close-ticket")
+@click.argument("ticket_id", metavar="ID")
+@click.option("--status", default=None, metavar="NAME",
+              help="A closed status of the ticket's board or queue (default: its first closed status).")
+@click.option("--psa", "psa", default=None, metavar="NAME",
+              help="The PSA whose simulator to drive (default: the PSA enabled in the store, else "
+                   "the only PSA simulator running).")
+@control_options
+@click.pass_context
+def simulate_close_ticket(ctx, ticket_id, status, psa, url, as_json):
+    """Close ticket ID in the running PSA simulator, as a technician would.
+
+    The PSA calls back as for any change (to `psabridge serve`, if registered), and the next
+    `psabridge sync` resolves the ticket's alert in the RMM."""
+    from psabridge.cli import App
+    from psabridge.core import plugins as plugins_lib
+
+    app = ctx.ensure_object(App)
+    records = [r for r in plugins_lib.list_plugins(app.pm) if r.kind == "psa"]
+    titles = {record.name: record.title for record in records}
+    plugin = psa_simulator_choice(titles, None if psa else _enabled_psa(app), psa)
+    title = titles[plugin]
+    payload = {"ticket": ticket_id} | ({"status": status} if status else {})
+    result = call_simulator(plugin, title, "close-ticket", payload, url)
+    echo_result(result, as_json, f"Closed ticket {result['ticket_id']} ({result['summary']}) in the "
+                                 f"{title} simulator, on {result['board']}: status {result['status']}.")
+
+
+def _enabled_psa(app) -> str | None:
+    """The PSA enabled in the store, if the store exists: driving a simulator must not create one."""
+    from psabridge.core import plugins as plugins_lib
+    from psabridge.core.store import store_url
+
+    try:
+        url = store_url(app.db)
+        if url.startswith("sqlite://") and not Path(url.removeprefix("sqlite://")).exists():
+            return None
+        enabled = plugins_lib.enabled_plugins(app.pm, app.store, "psa")
+    except Exception:  # no readable store: fall back to the running simulators
+        return None
+    return enabled[0] if enabled else None

@@ -363,3 +363,89 @@ def test_a_simulator_started_later_takes_the_control_file_over(control_dir):
             first.close()  # the first stops while the second runs: the file is not its own now
             assert find_simulator("datto", "Datto RMM").url == "http://127.0.0.1:2"
         assert not path.exists()  # the second removed its own on stop
+
+
+# -- close-ticket drives whichever PSA's simulator -------------------------------------------------
+
+
+@pytest.fixture
+def both_psa_simulators(control_dir):
+    """The ConnectWise and Autotask simulators running at once, as an admin trying both does."""
+    common = ("--seed", str(SEED), "--companies", str(COMPANIES))
+    cw = start("connectwise", *common, last="Press Ctrl-C")
+    try:
+        autotask = start("autotask", *common, last="Press Ctrl-C")
+    except BaseException:
+        cw.stop()
+        raise
+    yield cw, autotask
+    autotask.stop(), cw.stop()
+
+
+def autotask_ticket(autotask: Simulator, title: str) -> int:
+    """A new ticket in the running Autotask simulator, made through its REST API."""
+    from psabridge.plugins.autotask.simulator import AutotaskSimulator
+
+    twin = AutotaskSimulator(seed=SEED, companies=COMPANIES)  # the same API user
+    with twin.client(autotask.url, timeout=10) as client:
+        body = {"companyID": twin.companies()[1]["id"], "title": title, "status": 1, "priority": 1,
+                "queueID": 29682833, "issueType": 4, "subIssueType": 40, "ticketType": 5,
+                "source": 8, "ticketCategory": 101}
+        created = client.post("Tickets", json=body)
+        assert created.status_code == 200, created.text
+        return created.json()["itemId"]
+
+
+def autotask_status(autotask: Simulator, ticket_id: int) -> int:
+    from psabridge.plugins.autotask.simulator import AutotaskSimulator
+
+    with AutotaskSimulator(seed=SEED, companies=COMPANIES).client(autotask.url, timeout=10) as client:
+        return client.get(f"Tickets/{ticket_id}").json()["item"]["status"]
+
+
+def test_close_ticket_drives_the_simulator_of_the_psa_enabled_or_chosen(both_psa_simulators, psabridge):
+    cw, autotask = both_psa_simulators
+    first = autotask_ticket(autotask, "Printer offline")
+
+    # Two PSA simulators and no PSA enabled: which one is not guessed.
+    unsure = psabridge("simulate", "close-ticket", str(first), ok=False)
+    assert unsure.exit_code == 1 and "autotask, connectwise" in unsure.output
+    assert "--psa" in unsure.output and "Traceback" not in unsure.output
+    assert autotask_status(autotask, first) == 1
+
+    chosen = psabridge("simulate", "close-ticket", str(first), "--psa", "autotask")
+    assert f"Closed ticket {first} (Printer offline) in the Autotask PSA simulator" in chosen.output
+    assert "ConnectWise" not in chosen.output
+    assert autotask_status(autotask, first) == 5  # Complete
+
+    # The PSA enabled in the store is the one whose simulator is driven.
+    psabridge(*autotask.configure_args())
+    psabridge("plugins", "enable", "autotask")
+    second = autotask_ticket(autotask, "Disk C: below 10 %")
+    closed = json.loads(psabridge("simulate", "close-ticket", str(second), "--json").output)
+    jsonschema.validate(closed, schema_for("simulate close-ticket"))
+    assert (closed["ticket_id"], closed["status"], closed["closed"]) == (second, "Complete", True)
+    assert autotask_status(autotask, second) == 5
+    again = psabridge("simulate", "close-ticket", str(second), ok=False)
+    assert again.exit_code == 1 and f"Autotask PSA simulator: ticket {second} is already complete" \
+        in again.output
+
+    # --psa overrides the store: ConnectWise's simulator has no such ticket, and says so by name.
+    elsewhere = psabridge("simulate", "close-ticket", "424242", "--psa", "connectwise", ok=False)
+    assert elsewhere.exit_code == 1 and "ConnectWise Manage simulator: no ticket 424242" in elsewhere.output
+    unknown = psabridge("simulate", "close-ticket", "1", "--psa", "nosuch", ok=False)
+    assert unknown.exit_code == 2 and "'nosuch' is not an installed PSA plugin" in unknown.output
+
+    # Through --url the messages still name the product the simulator is.
+    unreachable = CliRunner().invoke(cli, ["--db", str(psabridge.db), "simulate", "close-ticket", "5",
+                                           "--url", "http://127.0.0.1:9"],
+                                     env={"PSABRIDGE_SIMULATOR_TOKEN": "t"})
+    assert unreachable.exit_code == 1
+    assert "cannot reach the Autotask PSA simulator at http://127.0.0.1:9" in unreachable.output
+
+
+def test_close_ticket_without_any_psa_simulator_says_how_to_start_one(control_dir, psabridge):
+    result = psabridge("simulate", "close-ticket", "5", ok=False)
+    assert result.exit_code == 1 and "no PSA simulator is running" in result.output
+    for start_it in ("psabridge simulate autotask", "psabridge simulate connectwise"):
+        assert start_it in result.output

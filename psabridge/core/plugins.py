@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 import pluggy
@@ -326,13 +327,55 @@ def disable_plugin(pm: pluggy.PluginManager, store: Store, name: str) -> None:
     log.info("plugin_disabled", plugin=name)
 
 
+# The PSA's option recording the ticket callback URL `serve --public-url` registered, so that
+# removing the PSA can unregister it: the PSA finds a registration by its URL, and the URL
+# carries the webhook secret, which only `serve` is given. Sealed, as secret settings are.
+TICKET_CALLBACK_OPTION = "ticket_callback"
+
+
+def has_ticket_callback(store: Store, psa: str) -> bool:
+    """Whether psabridge recorded a ticket callback it registered in `psa`."""
+    recorded = store.option(psa, TICKET_CALLBACK_OPTION)
+    return isinstance(recorded, dict) and bool(recorded.get("url"))
+
+
+def registered_ticket_callback(store: Store, psa: str) -> str | None:
+    """The ticket callback URL psabridge registered in `psa`, if it recorded one."""
+    if not has_ticket_callback(store, psa):
+        return None
+    url = secrets.unseal(store.option(psa, TICKET_CALLBACK_OPTION)["url"], psa, "ticket callback URL")
+    # Its token is the webhook secret: masked in whatever the unregistering logs, in any encoding.
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name == "token":
+            logs.register_secret(value)
+    return url
+
+
+def register_ticket_callback(bridge: Any, url: str, signing_secret: str) -> str:
+    """Register `url` as the enabled PSA's ticket callback and record it in the store; a
+    callback registered before at another URL (the webhook secret or the public address has
+    changed since) is unregistered once the new one is in place. Returns the registration id."""
+    psa = bridge.psa
+    try:
+        previous = registered_ticket_callback(bridge.store, psa.name)
+    except secrets.SecretsError as exc:  # sealed with another key: it cannot be found again
+        log.warning("earlier ticket callback not unregistered", plugin=psa.name, error=str(exc))
+        previous = None
+    registration = psa.register_ticket_callback(url, signing_secret)
+    bridge.store.set_option(psa.name, TICKET_CALLBACK_OPTION, {"url": secrets.seal(url)})
+    if previous and previous != url:
+        psa.unregister_ticket_callback(previous)
+    return registration
+
+
 def remove_plugin(
     pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
 ) -> dict[str, int]:
-    """Unmap the plugin's devices on the PSA side, then purge all its rows from the store.
+    """Unmap the plugin's devices on the PSA side and, for a PSA, unregister the ticket
+    callback `serve` registered in it; then purge all its rows from the store.
 
-    The remote unmapping comes first: if it fails, the store still lists what to unmap and a
-    rerun finishes the job. Configurations stay Active. Returns rows deleted per table.
+    The remote steps come first: if one fails, the store still lists what to undo and a rerun
+    finishes the job. Configurations stay Active. Returns rows deleted per table.
     """
     from psabridge.core.connectors import PsaConnector  # it builds on this module
 
@@ -351,6 +394,14 @@ def remove_plugin(
             JournalEntry(psa, "unmap_configurations", ",".join(configuration_ids), "ok",
                          {"reason": f"remove {name}"})
         )
+    callback = registered_ticket_callback(store, name) if record.kind == "psa" else None
+    if callback:
+        connector = PsaConnector(pm, connection_for(pm, store, name, transport))
+        if connector.supports("psa_unregister_ticket_callback"):
+            connector.unregister_ticket_callback(callback)
+            # The target is where the callback went, without its token.
+            store.record(JournalEntry(name, "unregister_ticket_callback", callback.split("?", 1)[0],
+                                      "ok", {"reason": f"remove {name}"}))
     deleted = store.purge_plugin(name)
     log.info("plugin_removed", plugin=name, kind=record.kind, deleted=deleted)
     return deleted

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from psabridge.core.errors import PluginError
+from psabridge.core.errors import PluginError, PsabridgeError
 from psabridge.core.models import CompanySiteMapping, DeviceMapping
 from psabridge.core.plugins import configure_plugin, enable_plugin, remove_plugin
 from psabridge.core.store import PLUGIN_TABLES
@@ -89,3 +89,38 @@ def test_removing_connectwise_leaves_autotask_rows_and_items_alone(
     assert autotask_sim.db.table("ConfigurationItems")[int(item_id)]["referenceNumber"] == \
         "https://rmm.example/device/1"
     assert all(rows == [] for rows in rows_of(store, "connectwise").values())
+
+
+@pytest.mark.parametrize("psa", ["autotask", "connectwise"])
+def test_removing_a_psa_unregisters_the_ticket_callback_first_and_a_rerun_finishes(
+        pm, store, configured, autotask_sim, connectwise_sim, psa):
+    from types import SimpleNamespace
+
+    import httpx
+
+    from psabridge.core.connectors import PsaConnector
+    from psabridge.core.plugins import connection_for, register_ticket_callback
+
+    sim = {"autotask": autotask_sim, "connectwise": connectwise_sim}[psa]
+
+    def registrations() -> list[str]:
+        if psa == "autotask":
+            return [w["webhookUrl"] for w in sim.db.table("TicketWebhooks").values()]
+        return [c["url"] for c in sim.db.callbacks.values()]
+
+    connector = PsaConnector(pm, connection_for(pm, store, psa, sim.transport()))
+    register_ticket_callback(SimpleNamespace(psa=connector, store=store),
+                             "https://bridge.example.com/hooks/psa?token=s3cret", "ab" * 32)
+    assert len(registrations()) == 1
+
+    def unreachable(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(PsabridgeError, match="(?i)connect|reach"):
+        remove_plugin(pm, store, psa, transport=httpx.MockTransport(unreachable))
+    assert len(registrations()) == 1 and store.plugin_state(psa) is not None  # nothing purged
+
+    remove_plugin(pm, store, psa, transport=sim.transport())
+    assert registrations() == [] and store.plugin_state(psa) is None
+    (entry,) = [e for e in store.journal(psa) if e.action == "unregister_ticket_callback"]
+    assert entry.target == "https://bridge.example.com/hooks/psa" and "s3cret" not in str(entry)

@@ -135,3 +135,53 @@ def test_serve_reads_its_secret_from_a_file_and_registers_the_callback_url_encod
                       ).status_code == 400
     assert hooks.post("/hooks/rmm", data=too_deep).status_code == 401
     assert secret not in result.output
+
+
+@pytest.mark.parametrize("sims", ["in-process"], indirect=True)
+def test_removing_the_psa_unregisters_the_ticket_callback_serve_registered(
+        e2e, sims, pm, store, db_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(webhooks, "listen", lambda app, host, port: NotServing())
+    psa = sims.psa.plugin
+
+    def run(*args: str, transports: dict | None = None):
+        return CliRunner().invoke(cli, ["--db", str(db_path), *args],
+                                  obj=App(pm=pm, transports=sims.transports if transports is None
+                                          else transports))
+
+    def serve(secret: str):
+        secret_file = tmp_path / "webhook-secret"
+        secret_file.write_text(secret + "\n")
+        result = run("serve", "--secret-file", str(secret_file), "--public-url", "https://bridge.example.com")
+        assert result.exit_code == 0, result.output
+
+    serve("first-secret-0123456789")
+    serve("second-secret-0123456789")  # a new secret: the callback at the old URL goes
+    (registered,) = sims.psa.callback_registrations()
+    assert registered.startswith("https://bridge.example.com/hooks/psa?token=second-secret-0123456789")
+    # The store records it to unregister it later, sealed as the connectors' secrets are.
+    assert "second-secret" not in str(list(store.table_rows("options")))
+
+    plan = run("plugins", "remove", psa, "--dry-run")
+    assert plan.exit_code == 0 and "unregister the ticket callback psabridge registered" in plan.output
+    assert sims.psa.callback_registrations() == [registered]
+
+    # The PSA out of reach: nothing is purged, the callback stays registered, a rerun finishes.
+    def unreachable(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    failed = run("plugins", "remove", psa, "--yes",
+                 transports={**sims.transports, psa: httpx.MockTransport(unreachable)})
+    assert failed.exit_code != 0 and "Traceback" not in failed.output
+    assert sims.psa.callback_registrations() == [registered]
+    assert run("plugins", "list").output.count(psa) >= 1
+
+    removed = run("plugins", "remove", psa, "--yes")
+    assert removed.exit_code == 0, removed.output
+    assert "ticket callback is unregistered" in removed.output
+    assert sims.psa.callback_registrations() == []
+    assert "second-secret" not in removed.output + plan.output + failed.output
+
+
+class NotServing:  # what `serve` would run, kept instead of run
+    def run(self):
+        pass

@@ -2,7 +2,7 @@
 
 The hooks live in :mod:`.hooks` and are re-exported here, because pluggy registers this module.
 `psabridge simulate connectwise` (added through `register_commands`) serves the simulator, and
-`psabridge simulate close-ticket` closes a ticket in it.
+`psabridge simulate close-ticket` closes a ticket in it (as in any PSA simulator).
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ def connector_info():
 
 @hookimpl
 def register_commands(cli):
-    from psabridge.plugins.connectwise.commands import simulate_close_ticket, simulate_connectwise
+    from psabridge.plugins.connectwise.commands import simulate_connectwise
 
     simulate = cli.commands.get("simulate")
     if simulate is not None:
         simulate.add_command(simulate_connectwise)
-        simulate.add_command(simulate_close_ticket)

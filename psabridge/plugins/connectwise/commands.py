@@ -1,5 +1,5 @@
-"""`psabridge simulate connectwise`: serve the simulator on loopback until Ctrl-C; and
-`psabridge simulate close-ticket`: what a technician does to a ticket, in the running simulator."""
+"""`psabridge simulate connectwise`: serve the simulator on loopback until Ctrl-C. While it
+runs, `psabridge simulate close-ticket` (psabridge.simulator_commands) closes a ticket in it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import click
 from psabridge.plugins.connectwise import SETTINGS
 from psabridge.simulation import Faults, control_token
 from psabridge.simulator_commands import (
-    call_simulator,
     configure_command,
     control_file_written,
-    control_options,
-    echo_result,
     fault_options,
     stopping_on_terminate,
 )
@@ -60,18 +57,3 @@ def simulate_connectwise(port, host, seed, companies, configurations, latency, e
         except KeyboardInterrupt:
             click.echo("Stopped.")
 
-
-@click.command("close-ticket")
-@click.argument("ticket_id", metavar="ID")
-@click.option("--status", default=None, metavar="NAME",
-              help="A closed status of the ticket's board (default: its first closed status).")
-@control_options
-def simulate_close_ticket(ticket_id, status, url, as_json):
-    """Close ticket ID in the running ConnectWise Manage simulator, as a technician would.
-
-    ConnectWise calls back as for any change (to `psabridge serve`, if registered), and the
-    next `psabridge sync` resolves the ticket's alert in the RMM."""
-    payload = {"ticket": ticket_id} | ({"status": status} if status else {})
-    result = call_simulator("connectwise", TITLE, "close-ticket", payload, url)
-    echo_result(result, as_json, f"Closed ticket {result['ticket_id']} ({result['summary']}) on board "
-                                 f"{result['board']}: status {result['status']}.")
