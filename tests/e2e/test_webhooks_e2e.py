@@ -66,7 +66,10 @@ def waitress_serving(app: WebhookApp) -> Iterator[str]:
     finally:
         # Close the sockets from the server's own loop (closing them from here races its
         # select); with its map empty the loop returns, then the worker threads are stopped.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        try:
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        except OSError:  # the trigger's pipe is gone (its fd closed under it): close from here
+            wasyncore.close_all(server._map)
         thread.join(timeout=5)
         server.task_dispatcher.shutdown()
         assert not thread.is_alive()

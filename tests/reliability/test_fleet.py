@@ -66,6 +66,12 @@ EXPIRY, IN_FLIGHT_WINDOW = "10", "3"
 # up to its end in both runs, so that both poll for the same time.
 SETTLE_WINDOW = 30.0
 REQUEST_BUDGET = 1.2  # the fleet's requests, at most, per request of the single worker
+# A short run is mostly start-ups: five processes and every restart after a kill log in again
+# (token, codebase, callback registration), which a run of minutes spreads thin. So the budget
+# above is held over a minute or more (the slow variant, or PSABRIDGE_SOAK_SECONDS >= 60); a
+# short run is held to a bound that still catches each worker polling on its own (about 3x).
+SHORT_RUN_BUDGET = 2.0
+BUDGET_FROM_SECONDS = 60
 
 
 def chaos_seconds(long: bool) -> float:
@@ -325,7 +331,8 @@ def test_three_workers_and_two_replicas_on_one_store_under_faults_and_kills(stor
     assert fleet.figures["alerts"] == single.figures["alerts"]
     print(f"requests: fleet {fleet.requests}, single worker {single.requests} "
           f"({fleet.requests / single.requests:.2f} x)")
-    assert fleet.requests <= REQUEST_BUDGET * single.requests, (fleet.requests, single.requests)
+    budget = REQUEST_BUDGET if seconds >= BUDGET_FROM_SECONDS else SHORT_RUN_BUDGET
+    assert fleet.requests <= budget * single.requests, (fleet.requests, single.requests, budget)
 
 
 
