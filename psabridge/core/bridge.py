@@ -6,16 +6,17 @@ Every engine function (mapping, ticketing, sync) takes a `Bridge`. Remote writes
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import attrs
 import pluggy
 
-from psabridge.core import coordination, logs, pacing, secrets
+from psabridge.core import coordination, http, logs, pacing, secrets
 from psabridge.core.connectors import FACADES, PsaConnector, RmmConnector
 from psabridge.core.errors import PluginError, PsabridgeError
 from psabridge.core.models import (
@@ -27,7 +28,7 @@ from psabridge.core.models import (
     TicketOptions,
 )
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
-from psabridge.core.store import Store
+from psabridge.core.store import LeaseLost, Store
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -160,24 +161,95 @@ class Bridge:
                             exc_info=True)
 
     def write(self, connector: Connector, action: str, target: str, call: Callable[[], T],
-              **detail: Any) -> T:
+              *, before: Callable[[], object] | None = None,
+              after: Callable[[T], R] | None = None, **detail: Any) -> T | R:
         """Make one change on a remote system and journal how it ended.
 
-        The intent is journalled first: a process killed while the request is in flight (after
-        the remote system acted, before the answer was recorded) still leaves a trace of it.
-        Nothing is sent by a holder whose lease covering this write was lost."""
+        The intent is journalled first, and the leases held here are marked in flight in the
+        same commit: a process killed while the request is in flight (after the remote system
+        acted, before the answer was recorded) still leaves a trace of it, and nobody takes its
+        work over before the remote system is done with it. Nothing is sent by a holder whose
+        lease covering this write was lost.
+
+        `before` makes the store writes that must be saved before the request leaves (a row
+        saying the change is under way), in that same commit. `after` makes those that follow
+        from the answer (given the call's result), in one commit with the journal's outcome;
+        the write then returns what `after` returns. One change, two commits."""
+        [outcome] = self.write_each(connector, action,
+                                    [Change(target, call, before, after, detail)])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return outcome
+
+    def write_each(self, connector: Connector, action: str, changes: Sequence[Change],
+                   claims: Collection[coordination.Held] = ()) -> list[Any]:
+        """Make a group of changes on one remote system as `write` makes one, in two commits
+        for the whole group: the intents, `before` writes and in-flight marks of all of them,
+        then (after every call) the outcomes and `after` writes of those that were made.
+
+        `claims` are the leases of a group of claims (`coordination.try_hold_each`); a change
+        whose `claim` is one of them is made under that claim alone, so that a write of one
+        that got no answer keeps only its own claim in flight. Returns, per change, what
+        `after` returned (or the call's result without one), or `Failed` with the error: one
+        change failing does not stop the others, except a lost lease, which is raised."""
         coordination.ensure_held()
         batch = _batch.get()
-        if batch is None or (connector.name, action, target) not in batch.intended:
-            self.store.record(JournalEntry(connector.name, action, target, "intent", detail))
+
+        def intended(change: Change) -> bool:
+            return batch is not None and (connector.name, action, change.target) in batch.intended
+
+        def alone(change: Change):
+            if change.claim is None:
+                return contextlib.nullcontext()
+            return coordination.holding_only(change.claim, claims)
+
+        def entry(change: Change, outcome: str, **more: Any) -> JournalEntry:
+            return JournalEntry(connector.name, action, change.target, outcome,
+                                {**change.detail, **more})
+
+        ahead = [change for change in changes if change.before is not None or not intended(change)]
+        if ahead:
+            with self.store.transaction():
+                for change in ahead:
+                    if not intended(change):
+                        self.store.record(entry(change, "intent"))
+                    if change.before is not None:
+                        change.before()
+                    with alone(change):
+                        coordination.mark_in_flight(http.IN_FLIGHT_WINDOW)
+        outcomes: list[Any] = []
+        for change in changes:
+            with alone(change):
+                try:
+                    outcomes.append(change.call())
+                except Exception as exc:
+                    coordination.mark_in_flight(None)  # unless a request of it got no answer
+                    self.store.record(entry(change, "failed", error=logs.redact_text(str(exc))))
+                    if isinstance(exc, LeaseLost):
+                        raise
+                    outcomes.append(Failed(exc))
+                    continue
+                coordination.mark_in_flight(None)
+        made = [(n, change) for n, change in enumerate(changes)
+                if not isinstance(outcomes[n], Failed)]
+        done = [entry(change, "ok") for _, change in made]
+        if not any(change.after is not None for _, change in made):
+            for journalled in done:
+                self.record_soon(journalled)
+            return outcomes
         try:
-            result = call()
-        except Exception as exc:
-            self.store.record(JournalEntry(connector.name, action, target, "failed",
-                                           {**detail, "error": logs.redact_text(str(exc))}))
+            with self.store.transaction():
+                for journalled in done:
+                    self.store.record(journalled)
+                for n, change in made:
+                    if change.after is not None:
+                        outcomes[n] = change.after(outcomes[n])
+        except LeaseLost:
+            with self.store.transaction(fenced=False):  # what was done elsewhere is journalled,
+                for journalled in done:  # whoever did it
+                    self.store.record(journalled)
             raise
-        self.record_soon(JournalEntry(connector.name, action, target, "ok", detail))
-        return result
+        return outcomes
 
     # -- store writes batched per group of changes ---------------------------------------------
 
@@ -227,6 +299,25 @@ class Bridge:
                 with self.store.transaction():
                     for write in batch.writes:
                         write()
+
+
+@attrs.frozen
+class Change:
+    """One change on a remote system, made by `Bridge.write_each` (see `Bridge.write`)."""
+
+    target: str
+    call: Callable[[], Any]
+    before: Callable[[], object] | None = None
+    after: Callable[[Any], Any] | None = None
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
+    claim: coordination.Held | None = None  # its own lease, in a group of claims
+
+
+@attrs.frozen
+class Failed:
+    """A change of a group that was not made: the error its call raised."""
+
+    error: Exception
 
 
 @attrs.define

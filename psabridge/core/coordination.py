@@ -28,8 +28,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import attrs
 
@@ -47,6 +47,9 @@ log = logs.get_logger(__name__)
 # environment variables shorten them for tests that kill processes on purpose.
 LOCK_TTL = seconds_from_environment("PSABRIDGE_LOCK_TTL", 60.0)
 CLAIM_TTL = seconds_from_environment("PSABRIDGE_CLAIM_TTL", 60.0)
+# An in-flight mark lasts this share longer than its write's window, so that the next write of
+# the same change, made within those seconds, needs no mark of its own (`mark_in_flight`).
+HEADROOM = 0.25
 # How long an admin's mapping command waits for a sync pass's mapping step to finish.
 LOCK_WAIT = seconds_from_environment("PSABRIDGE_LOCK_WAIT", 30.0, zero_allowed=True)
 
@@ -125,6 +128,8 @@ class Held:
     guards_writes: bool = True  # its remote writes keep it taken while in flight
     unanswered: bool = False  # a write made under it got no answer: it stays in flight
     answered: bool = False  # its last write was answered; the store clears its mark next commit
+    # Until when (time.monotonic()) the store's in-flight mark surely lasts; 0 when it has none.
+    in_flight_until: float = 0.0
     lost: bool = False
 
     def check(self, spare: float | None = None) -> None:
@@ -268,6 +273,56 @@ def try_hold(store: Store, name: str, ttl: float = CLAIM_TTL) -> Iterator[Held |
 
 
 @contextmanager
+def try_hold_each(store: Store, names: Iterable[str],
+                  ttl: float = CLAIM_TTL) -> Iterator[dict[str, Held]]:
+    """Hold, for the block, each lease of `names` that no other holder has: yields those held,
+    by name. They are taken in one commit and given up in one, where `try_hold` costs two
+    commits for each: a pass's new alerts are claimed as a group. Taken in the order of their
+    names, so that two processes taking groups that overlap never wait on each other in a
+    circle. Work on one of them alone goes in `holding_only`."""
+    granted: dict[str, Held] = {}
+    names = sorted(set(names))
+    if not names:
+        yield granted
+        return
+    with store.transaction(fenced=False):
+        for name in names:
+            held, _ = _acquire(store, name, ttl)
+            if held is not None:
+                granted[name] = held
+    holding = ExitStack()
+    try:
+        for held in granted.values():
+            holding.enter_context(_holding(held))
+        yield granted
+    finally:
+        try:
+            with store.transaction(fenced=False):  # every release in one commit
+                holding.close()
+        except StoreError:
+            holding.close()  # the releases not made run out on their own
+
+
+@contextmanager
+def holding_only(held: Held, group: Iterable[Held]) -> Iterator[None]:
+    """For the block, of the leases of `group` only `held` counts as held here: the remote
+    writes made in it mark that one in flight, and its commits are fenced by that one (and by
+    the leases held around the group, the pass's). One alert's work in a group of claims."""
+    others = {id(other) for other in group if other is not held}
+    other_leases = {id(other.lease) for other in group if other is not held}
+    leases = _held.set(tuple(h for h in _held.get() if id(h) not in others))
+    fences = _held_fences.set(tuple(lease for lease in _held_fences.get()
+                                    if id(lease) not in other_leases))
+    in_flight = _held_in_flight.set(tuple(h for h in _held_in_flight.get() if id(h) not in others))
+    try:
+        yield
+    finally:
+        _held_in_flight.reset(in_flight)
+        _held_fences.reset(fences)
+        _held.reset(leases)
+
+
+@contextmanager
 def hold(store: Store, name: str, ttl: float = LOCK_TTL, wait: float = 0.0,
          what: str = "this work", reentrant: bool = False,
          guards_writes: bool = True) -> Iterator[Held]:
@@ -328,11 +383,15 @@ def mark_in_flight(seconds: float | None) -> None:
     Until then no other process takes those leases over, not even from a holder that died:
     it would otherwise look for what the write made before the remote system has made it.
 
-    An answer is not written at once: the store clears the mark in the holder's next commit
-    (the journal entry of the answer, the next write's mark, or the lease's release), so the
-    answer costs no commit of its own. A holder that dies in between leaves its lease in flight
-    for the window, as if the answer had not come."""
-    by_store: dict[int, tuple[Store, list[Lease]]] = {}
+    A mark is written for a quarter longer than asked (HEADROOM), and a lease whose mark
+    still covers a new write's window is not marked again: the requests of one change (a
+    ticket, then its configuration) share one commit. An answer is not written at once: the
+    store clears the mark in the holder's next commit (the journal entry of the answer, the
+    next write's mark, or the lease's release), so the answer costs no commit of its own. A
+    holder that dies in between leaves its lease in flight for the window, as if the answer had
+    not come."""
+    by_store: dict[int, tuple[Store, list[Held]]] = {}
+    now = time.monotonic()
     for held in _held.get():
         if not held.guards_writes:
             continue
@@ -340,9 +399,13 @@ def mark_in_flight(seconds: float | None) -> None:
             held.answered = not held.unanswered
             continue
         held.answered = False
-        by_store.setdefault(id(held.store), (held.store, []))[1].append(held.lease)
-    for store, leases in by_store.values():
-        store.mark_in_flight(leases, seconds)
+        if held.in_flight_until < now + seconds:
+            by_store.setdefault(id(held.store), (held.store, []))[1].append(held)
+    for store, marking in by_store.values():
+        window = seconds * (1 + HEADROOM)
+        store.mark_in_flight([held.lease for held in marking], window)
+        for held in marking:
+            held.in_flight_until = now + window
 
 
 def mark_unanswered() -> None:

@@ -64,7 +64,6 @@ class RetryPolicy:
     # Per attempt: a retry gets a deadline of its own, and `attempts` with the waits between
     # them bound the whole call.
     deadline: float = DEADLINE
-    in_flight_window: float = IN_FLIGHT_WINDOW
 
 
 # -- Retry-After ---------------------------------------------------------------------------------
@@ -291,7 +290,7 @@ def send(
     def attempt() -> httpx.Response:
         coordination.ensure_held()  # no retry outlives the lease it runs under
         if writes:  # until it is answered, the remote system may act on it
-            coordination.mark_in_flight(policy.in_flight_window)
+            coordination.mark_in_flight(IN_FLIGHT_WINDOW)
         deadline = _Deadline(policy.deadline)
         token = _attempt_deadline.set(deadline)
         try:

@@ -26,14 +26,19 @@ from contextlib import contextmanager
 import attrs
 
 from psabridge.core import coordination, logs, mapping, outbox, ticketing
-from psabridge.core.bridge import Bridge, LiveBridge
+from psabridge.core.bridge import Bridge, Failed, LiveBridge
 from psabridge.core.errors import PsabridgeError
+from psabridge.core.models import Alert
 from psabridge.core.store import LeaseLost, Store
 
 log = logs.get_logger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)
 LOCK = "sync"
+# New alerts are claimed and ticketed in groups of this many (`ticketing.tickets_for_alerts`):
+# fewer commits per alert; a process killed mid-group leaves at most this many `pending` rows,
+# each settled by one look for its ticket in the next pass.
+ALERT_GROUP = 20
 # A lease nobody renews or releases: a watcher takes it when its pass ends, so that the next
 # pass on the store, whichever watcher runs it, starts no sooner than an interval later.
 SCHEDULE = "sync:schedule"
@@ -222,15 +227,29 @@ def _alerts_to_tickets(bridge: Bridge, report: PassReport) -> None:
     # make a second look free of side effects.
     context = ticketing.TicketContext.read(bridge)
     psa, rmm = bridge.pair
+    waiting: list[Alert] = []
     for alert in bridge.rmm.list_alerts(resolved=False, since=None):
         before = bridge.store.alert_ticket(psa, rmm, alert.uid)
-        if before is not None and before.state != "pending":
+        if before is None or before.state == "pending":
+            waiting.append(alert)
+        if len(waiting) == ALERT_GROUP:
+            _ticket_group(bridge, report, waiting, context)
+            waiting = []
+    if waiting:
+        _ticket_group(bridge, report, waiting, context)
+
+
+def _ticket_group(bridge: Bridge, report: PassReport, alerts: list[Alert],
+                  context: ticketing.TicketContext) -> None:
+    rows = _guarded(report, f"alerts {alerts[0].uid} and {len(alerts) - 1} more",
+                    lambda: ticketing.tickets_for_alerts(bridge, alerts, context))
+    for alert, row in zip(alerts, rows or (), strict=False):
+        if isinstance(row, Failed):
+            report.errors.append(f"alert {alert.uid}: {row.error}")
+            log.warning("sync step failed", step=f"alert {alert.uid}", error=str(row.error))
+        elif row is None:
             continue
-        row = _guarded(report, f"alert {alert.uid}",
-                       lambda a=alert: ticketing.ticket_for_alert(bridge, a, context))
-        if row is None:
-            continue
-        if row.state == "skipped":
+        elif row.state == "skipped":
             report.alerts_skipped += 1
         elif row.note == "repeat":
             report.tickets_joined += 1

@@ -22,7 +22,7 @@ from typing import Literal
 import attrs
 
 from psabridge.core import coordination, logs, outbox
-from psabridge.core.bridge import Bridge
+from psabridge.core.bridge import Bridge, Change, Failed
 from psabridge.core.errors import PsabridgeError
 from psabridge.core.mapping import device_url
 from psabridge.core.models import (
@@ -35,6 +35,7 @@ from psabridge.core.models import (
     converter,
     utcnow,
 )
+from psabridge.core.store import LeaseLost
 
 log = logs.get_logger(__name__)
 
@@ -346,35 +347,29 @@ def _summary(alert: Alert, hostname: str, limit: int | None) -> str:
 
 @attrs.define
 class TicketContext:
-    """What deciding an alert's ticket reads besides the alert: the settings, and which company
-    a site is mapped to and which configuration a device is. A pass over many alerts reads the
-    mappings once (`read`); a single alert from a webhook looks up only its own two rows
-    (`for_alert`), so its cost does not grow with the estate."""
+    """What deciding an alert's ticket reads besides the alert: the settings, read once for a
+    pass over many alerts, and which company the alert's site is mapped to and which
+    configuration its device is, looked up for each alert by their keys (an index serves each),
+    so that the cost of an alert does not grow with the estate."""
 
+    bridge: Bridge
     settings: TicketSettings
-    configuration_of: dict[str, str]  # device uid -> configuration id
-    company_of_site: dict[str, str]  # site uid -> company id
 
     @classmethod
     def read(cls, bridge: Bridge) -> TicketContext:
-        psa, rmm = bridge.pair
-        return cls(
-            settings=ticket_settings(bridge),
-            configuration_of={m.device_uid: m.configuration_id
-                              for m in bridge.store.device_mappings(psa, rmm)},
-            company_of_site={m.site_uid: m.company_id for m in bridge.store.company_mappings(psa, rmm)},
-        )
+        return cls(bridge, ticket_settings(bridge))
 
-    @classmethod
-    def for_alert(cls, bridge: Bridge, alert: Alert) -> TicketContext:
-        psa, rmm = bridge.pair
-        company = bridge.store.company_mapping_of_site(psa, rmm, alert.site_uid) if alert.site_uid else None
-        device = bridge.store.device_mapping(psa, rmm, alert.device_uid) if alert.device_uid else None
-        return cls(
-            settings=ticket_settings(bridge),
-            configuration_of={device.device_uid: device.configuration_id} if device else {},
-            company_of_site={company.site_uid: company.company_id} if company else {},
-        )
+    def company_of_site(self, site_uid: str | None) -> str | None:
+        if not site_uid:
+            return None
+        mapping = self.bridge.store.company_mapping_of_site(*self.bridge.pair, site_uid)
+        return mapping.company_id if mapping else None
+
+    def configuration_of(self, device_uid: str | None) -> str | None:
+        if not device_uid:
+            return None
+        mapping = self.bridge.store.device_mapping(*self.bridge.pair, device_uid)
+        return mapping.configuration_id if mapping else None
 
 
 def _skip(bridge: Bridge, alert: Alert, why: str) -> AlertTicket:
@@ -405,7 +400,27 @@ def ticket_for_alert(
         return _ticket_for_alert(bridge, alert, context)
 
 
+@attrs.frozen
+class _NewTicket:
+    """The decision to create an alert's ticket, in this company, with this configuration."""
+
+    company_id: str
+    configuration_id: str | None
+    settings: TicketSettings
+
+
 def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | None) -> AlertTicket | None:
+    decided = _decide(bridge, alert, context)
+    if isinstance(decided, _NewTicket):
+        return _create_ticket(bridge, alert, "alert", decided.company_id,
+                              decided.configuration_id, decided.settings)
+    return decided
+
+
+def _decide(bridge: Bridge, alert: Alert,
+            context: TicketContext | None) -> AlertTicket | _NewTicket | None:
+    """Under the alert's claim: settle what was left of it (an interrupted creation), skip it,
+    join it to its problem's ticket, or decide that it needs a new ticket."""
     psa, rmm = bridge.pair
     row = bridge.store.alert_ticket(psa, rmm, alert.uid)
     if row is not None and row.state != "pending":
@@ -416,7 +431,7 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
             return _adopt(bridge, row, found)
         if row.ticket_id:  # a note for a repeating alert, interrupted: its ticket is known
             return bridge.store.save_alert_ticket(attrs.evolve(row, state="open"))
-    context = context or TicketContext.for_alert(bridge, alert)
+    context = context or TicketContext.read(bridge)
     settings = context.settings
     bridge.announce("on_alert_raised", rmm=rmm, alert=alert)
 
@@ -426,13 +441,13 @@ def _ticket_for_alert(bridge: Bridge, alert: Alert, context: TicketContext | Non
     creates = override.create_tickets if override else alert.creates_ticket
     if not creates:
         return _skip(bridge, alert, f"monitor {alert.monitor} does not create tickets")
-    company_id = context.company_of_site.get(alert.site_uid)
+    company_id = context.company_of_site(alert.site_uid)
     if company_id is None:
         return _skip(bridge, alert, f"site {alert.site_name or alert.site_uid} is not mapped to a company")
 
-    configuration_id = context.configuration_of.get(alert.device_uid)
+    configuration_id = context.configuration_of(alert.device_uid)
     if not settings.repeat_minutes:
-        return _create_ticket(bridge, alert, "alert", company_id, configuration_id, settings)
+        return _NewTicket(company_id, configuration_id, settings)
     # Two alerts of one problem (a monitor on a device) handled at once, in two processes, must
     # not both find no ticket to join and each open one: "join or create" is decided under the
     # problem's claim.
@@ -499,6 +514,18 @@ def _settle_pending_repeats(bridge: Bridge, alert: Alert, since: dt.datetime) ->
 def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
                    configuration_id: str | None, settings: TicketSettings,
                    device: Device | None = None) -> AlertTicket:
+    change = _ticket_change(bridge, alert, origin, company_id, configuration_id, settings, device)
+    created = bridge.write(bridge.psa, "create_ticket", change.target, change.call,
+                           before=change.before, after=change.after, **change.detail)
+    return _ticket_created(bridge, alert, origin, company_id, created)
+
+
+def _ticket_change(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
+                   configuration_id: str | None, settings: TicketSettings,
+                   device: Device | None = None, claim: coordination.Held | None = None) -> Change:
+    """The creation of an alert's ticket, as a change for `Bridge.write_each`: the `pending`
+    row is saved before the create leaves (a create whose answer is lost is found later by its
+    marker, never made twice), the `open` row with the answer."""
     psa, rmm = bridge.pair
     attributes = settings.attributes_for(origin, alert.monitor)
     marker = alert_marker(bridge, alert.uid)
@@ -513,17 +540,68 @@ def _create_ticket(bridge: Bridge, alert: Alert, origin: Origin, company_id: str
         priority_id=settings.priorities.get(alert.priority), source_id=settings.source_id,
         configuration_id=configuration_id, device_url=device_link, alert_url=alert_link,
     )
-    row = bridge.store.save_alert_ticket(AlertTicket(
-        psa, rmm, alert.uid, "pending", marker=marker, monitor=alert.monitor,
-        device_uid=alert.device_uid, origin=origin, opened_at=alert.raised_at))
-    ticket = bridge.write(bridge.psa, "create_ticket", marker,
-                          lambda: bridge.psa.create_ticket(draft=draft), alert=alert.uid)
-    saved = bridge.store.save_alert_ticket(attrs.evolve(row, state="open", ticket_id=ticket.id))
+    pending = AlertTicket(psa, rmm, alert.uid, "pending", marker=marker, monitor=alert.monitor,
+                          device_uid=alert.device_uid, origin=origin, opened_at=alert.raised_at)
+
+    def saved(ticket: Ticket) -> tuple[Ticket, AlertTicket]:
+        return ticket, bridge.store.save_alert_ticket(
+            attrs.evolve(pending, state="open", ticket_id=ticket.id))
+
+    return Change(marker, lambda: bridge.psa.create_ticket(draft=draft),
+                  before=lambda: bridge.store.save_alert_ticket(pending), after=saved,
+                  detail={"alert": alert.uid}, claim=claim)
+
+
+def _ticket_created(bridge: Bridge, alert: Alert, origin: Origin, company_id: str,
+                    created: tuple[Ticket, AlertTicket]) -> AlertTicket:
+    ticket, saved = created
     log.info("ticket_created", alert_uid=alert.uid, device_uid=alert.device_uid,
              ticket_id=ticket.id, company_id=company_id, origin=origin)
-    bridge.announce("on_ticket_created", psa=psa, alert=alert if origin == "alert" else None,
-                    ticket=ticket)
+    bridge.announce("on_ticket_created", psa=bridge.psa.name,
+                    alert=alert if origin == "alert" else None, ticket=ticket)
     return saved
+
+
+def tickets_for_alerts(bridge: Bridge, alerts: list[Alert],
+                       context: TicketContext | None = None) -> list[AlertTicket | Failed | None]:
+    """Give a pass's open alerts their tickets as `ticket_for_alert` gives one, as a group:
+    their claims are taken in one commit and given up in one, and the new tickets they call for
+    are created with two commits for the whole group (`Bridge.write_each`), where one alert at
+    a time costs four. Whatever else an alert calls for (a skip, a repeat to join, an
+    interrupted creation to settle) is done for it alone, under its own claim.
+
+    Returns, per alert, its row, `Failed` when its ticket could not be created (it stays
+    `pending`: the next pass tries again), or None when another process is handling it."""
+    context = context or TicketContext.read(bridge)
+    names = {f"alert:{bridge.psa.name}:{alert.uid}": alert for alert in alerts}
+    results: dict[str, AlertTicket | Failed | None] = {}
+    with coordination.try_hold_each(bridge.store, names) as claims:
+        new: list[tuple[Alert, _NewTicket, Change]] = []
+        for name, alert in names.items():
+            if (claim := claims.get(name)) is None:
+                results[alert.uid] = None
+                continue
+            try:
+                with coordination.holding_only(claim, claims.values()):
+                    decided = _decide(bridge, alert, context)
+                    if not isinstance(decided, _NewTicket):
+                        results[alert.uid] = decided
+                        continue
+                    new.append((alert, decided, _ticket_change(
+                        bridge, alert, "alert", decided.company_id, decided.configuration_id,
+                        decided.settings, claim=claim)))
+            except LeaseLost as exc:
+                if exc.lease != claim.lease:
+                    raise  # the pass's own: the pass stops
+                results[alert.uid] = Failed(exc)
+            except PsabridgeError as exc:  # this alert's failure, not the group's
+                results[alert.uid] = Failed(exc)
+        outcomes = bridge.write_each(bridge.psa, "create_ticket",
+                                     [change for _, _, change in new], claims.values())
+    for (alert, decided, _), outcome in zip(new, outcomes, strict=True):
+        results[alert.uid] = (outcome if isinstance(outcome, Failed) else
+                              _ticket_created(bridge, alert, "alert", decided.company_id, outcome))
+    return [results[alert.uid] for alert in alerts]
 
 
 def _adopt(bridge: Bridge, row: AlertTicket, found: Ticket) -> AlertTicket:
@@ -547,11 +625,11 @@ def create_manual_ticket(bridge: Bridge, device: Device, summary: str, descripti
     retried request idempotent (the CLI derives one from the arguments)."""
     psa, rmm = bridge.pair
     context = TicketContext.read(bridge)
-    configuration_id = context.configuration_of.get(device.uid)
+    configuration_id = context.configuration_of(device.uid)
     if configuration_id is None:
         raise TicketingError(f"{device.hostname} is not mapped to a configuration; a manual ticket "
                              "needs a mapped device: map it with `psabridge devices map`")
-    company_id = context.company_of_site.get(device.site_uid)
+    company_id = context.company_of_site(device.site_uid)
     if company_id is None:
         raise TicketingError(f"{device.hostname}'s site is not mapped to a company")
     uid = f"manual-{request_id or uuid.uuid4().hex}"

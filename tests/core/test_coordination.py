@@ -199,3 +199,31 @@ def test_no_retry_outlives_the_lease_it_runs_under(pm, db_path):
     assert 0 < len(sent) < 20  # it stopped once the lease was gone, not after 1000 tries
     thief.close()
     store.close()
+
+
+def test_the_requests_of_one_change_share_one_in_flight_mark(store, monkeypatch):
+    marks = []
+    real_mark = store.mark_in_flight
+    monkeypatch.setattr(store, "mark_in_flight",
+                        lambda leases, seconds: (marks.append(seconds), real_mark(leases, seconds)))
+    with coordination.hold(store, "alert:x", ttl=30) as held:
+        coordination.mark_in_flight(3600)  # the ticket POST
+        coordination.mark_in_flight(None)  # answered
+        coordination.mark_in_flight(3600)  # its configuration POST, at once: the mark covers it
+        assert marks == [3600 * (1 + coordination.HEADROOM)]
+        held.in_flight_until -= 3600  # as if the second request came an hour later
+        coordination.mark_in_flight(3600)
+        assert len(marks) == 2
+        coordination.mark_in_flight(None)
+        store.set_cursor("psa", "x", "1")  # the next commit clears the mark ...
+        assert store.lease_holder("alert:x").expires_in <= 30
+        coordination.mark_in_flight(3600)  # ... so the next write marks again
+        assert len(marks) == 3
+
+
+def test_a_write_waits_out_its_marks_headroom_too_when_its_holder_dies(store, db_path, holders):
+    killed = holders(db_path, "alert:x", ttl=3600)
+    assert killed.ask("in-flight 3600") == "marked"
+    killed.process.send_signal(signal.SIGKILL)
+    killed.process.wait()
+    assert store.lease_holder("alert:x").expires_in > 3600  # the window, and a quarter more

@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-import attrs
 import httpx
 
 from psabridge.plugins.autotask.simulator import AutotaskSimulator, escaped_json
@@ -176,13 +175,10 @@ class AutotaskPsaSim:
     def faults_served(self, kind: str) -> int:
         return self.at.app.faults_served[kind]
 
-    def tune_client(self, connection, in_flight_window: float, timeout: float | None = None) -> None:
-        from psabridge.plugins.autotask.client import DEFAULT_POLICY, AutotaskClient
+    def tune_client(self, connection, timeout: float) -> None:
+        from psabridge.plugins.autotask.client import AutotaskClient
 
-        options = {} if timeout is None else {"timeout": timeout}
-        AutotaskClient.for_connection(
-            connection, policy=attrs.evolve(DEFAULT_POLICY, in_flight_window=in_flight_window),
-            **options)
+        AutotaskClient.for_connection(connection, timeout=timeout)
 
     # -- callbacks ---------------------------------------------------------------------------------
 

@@ -175,9 +175,9 @@ class PsaSim(Protocol):
     def faults_served(self, kind: str) -> int:
         """How many requests a fault of `kind` has struck so far."""
 
-    def tune_client(self, connection, in_flight_window: float, timeout: float | None = None) -> None:
-        """Set up the connector's client on `connection` to wait `in_flight_window` seconds
-        for an unanswered write (and `timeout` for an answer), instead of minutes."""
+    def tune_client(self, connection, timeout: float) -> None:
+        """Set up the connector's client on `connection` to wait `timeout` seconds for an
+        answer, instead of its deadline."""
 
     def callback_registrations(self) -> list[str]:
         """The URLs of the ticket callbacks registered with the PSA, as it keeps them."""
@@ -327,13 +327,10 @@ class ConnectWisePsaSim:
     def faults_served(self, kind: str) -> int:
         return self.cw.app.faults_served[kind]
 
-    def tune_client(self, connection, in_flight_window: float, timeout: float | None = None) -> None:
-        from psabridge.core.http import RetryPolicy
+    def tune_client(self, connection, timeout: float) -> None:
         from psabridge.plugins.connectwise.client import ConnectWiseClient
 
-        options = {} if timeout is None else {"timeout": timeout}
-        ConnectWiseClient.for_connection(
-            connection, policy=RetryPolicy(in_flight_window=in_flight_window), **options)
+        ConnectWiseClient.for_connection(connection, timeout=timeout)
 
     def callback_registrations(self) -> list[str]:
         return [entry["url"] for entry in self.cw.db.callbacks.values()]

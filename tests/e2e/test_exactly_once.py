@@ -17,14 +17,17 @@ import time
 
 import pytest
 
-from psabridge.core import sync
+from psabridge.core import coordination, http, sync
 
 ALERTS = 5
 IN_FLIGHT_WINDOW = 2.0
 
 
-def short_in_flight_window(desk, timeout: float | None = None) -> None:
-    desk.psa.tune_client(desk.bridge.psa.connection, IN_FLIGHT_WINDOW, timeout)
+def short_in_flight_window(desk, monkeypatch, timeout: float | None = None) -> None:
+    """Wait seconds, not minutes, for a write that got no answer (and `timeout` for an answer)."""
+    monkeypatch.setattr(http, "IN_FLIGHT_WINDOW", IN_FLIGHT_WINDOW)
+    if timeout is not None:
+        desk.psa.tune_client(desk.bridge.psa.connection, timeout)
 
 
 def after_the_window_a_rerun(desk, unanswered: int) -> sync.PassReport:
@@ -32,7 +35,7 @@ def after_the_window_a_rerun(desk, unanswered: int) -> sync.PassReport:
     at_once = sync.run_pass(desk.bridge)
     assert (at_once.tickets_created, at_once.recovered) == (0, 0)
     assert len(desk.bridge.store.alert_tickets(*desk.bridge.pair, ("pending",))) == unanswered
-    time.sleep(IN_FLIGHT_WINDOW)
+    time.sleep(IN_FLIGHT_WINDOW * (1 + coordination.HEADROOM))  # the mark's headroom too
     return sync.run_pass(desk.bridge)
 
 
@@ -54,9 +57,9 @@ def assert_exactly_one_each(desk, alerts: list[str]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["error", "drop"])
-def test_failure_before_the_create_call_then_rerun(desk, kind):
+def test_failure_before_the_create_call_then_rerun(desk, kind, monkeypatch):
     desk.enable()
-    short_in_flight_window(desk)
+    short_in_flight_window(desk, monkeypatch)
     alerts = raise_alerts(desk)
     # The first three creations fail before the PSA does anything.
     desk.psa.fail_ticket_creates(kind, "before", times=3)
@@ -98,21 +101,26 @@ def test_killed_after_the_psa_answered_before_the_commit_then_rerun(desk, monkey
     victim = opened[-1]
     assert len(desk.tickets_for(victim)) == 1  # the PSA has the ticket ...
     assert store.alert_ticket(*desk.bridge.pair, victim).state == "pending"  # ... the store not
+    # Alerts are ticketed in groups: those whose answers were not yet committed are `pending`
+    # with their tickets made; those the kill came before have no ticket yet.
+    made = {uid for uid in alerts if desk.tickets_for(uid)}
+    pending = {row.alert_uid for row in store.alert_tickets(*desk.bridge.pair, ("pending",))}
 
     rerun = sync.run_pass(desk.bridge)
-    assert rerun.recovered == 1 and rerun.errors == []
-    assert rerun.tickets_created == ALERTS - 3  # the two never reached
+    assert rerun.errors == []
+    assert rerun.recovered == len(pending & made) >= 1  # adopted, not made again
+    assert rerun.tickets_created == ALERTS - len(made)  # never reached
     assert_exactly_one_each(desk, alerts)
 
 
-def test_timeout_after_creation_then_rerun(desk, sims):
+def test_timeout_after_creation_then_rerun(desk, sims, monkeypatch):
     desk.enable()
     alerts = raise_alerts(desk)
     if sims.transports:  # in-process there is no socket to time out: the answer is dropped
-        short_in_flight_window(desk)
+        short_in_flight_window(desk, monkeypatch)
         desk.psa.fail_ticket_creates("drop", "after", times=3)
     else:  # on loopback the answer comes later than the client waits
-        short_in_flight_window(desk, timeout=0.2)
+        short_in_flight_window(desk, monkeypatch, timeout=0.2)
         desk.psa.fail_ticket_creates("slow", "after", times=3, seconds=0.6)
     first = sync.run_pass(desk.bridge)
     # A loaded machine may also be late with an answer that was not slowed: one more outcome

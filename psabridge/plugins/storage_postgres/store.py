@@ -434,6 +434,7 @@ class PostgresStore:
             return []
         for held in answered:
             held.answered = False
+            held.in_flight_until = 0.0  # the next write marks again
         try:
             conn.execute("update leases set quiet_until = 0 where token = any(%s)",
                          ([held.lease.token for held in answered],))

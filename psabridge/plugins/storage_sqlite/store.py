@@ -382,6 +382,7 @@ class SQLiteStore:
         # the holder) is cleared by the next commit.
         for held in answered:
             held.answered = False
+            held.in_flight_until = 0.0  # the next write marks again
         tokens = [held.lease.token for held in answered]
         try:
             db.execute(f"update leases set quiet_until = 0 where token in "
@@ -399,10 +400,14 @@ class SQLiteStore:
 
     @staticmethod
     def _check_fences(db: sqlite_utils.Database) -> None:
-        for lease in held_fences():
-            row = db.execute("select 1 from leases where name = ? and token = ?",
-                             (lease.name, lease.token)).fetchone()
-            if row is None:
+        fences = held_fences()
+        if not fences:
+            return
+        found = set(db.execute(f"select name, token from leases where token in "
+                               f"({', '.join('?' * len(fences))})",
+                               [lease.token for lease in fences]).fetchall())
+        for lease in fences:
+            if (lease.name, lease.token) not in found:
                 db.execute("ROLLBACK")
                 raise LeaseLost(lease)
 
@@ -557,25 +562,30 @@ class SQLiteStore:
         return self._row(DeviceMapping, "device_configurations", psa, rmm, device_uid=device_uid)
 
     def device_mappings_of(self, plugin: str) -> list[DeviceMapping]:
-        rows = self.db["device_configurations"].rows_where(
-            "psa = ? or rmm = ?", [plugin, plugin], order_by="device_uid"
-        )
+        rows = self._select("select * from device_configurations where psa = ? or rmm = ? "
+                            "order by device_uid", (plugin, plugin))
         return [_structure(DeviceMapping, row) for row in rows]
 
     def _row(self, cls, table: str, psa: str, rmm: str, **key: str):
         """One row by a unique key of the pair's (an index serves each: one lookup, whatever
         the estate's size)."""
         [(column, value)] = key.items()
-        cursor = self.db.execute(f"select * from [{table}] where psa = ? and rmm = ? and [{column}] = ?",
-                                 (psa, rmm, value))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return _structure(cls, dict(zip([c[0] for c in cursor.description], row, strict=True)))
+        rows = self._select(f"select * from [{table}] where psa = ? and rmm = ? and [{column}] = ?",
+                            (psa, rmm, value))
+        return _structure(cls, rows[0]) if rows else None
 
     def _rows(self, cls, table: str, psa: str, rmm: str, order_by: str):
-        rows = self.db[table].rows_where("psa = ? and rmm = ?", [psa, rmm], order_by=order_by)
+        rows = self._select(f"select * from [{table}] where psa = ? and rmm = ? order by {order_by}",
+                            (psa, rmm))
         return [_structure(cls, row) for row in rows]
+
+    def _select(self, sql: str, params: tuple | list = ()) -> list[dict]:
+        """The rows of a query as dicts. Not sqlite-utils' `rows_where`, which asks SQLite for
+        the table's names and columns on every call: four statements more per lookup, on the
+        paths every alert and every webhook take."""
+        cursor = self.db.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     # -- audit cache ------------------------------------------------------------------------
 
@@ -611,7 +621,8 @@ class SQLiteStore:
 
     def warnings(self, plugin: str | None = None) -> list[StoredWarning]:
         where, params = ("plugin = ?", [plugin]) if plugin else (None, [])
-        rows = self.db["warnings"].rows_where(where, params, order_by="id")
+        rows = self._select(f"select * from warnings {'where ' + where if where else ''} "
+                            "order by id", params)
         return [_structure(StoredWarning, row) for row in rows]
 
     def clear_warnings(self, plugin: str | None = None) -> int:
@@ -632,11 +643,9 @@ class SQLiteStore:
         )
 
     def alert_ticket(self, psa: str, rmm: str, alert_uid: str) -> AlertTicket | None:
-        row = self.db.execute(
-            "select * from alert_tickets where psa = ? and rmm = ? and alert_uid = ?",
-            (psa, rmm, alert_uid),
-        ).fetchone()
-        return _alert_ticket(self.db["alert_tickets"].columns, row) if row else None
+        rows = self._select("select * from alert_tickets where psa = ? and rmm = ? and alert_uid = ?",
+                            (psa, rmm, alert_uid))
+        return _structure(AlertTicket, rows[0]) if rows else None
 
     def save_alert_ticket(self, entry: AlertTicket) -> AlertTicket:
         now = utcnow()
@@ -659,16 +668,18 @@ class SQLiteStore:
         if ticket_id is not None:
             where.append("ticket_id = ?")
             params.append(ticket_id)
-        rows = self.db["alert_tickets"].rows_where(" and ".join(where), params, order_by="rowid")
+        rows = self._select(f"select * from alert_tickets where {' and '.join(where)} order by rowid",
+                            params)
         return [_structure(AlertTicket, row) for row in rows]
 
     def latest_ticket_for(self, psa: str, rmm: str, monitor: str, device_uid: str,
                           since: dt.datetime) -> AlertTicket | None:
         """The newest ticketed alert of this monitor on this device opened at or after `since`."""
-        rows = list(self.db["alert_tickets"].rows_where(
-            "psa = ? and rmm = ? and monitor = ? and device_uid = ? and opened_at >= ? "
-            "and ticket_id is not null",
-            [psa, rmm, monitor, device_uid, since.isoformat()], order_by="opened_at desc", limit=1))
+        rows = self._select(
+            "select * from alert_tickets where psa = ? and rmm = ? and monitor = ? "
+            "and device_uid = ? and opened_at >= ? and ticket_id is not null "
+            "order by opened_at desc limit 1",
+            (psa, rmm, monitor, device_uid, since.isoformat()))
         return _structure(AlertTicket, rows[0]) if rows else None
 
     # -- leases and the outbox: timed by the store's clock, never the caller's ---------------
@@ -745,7 +756,8 @@ class SQLiteStore:
         if key is not None:
             where.append("key = ?")
             params.append(key)
-        rows = self.db["outbox"].rows_where(" and ".join(where) or None, params, order_by="id")
+        rows = self._select(f"select * from outbox {'where ' + ' and '.join(where) if where else ''} "
+                            "order by id", params)
         return [_structure(OutboxItem, {**row, "payload": json.loads(row["payload"])})
                 for row in rows]
 
@@ -805,12 +817,9 @@ class SQLiteStore:
         where, params = ("plugin = ?", [plugin]) if plugin else (None, [])
         return [
             _structure(JournalEntry, {**row, "detail": json.loads(row["detail"])})
-            for row in self.db["journal"].rows_where(where, params, order_by="id")
+            for row in self._select(f"select * from journal {'where ' + where if where else ''} "
+                                    "order by id", params)
         ]
-
-
-def _alert_ticket(columns, row) -> AlertTicket:
-    return _structure(AlertTicket, dict(zip([c.name for c in columns], row, strict=True)))
 
 
 def _structure(cls, row: dict):
