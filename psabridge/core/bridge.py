@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -182,14 +182,14 @@ class Bridge:
         return outcome
 
     def write_each(self, connector: Connector, action: str, changes: Sequence[Change],
-                   claims: Collection[coordination.Held] = ()) -> list[Any]:
+                   claims: coordination.Claims | None = None) -> list[Any]:
         """Make a group of changes on one remote system as `write` makes one, in two commits
         for the whole group: the intents, `before` writes and in-flight marks of all of them,
         then (after every call) the outcomes and `after` writes of those that were made.
 
-        `claims` are the leases of a group of claims (`coordination.try_hold_each`); a change
-        whose `claim` is one of them is made under that claim alone, so that a write of one
-        that got no answer keeps only its own claim in flight. Returns, per change, what
+        `claims` are a group of claims (`coordination.try_hold_each`); a change whose `claim`
+        is one of them is made under that claim alone, so that a write of one that got no
+        answer keeps only its own claim in flight. Returns, per change, what
         `after` returned (or the call's result without one), or `Failed` with the error: one
         change failing does not stop the others, except a lost lease, which is raised."""
         coordination.ensure_held()
@@ -199,9 +199,9 @@ class Bridge:
             return batch is not None and (connector.name, action, change.target) in batch.intended
 
         def alone(change: Change):
-            if change.claim is None:
+            if change.claim is None or claims is None:
                 return contextlib.nullcontext()
-            return coordination.holding_only(change.claim, claims)
+            return claims.alone(change.claim)
 
         def entry(change: Change, outcome: str, **more: Any) -> JournalEntry:
             return JournalEntry(connector.name, action, change.target, outcome,
@@ -215,8 +215,11 @@ class Bridge:
                         self.store.record(entry(change, "intent"))
                     if change.before is not None:
                         change.before()
-                    with alone(change):
-                        coordination.mark_in_flight(http.IN_FLIGHT_WINDOW)
+                claimed = [change.claim for change in ahead if change.claim is not None]
+                if claimed:  # each under its own claim, in one statement
+                    coordination.mark_in_flight(http.IN_FLIGHT_WINDOW, claimed)
+                if len(claimed) < len(ahead):
+                    coordination.mark_in_flight(http.IN_FLIGHT_WINDOW)
         outcomes: list[Any] = []
         for change in changes:
             with alone(change):

@@ -272,54 +272,59 @@ def try_hold(store: Store, name: str, ttl: float = CLAIM_TTL) -> Iterator[Held |
         yield held
 
 
+class Claims(dict[str, "Held"]):
+    """The leases of a group held by `try_hold_each`, by name."""
+
+    def __init__(self, granted: dict[str, Held]):
+        super().__init__(granted)
+        # What is held around the group (the pass's lease): one member's work runs under it
+        # and that member alone.
+        self._around = (_held.get(), _held_fences.get(), _held_in_flight.get())
+
+    @contextmanager
+    def alone(self, held: Held) -> Iterator[None]:
+        """For the block, of the group only `held` counts as held here: the remote writes made
+        in it mark that one in flight, and its commits are fenced by that one (and by what is
+        held around the group). One alert's work in a group of claims."""
+        leases, fences, in_flight = self._around
+        tokens = (_held.set(leases + (held,)), _held_fences.set(fences + (held.lease,)),
+                  _held_in_flight.set(in_flight + (held,)))
+        try:
+            yield
+        finally:
+            _held_in_flight.reset(tokens[2])
+            _held_fences.reset(tokens[1])
+            _held.reset(tokens[0])
+
+
 @contextmanager
-def try_hold_each(store: Store, names: Iterable[str],
-                  ttl: float = CLAIM_TTL) -> Iterator[dict[str, Held]]:
+def try_hold_each(store: Store, names: Iterable[str], ttl: float = CLAIM_TTL) -> Iterator[Claims]:
     """Hold, for the block, each lease of `names` that no other holder has: yields those held,
     by name. They are taken in one commit and given up in one, where `try_hold` costs two
     commits for each: a pass's new alerts are claimed as a group. Taken in the order of their
     names, so that two processes taking groups that overlap never wait on each other in a
-    circle. Work on one of them alone goes in `holding_only`."""
-    granted: dict[str, Held] = {}
+    circle. Work on one of them goes in `Claims.alone`."""
+    claims = Claims({})
     names = sorted(set(names))
     if not names:
-        yield granted
+        yield claims
         return
     with store.transaction(fenced=False):
         for name in names:
             held, _ = _acquire(store, name, ttl)
             if held is not None:
-                granted[name] = held
+                claims[name] = held
     holding = ExitStack()
     try:
-        for held in granted.values():
+        for held in claims.values():
             holding.enter_context(_holding(held))
-        yield granted
+        yield claims
     finally:
         try:
             with store.transaction(fenced=False):  # every release in one commit
                 holding.close()
         except StoreError:
             holding.close()  # the releases not made run out on their own
-
-
-@contextmanager
-def holding_only(held: Held, group: Iterable[Held]) -> Iterator[None]:
-    """For the block, of the leases of `group` only `held` counts as held here: the remote
-    writes made in it mark that one in flight, and its commits are fenced by that one (and by
-    the leases held around the group, the pass's). One alert's work in a group of claims."""
-    others = {id(other) for other in group if other is not held}
-    other_leases = {id(other.lease) for other in group if other is not held}
-    leases = _held.set(tuple(h for h in _held.get() if id(h) not in others))
-    fences = _held_fences.set(tuple(lease for lease in _held_fences.get()
-                                    if id(lease) not in other_leases))
-    in_flight = _held_in_flight.set(tuple(h for h in _held_in_flight.get() if id(h) not in others))
-    try:
-        yield
-    finally:
-        _held_in_flight.reset(in_flight)
-        _held_fences.reset(fences)
-        _held.reset(leases)
 
 
 @contextmanager
@@ -375,7 +380,7 @@ def ensure_held(spare: float | None = None) -> None:
         held.check(spare)
 
 
-def mark_in_flight(seconds: float | None) -> None:
+def mark_in_flight(seconds: float | None, holders: Iterable[Held] | None = None) -> None:
     """Record that a remote write is in flight under the leases held here, and may be acted on
     by the remote system for up to `seconds` (None: it was answered, nothing is in flight, unless
     an earlier write under the same lease got no answer).
@@ -389,10 +394,10 @@ def mark_in_flight(seconds: float | None) -> None:
     store clears the mark in the holder's next commit (the journal entry of the answer, the
     next write's mark, or the lease's release), so the answer costs no commit of its own. A
     holder that dies in between leaves its lease in flight for the window, as if the answer had
-    not come."""
+    not come. `holders`: those leases, rather than all held here (a group's, in one statement)."""
     by_store: dict[int, tuple[Store, list[Held]]] = {}
     now = time.monotonic()
-    for held in _held.get():
+    for held in _held.get() if holders is None else holders:
         if not held.guards_writes:
             continue
         if seconds is None:

@@ -354,6 +354,9 @@ class TicketContext:
 
     bridge: Bridge
     settings: TicketSettings
+    # Sites are few and an alert storm hits a few of them: each site's company is looked up
+    # once per pass.
+    _companies: dict[str, str | None] = attrs.field(factory=dict)
 
     @classmethod
     def read(cls, bridge: Bridge) -> TicketContext:
@@ -362,8 +365,10 @@ class TicketContext:
     def company_of_site(self, site_uid: str | None) -> str | None:
         if not site_uid:
             return None
-        mapping = self.bridge.store.company_mapping_of_site(*self.bridge.pair, site_uid)
-        return mapping.company_id if mapping else None
+        if site_uid not in self._companies:
+            mapping = self.bridge.store.company_mapping_of_site(*self.bridge.pair, site_uid)
+            self._companies[site_uid] = mapping.company_id if mapping else None
+        return self._companies[site_uid]
 
     def configuration_of(self, device_uid: str | None) -> str | None:
         if not device_uid:
@@ -582,7 +587,7 @@ def tickets_for_alerts(bridge: Bridge, alerts: list[Alert],
                 results[alert.uid] = None
                 continue
             try:
-                with coordination.holding_only(claim, claims.values()):
+                with claims.alone(claim):
                     decided = _decide(bridge, alert, context)
                     if not isinstance(decided, _NewTicket):
                         results[alert.uid] = decided
@@ -597,7 +602,7 @@ def tickets_for_alerts(bridge: Bridge, alerts: list[Alert],
             except PsabridgeError as exc:  # this alert's failure, not the group's
                 results[alert.uid] = Failed(exc)
         outcomes = bridge.write_each(bridge.psa, "create_ticket",
-                                     [change for _, _, change in new], claims.values())
+                                     [change for _, _, change in new], claims)
     for (alert, decided, _), outcome in zip(new, outcomes, strict=True):
         results[alert.uid] = (outcome if isinstance(outcome, Failed) else
                               _ticket_created(bridge, alert, "alert", decided.company_id, outcome))
