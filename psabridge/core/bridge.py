@@ -49,7 +49,9 @@ class Bridge:
     # Workers per remote system (PSABRIDGE_CONCURRENCY): how many of its calls may be in flight.
     workers: int = attrs.field(factory=pacing.concurrency_from_environment, kw_only=True)
     _configuration_types: list | None = attrs.field(default=None, repr=False)
-    _ticket_options: TicketOptions | None = attrs.field(default=None, repr=False)
+    # One slot, shared with this bridge's `with_fresh_reads` copies: options a pass read are
+    # kept for the next pass, not read again by every pass that makes a ticket.
+    _ticket_options: dict[str, TicketOptions] = attrs.field(factory=dict, repr=False)
     _company_ids: set[str] | None = attrs.field(default=None, repr=False)
     _devices: list[Device] | None = attrs.field(default=None, repr=False)
     _sites: list[Site] | None = attrs.field(default=None, repr=False)
@@ -71,9 +73,9 @@ class Bridge:
         """The PSA's ticket options, read once per bridge for creating tickets (their limits):
         reading them costs a request per board on some PSAs. Settings are checked against a
         fresh reading (`psa.ticket_options()`), not this one."""
-        if self._ticket_options is None:
-            self._ticket_options = self.psa.ticket_options()
-        return self._ticket_options
+        if "options" not in self._ticket_options:
+            self._ticket_options["options"] = self.psa.ticket_options()
+        return self._ticket_options["options"]
 
     def company_ids(self) -> set[str]:
         """Ids of the companies the PSA lists now (deleted ones are not listed), read once per
