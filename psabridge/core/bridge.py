@@ -7,12 +7,15 @@ Every engine function (mapping, ticketing, sync) takes a `Bridge`. Remote writes
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import attrs
+import cattrs
 import pluggy
 
 from psabridge.core import coordination, logs, pacing, secrets
@@ -25,6 +28,7 @@ from psabridge.core.models import (
     PluginState,
     Site,
     TicketOptions,
+    converter,
 )
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
 from psabridge.core.store import Store
@@ -32,6 +36,10 @@ from psabridge.core.store import Store
 T = TypeVar("T")
 R = TypeVar("R")
 log = logs.get_logger(__name__)
+
+# The PSA's ticket options as every process on the store reuses them (`Bridge.ticket_options`),
+# and for how long (seconds).
+SHARED_TICKET_OPTIONS, TICKET_OPTIONS_KEPT = "core:ticket options", 3600.0
 
 # Integration options, per PSA plugin, with their defaults.
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -70,12 +78,34 @@ class Bridge:
         return self._configuration_types
 
     def ticket_options(self) -> TicketOptions:
-        """The PSA's ticket options, read once per bridge for creating tickets (their limits):
-        reading them costs a request per board on some PSAs. Settings are checked against a
-        fresh reading (`psa.ticket_options()`), not this one."""
+        """The PSA's ticket options for creating tickets (their limits), read once for every
+        process on the store, at most an hour ago: reading them costs a request per board
+        and more on some PSAs, which every worker, replica and restart would otherwise pay.
+        Settings are checked against a fresh reading (`psa.ticket_options()`), not this one."""
         if "options" not in self._ticket_options:
-            self._ticket_options["options"] = self.psa.ticket_options()
+            self._ticket_options["options"] = (self._shared_ticket_options()
+                                               or self._read_ticket_options())
         return self._ticket_options["options"]
+
+    def _shared_ticket_options(self) -> TicketOptions | None:
+        shared = self.psa.connection.shared
+        text = shared.get(SHARED_TICKET_OPTIONS) if shared is not None else None
+        if not text:
+            return None
+        try:
+            kept = json.loads(text)
+            if time.time() - float(kept["read_at"]) > TICKET_OPTIONS_KEPT:
+                return None
+            return converter.structure(kept["options"], TicketOptions)
+        except (ValueError, KeyError, TypeError, cattrs.BaseValidationError):
+            return None  # kept by another version of psabridge: read them afresh
+
+    def _read_ticket_options(self) -> TicketOptions:
+        options = self.psa.ticket_options()
+        if (shared := self.psa.connection.shared) is not None:
+            shared.put(SHARED_TICKET_OPTIONS, json.dumps(
+                {"read_at": time.time(), "options": converter.unstructure(options)}))
+        return options
 
     def company_ids(self) -> set[str]:
         """Ids of the companies the PSA lists now (deleted ones are not listed), read once per

@@ -1,7 +1,7 @@
-"""What connectors share through the store (`psabridge.core.shared`), on both stores: a Datto
+"""What processes share through the store (`psabridge.core.shared`), on both stores: a Datto
 token reused by a second process instead of a grant of its own, renewed once when refused and
-shared again; ConnectWise's codebase looked up once for all; and the token never in plaintext in
-the store."""
+shared again; ConnectWise's codebase looked up once for all; the PSA's ticket options read once
+for all; and the token never in plaintext in the store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import pytest
 
 from psabridge.core import logs
+from psabridge.core.bridge import SHARED_TICKET_OPTIONS, TICKET_OPTIONS_KEPT, Bridge
 from psabridge.core.connectors import PsaConnector, RmmConnector
 from psabridge.core.plugins import configure_plugin, connection_for
 from psabridge.core.shared import SharedValues
@@ -152,3 +153,25 @@ def test_a_value_sealed_under_another_key_counts_as_none(pm, shared_store, monke
     assert shared.get("token") is None
     assert shared.put("token", "b-token-0123456789")  # and it is replaced, under this key
     assert shared.get("token") == "b-token-0123456789"
+
+
+def test_the_psa_s_ticket_options_are_read_once_for_every_process(pm, shared_store, store_url,
+                                                                  opened):
+    """A ticket's limits come from them; ConnectWise costs four requests per board and more
+    to read them, which each worker, replica and restart used to pay before its first ticket."""
+    sim = ConnectWiseSimulator(seed=3, companies=2)
+    configure_plugin(pm, shared_store, "connectwise", sim.settings("http://connectwise.test"))
+
+    def another_process() -> Bridge:
+        store = open_another(pm, store_url, opened)
+        return Bridge(pm=pm, store=store, psa=PsaConnector(pm, connection_for(
+            pm, store, "connectwise", sim.transport())), rmm=None)
+
+    first = another_process().ticket_options()
+    assert another_process().ticket_options() == first
+    assert another_process().with_fresh_reads().ticket_options() == first
+    assert sim.counts["GET /service/boards"] == 1
+    SharedValues(shared_store, "connectwise").put(SHARED_TICKET_OPTIONS, json.dumps(
+        {"read_at": time.time() - TICKET_OPTIONS_KEPT - 1, "options": {}}))  # read long ago
+    assert another_process().ticket_options() == first
+    assert sim.counts["GET /service/boards"] == 2
