@@ -18,7 +18,8 @@ request logs, counted behind the fault injectors).
 The same scenario (same seeds, same chores at the same moments) then runs with one worker, one
 replica and no kills: the fleet may send at most 1.2 times the requests it sent, over the same
 time. Requests are counted from the moment the workers start to a fixed time after the chaos
-(the polling of an idle store goes on as long as the workers run).
+(the polling of an idle store goes on as long as the workers run), per endpoint: the table of
+both runs' counts and their difference is printed, to show where a fleet's extra requests go.
 
 Nothing waits a guessed time for an event: every wait is for a condition, with a deadline. The
 chaos lasts PSABRIDGE_SOAK_SECONDS (15 s by default; 120 s with `-m slow`); the choices come
@@ -73,10 +74,11 @@ EXPIRY, IN_FLIGHT_WINDOW = "10", "3"
 # up to its end in both runs, so that both poll for the same time.
 SETTLE_WINDOW = 30.0
 REQUEST_BUDGET = 1.2  # the fleet's requests, at most, per request of the single worker
-# A short run is mostly start-ups: five processes and every restart after a kill log in again
-# (token, codebase, callback registration), which a run of minutes spreads thin. So the budget
-# above is held over a minute or more (the slow variant, or PSABRIDGE_SOAK_SECONDS >= 60); a
-# short run is held to a bound that still catches each worker polling on its own (about 3x).
+# A short run is mostly start-ups and take-overs (a worker's first pass after a kill, the work
+# a killed process left half done), which a run of minutes spreads thin; logins and the PSA's
+# ticket options are read once for all processes on the store. So the budget above is held over
+# a minute or more (the slow variant, or PSABRIDGE_SOAK_SECONDS >= 60); a short run is held to a
+# bound that still catches each worker polling on its own (about 3x).
 SHORT_RUN_BUDGET = 2.0
 BUDGET_FROM_SECONDS = 60
 
