@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import attrs
+import cattrs
 import pluggy
 
 from psabridge.core import coordination, http, logs, pacing, secrets
@@ -26,6 +29,7 @@ from psabridge.core.models import (
     PluginState,
     Site,
     TicketOptions,
+    converter,
 )
 from psabridge.core.plugins import Connector, connection_for, enabled_plugins, plugin_settings
 from psabridge.core.store import LeaseLost, Store
@@ -33,6 +37,10 @@ from psabridge.core.store import LeaseLost, Store
 T = TypeVar("T")
 R = TypeVar("R")
 log = logs.get_logger(__name__)
+
+# The PSA's ticket options as every process on the store reuses them (`Bridge.ticket_options`),
+# and for how long (seconds).
+SHARED_TICKET_OPTIONS, TICKET_OPTIONS_KEPT = "core:ticket options", 3600.0
 
 # Integration options, per PSA plugin, with their defaults.
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -50,7 +58,9 @@ class Bridge:
     # Workers per remote system (PSABRIDGE_CONCURRENCY): how many of its calls may be in flight.
     workers: int = attrs.field(factory=pacing.concurrency_from_environment, kw_only=True)
     _configuration_types: list | None = attrs.field(default=None, repr=False)
-    _ticket_options: TicketOptions | None = attrs.field(default=None, repr=False)
+    # One slot, shared with this bridge's `with_fresh_reads` copies: options a pass read are
+    # kept for the next pass, not read again by every pass that makes a ticket.
+    _ticket_options: dict[str, TicketOptions] = attrs.field(factory=dict, repr=False)
     _company_ids: set[str] | None = attrs.field(default=None, repr=False)
     _devices: list[Device] | None = attrs.field(default=None, repr=False)
     _sites: list[Site] | None = attrs.field(default=None, repr=False)
@@ -69,12 +79,34 @@ class Bridge:
         return self._configuration_types
 
     def ticket_options(self) -> TicketOptions:
-        """The PSA's ticket options, read once per bridge for creating tickets (their limits):
-        reading them costs a request per board on some PSAs. Settings are checked against a
-        fresh reading (`psa.ticket_options()`), not this one."""
-        if self._ticket_options is None:
-            self._ticket_options = self.psa.ticket_options()
-        return self._ticket_options
+        """The PSA's ticket options for creating tickets (their limits), read once for every
+        process on the store, at most an hour ago: reading them costs a request per board
+        and more on some PSAs, which every worker, replica and restart would otherwise pay.
+        Settings are checked against a fresh reading (`psa.ticket_options()`), not this one."""
+        if "options" not in self._ticket_options:
+            self._ticket_options["options"] = (self._shared_ticket_options()
+                                               or self._read_ticket_options())
+        return self._ticket_options["options"]
+
+    def _shared_ticket_options(self) -> TicketOptions | None:
+        shared = self.psa.connection.shared
+        text = shared.get(SHARED_TICKET_OPTIONS) if shared is not None else None
+        if not text:
+            return None
+        try:
+            kept = json.loads(text)
+            if time.time() - float(kept["read_at"]) > TICKET_OPTIONS_KEPT:
+                return None
+            return converter.structure(kept["options"], TicketOptions)
+        except (ValueError, KeyError, TypeError, cattrs.BaseValidationError):
+            return None  # kept by another version of psabridge: read them afresh
+
+    def _read_ticket_options(self) -> TicketOptions:
+        options = self.psa.ticket_options()
+        if (shared := self.psa.connection.shared) is not None:
+            shared.put(SHARED_TICKET_OPTIONS, json.dumps(
+                {"read_at": time.time(), "options": converter.unstructure(options)}))
+        return options
 
     def company_ids(self) -> set[str]:
         """Ids of the companies the PSA lists now (deleted ones are not listed), read once per

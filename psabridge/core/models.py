@@ -67,12 +67,16 @@ class Connection:
     `transport` lets tests and `psabridge demo` mount a simulator in-process (an httpx transport);
     `None` means real network. `state` is scratch space owned by the plugin for the life of one
     run (an httpx client, a resolved codebase, an OAuth token); core/ never reads it.
+    `shared` (`psabridge.core.shared.SharedValues`) keeps what every process on the store may
+    reuse (a token and its expiry, a codebase), sealed like a secret; None where there is no
+    store (a connector's own unit tests), and then the plugin keeps such values in `state` alone.
     """
 
     plugin: str
     settings: Mapping[str, str] = attrs.field(repr=False)
     transport: Any = attrs.field(default=None, repr=False)
     state: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    shared: Any = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from psabridge.core import hookspecs, logs, secrets
 from psabridge.core.errors import NotSupported, PluginError, SettingsError
 from psabridge.core.models import Connection, ConnectionReport, JournalEntry, PluginKind, Setting
 from psabridge.core.settings import normalise_settings, validate_settings, with_defaults
+from psabridge.core.shared import SharedValues
 
 if TYPE_CHECKING:  # core.store imports this module to encrypt old stores' secrets when opened
     from psabridge.core.store import Store
@@ -240,8 +241,10 @@ def seal_plaintext_secrets(pm: pluggy.PluginManager, store: Store) -> list[str]:
 def connection_for(
     pm: pluggy.PluginManager, store: Store, name: str, transport: Any = None
 ) -> Connection:
-    """The Connection a remote hook of plugin `name` receives, from its stored settings."""
-    return Connection(plugin=name, settings=plugin_settings(pm, store, name), transport=transport)
+    """The Connection a remote hook of plugin `name` receives, from its stored settings, with the
+    values it shares with the other processes on `store`."""
+    return Connection(plugin=name, settings=plugin_settings(pm, store, name), transport=transport,
+                      shared=SharedValues(store, name))
 
 
 class Connector:

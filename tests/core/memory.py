@@ -156,6 +156,7 @@ class MemoryPsa:
 
     @hookimpl
     def psa_ticket_options(self, connection):
+        self.calls["ticket_options"] += 1
         return self.options
 
     @hookimpl

@@ -33,6 +33,16 @@ def test_each_pass_has_the_same_connectors_and_its_own_fresh_reads(bridge, psa):
     assert psa.calls["list_companies"] == 2  # a company deleted meanwhile is seen
 
 
+def test_ticket_options_one_pass_read_serve_the_next_passes(bridge, psa):  # noqa: F811
+    """The options are read for their limits when a pass makes a ticket; every pass used to
+    read them again (a fresh copy read them and forgot them), at a request per board and more."""
+    live = sync.live_bridge(bridge)
+    psa.calls.clear()
+    for _ in range(3):
+        live().with_fresh_reads().ticket_options()
+    assert psa.calls["ticket_options"] == 1
+
+
 def test_a_watch_takes_up_the_rmm_enabled_in_place_of_its_own(pm, store, bridge, rmm, other_rmm):  # noqa: F811
     live = sync.live_bridge(bridge)
     assert live().rmm.name == "memrmm"

@@ -348,6 +348,7 @@ def test_one_alert_webhook_makes_a_fixed_number_of_statements_and_commits(desk):
     client = Client(WebhookApp(LiveBridge(desk.bridge, desk.sims.transports), SECRET))
     url = f"/hooks/rmm?token={SECRET}"
     client.post(url, json={"alertUid": "no-such-alert"})  # connectors' tokens, fetched once
+    desk.bridge.ticket_options()  # and the PSA's ticket options, kept in the store once
     alert = desk.raise_alert(desk.devices[0])
     statements: list[str] = []
     connection = desk.bridge.store.db.conn  # this thread's: the webhook is handled on it

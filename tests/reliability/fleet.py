@@ -72,6 +72,12 @@ class SimulatorProcess:
         """Every request the simulated API received so far, faulted ones included."""
         return sum(self.inspect()["counts"].values())
 
+    def requests_by_endpoint(self) -> collections.Counter[str]:
+        """Every request received so far, faulted ones included, per endpoint ("GET /path/{id}"),
+        each prefixed with the product."""
+        return collections.Counter({f"{self.product} {endpoint}": n
+                                    for endpoint, n in self.inspect()["counts"].items()})
+
     def faults(self, **rates: float) -> None:
         self.control("faults", **rates)
 
@@ -125,6 +131,20 @@ def configured_store(store_url: str, cw: SimulatorProcess,
         yield Configured(pm, store, bridge)
     finally:
         store.close()
+
+
+def difference_table(fleet: collections.Counter[str], single: collections.Counter[str]) -> str:
+    """Requests per endpoint of two runs, and the difference, largest excess first: where a
+    fleet's requests beyond one worker's go."""
+    endpoints = sorted(set(fleet) | set(single), key=lambda e: (single[e] - fleet[e], e))
+    width = max((len(e) for e in endpoints), default=8)
+    lines = [f"{'endpoint':<{width}} {'fleet':>7} {'single':>7} {'extra':>7}"]
+    lines += [f"{e:<{width}} {fleet[e]:>7} {single[e]:>7} {fleet[e] - single[e]:>+7}"
+              for e in endpoints]
+    total_fleet, total_single = sum(fleet.values()), sum(single.values())
+    lines.append(f"{'total':<{width}} {total_fleet:>7} {total_single:>7} "
+                 f"{total_fleet - total_single:>+7}")
+    return "\n".join(lines)
 
 
 def _reached(answers: list) -> Reached:

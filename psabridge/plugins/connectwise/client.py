@@ -1,7 +1,8 @@
 """An httpx client for the ConnectWise Manage REST API (3.0).
 
 One client per :class:`~psabridge.core.models.Connection`, kept in `connection.state` for the
-run. It resolves the codebase once (`/login/companyinfo/{company}`), authenticates every call,
+run. It resolves the codebase once (`/login/companyinfo/{company}`), and shares it with the other
+processes on the store (`connection.shared`), authenticates every call,
 sends through :func:`psabridge.core.http.send` (the one place that retries), turns error answers
 into the typed exceptions of :mod:`.errors`, and pages through lists lazily.
 """
@@ -9,6 +10,7 @@ into the typed exceptions of :mod:`.errors`, and pages through lists lazily.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +41,8 @@ API_VERSION = "2025.1"
 ACCEPT = f"application/vnd.connectwise.com+json; version={API_VERSION}"
 PAGE_SIZE = 1000  # CW's maximum (API-NOTES §2)
 STATE_KEY = "connectwise.client"
+CODEBASE_KEY = "connectwise.codebase"
+SHARED_CODEBASE = "codebase"
 DEFAULT_POLICY = RetryPolicy()
 
 # Cloud sites answer the API only on their `api-` host (API-NOTES §1).
@@ -91,12 +95,14 @@ def basic_auth(company: str, public_key: str, private_key: str) -> str:
 class ConnectWiseClient:
     def __init__(self, settings: Mapping[str, str], *, transport: httpx.BaseTransport | None = None,
                  policy: RetryPolicy = DEFAULT_POLICY, sleep: Callable[[float], None] = time.sleep,
-                 timeout: float = 30.0, state: dict | None = None, limits: Limits | None = None):
+                 timeout: float = 30.0, state: dict | None = None, limits: Limits | None = None,
+                 shared: Any = None):
         self.company = settings.get("company", "")
         self.root = api_root(settings.get("url", ""))
         self.policy = policy
         self.sleep = sleep
         self._state = state if state is not None else {}
+        self._shared = shared  # the connection's SharedValues, or None
         private_key = settings.get("private_key", "")
         logs.register_secret(private_key)
         headers = {"Accept": ACCEPT}
@@ -117,7 +123,7 @@ class ConnectWiseClient:
         client = connection.state.get(STATE_KEY)
         if client is None or options:
             client = cls(connection.settings, transport=connection.transport,
-                         state=connection.state, **options)
+                         state=connection.state, shared=connection.shared, **options)
             connection.state[STATE_KEY] = client
         return client
 
@@ -132,10 +138,36 @@ class ConnectWiseClient:
 
     @property
     def codebase(self) -> str:
-        """The company's codebase (e.g. `v2025_1/`), looked up once per run."""
-        if "connectwise.codebase" not in self._state:
-            self._state["connectwise.codebase"] = self._lookup_codebase()
-        return self._state["connectwise.codebase"]
+        """The company's codebase (e.g. `v2025_1/`), looked up once per run, or taken from the
+        store where another process on it looked it up: a process started (or restarted after a
+        crash) sends no lookup of its own. Should the instance move to another codebase, the
+        first request that cannot be routed looks it up again (`_codebase_moved`)."""
+        if CODEBASE_KEY not in self._state:
+            self._state[CODEBASE_KEY] = self._shared_codebase() or self._look_up_and_share()
+        return self._state[CODEBASE_KEY]
+
+    def _shared_codebase(self) -> str | None:
+        if self._shared is None:
+            return None
+        text = self._shared.get(SHARED_CODEBASE)
+        try:
+            stored = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(stored, dict) or stored.get("for") != self._codebase_owner():
+            return None  # looked up for another instance or company: the settings changed
+        codebase = stored.get("codebase")
+        return codebase if isinstance(codebase, str) and codebase.endswith("/") else None
+
+    def _codebase_owner(self) -> str:
+        return f"{self.root} {self.company}"
+
+    def _look_up_and_share(self) -> str:
+        codebase = self._lookup_codebase()
+        if self._shared is not None:
+            self._shared.put(SHARED_CODEBASE, json.dumps({"for": self._codebase_owner(),
+                                                          "codebase": codebase}))
+        return codebase
 
     def _lookup_codebase(self) -> str:
         url = f"{self.root}/login/companyinfo/{self.company}"
@@ -193,8 +225,9 @@ class ConnectWiseClient:
 
     def _codebase_moved(self) -> bool:
         """Look the codebase up again; True when it changed (and is now the one in use)."""
-        old = self._state.pop("connectwise.codebase", None)
-        return self.codebase != old
+        old = self._state.pop(CODEBASE_KEY, None)
+        self._state[CODEBASE_KEY] = self._look_up_and_share()
+        return self._state[CODEBASE_KEY] != old
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return _json(self.request("GET", path, params=params))

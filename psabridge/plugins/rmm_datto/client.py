@@ -4,7 +4,8 @@ Wire facts (API-NOTES.md in ../shared/specs/datto-rmm, section numbers below):
 
 * the token comes from an OAuth2 password grant at `{api_url}/auth/oauth/token`, outside `/api`,
   with the fixed public client `public-client:public` (§2); it lives 100 h and is renewed early,
-  and again on a 401 (once, single-flight);
+  and again on a 401 (once, single-flight); every process on one store shares it (see
+  `TokenSource`);
 * resources live under `{api_url}/api/v2` (§1); lists page with `page` (0-based) and `max`
   (at most 250), following `pageDetails.nextPageUrl`, an absolute URL (§4);
 * the account's quota is kept client-side (see `throttle`), a 429 is waited out for 60-120 s
@@ -17,6 +18,8 @@ Datto-specific parts around it.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import random
 import threading
 import time
@@ -117,6 +120,8 @@ class ClientOptions:
     timeout: float = 30.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # A shared token's expiry is a moment other processes read: wall-clock time.
+    wall_clock: Callable[[], float] = time.time
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str], **overrides: Any) -> ClientOptions:
@@ -140,13 +145,28 @@ class _Token:
     renew_at: float  # clock() time after which we fetch a new one
 
 
+SHARED_TOKEN = "token"
+
+
 class TokenSource:
-    """Gets, caches and renews the bearer token; one grant at a time across threads."""
+    """Gets, caches and renews the bearer token; one grant at a time across threads.
+
+    With `shared` (the connection's `SharedValues`), the token is shared by every process on the
+    store: a process takes the one in the store while it is not near its expiry, and writes back
+    each token it is granted. So workers, replicas and every restart after a crash use one token
+    instead of logging in each. A token the API refuses (401) is renewed once: unless the store
+    already holds a newer one (another process renewed first), which is taken instead.
+    The stored token names the account and key it was granted for, and its expiry in wall-clock
+    time; one for another key (the settings changed) is ignored.
+    """
 
     def __init__(self, http: httpx.Client, api_url: str, key: str, secret: str,
-                 options: ClientOptions):
+                 options: ClientOptions, shared: Any = None):
         self._http, self._api_url, self._key, self._secret = http, api_url, key, secret
         self._options = options
+        self._shared = shared
+        # Which account and key a shared token belongs to, without the key itself.
+        self._owner = hashlib.sha256(f"{api_url}\n{key}".encode()).hexdigest()[:16]
         self._token: _Token | None = None
         self._lock = threading.Lock()
         self.grants = 0
@@ -154,17 +174,55 @@ class TokenSource:
     def current(self) -> str:
         with self._lock:
             if self._token is None or self._options.clock() >= self._token.renew_at:
-                self._token = self._grant()
+                self._token = self._from_store() or self._grant_and_share()
             return self._token.value
 
     def renew_after_rejection(self, rejected: str) -> str:
-        """The server said 401 to `rejected`: renew, unless another thread already has."""
+        """The server said 401 to `rejected`: renew, unless another thread (or, through the
+        store, another process) already has."""
         with self._lock:
             if self._token is None or self._token.value == rejected:
-                self._token = self._grant()
+                shared = self._from_store()
+                if shared is not None and shared.value != rejected:
+                    self._token = shared
+                else:
+                    self._token = self._grant_and_share()
             return self._token.value
 
-    def _grant(self) -> _Token:
+    def _from_store(self) -> _Token | None:
+        """The shared token, if there is one for this key that is not due for renewal."""
+        if self._shared is None:
+            return None
+        text = self._shared.get(SHARED_TOKEN)
+        try:
+            stored = json.loads(text) if text else None
+            if not isinstance(stored, dict) or stored.get("owner") != self._owner:
+                return None
+            value, expires_at = str(stored["access_token"]), float(stored["expires_at"])
+            lifetime = float(stored["lifetime"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        logs.register_secret(value)
+        remaining = expires_at - self._options.wall_clock()
+        left_before_renewal = remaining - self._margin(lifetime)
+        if left_before_renewal <= 0:
+            return None
+        log.debug("datto_token_shared", renew_in=round(left_before_renewal))
+        return _Token(value, self._options.clock() + left_before_renewal)
+
+    def _margin(self, lifetime: float) -> float:
+        return min(self._options.refresh_margin, lifetime * 0.25)
+
+    def _grant_and_share(self) -> _Token:
+        value, lifetime = self._grant()
+        if self._shared is not None:
+            self._shared.put(SHARED_TOKEN, json.dumps({
+                "owner": self._owner, "access_token": value, "lifetime": lifetime,
+                "expires_at": self._options.wall_clock() + lifetime}))
+        return _Token(value, self._options.clock() + lifetime - self._margin(lifetime))
+
+    def _grant(self) -> tuple[str, float]:
+        """A new token from the token endpoint, and how many seconds it lives."""
         request = self._http.build_request(
             "POST", self._api_url + TOKEN_PATH,
             data={"grant_type": "password", "username": self._key, "password": self._secret},
@@ -196,10 +254,9 @@ class TokenSource:
                              "check that api_url is the platform's API URL") from None
         logs.register_secret(value)
         lifetime = float(body.get("expires_in") or 3600)
-        margin = min(self._options.refresh_margin, lifetime * 0.25)
         self.grants += 1
         log.info("datto_token_granted", expires_in=lifetime)
-        return _Token(value, self._options.clock() + lifetime - margin)
+        return value, lifetime
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -209,13 +266,13 @@ class DattoClient:
     """Sends requests to one Datto RMM account. Thread-safe; keep one per connection."""
 
     def __init__(self, api_url: str, key: str, secret: str, options: ClientOptions = ClientOptions(),
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, shared: Any = None):
         logs.register_secret(secret)
         self.api_url = api_url.rstrip("/")
         self.options = options
         self.http = new_client(transport=transport, timeout=options.timeout, event_hooks={
             "request": [self._wait_for_quota], "response": [self._supply_retry_after]})
-        self.tokens = TokenSource(self.http, self.api_url, key, secret, options)
+        self.tokens = TokenSource(self.http, self.api_url, key, secret, options, shared)
         self.limiter = SlidingWindowLimiter(options.limits, options.clock, options.sleep)
         self._random = random.Random()
         self._last_throttled: float | None = None
@@ -395,7 +452,8 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def client_for(connection: Connection, options: ClientOptions | None = None) -> DattoClient:
-    """The connection's client, made on first use and kept in `connection.state`.
+    """The connection's client, made on first use and kept in `connection.state`; its token is
+    shared with the other processes on the store through `connection.shared`.
 
     Pass `options` on the first call to choose the pace (tests inject a clock and a sleep).
     """
@@ -405,6 +463,7 @@ def client_for(connection: Connection, options: ClientOptions | None = None) -> 
         client = DattoClient(
             settings["api_url"], settings["api_key"], settings["api_secret"],
             options or ClientOptions.from_settings(settings), transport=connection.transport,
+            shared=connection.shared,
         )
         connection.state[STATE_KEY] = client
     return client
