@@ -48,11 +48,11 @@ import httpx
 
 from psabridge.core import logs, mapping, pacing
 from psabridge.core.bridge import Bridge, open_bridge
+from psabridge.core.pacing import RequestPace
 from psabridge.core.plugins import configure_plugin, enable_plugin, make_plugin_manager
 from psabridge.core.store import open_store
 from psabridge.plugins.connectwise import conditions as cond
-from psabridge.plugins.connectwise.client import ConnectWiseClient
-from psabridge.plugins.connectwise.client import Limits as ConnectWiseLimits
+from psabridge.plugins.connectwise.client import DEFAULT_REQUESTS_PER_MINUTE, ConnectWiseClient
 from psabridge.plugins.rmm_datto.client import ClientOptions, client_for
 from psabridge.plugins.rmm_datto.throttle import Limits
 
@@ -207,7 +207,7 @@ def open_session(pm, store, real_quotas: bool) -> Bridge:
         limits = Limits(reads=UNLIMITED, writes=UNLIMITED, operation=UNLIMITED, operations={})
         client_for(bridge.rmm.connection, ClientOptions(limits=limits))
         ConnectWiseClient.for_connection(bridge.psa.connection,
-                                         limits=ConnectWiseLimits(requests=UNLIMITED))
+                                         limits=RequestPace(UNLIMITED))
     return bridge
 
 
@@ -346,7 +346,7 @@ def rate_limit_bound(used: Counter, latency: float) -> list[tuple[str, float, st
                       if endpoint.startswith("datto GET ") and "/auth/" not in endpoint)
     site_creations = used["datto PUT /api/v2/site"]
     cw_requests = sum(n for endpoint, n in used.items() if endpoint.startswith("cw "))
-    cw_limit = ConnectWiseLimits().requests
+    cw_limit = DEFAULT_REQUESTS_PER_MINUTE
     bounds = []
     for what, n, limit in (("datto reads", datto_reads, 600), ("datto site-create", site_creations, 100),
                            ("cw requests", cw_requests, cw_limit)):
@@ -456,7 +456,7 @@ def run(companies: int, devices: int, configurations: int, latency: float,
         if real_quotas:
             print("Real quotas: Datto's 600 reads/min on the simulator (answers held 1 s past 90 %, "
                   "429 past 100 %) and on the client; ConnectWise's client at "
-                  f"{ConnectWiseLimits().requests}/min.")
+                  f"{DEFAULT_REQUESTS_PER_MINUTE}/min.")
         else:
             print("Quotas raised to 10**9 requests/min on the Datto simulator and both clients: "
                   "this run counts requests.")

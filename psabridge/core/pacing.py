@@ -64,6 +64,19 @@ class Limits(Protocol):
     def of(self, bucket: str) -> int: ...
 
 
+@attrs.frozen
+class RequestPace:
+    """A quota that counts every request alike, reads and writes: at most `requests` in any
+    `window` seconds (ConnectWise's per minute, Autotask's per hour). A connector whose API
+    counts kinds of request apart (Datto RMM) declares its own `Limits`."""
+
+    requests: int
+    window: float = 60.0
+
+    def of(self, bucket: str) -> int:
+        return self.requests
+
+
 class SlidingWindowLimiter:
     """Blocks `acquire` until every named bucket has had fewer than its limit in the window.
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import attrs
 import httpx
 
 from psabridge.core import logs
@@ -39,7 +38,7 @@ from psabridge.core.http import (
     send,
 )
 from psabridge.core.models import Connection
-from psabridge.core.pacing import SlidingWindowLimiter
+from psabridge.core.pacing import RequestPace, SlidingWindowLimiter
 from psabridge.plugins.autotask import query as q
 from psabridge.plugins.autotask.errors import (
     AuthenticationFailed,
@@ -77,25 +76,15 @@ THRESHOLD_MAX_WAIT = 300.0  # after this long, give up with a transient error
 DEFAULT_POLICY = RetryPolicy(statuses=frozenset({502, 503, 504}))
 
 
-@attrs.frozen
-class Limits:
-    """The pace the client keeps: `requests` in any `window` seconds."""
-
-    window: float = 3600.0
-    requests: int = DEFAULT_REQUESTS_PER_HOUR
-
-    def of(self, bucket: str) -> int:
-        return self.requests
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> Limits:
-        rate = (settings.get("requests_per_hour") or "").strip()
-        if not rate:
-            return cls()
-        if not rate.isdigit() or not 1 <= int(rate) <= 10000:
-            raise AutotaskError(f"requests_per_hour must be a whole number from 1 to 10000 (Autotask's "
-                                f"hourly threshold), not {rate[:20]!r}")
-        return cls(requests=int(rate))
+def pace_from_settings(settings: Mapping[str, str]) -> RequestPace:
+    """The pace the client keeps: `requests_per_hour`, reads and writes alike."""
+    rate = (settings.get("requests_per_hour") or "").strip()
+    if not rate:
+        return RequestPace(DEFAULT_REQUESTS_PER_HOUR, window=3600.0)
+    if not rate.isdigit() or not 1 <= int(rate) <= 10000:
+        raise AutotaskError(f"requests_per_hour must be a whole number from 1 to 10000 (Autotask's "
+                            f"hourly threshold), not {rate[:20]!r}")
+    return RequestPace(int(rate), window=3600.0)
 
 
 # -- zones ---------------------------------------------------------------------------------------
@@ -150,7 +139,7 @@ def endpoint_of(path: str) -> str:
 class AutotaskClient:
     def __init__(self, settings: Mapping[str, str], *, transport: httpx.BaseTransport | None = None,
                  policy: RetryPolicy = DEFAULT_POLICY, sleep: Callable[[float], None] = time.sleep,
-                 timeout: float = 30.0, state: dict | None = None, limits: Limits | None = None,
+                 timeout: float = 30.0, state: dict | None = None, limits: RequestPace | None = None,
                  discovery_url: str = DISCOVERY_URL, clock: Callable[[], float] = time.monotonic):
         self.username = (settings.get("username") or "").strip()
         self.integration_code = (settings.get("integration_code") or "").strip()
@@ -164,7 +153,7 @@ class AutotaskClient:
         logs.register_secret(secret)
         self._auth = {"ApiIntegrationCode": self.integration_code, "UserName": self.username,
                       "Secret": secret}
-        self.limiter = SlidingWindowLimiter(limits or Limits.from_settings(settings))
+        self.limiter = SlidingWindowLimiter(limits or pace_from_settings(settings))
         self._sent_since_check = 0
         self._check_lock = threading.Lock()
         self.http = new_client(transport=transport, timeout=timeout,
@@ -454,4 +443,4 @@ def _item_id(response: httpx.Response, path: str) -> int:
     return item_id
 
 
-__all__ = ["AutotaskClient", "AutotaskError", "Limits", "api_base", "forget_zones"]
+__all__ = ["AutotaskClient", "AutotaskError", "api_base", "forget_zones", "pace_from_settings"]

@@ -17,13 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import attrs
 import httpx
 
 from psabridge.core import logs
 from psabridge.core.http import DeadlineExceeded, RetryPolicy, new_client, send
 from psabridge.core.models import Connection
-from psabridge.core.pacing import SlidingWindowLimiter
+from psabridge.core.pacing import RequestPace, SlidingWindowLimiter
 from psabridge.plugins.connectwise import conditions as cond
 from psabridge.plugins.connectwise import permissions
 from psabridge.plugins.connectwise.errors import (
@@ -58,24 +57,14 @@ SEARCHABLE = frozenset({"service/tickets", "project/tickets"})
 DEFAULT_REQUESTS_PER_MINUTE = 900
 
 
-@attrs.frozen
-class Limits:
-    """The pace the client keeps: `requests` in any `window` seconds, reads and writes alike."""
-
-    window: float = 60.0
-    requests: int = DEFAULT_REQUESTS_PER_MINUTE
-
-    def of(self, bucket: str) -> int:
-        return self.requests
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> Limits:
-        rate = (settings.get("requests_per_minute") or "").strip()
-        if not rate:
-            return cls()
-        if not rate.isdigit() or int(rate) < 1:
-            raise ConnectWiseError(f"requests_per_minute must be a whole number above 0, not {rate!r}")
-        return cls(requests=int(rate))
+def pace_from_settings(settings: Mapping[str, str]) -> RequestPace:
+    """The pace the client keeps: `requests_per_minute`, reads and writes alike."""
+    rate = (settings.get("requests_per_minute") or "").strip()
+    if not rate:
+        return RequestPace(DEFAULT_REQUESTS_PER_MINUTE, window=60.0)
+    if not rate.isdigit() or int(rate) < 1:
+        raise ConnectWiseError(f"requests_per_minute must be a whole number above 0, not {rate!r}")
+    return RequestPace(int(rate), window=60.0)
 
 
 def api_root(site_url: str) -> str:
@@ -95,7 +84,7 @@ def basic_auth(company: str, public_key: str, private_key: str) -> str:
 class ConnectWiseClient:
     def __init__(self, settings: Mapping[str, str], *, transport: httpx.BaseTransport | None = None,
                  policy: RetryPolicy = DEFAULT_POLICY, sleep: Callable[[float], None] = time.sleep,
-                 timeout: float = 30.0, state: dict | None = None, limits: Limits | None = None,
+                 timeout: float = 30.0, state: dict | None = None, limits: RequestPace | None = None,
                  shared: Any = None):
         self.company = settings.get("company", "")
         self.root = api_root(settings.get("url", ""))
@@ -113,7 +102,7 @@ class ConnectWiseClient:
         # One limiter per client, and one client per connection: every worker sending to this
         # instance waits its turn in the same window.
         # It waits in real time even where a test fakes the retries' sleep.
-        self.limiter = SlidingWindowLimiter(limits or Limits.from_settings(settings))
+        self.limiter = SlidingWindowLimiter(limits or pace_from_settings(settings))
         self.http = new_client(transport=transport, headers=headers, timeout=timeout,
                                event_hooks={"request": [self._wait_for_pace]})
 
