@@ -218,12 +218,21 @@ class WebhookApp:
         if event is None:
             return _json(202, status="ignored",
                          reason="not about a ticket" if endpoint == "psa" else "not about an alert")
-        if isinstance(event, TicketCallback):
-            key = f"psa:{event.event_id or hashlib.sha256(body).hexdigest()}"
-            response = self.handle_once(bridge, key,
-                                        lambda: self.ticket_changed(bridge, event.ticket_id))
-        else:
-            response = self.on_alert_webhook(bridge, event)
+        try:
+            if isinstance(event, TicketCallback):
+                key = f"psa:{event.event_id or hashlib.sha256(body).hexdigest()}"
+                response = self.handle_once(bridge, key,
+                                            lambda: self.ticket_changed(bridge, event.ticket_id))
+            else:
+                response = self.on_alert_webhook(bridge, event)
+        except PsabridgeError as exc:
+            # A remote system or the store failed, not this request: its sender delivers it
+            # again (nothing was remembered), and is told why. 503 when the failure is passing.
+            reason = logs.redact_text(str(exc))
+            log.warning("webhook not processed; its sender delivers it again", endpoint=endpoint,
+                        error=reason)
+            status = 503 if getattr(exc, "transient", False) else 502
+            return _json(status, error=f"{reason}; deliver it again")
         log.info("webhook_handled", endpoint=endpoint, status=response.status_code)
         return response
 

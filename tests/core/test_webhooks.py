@@ -108,12 +108,13 @@ def test_a_resolve_with_the_same_bytes_as_the_raise_closes_the_ticket(client, re
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_delivery_that_failed_is_processed_when_delivered_again(client, ready, psa, rmm, when):  # noqa: F811
-    """The PSA fails the create, before or after making the ticket: we answer 500 and remember
-    nothing, so the sender's redelivery makes (or adopts) the one ticket."""
+    """The PSA fails the create, before or after making the ticket: we answer 502 saying so and
+    remember nothing, so the sender's redelivery makes (or adopts) the one ticket."""
     alert = rmm.raise_alert(ready)
     psa.fail_next_create = (RemoteError("ConnectWise answered 500"), when)
     failed = post(client, "/hooks/rmm", {"alertUid": alert.uid})
-    assert failed.status_code == 500 and "deliver it again" in failed.json["error"]
+    assert failed.status_code == 502
+    assert failed.json["error"] == "ConnectWise answered 500; deliver it again"
     again = post(client, "/hooks/rmm", {"alertUid": alert.uid})
     assert again.status_code == 200 and again.json["state"] == "open"
     assert len(psa.tickets) == 1 and again.json["ticket"] in psa.tickets
