@@ -471,12 +471,15 @@ class Lease:
 
 @attrs.frozen
 class LeaseHolder:
-    """Who holds a lease now, as the store sees it; `expires_in` is by the store's clock."""
+    """Who holds a lease now, as the store sees it; `expires_in` is by the store's clock.
+    `released`: its holder gave it up or stopped renewing it, and it is kept only while a
+    write sent under it may still be acted on (`coordination.mark_in_flight`)."""
 
     name: str
     owner: str
     token: int
     expires_in: float
+    released: bool = False
 
 
 @attrs.frozen

@@ -389,8 +389,23 @@ def _claim(bridge: Bridge, key: str) -> Iterator[bool]:
     """Hold one alert's claim while deciding and creating its ticket, so that the webhook and
     the polling path, in one process or several, never both create it. The claim is renewed
     while its work runs (however long a throttled create waits) and fences the work's commits."""
-    with coordination.try_hold(bridge.store, f"alert:{bridge.psa.name}:{key}") as held:
+    with coordination.try_hold(bridge.store, _claim_name(bridge, key)) as held:
         yield held is not None
+
+
+def _claim_name(bridge: Bridge, key: str) -> str:
+    return f"alert:{bridge.psa.name}:{key}"
+
+
+def unanswered_wait(bridge: Bridge, alert_uid: str) -> float | None:
+    """When no process works on the alert and its claim is kept only while a write for it that
+    got no answer (a ticket's create) is waited out: the seconds left. None otherwise."""
+    return coordination.waiting_out(bridge.store, _claim_name(bridge, alert_uid))
+
+
+def claimed(bridge: Bridge, alert_uid: str) -> bool:
+    """Whether a process holds the alert's claim now (or it waits out an unanswered write)."""
+    return bridge.store.lease_holder(_claim_name(bridge, alert_uid)) is not None
 
 
 def ticket_for_alert(
@@ -578,7 +593,7 @@ def tickets_for_alerts(bridge: Bridge, alerts: list[Alert],
     Returns, per alert, its row, `Failed` when its ticket could not be created (it stays
     `pending`: the next pass tries again), or None when another process is handling it."""
     context = context or TicketContext.read(bridge)
-    names = {f"alert:{bridge.psa.name}:{alert.uid}": alert for alert in alerts}
+    names = {_claim_name(bridge, alert.uid): alert for alert in alerts}
     results: dict[str, AlertTicket | Failed | None] = {}
     with coordination.try_hold_each(bridge.store, names) as claims:
         new: list[tuple[Alert, _NewTicket, Change]] = []

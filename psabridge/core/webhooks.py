@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable
 from urllib.parse import quote, unquote
@@ -281,10 +282,26 @@ class WebhookApp:
             row = ticketing.close_for_resolved_alert(bridge, alert.uid)
         else:
             row = ticketing.ticket_for_alert(bridge, alert)
-            if row is None:  # its claim is held: a sync pass or another delivery is on it now
-                return _json(202, status="in progress", reason="the alert is being handled elsewhere")
+        if row is None and (busy := self.alert_busy(bridge, alert)) is not None:
+            return busy
         return _json(200, status="ok", state=row.state if row else None,
                      ticket=row.ticket_id if row else None)
+
+    def alert_busy(self, bridge: Bridge, alert: Alert) -> Response | None:
+        """The answer when the alert's claim was not ours to take, or None when it is free."""
+        wait = ticketing.unanswered_wait(bridge, alert.uid)
+        if wait is not None:
+            # Nobody is on it: a write for it got no answer and is waited out before its
+            # ticket is looked for. A 2xx would end the sender's deliveries: ask for one later.
+            seconds = max(1, math.ceil(wait))
+            response = _json(503, error=f"a write for this alert got no answer; it is settled in "
+                                        f"{seconds} s: deliver it again then")
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        if alert.resolved and not ticketing.claimed(bridge, alert.uid):
+            return None  # no ticket to close: nothing was claimed
+        # A sync pass or another delivery is on it now.
+        return _json(202, status="in progress", reason="the alert is being handled elsewhere")
 
 
 def callback_url(public_url: str, secret: str) -> str:

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 import pytest
 from werkzeug.test import Client
 
-from psabridge.core import secrets, sync, ticketing
+from psabridge.core import http, secrets, sync, ticketing
 from psabridge.core.bridge import open_bridge
+from psabridge.core.coordination import mark_unanswered
 from psabridge.core.errors import RemoteError
 from psabridge.core.hookspecs import hookimpl
 from psabridge.core.models import ConnectorInfo, Setting
@@ -27,7 +28,7 @@ from psabridge.core.webhooks import (
     signing_secret,
 )
 from psabridge.plugins.rmm_datto.hooks import stated_alert_state
-from tests.core.memory import MemoryRmm
+from tests.core.memory import MemoryRmm, ServerError
 from tests.core.test_mapping import bridge, psa, rmm  # noqa: F401 - fixtures
 from tests.core.test_ticketing import ready  # noqa: F401 - fixture
 
@@ -391,3 +392,44 @@ def test_the_live_bridge_reads_a_secret_named_by_file_for_every_event(secret_bri
     assert rotated.rmm is not started.rmm
     assert rotated.rmm.connection.settings["token"] == "second-token-value"
     assert rotated.psa is started.psa
+
+
+def test_a_delivery_whose_create_got_no_answer_is_asked_again_until_its_ticket_is_found(
+        client, bridge, ready, psa, rmm, monkeypatch):  # noqa: F811
+    """The create's answer is lost: nobody works on the alert while that write is waited out,
+    so a redelivery is answered 503 with Retry-After, not a 2xx that would end the sender's
+    deliveries; once waited out, a redelivery adopts the ticket the PSA made."""
+    monkeypatch.setattr(http, "IN_FLIGHT_WINDOW", 60.0)
+    facade = type(bridge.psa)
+    real_create = facade.create_ticket
+
+    def answer_lost(self, draft):
+        real_create(self, draft=draft)
+        mark_unanswered()  # as the HTTP layer does when the connection drops
+        raise ServerError("no answer from the PSA; the request may or may not have been applied")
+
+    alert = rmm.raise_alert(ready)
+    monkeypatch.setattr(facade, "create_ticket", answer_lost)
+    failed = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert failed.status_code == 503 and "deliver it again" in failed.json["error"]
+    monkeypatch.setattr(facade, "create_ticket", real_create)
+
+    waiting = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert waiting.status_code == 503 and "got no answer" in waiting.json["error"]
+    assert 60 <= int(waiting.headers["Retry-After"]) <= 75  # the window, and its headroom
+    # The window passes (the store's clock is SQLite's own: moved by hand here).
+    bridge.store.db.execute("update leases set quiet_until = 0 where name = ?",
+                            (f"alert:{bridge.psa.name}:{alert.uid}",))
+    again = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert again.status_code == 200 and again.json["state"] == "open"
+    assert len(psa.tickets) == 1 and again.json["ticket"] in psa.tickets  # adopted, not made again
+
+
+def test_a_resolve_delivered_while_another_process_holds_the_alert_is_in_progress(
+        client, bridge, ready, rmm):  # noqa: F811
+    alert = rmm.raise_alert(ready)
+    assert post(client, "/hooks/rmm", {"alertUid": alert.uid}).json["state"] == "open"
+    rmm.resolve(alert.uid)
+    bridge.store.acquire_lease(f"alert:{bridge.psa.name}:{alert.uid}", "another process", 60)
+    answer = post(client, "/hooks/rmm", {"alertUid": alert.uid})
+    assert answer.status_code == 202 and answer.json["status"] == "in progress"

@@ -857,9 +857,10 @@ class PostgresStore:
                         (seconds, tokens), fenced=False)
 
     def lease_holder(self, name: str) -> LeaseHolder | None:
-        row = self._one(f"""select owner, token, greatest(expires_at, quiet_until) - {NOW}
+        row = self._one(f"""select owner, token, greatest(expires_at, quiet_until) - {NOW},
+                                   expires_at <= {NOW}
                             from leases where name = %s""", (name,))
-        return LeaseHolder(name, row[0], row[1], row[2]) if row else None
+        return LeaseHolder(name, row[0], row[1], row[2], bool(row[3])) if row else None
 
     def enqueue(self, item: OutboxItem) -> OutboxItem:
         """Queue a follow-up write, due now; one waiting item per key (the latest replaces it)."""

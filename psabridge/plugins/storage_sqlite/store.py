@@ -729,9 +729,10 @@ class SQLiteStore:
                     ((seconds,) if seconds is not None else ()) + tuple(tokens), fenced=False)
 
     def lease_holder(self, name: str) -> LeaseHolder | None:
-        row = self.db.execute(f"select owner, token, max(expires_at, quiet_until) - {self._NOW} "
-                              "from leases where name = ?", (name,)).fetchone()
-        return LeaseHolder(name, row[0], row[1], row[2]) if row else None
+        row = self.db.execute(f"select owner, token, max(expires_at, quiet_until) - {self._NOW}, "
+                              f"expires_at <= {self._NOW} from leases where name = ?",
+                              (name,)).fetchone()
+        return LeaseHolder(name, row[0], row[1], row[2], bool(row[3])) if row else None
 
     def enqueue(self, item: OutboxItem) -> OutboxItem:
         """Queue a follow-up write, due now; one waiting item per key (the latest replaces it)."""
