@@ -223,7 +223,8 @@ class Bridge:
         is one of them is made under that claim alone, so that a write of one that got no
         answer keeps only its own claim in flight. Returns, per change, what
         `after` returned (or the call's result without one), or `Failed` with the error: one
-        change failing does not stop the others, except a lost lease, which is raised."""
+        change failing does not stop the others, except a lost lease or an error that is not a
+        `PsabridgeError` (a fault of psabridge's own), which are raised."""
         coordination.ensure_held()
         batch = _batch.get()
 
@@ -260,8 +261,8 @@ class Bridge:
                 except Exception as exc:
                     coordination.mark_in_flight(None)  # unless a request of it got no answer
                     self.store.record(entry(change, "failed", error=logs.redact_text(str(exc))))
-                    if isinstance(exc, LeaseLost):
-                        raise
+                    if isinstance(exc, LeaseLost) or not isinstance(exc, PsabridgeError):
+                        raise  # the holder's lease is gone, or psabridge itself is at fault
                     outcomes.append(Failed(exc))
                     continue
                 coordination.mark_in_flight(None)

@@ -118,11 +118,10 @@ def holder_is_gone(owner: str) -> bool:
     return bool(start) and _process_start(pid) != start  # the pid was reused
 
 
-def waiting_out(store: Store, name: str) -> float | None:
-    """Seconds until lease `name` is free when nobody works under it any more and it is kept
-    only while a write sent under it that got no answer is waited out (its holder gave it up,
-    or died); None when it is free or a live holder works under it."""
-    holder = store.lease_holder(name)
+def waiting_out(holder: LeaseHolder | None) -> float | None:
+    """Seconds until the lease `holder` holds is free when nobody works under it any more and
+    it is kept only while a write sent under it that got no answer is waited out (its holder
+    gave it up, or died); None when it is free or a live holder works under it."""
     if holder is None or not (holder.released or holder_is_gone(holder.owner)):
         return None
     return max(0.0, holder.expires_in)

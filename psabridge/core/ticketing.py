@@ -29,6 +29,7 @@ from psabridge.core.models import (
     Alert,
     AlertTicket,
     Device,
+    LeaseHolder,
     Ticket,
     TicketDraft,
     TicketOptions,
@@ -397,15 +398,10 @@ def _claim_name(bridge: Bridge, key: str) -> str:
     return f"alert:{bridge.psa.name}:{key}"
 
 
-def unanswered_wait(bridge: Bridge, alert_uid: str) -> float | None:
-    """When no process works on the alert and its claim is kept only while a write for it that
-    got no answer (a ticket's create) is waited out: the seconds left. None otherwise."""
-    return coordination.waiting_out(bridge.store, _claim_name(bridge, alert_uid))
-
-
-def claimed(bridge: Bridge, alert_uid: str) -> bool:
-    """Whether a process holds the alert's claim now (or it waits out an unanswered write)."""
-    return bridge.store.lease_holder(_claim_name(bridge, alert_uid)) is not None
+def claim_holder(bridge: Bridge, alert_uid: str) -> LeaseHolder | None:
+    """Who holds the alert's claim now (a process working on it, or the wait for a write of it
+    that got no answer: `coordination.waiting_out`), or None when it is free."""
+    return bridge.store.lease_holder(_claim_name(bridge, alert_uid))
 
 
 def ticket_for_alert(

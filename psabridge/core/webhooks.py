@@ -51,7 +51,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from psabridge.core import logs, ticketing
+from psabridge.core import coordination, logs, ticketing
 from psabridge.core.bridge import Bridge, LiveBridge, PluginDisabled  # noqa: F401 - serve's
 from psabridge.core.errors import InvalidCallback, PsabridgeError
 from psabridge.core.models import Alert, AlertWebhook, TicketCallback
@@ -289,8 +289,8 @@ class WebhookApp:
 
     def alert_busy(self, bridge: Bridge, alert: Alert) -> Response | None:
         """The answer when the alert's claim was not ours to take, or None when it is free."""
-        wait = ticketing.unanswered_wait(bridge, alert.uid)
-        if wait is not None:
+        holder = ticketing.claim_holder(bridge, alert.uid)
+        if (wait := coordination.waiting_out(holder)) is not None:
             # Nobody is on it: a write for it got no answer and is waited out before its
             # ticket is looked for. A 2xx would end the sender's deliveries: ask for one later.
             seconds = max(1, math.ceil(wait))
@@ -298,7 +298,7 @@ class WebhookApp:
                                         f"{seconds} s: deliver it again then")
             response.headers["Retry-After"] = str(seconds)
             return response
-        if alert.resolved and not ticketing.claimed(bridge, alert.uid):
+        if alert.resolved and holder is None:
             return None  # no ticket to close: nothing was claimed
         # A sync pass or another delivery is on it now.
         return _json(202, status="in progress", reason="the alert is being handled elsewhere")
